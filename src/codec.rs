@@ -1,0 +1,84 @@
+//! The one place that knows the binary encoding (bincode 2, serde mode).
+//!
+//! Everything stored or sent is encoded here, so the codec can be swapped by
+//! changing this file alone. Decoding is always bounded: bincode trusts the
+//! lengths in its input and would otherwise try to allocate whatever the
+//! bytes claim.
+
+use bincode::config::{self, Config};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The most bytes a decode of stored data may allocate. Stored values are
+/// bounded far below this by [`crate::ReplicaConfig`]; the bound only stops a
+/// corrupted file from exhausting memory.
+const STORED_LIMIT: usize = 256 << 20;
+
+/// The most bytes a decode of one peer frame may allocate.
+pub(crate) const PEER_LIMIT: usize = 64 << 20;
+
+/// A byte string that does not decode as the expected type.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed encoding: {reason}")]
+pub struct DecodeError {
+    reason: String,
+}
+
+impl DecodeError {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Encodes one of syncline's own types.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // bincode's serde encoder fails only for sequences of unknown length and
+    // custom errors of hand-written `Serialize` impls; syncline's types have
+    // neither, so a failure is a bug in this crate, not bad input.
+    bincode::serde::encode_to_vec(value, config::standard()).expect("syncline types always encode")
+}
+
+/// Decodes data this crate stored, bounded by [`STORED_LIMIT`].
+pub(crate) fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_with(bytes, config::standard().with_limit::<STORED_LIMIT>())
+}
+
+/// Decodes bytes from a peer, bounded by [`PEER_LIMIT`].
+#[allow(dead_code)] // used by the sync protocol
+pub(crate) fn decode_peer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_with(bytes, config::standard().with_limit::<PEER_LIMIT>())
+}
+
+fn decode_with<T: DeserializeOwned>(bytes: &[u8], config: impl Config) -> Result<T, DecodeError> {
+    let (value, read) = bincode::serde::decode_from_slice::<T, _>(bytes, config)
+        .map_err(|e| DecodeError::new(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(DecodeError::new(format!(
+            "{} trailing bytes",
+            bytes.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_length_is_refused_not_allocated() {
+        // A varint length of about 4 GB (see STACK.md): must be an error.
+        let bytes = [0x26, 0xfc, 0x6f, 0x30, 0x2f, 0xfd];
+        assert!(decode_peer::<Vec<u8>>(&bytes).is_err());
+        assert!(decode_stored::<String>(&bytes).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode(&7u32);
+        bytes.push(0);
+        assert!(decode_stored::<u32>(&bytes).is_err());
+    }
+}

@@ -1,0 +1,354 @@
+//! Collection handles: reading and writing the records of one collection.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::{Bound, RangeBounds};
+
+use redb::TableHandle;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::clock::Stamp;
+use crate::error::{ReadError, StorageError, WriteError};
+use crate::merge::RecordState;
+use crate::model::{Change, ChangeId, CollectionConfig, Key};
+use crate::replica::{Replica, check_key};
+use crate::tables::{self, CHANGES, ChangeBody, RECORDS};
+use crate::txn::Committed;
+use crate::value::{Value, from_value};
+use crate::watch::Watch;
+
+/// A handle on one collection of a [`Replica`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Collection {
+    replica: Replica,
+    name: String,
+}
+
+impl fmt::Debug for Collection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collection")
+            .field("replica", &self.replica.id())
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Which records a [`Collection::scan`] returns: a key range or a prefix,
+/// forwards or backwards, up to a limit. Tombstones are never returned.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    start: Bound<Key>,
+    end: Bound<Key>,
+    limit: Option<usize>,
+    reverse: bool,
+}
+
+impl Default for Scan {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl Scan {
+    /// Every record of the collection, in key order.
+    pub fn all() -> Self {
+        Self {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            limit: None,
+            reverse: false,
+        }
+    }
+
+    /// The records whose keys start with `prefix`.
+    pub fn prefix(prefix: impl Into<Key>) -> Self {
+        let prefix = prefix.into();
+        let end = match prefix_successor(prefix.as_bytes()) {
+            Some(next) => Bound::Excluded(Key::new(next)),
+            None => Bound::Unbounded,
+        };
+        Self {
+            start: Bound::Included(prefix),
+            end,
+            ..Self::all()
+        }
+    }
+
+    /// The records whose keys fall in `range` (bytewise order).
+    pub fn range<K: Into<Key> + Clone>(range: impl RangeBounds<K>) -> Self {
+        let conv = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.clone().into()),
+            Bound::Excluded(k) => Bound::Excluded(k.clone().into()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Self {
+            start: conv(range.start_bound()),
+            end: conv(range.end_bound()),
+            ..Self::all()
+        }
+    }
+
+    /// Returns at most `n` records.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Walks from the greatest key down.
+    pub fn reverse(mut self) -> Self {
+        self.reverse = true;
+        self
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+impl Collection {
+    pub(crate) fn new(replica: Replica, name: String) -> Self {
+        Self { replica, name }
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The collection's configuration.
+    pub fn config(&self) -> CollectionConfig {
+        // A collection, once defined, is never removed.
+        self.replica
+            .collection_config(&self.name)
+            .unwrap_or_default()
+    }
+
+    /// The replica this collection belongs to.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Sets a record; durable when it returns.
+    pub fn put(
+        &self,
+        key: impl Into<Key>,
+        value: impl Into<Value>,
+    ) -> Result<ChangeId, WriteError> {
+        let mut txn = self.replica.transaction();
+        txn.put(&self.name, key, value);
+        single(txn.commit()?)
+    }
+
+    /// Sets a record to a serde value (a struct becomes a map of its fields).
+    pub fn put_typed<T: Serialize + ?Sized>(
+        &self,
+        key: impl Into<Key>,
+        value: &T,
+    ) -> Result<ChangeId, WriteError> {
+        let mut txn = self.replica.transaction();
+        txn.put_typed(&self.name, key, value)?;
+        single(txn.commit()?)
+    }
+
+    /// Sets some fields of a map-valued record, keeping the others.
+    pub fn patch(
+        &self,
+        key: impl Into<Key>,
+        fields: BTreeMap<String, Value>,
+    ) -> Result<ChangeId, WriteError> {
+        let mut txn = self.replica.transaction();
+        txn.patch(&self.name, key, fields);
+        single(txn.commit()?)
+    }
+
+    /// Deletes a record, leaving a tombstone that older writes cannot undo.
+    pub fn delete(&self, key: impl Into<Key>) -> Result<ChangeId, WriteError> {
+        let mut txn = self.replica.transaction();
+        txn.delete(&self.name, key);
+        single(txn.commit()?)
+    }
+
+    /// A record's value; `None` if it never existed or is deleted.
+    pub fn get(&self, key: impl Into<Key>) -> Result<Option<Value>, ReadError> {
+        Ok(self.record(key)?.and_then(|r| r.value))
+    }
+
+    /// A record's value converted to `T`.
+    pub fn get_typed<T: DeserializeOwned>(
+        &self,
+        key: impl Into<Key>,
+    ) -> Result<Option<T>, ReadError> {
+        match self.get(key)? {
+            Some(v) => Ok(Some(from_value(v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A record's merged state, tombstones included, with the winning version.
+    pub fn record(&self, key: impl Into<Key>) -> Result<Option<RecordState>, ReadError> {
+        let key = key.into();
+        check_key(&key, self.replica.config().max_key_len)?;
+        let read = self.replica.begin_read()?;
+        let table = read.open_table(RECORDS).map_err(StorageError::from)?;
+        match table
+            .get((self.name.as_str(), key.as_bytes()))
+            .map_err(StorageError::from)?
+        {
+            Some(g) => Ok(Some(tables::decode(RECORDS.name(), g.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Live records in a key range or prefix, forwards or backwards, up to a limit.
+    pub fn scan(&self, scan: Scan) -> Result<Vec<(Key, Value)>, ReadError> {
+        let mut out = Vec::new();
+        self.scan_states(&scan, |key, state| {
+            if let Some(value) = state.value {
+                out.push((key, value));
+            }
+            scan.limit.is_none_or(|n| out.len() < n)
+        })?;
+        Ok(out)
+    }
+
+    /// Every record's merged state, tombstones included, in key order.
+    pub fn states(&self) -> Result<Vec<(Key, RecordState)>, ReadError> {
+        let mut out = Vec::new();
+        self.scan_states(&Scan::all(), |key, state| {
+            out.push((key, state));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Walks the records table; `visit` returns false to stop.
+    fn scan_states(
+        &self,
+        scan: &Scan,
+        mut visit: impl FnMut(Key, RecordState) -> bool,
+    ) -> Result<(), ReadError> {
+        if scan.limit == Some(0) {
+            return Ok(());
+        }
+        let name = self.name.as_str();
+        // Tuple keys order by collection first; the smallest key of the next
+        // collection name is (name + "\0", []).
+        let next_name = format!("{name}\0");
+        let start = match &scan.start {
+            Bound::Included(k) => Bound::Included((name, k.as_bytes())),
+            Bound::Excluded(k) => Bound::Excluded((name, k.as_bytes())),
+            Bound::Unbounded => Bound::Included((name, &[][..])),
+        };
+        let end = match &scan.end {
+            Bound::Included(k) => Bound::Included((name, k.as_bytes())),
+            Bound::Excluded(k) => Bound::Excluded((name, k.as_bytes())),
+            Bound::Unbounded => Bound::Excluded((next_name.as_str(), &[][..])),
+        };
+        if range_is_empty(&scan.start, &scan.end) {
+            return Ok(());
+        }
+        let read = self.replica.begin_read()?;
+        let table = read.open_table(RECORDS).map_err(StorageError::from)?;
+        let range = table
+            .range::<(&str, &[u8])>((start, end))
+            .map_err(StorageError::from)?;
+        let mut step = |entry: Result<
+            (
+                redb::AccessGuard<'_, (&str, &[u8])>,
+                redb::AccessGuard<'_, &[u8]>,
+            ),
+            redb::StorageError,
+        >|
+         -> Result<bool, ReadError> {
+            let (k, v) = entry.map_err(StorageError::from)?;
+            let state: RecordState = tables::decode(RECORDS.name(), v.value())?;
+            Ok(visit(Key::new(k.value().1), state))
+        };
+        if scan.reverse {
+            for entry in range.rev() {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        } else {
+            for entry in range {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The change log of one record, in merge order (stamp, then origin).
+    pub fn history(&self, key: impl Into<Key>) -> Result<Vec<Change>, ReadError> {
+        let key = key.into();
+        check_key(&key, self.replica.config().max_key_len)?;
+        let read = self.replica.begin_read()?;
+        let table = read.open_table(CHANGES).map_err(StorageError::from)?;
+        let lo = (self.name.as_str(), key.as_bytes(), 0u64, &[0u8; 16]);
+        let hi = (self.name.as_str(), key.as_bytes(), u64::MAX, &[0xffu8; 16]);
+        let mut out = Vec::new();
+        for entry in table.range(lo..=hi).map_err(StorageError::from)? {
+            let (k, v) = entry.map_err(StorageError::from)?;
+            let (_, _, stamp, origin) = k.value();
+            let body: ChangeBody = tables::decode(CHANGES.name(), v.value())?;
+            out.push(Change {
+                id: ChangeId {
+                    origin: crate::model::ReplicaId::from_bytes(*origin),
+                    seq: body.seq,
+                },
+                collection: self.name.clone(),
+                key: key.clone(),
+                stamp: Stamp::from_u64(stamp),
+                op: body.op,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A stream of the changes committed to this collection from now on.
+    pub fn watch(&self) -> Watch {
+        Watch::new(self.replica.subscribe_events(), Some(self.name.clone()))
+    }
+}
+
+/// Whether a key range is empty (redb refuses ranges whose start is after their end).
+fn range_is_empty(start: &Bound<Key>, end: &Bound<Key>) -> bool {
+    match (start, end) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+        _ => false,
+    }
+}
+
+fn single(committed: Committed) -> Result<ChangeId, WriteError> {
+    committed.ids.first().copied().ok_or_else(|| {
+        WriteError::Storage(StorageError::Inconsistent(
+            "a single write committed nothing".into(),
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_skips_trailing_ff() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}

@@ -1,0 +1,345 @@
+//! The data model: replica ids, keys, changes, collections.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::clock::Stamp;
+use crate::value::Value;
+
+/// The identity of a replica: 16 random bytes made when its database is created.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct ReplicaId([u8; 16]);
+
+impl ReplicaId {
+    /// A replica id from its bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// A new random replica id.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// The bytes of this id.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The first 4 bytes are enough to tell replicas apart in logs.
+        write!(f, "ReplicaId(")?;
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "..)")
+    }
+}
+
+/// The identity of a change: the replica it was made on and that replica's
+/// gap-free sequence number for it. Applying a change whose id is already
+/// stored does nothing, which makes redelivery harmless.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct ChangeId {
+    /// The replica that made the change.
+    pub origin: ReplicaId,
+    /// The origin's sequence number for the change, starting at 1.
+    pub seq: u64,
+}
+
+/// The position of a change in the merge order of its record.
+///
+/// Ordered by stamp, then by origin replica id, then by origin sequence
+/// number. A replica never issues the same stamp twice, so the first two
+/// fields already decide between honest changes; the sequence number keeps
+/// the order total whatever a peer sends.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Version {
+    /// The change's stamp.
+    pub stamp: Stamp,
+    /// The change's id.
+    pub id: ChangeId,
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.stamp
+            .cmp(&other.stamp)
+            .then_with(|| self.id.origin.cmp(&other.id.origin))
+            .then_with(|| self.id.seq.cmp(&other.id.seq))
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A record key: bytes, with a string convenience API.
+///
+/// Keys order bytewise. Empty keys and keys longer than the configured
+/// maximum (1024 bytes by default) are refused.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Key(Vec<u8>);
+
+impl Key {
+    /// A key from bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The key as a string, if it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// The key's bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// The key's length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the key is empty (never valid for a record).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_str() {
+            Some(s) => write!(f, "{s:?}"),
+            None => write!(f, "0x{}", hex(&self.0)),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_str() {
+            Some(s) => f.write_str(s),
+            None => write!(f, "0x{}", hex(&self.0)),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Self {
+        Self(s.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Self {
+        Self(s.into_bytes())
+    }
+}
+
+impl From<&String> for Key {
+    fn from(s: &String) -> Self {
+        Self(s.as_bytes().to_vec())
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(b: &[u8]) -> Self {
+        Self(b.to_vec())
+    }
+}
+
+impl From<Vec<u8>> for Key {
+    fn from(b: Vec<u8>) -> Self {
+        Self(b)
+    }
+}
+
+impl From<&Key> for Key {
+    fn from(k: &Key) -> Self {
+        k.clone()
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Serialize for Key {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("key bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Key, E> {
+                Ok(Key(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Key, E> {
+                Ok(Key(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Key, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(Key(out))
+            }
+        }
+        d.deserialize_byte_buf(KeyVisitor)
+    }
+}
+
+/// What a change does to its record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Sets the whole record.
+    Put(Value),
+    /// Sets some fields of a record (field-level policy). On a record-level
+    /// LWW collection a patch is turned into a `Put` of the whole record
+    /// before it is stored, so no stored change of such a collection is a patch.
+    Patch(BTreeMap<String, Value>),
+    /// Deletes the record, leaving a tombstone.
+    Delete,
+}
+
+/// One change to one record: the unit that is stored, merged and synced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Unique id: origin replica and its sequence number.
+    pub id: ChangeId,
+    /// The collection of the record.
+    pub collection: String,
+    /// The key of the record.
+    pub key: Key,
+    /// The hybrid logical clock stamp given by the origin; never re-stamped.
+    pub stamp: Stamp,
+    /// What the change does.
+    pub op: Op,
+}
+
+impl Change {
+    /// The change's position in its record's merge order.
+    pub fn version(&self) -> Version {
+        Version {
+            stamp: self.stamp,
+            id: self.id,
+        }
+    }
+
+    /// A blake3 hash of the change's canonical encoding, for integrity checks and digests.
+    pub fn hash(&self) -> blake3::Hash {
+        blake3::hash(&crate::codec::encode(self))
+    }
+}
+
+/// How the changes of one record are merged.
+///
+/// Every policy is a deterministic, total function of the set of a record's
+/// changes: replicas that hold the same changes hold the same state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MergePolicy {
+    /// Last writer wins: the change with the greatest [`Version`] decides the
+    /// record; a winning delete leaves a tombstone.
+    #[default]
+    Lww,
+}
+
+/// The settings of a collection, fixed when it is first defined.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionConfig {
+    /// How the record's changes merge.
+    pub policy: MergePolicy,
+    /// Whether the collection is synced with other replicas; a local-only
+    /// collection never leaves this replica.
+    pub sync: bool,
+}
+
+impl Default for CollectionConfig {
+    fn default() -> Self {
+        Self {
+            policy: MergePolicy::Lww,
+            sync: true,
+        }
+    }
+}
+
+impl CollectionConfig {
+    /// A collection that never leaves this replica.
+    pub fn local_only() -> Self {
+        Self {
+            sync: false,
+            ..Self::default()
+        }
+    }
+
+    /// This config with another merge policy.
+    pub fn with_policy(mut self, policy: MergePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_orders_stamp_then_origin_then_seq() {
+        let a = ReplicaId::from_bytes([1; 16]);
+        let b = ReplicaId::from_bytes([2; 16]);
+        let v = |s, o, q| Version {
+            stamp: Stamp::from_u64(s),
+            id: ChangeId { origin: o, seq: q },
+        };
+        assert!(v(1, b, 9) < v(2, a, 1));
+        assert!(v(2, a, 9) < v(2, b, 1));
+        assert!(v(2, a, 1) < v(2, a, 2));
+    }
+
+    #[test]
+    fn key_round_trips_through_codec() {
+        let k = Key::from(vec![0u8, 255, 7]);
+        let bytes = crate::codec::encode(&k);
+        let back: Key = crate::codec::decode_stored(&bytes).unwrap();
+        assert_eq!(back, k);
+        assert_eq!(format!("{:?}", Key::from("a")), "\"a\"");
+        assert_eq!(format!("{}", Key::from(vec![0xff])), "0xff");
+    }
+}

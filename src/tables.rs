@@ -1,0 +1,110 @@
+//! redb table definitions and the layout of what they hold.
+//!
+//! Every table name carries a version; a layout change makes a new name and
+//! bumps [`FORMAT_VERSION`]. Values are encoded by [`crate::codec`] unless a
+//! table says otherwise. `docs/design.md` repeats this layout.
+
+use redb::{ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Stamp;
+use crate::codec;
+use crate::error::StorageError;
+use crate::model::{ChangeId, Key, Op, ReplicaId};
+
+/// The on-disk format this build reads and writes.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// `meta-1`: name -> raw bytes.
+///
+/// - `"format"`: u32 little-endian, [`FORMAT_VERSION`].
+/// - `"replica"`: the 16 bytes of this replica's id.
+/// - `"clock"`: u64 little-endian, the clock's high-water mark (the greatest
+///   stamp issued or received), written in every write transaction.
+/// - `"seq"`: u64 little-endian, the last sequence number this replica gave
+///   one of its own changes.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+
+/// `collections-1`: collection name -> encoded [`crate::CollectionConfig`].
+pub(crate) const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("collections-1");
+
+/// `changes-1`: (collection, key bytes, stamp as u64, origin replica id) ->
+/// encoded [`ChangeBody`]. Each record's change log, in merge order of stamp
+/// and origin. Never rewritten once stored.
+pub(crate) const CHANGES: TableDefinition<(&str, &[u8], u64, &[u8; 16]), &[u8]> =
+    TableDefinition::new("changes-1");
+
+/// `records-1`: (collection, key bytes) -> encoded [`crate::RecordState`]:
+/// the merged state, a value or a tombstone, with the winning version.
+pub(crate) const RECORDS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("records-1");
+
+/// `feed-1`: local sequence number (lsn, gap-free from 1) -> encoded
+/// [`FeedRecord`]. Every change stored here, local or received, gets the next
+/// lsn in the transaction that stores it. The outbox and the change stream.
+pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-1");
+
+/// `ids-1`: (origin replica id, origin seq) -> lsn of the change in `feed-1`.
+/// Makes application of a change idempotent.
+pub(crate) const IDS: TableDefinition<(&[u8; 16], u64), u64> = TableDefinition::new("ids-1");
+
+/// `peers-1`: peer replica id -> encoded peer state (cursors, last seen).
+/// Filled by the sync engine.
+pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("peers-1");
+
+/// `conflicts-1`: (collection, key bytes, stamp, origin of the losing
+/// change) -> encoded conflict record. Filled by the conflict-recording
+/// policies.
+pub(crate) const CONFLICTS: TableDefinition<(&str, &[u8], u64, &[u8; 16]), &[u8]> =
+    TableDefinition::new("conflicts-1");
+
+/// The value of a `changes-1` entry; the key holds the rest of the change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChangeBody {
+    /// The origin's sequence number.
+    pub(crate) seq: u64,
+    /// What the change does.
+    pub(crate) op: Op,
+}
+
+/// The value of a `feed-1` entry: which change, where it is stored, and how
+/// it arrived.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FeedRecord {
+    /// The change.
+    pub(crate) id: ChangeId,
+    /// Its collection.
+    pub(crate) collection: String,
+    /// Its key.
+    pub(crate) key: Key,
+    /// Its stamp.
+    pub(crate) stamp: Stamp,
+    /// The peer it was received from, `None` when made here.
+    pub(crate) source: Option<ReplicaId>,
+    /// Whether it is the last change of an atomic group (a transaction or a
+    /// remote batch): readers of the feed never split a group.
+    pub(crate) group_end: bool,
+}
+
+/// Decodes a stored value, naming the table in the error.
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, StorageError> {
+    codec::decode_stored(bytes).map_err(|source| StorageError::Corrupted { table, source })
+}
+
+/// Reads a u64 meta entry.
+pub(crate) fn meta_u64(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<u64>, StorageError> {
+    let Some(guard) = table.get(name)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = guard
+        .value()
+        .try_into()
+        .map_err(|_| StorageError::Inconsistent(format!("meta entry {name:?} is not 8 bytes")))?;
+    Ok(Some(u64::from_le_bytes(bytes)))
+}

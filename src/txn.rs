@@ -1,0 +1,221 @@
+//! Multi-record transactions: the one local write path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::clock::Stamp;
+use crate::codec;
+use crate::error::{ApplyError, StorageError, WriteError};
+use crate::model::{Change, ChangeId, Key, MergePolicy, Op};
+use crate::replica::{Replica, Writer, check_key, next_id};
+use crate::value::{Value, to_value};
+use crate::watch::ChangeEvent;
+
+/// A multi-record transaction: queued writes that [`Transaction::commit`]
+/// stores atomically and durably, as one atomic group that travels in one
+/// batch. Dropping it uncommitted writes nothing.
+pub struct Transaction {
+    replica: Replica,
+    ops: Vec<(String, Key, Op)>,
+}
+
+impl fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("replica", &self.replica.id())
+            .field("ops", &self.ops.len())
+            .finish()
+    }
+}
+
+/// What a commit stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The ids of the changes, in the order they were queued.
+    pub ids: Vec<ChangeId>,
+    /// The stamp of the last change (the greatest of the commit).
+    pub stamp: Stamp,
+    /// The lsn of the last change.
+    pub lsn: u64,
+}
+
+impl Transaction {
+    pub(crate) fn new(replica: Replica) -> Self {
+        Self {
+            replica,
+            ops: Vec::new(),
+        }
+    }
+
+    /// Queues setting a record to `value`.
+    pub fn put(
+        &mut self,
+        collection: &str,
+        key: impl Into<Key>,
+        value: impl Into<Value>,
+    ) -> &mut Self {
+        self.ops
+            .push((collection.to_string(), key.into(), Op::Put(value.into())));
+        self
+    }
+
+    /// Queues setting a record to a serde value converted to a [`Value`].
+    pub fn put_typed<T: Serialize + ?Sized>(
+        &mut self,
+        collection: &str,
+        key: impl Into<Key>,
+        value: &T,
+    ) -> Result<&mut Self, WriteError> {
+        let value = to_value(value)?;
+        Ok(self.put(collection, key, value))
+    }
+
+    /// Queues setting some fields of a map-valued record. On a
+    /// last-writer-wins collection this is a read-modify-write at commit that
+    /// stores a `Put` of the whole record; a missing or deleted record starts
+    /// from an empty map.
+    pub fn patch(
+        &mut self,
+        collection: &str,
+        key: impl Into<Key>,
+        fields: BTreeMap<String, Value>,
+    ) -> &mut Self {
+        self.ops
+            .push((collection.to_string(), key.into(), Op::Patch(fields)));
+        self
+    }
+
+    /// Queues deleting a record (leaving a tombstone).
+    pub fn delete(&mut self, collection: &str, key: impl Into<Key>) -> &mut Self {
+        self.ops
+            .push((collection.to_string(), key.into(), Op::Delete));
+        self
+    }
+
+    /// The number of queued writes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Stores every queued write in one durable commit, or none of them.
+    ///
+    /// Each write gets its own change (id, stamp) and feed entry; watchers
+    /// see them after the commit. An empty transaction commits nothing.
+    pub fn commit(self) -> Result<Committed, WriteError> {
+        let replica = &self.replica;
+        let cfg = replica.config();
+        if self.ops.len() > cfg.max_batch_changes {
+            return Err(WriteError::TransactionTooLarge {
+                len: self.ops.len(),
+                max: cfg.max_batch_changes,
+            });
+        }
+        let mut policies = Vec::with_capacity(self.ops.len());
+        for (collection, key, op) in &self.ops {
+            let coll = replica
+                .collection_config(collection)
+                .ok_or_else(|| WriteError::UnknownCollection(collection.clone()))?;
+            check_key(key, cfg.max_key_len)?;
+            check_value_len(op, cfg.max_value_len)?;
+            policies.push(coll.policy);
+        }
+
+        let mut guard = replica.lock_write();
+        if self.ops.is_empty() {
+            return Ok(Committed {
+                ids: Vec::new(),
+                stamp: guard.hlc.last(),
+                lsn: guard.lsn,
+            });
+        }
+        let mut state = guard.clone();
+        let now = replica.now_millis();
+        let txn = replica.begin_write()?;
+        let mut events = Vec::with_capacity(self.ops.len());
+        let mut ids = Vec::with_capacity(self.ops.len());
+        {
+            let mut w = Writer::open(&txn)?;
+            let last = self.ops.len() - 1;
+            for (i, ((collection, key, op), policy)) in
+                self.ops.into_iter().zip(policies).enumerate()
+            {
+                let op = match (op, policy) {
+                    (Op::Patch(fields), MergePolicy::Lww) => {
+                        let current = w.record(&collection, &key)?.and_then(|r| r.value);
+                        let mut map = match current {
+                            Some(Value::Map(map)) => map,
+                            None => BTreeMap::new(),
+                            Some(_) => return Err(WriteError::NotAMap),
+                        };
+                        map.extend(fields);
+                        let op = Op::Put(Value::Map(map));
+                        check_value_len(&op, cfg.max_value_len)?;
+                        op
+                    }
+                    (op, _) => op,
+                };
+                let change = Change {
+                    id: next_id(replica.id(), &mut state),
+                    collection,
+                    key,
+                    stamp: state.hlc.tick(now),
+                    op,
+                };
+                let lsn = w
+                    .store(&mut state, policy, &change, None, i == last)
+                    .map_err(local_store_error)?
+                    .ok_or_else(|| {
+                        StorageError::Inconsistent(format!(
+                            "fresh change {:?} already stored",
+                            change.id
+                        ))
+                    })?;
+                ids.push(change.id);
+                events.push(ChangeEvent {
+                    lsn,
+                    change,
+                    source: None,
+                });
+            }
+            w.save_counters(&state)?;
+        }
+        txn.commit().map_err(StorageError::from)?;
+        *guard = state;
+        let committed = Committed {
+            ids,
+            stamp: guard.hlc.last(),
+            lsn: guard.lsn,
+        };
+        drop(guard);
+        replica.publish(events);
+        Ok(committed)
+    }
+}
+
+fn check_value_len(op: &Op, max: usize) -> Result<(), WriteError> {
+    let len = match op {
+        Op::Put(v) => codec::encode(v).len(),
+        Op::Patch(fields) => codec::encode(fields).len(),
+        Op::Delete => 0,
+    };
+    if len > max {
+        return Err(WriteError::ValueTooLarge { len, max });
+    }
+    Ok(())
+}
+
+/// Storing a freshly made local change can only fail in storage: its id and
+/// stamp are new by construction.
+fn local_store_error(e: ApplyError) -> WriteError {
+    match e {
+        ApplyError::Storage(e) => WriteError::Storage(e),
+        other => WriteError::Storage(StorageError::Inconsistent(other.to_string())),
+    }
+}

@@ -1,0 +1,1 @@
+//! Transport traits for syncline (work in progress).

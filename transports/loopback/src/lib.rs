@@ -1,0 +1,1 @@
+//! In-process loopback transport for syncline (work in progress).
