@@ -1,1 +1,156 @@
-fn main() {}
+//! Local store benchmarks, with bare redb doing the same inserts as the floor.
+//!
+//! Run with `cargo bench --bench store`. Every syncline case has a `redb_*`
+//! twin that inserts the same keys and value bytes into one table, so the
+//! ratio is the cost of the change log, feed, index and merged record.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use divan::Bencher;
+use redb::{Database, Durability, TableDefinition};
+use syncline::{Change, CollectionConfig, Replica, ReplicaConfig, Value};
+
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bench");
+
+fn main() {
+    divan::main();
+}
+
+fn replica(dir: &tempfile::TempDir) -> Replica {
+    let r = Replica::open(dir.path().join("r.redb"), ReplicaConfig::default()).unwrap();
+    r.define_collection("bench", CollectionConfig::default()).unwrap();
+    r
+}
+
+fn bare(dir: &tempfile::TempDir) -> Database {
+    let db = Database::create(dir.path().join("bare.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(TABLE).unwrap();
+    txn.commit().unwrap();
+    db
+}
+
+fn value(i: u64) -> Value {
+    Value::String(format!("{i:0>32}"))
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn next_key() -> String {
+    format!("k{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// One put, durably committed.
+#[divan::bench(sample_count = 200)]
+fn single_put_durable(bencher: Bencher) {
+    let dir = tempfile::tempdir().unwrap();
+    let todos = replica(&dir).collection("bench").unwrap();
+    bencher.bench_local(|| todos.put(next_key(), value(1)).unwrap());
+}
+
+/// Bare redb: one insert, durably committed.
+#[divan::bench(sample_count = 200)]
+fn redb_single_insert_durable(bencher: Bencher) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare(&dir);
+    let v = format!("{:0>32}", 1);
+    bencher.bench_local(|| {
+        let mut txn = db.begin_write().unwrap();
+        txn.set_durability(Durability::Immediate).unwrap();
+        txn.open_table(TABLE)
+            .unwrap()
+            .insert(next_key().as_bytes(), v.as_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+    });
+}
+
+/// 10,000 puts in one transaction.
+#[divan::bench(sample_count = 10)]
+fn put_10k_in_one_transaction(bencher: Bencher) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = replica(&dir);
+    bencher.bench_local(|| {
+        let mut txn = r.transaction();
+        for i in 0..10_000 {
+            txn.put("bench", next_key(), value(i));
+        }
+        txn.commit().unwrap();
+    });
+}
+
+/// Bare redb: 10,000 inserts in one transaction.
+#[divan::bench(sample_count = 10)]
+fn redb_insert_10k_in_one_transaction(bencher: Bencher) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = bare(&dir);
+    bencher.bench_local(|| {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(TABLE).unwrap();
+            for i in 0..10_000u64 {
+                t.insert(next_key().as_bytes(), format!("{i:0>32}").as_bytes()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    });
+}
+
+/// 100,000 changes made elsewhere.
+fn remote_changes() -> Vec<Change> {
+    let source = Replica::in_memory(ReplicaConfig::default()).unwrap();
+    source.define_collection("bench", CollectionConfig::default()).unwrap();
+    for chunk in 0..100u64 {
+        let mut txn = source.transaction();
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            txn.put("bench", format!("k{i}"), value(i));
+        }
+        txn.commit().unwrap();
+    }
+    source
+        .feed_after(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect()
+}
+
+/// `apply_remote` of 100,000 changes in batches of 1,000 into a new file.
+#[divan::bench(sample_count = 5)]
+fn apply_remote_100k_in_batches_of_1k(bencher: Bencher) {
+    let changes = remote_changes();
+    bencher
+        .with_inputs(|| tempfile::tempdir().unwrap())
+        .bench_local_values(|dir| {
+            let r = replica(&dir);
+            for batch in changes.chunks(1000) {
+                r.apply_remote(batch).unwrap();
+            }
+            dir
+        });
+}
+
+/// Bare redb: 100,000 inserts in transactions of 1,000 into a new file.
+#[divan::bench(sample_count = 5)]
+fn redb_insert_100k_in_batches_of_1k(bencher: Bencher) {
+    let rows: Vec<(String, String)> = (0..100_000u64)
+        .map(|i| (format!("k{i}"), format!("{i:0>32}")))
+        .collect();
+    bencher
+        .with_inputs(|| tempfile::tempdir().unwrap())
+        .bench_local_values(|dir| {
+            let db = bare(&dir);
+            for batch in rows.chunks(1000) {
+                let mut txn = db.begin_write().unwrap();
+                txn.set_durability(Durability::Immediate).unwrap();
+                {
+                    let mut t = txn.open_table(TABLE).unwrap();
+                    for (k, v) in batch {
+                        t.insert(k.as_bytes(), v.as_bytes()).unwrap();
+                    }
+                }
+                txn.commit().unwrap();
+            }
+            dir
+        });
+}

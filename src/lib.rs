@@ -1,4 +1,56 @@
-//! syncline (in progress)
+//! syncline replicates collections of records between replicas: peer to
+//! peer, or clients around a hub. Every replica writes locally first, into a
+//! redb database where each record is a change log stamped by a hybrid
+//! logical clock; replicas that have seen the same changes hold the same
+//! records, byte for byte, whatever order the changes arrived in.
+//!
+//! ```
+//! use syncline::{CollectionConfig, Replica, ReplicaConfig, Value};
+//!
+//! # fn main() -> Result<(), syncline::Error> {
+//! let a = Replica::in_memory(ReplicaConfig::default())?;
+//! let b = Replica::in_memory(ReplicaConfig::default())?;
+//! for r in [&a, &b] {
+//!     r.define_collection("todos", CollectionConfig::default())?;
+//! }
+//! a.collection("todos")?.put("milk", "buy milk")?;
+//! a.collection("todos")?.put("bread", "buy bread")?;
+//!
+//! // Exchange feeds (the sync engine does this over a transport).
+//! let feed = |r: &Replica| -> Result<Vec<_>, syncline::Error> {
+//!     Ok(r.feed_after(0, 100)?.into_iter().map(|e| e.change).collect())
+//! };
+//! b.apply_remote(&feed(&a)?)?;
+//! b.collection("todos")?.delete("milk")?; // after seeing the put: the delete wins
+//! a.apply_remote(&feed(&b)?)?;
+//!
+//! assert_eq!(a.collection("todos")?.get("milk")?, None);
+//! assert_eq!(a.collection("todos")?.get("bread")?, Some(Value::from("buy bread")));
+//! assert_eq!(a.collection("todos")?.get("milk")?, None);
+//! assert_eq!(a.collection("todos")?.states()?, b.collection("todos")?.states()?);
+//! # Ok(()) }
+//! ```
+//!
+//! # Model
+//!
+//! - A [`Replica`] is one redb file (or redb's in-memory backend) with a
+//!   random [`ReplicaId`], a hybrid logical clock and a feed.
+//! - A [`Collection`] is a named set of records with a [`MergePolicy`] and a
+//!   sync flag. Keys are bytes ([`Key`]); values are [`Value`]s, and any serde
+//!   type converts to and from one ([`to_value`], [`from_value`]).
+//! - Every write becomes a [`Change`] with a unique [`ChangeId`] and a
+//!   [`Stamp`]. Last writer wins by (stamp, origin); a delete leaves a
+//!   tombstone that older writes cannot undo.
+//! - A local write, its change-log entry and its feed entry commit in one
+//!   durable redb transaction; [`Replica::apply_remote`] merges a batch of
+//!   remote changes in one commit, idempotently.
+//!
+//! # Cargo features
+//!
+//! - `loopback` (default): the in-process loopback transport.
+//!
+//! The QUIC and HTTP transports, the sync engine and further merge policies
+//! are being built; see the README for what is done.
 #![warn(missing_docs)]
 
 mod clock;
