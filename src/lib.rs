@@ -59,6 +59,8 @@ mod collection;
 mod error;
 mod merge;
 mod model;
+mod peers;
+mod protocol;
 mod replica;
 mod tables;
 mod txn;
@@ -72,6 +74,8 @@ pub use error::{
     ApplyError, Error, Fault, KeyError, OpenError, ReadError, StorageError, WriteError,
 };
 pub use merge::{RecordState, merge_all, merge_one};
+pub use peers::PeerState;
+pub use protocol::{CollectionSpec, PROTOCOL_VERSION, Refusal, RefusalCode};
 pub use model::{Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, ReplicaId, Version};
 pub use replica::{
     ApplyReport, FeedEntry, MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig,

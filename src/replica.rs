@@ -371,6 +371,17 @@ impl Replica {
         source: Option<ReplicaId>,
         changes: &[Change],
     ) -> Result<ApplyReport, ApplyError> {
+        self.apply_batch(source, changes, None)
+    }
+
+    /// Applies a remote batch and, in the same commit, moves the pull cursor
+    /// kept for `cursor.0` to `cursor.1`: a crash never skips or loses changes.
+    pub(crate) fn apply_batch(
+        &self,
+        source: Option<ReplicaId>,
+        changes: &[Change],
+        cursor: Option<(ReplicaId, u64)>,
+    ) -> Result<ApplyReport, ApplyError> {
         let max = self.inner.config.max_batch_changes;
         if changes.len() > max {
             return Err(ApplyError::BatchTooLarge {
@@ -420,6 +431,9 @@ impl Replica {
                 w.mark_group_end(state.lsn)?;
             }
             w.save_counters(&state)?;
+        }
+        if let Some((peer, pulled)) = cursor {
+            crate::peers::update(&txn, peer, |p| p.pulled = p.pulled.max(pulled))?;
         }
         txn.commit().map_err(StorageError::from)?;
         *guard = state;
