@@ -18,7 +18,8 @@ fn main() {
 
 fn replica(dir: &tempfile::TempDir) -> Replica {
     let r = Replica::open(dir.path().join("r.redb"), ReplicaConfig::default()).unwrap();
-    r.define_collection("bench", CollectionConfig::default()).unwrap();
+    r.define_collection("bench", CollectionConfig::default())
+        .unwrap();
     r
 }
 
@@ -89,7 +90,8 @@ fn redb_insert_10k_in_one_transaction(bencher: Bencher) {
         {
             let mut t = txn.open_table(TABLE).unwrap();
             for i in 0..10_000u64 {
-                t.insert(next_key().as_bytes(), format!("{i:0>32}").as_bytes()).unwrap();
+                t.insert(next_key().as_bytes(), format!("{i:0>32}").as_bytes())
+                    .unwrap();
             }
         }
         txn.commit().unwrap();
@@ -99,7 +101,9 @@ fn redb_insert_10k_in_one_transaction(bencher: Bencher) {
 /// 100,000 changes made elsewhere.
 fn remote_changes() -> Vec<Change> {
     let source = Replica::in_memory(ReplicaConfig::default()).unwrap();
-    source.define_collection("bench", CollectionConfig::default()).unwrap();
+    source
+        .define_collection("bench", CollectionConfig::default())
+        .unwrap();
     for chunk in 0..100u64 {
         let mut txn = source.transaction();
         for i in chunk * 1000..(chunk + 1) * 1000 {

@@ -21,24 +21,61 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Both write while offline; each write is durable when it returns.
     let todos = laptop.collection("todos")?;
-    todos.put_typed("milk", &Todo { title: "buy milk".into(), done: false })?;
-    todos.put_typed("bread", &Todo { title: "buy bread".into(), done: false })?;
+    todos.put_typed(
+        "milk",
+        &Todo {
+            title: "buy milk".into(),
+            done: false,
+        },
+    )?;
+    todos.put_typed(
+        "bread",
+        &Todo {
+            title: "buy bread".into(),
+            done: false,
+        },
+    )?;
     let mut txn = phone.transaction();
-    txn.put_typed("todos", "milk", &Todo { title: "buy oat milk".into(), done: true })?;
-    txn.put_typed("todos", "eggs", &Todo { title: "buy eggs".into(), done: false })?;
+    txn.put_typed(
+        "todos",
+        "milk",
+        &Todo {
+            title: "buy oat milk".into(),
+            done: true,
+        },
+    )?;
+    txn.put_typed(
+        "todos",
+        "eggs",
+        &Todo {
+            title: "buy eggs".into(),
+            done: false,
+        },
+    )?;
     txn.commit()?;
     phone.collection("todos")?.delete("bread")?;
 
     // Back online: each applies the other's feed (the sync engine automates this).
-    let from_laptop: Vec<_> = laptop.feed_after(0, 1000)?.into_iter().map(|e| e.change).collect();
-    let from_phone: Vec<_> = phone.feed_after(0, 1000)?.into_iter().map(|e| e.change).collect();
+    let from_laptop: Vec<_> = laptop
+        .feed_after(0, 1000)?
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+    let from_phone: Vec<_> = phone
+        .feed_after(0, 1000)?
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
     phone.apply_remote_from(Some(laptop.id()), &from_laptop)?;
     laptop.apply_remote_from(Some(phone.id()), &from_phone)?;
 
     for (name, replica) in [("laptop", &laptop), ("phone", &phone)] {
         println!("{name} ({}):", replica.id());
         for (key, _) in replica.collection("todos")?.scan(Scan::all())? {
-            let todo: Todo = replica.collection("todos")?.get_typed(key.clone())?.unwrap();
+            let todo: Todo = replica
+                .collection("todos")?
+                .get_typed(key.clone())?
+                .unwrap();
             println!("  {key}: {todo:?}");
         }
     }

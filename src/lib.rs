@@ -53,6 +53,7 @@
 //! are being built; see the README for what is done.
 #![warn(missing_docs)]
 
+mod access;
 mod clock;
 mod codec;
 mod collection;
@@ -62,11 +63,15 @@ mod model;
 mod peers;
 mod protocol;
 mod replica;
+mod server;
 mod tables;
 mod txn;
 mod value;
 mod watch;
 
+pub use access::{
+    Access, AccessControl, AllowAll, Collections, Credentials, Permissions, Principal, Tokens,
+};
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
 pub use collection::{Collection, Scan};
@@ -74,12 +79,13 @@ pub use error::{
     ApplyError, Error, Fault, KeyError, OpenError, ReadError, StorageError, WriteError,
 };
 pub use merge::{RecordState, merge_all, merge_one};
+pub use model::{Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, ReplicaId, Version};
 pub use peers::PeerState;
 pub use protocol::{CollectionSpec, PROTOCOL_VERSION, Refusal, RefusalCode};
-pub use model::{Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, ReplicaId, Version};
 pub use replica::{
     ApplyReport, FeedEntry, MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig,
 };
+pub use server::{ServerConfig, SyncServer};
 pub use txn::{Committed, Transaction};
 pub use value::{Value, ValueError, from_value, to_value};
 pub use watch::{ChangeEvent, Watch, WatchError};

@@ -59,7 +59,12 @@ impl Replica {
     }
 
     /// Records that `peer` acknowledged holding this replica's feed through `pushed`.
-    pub(crate) fn record_pushed(&self, peer: ReplicaId, pushed: u64, now_ms: u64) -> Result<(), StorageError> {
+    pub(crate) fn record_pushed(
+        &self,
+        peer: ReplicaId,
+        pushed: u64,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
         let _guard = self.lock_write();
         let txn = self.begin_write()?;
         update(&txn, peer, |p| {

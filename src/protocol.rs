@@ -188,7 +188,9 @@ pub(crate) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 }
 
 /// Decodes a protocol message from a peer, bounded.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::DecodeError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, codec::DecodeError> {
     codec::decode_peer(bytes)
 }
 

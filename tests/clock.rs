@@ -16,7 +16,9 @@ fn stamps_increase_across_reopen_with_clock_stepped_back() {
     let mut last = Stamp::ZERO;
     for round in 0..4 {
         let r = Replica::open(&path, manual_config(1, &time)).unwrap();
-        let todos = r.define_collection("todos", CollectionConfig::default()).unwrap();
+        let todos = r
+            .define_collection("todos", CollectionConfig::default())
+            .unwrap();
         for i in 0..5 {
             todos.put(format!("k{round}-{i}"), i as i64).unwrap();
             let stamp = r.clock();
@@ -32,7 +34,10 @@ fn stamps_increase_across_reopen_with_clock_stepped_back() {
     let r = Replica::open(&path, manual_config(1, &time)).unwrap();
     let feed = r.feed_after(0, 1000).unwrap();
     assert_eq!(feed.len(), 20);
-    assert!(feed.windows(2).all(|w| w[0].change.stamp < w[1].change.stamp));
+    assert!(
+        feed.windows(2)
+            .all(|w| w[0].change.stamp < w[1].change.stamp)
+    );
 }
 
 #[test]
@@ -44,9 +49,24 @@ fn remote_stamp_too_far_ahead_moves_neither_clock_nor_data() {
     let fast = ManualTime::new(T0 + 120_000);
     let a_fast = memory_replica(3, &fast);
     a.collection("todos").unwrap().put("ok", 1i64).unwrap();
-    a_fast.collection("todos").unwrap().put("future", 2i64).unwrap();
-    let mut batch: Vec<Change> = a.feed_after(0, 10).unwrap().into_iter().map(|e| e.change).collect();
-    batch.extend(a_fast.feed_after(0, 10).unwrap().into_iter().map(|e| e.change));
+    a_fast
+        .collection("todos")
+        .unwrap()
+        .put("future", 2i64)
+        .unwrap();
+    let mut batch: Vec<Change> = a
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+    batch.extend(
+        a_fast
+            .feed_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.change),
+    );
 
     b.collection("todos").unwrap().put("mine", 0i64).unwrap();
     let clock_before = b.clock();
@@ -69,7 +89,10 @@ fn remote_stamp_too_far_ahead_moves_neither_clock_nor_data() {
     assert_eq!(b.clock(), batch[1].stamp);
     let next = b.collection("todos").unwrap().put("after", 3i64).unwrap();
     let stamp = b.collection("todos").unwrap().history("after").unwrap()[0].stamp;
-    assert!(stamp > batch[1].stamp, "{next:?}: local stamps pass every stamp seen");
+    assert!(
+        stamp > batch[1].stamp,
+        "{next:?}: local stamps pass every stamp seen"
+    );
 }
 
 #[test]
@@ -79,7 +102,18 @@ fn past_stamps_are_always_accepted() {
     a.collection("todos").unwrap().put("ancient", 1i64).unwrap();
     let time = ManualTime::new(T0);
     let b = memory_replica(2, &time);
-    let batch: Vec<Change> = a.feed_after(0, 10).unwrap().into_iter().map(|e| e.change).collect();
+    let batch: Vec<Change> = a
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
     b.apply_remote(&batch).unwrap();
-    assert!(b.collection("todos").unwrap().get("ancient").unwrap().is_some());
+    assert!(
+        b.collection("todos")
+            .unwrap()
+            .get("ancient")
+            .unwrap()
+            .is_some()
+    );
 }

@@ -21,7 +21,13 @@ use syncline::{
 /// that ties on the stamp are common. (stamp, origin) pairs are unique, as
 /// the clock guarantees, and each origin numbers its changes 1, 2, 3...
 fn change_set() -> impl Strategy<Value = Vec<Change>> {
-    let one = (0u8..3, 0u8..2, 0u8..4, 0u64..24, prop::option::weighted(0.75, -5i64..5));
+    let one = (
+        0u8..3,
+        0u8..2,
+        0u8..4,
+        0u64..24,
+        prop::option::weighted(0.75, -5i64..5),
+    );
     prop::collection::vec(one, 0..40).prop_map(|raw| {
         let mut seen = BTreeSet::new();
         let mut seqs = [0u64; 3];
@@ -47,14 +53,15 @@ fn change_set() -> impl Strategy<Value = Vec<Change>> {
 /// A shuffled copy of `changes` with some of them repeated.
 fn shuffled_with_duplicates(changes: Vec<Change>) -> impl Strategy<Value = Vec<Change>> {
     let n = changes.len();
-    (Just(changes), prop::collection::vec(0..n.max(1), 0..n + 1))
-        .prop_flat_map(|(changes, dups)| {
+    (Just(changes), prop::collection::vec(0..n.max(1), 0..n + 1)).prop_flat_map(
+        |(changes, dups)| {
             let mut all = changes.clone();
             if !changes.is_empty() {
                 all.extend(dups.into_iter().map(|i| changes[i].clone()));
             }
             Just(all).prop_shuffle()
-        })
+        },
+    )
 }
 
 /// The documented rule, written as plainly as possible.
@@ -70,7 +77,9 @@ fn model(changes: &[Change]) -> BTreeMap<(String, Key), (Stamp, ReplicaId, u64, 
                 _ => None,
             },
         );
-        let slot = out.entry((c.collection.clone(), c.key.clone())).or_insert(candidate.clone());
+        let slot = out
+            .entry((c.collection.clone(), c.key.clone()))
+            .or_insert(candidate.clone());
         if (candidate.0, candidate.1, candidate.2) > (slot.0, slot.1, slot.2) {
             *slot = candidate;
         }
@@ -82,7 +91,9 @@ fn model(changes: &[Change]) -> BTreeMap<(String, Key), (Stamp, ReplicaId, u64, 
 fn by_record(changes: &[Change]) -> BTreeMap<(String, Key), Vec<Change>> {
     let mut out: BTreeMap<(String, Key), Vec<Change>> = BTreeMap::new();
     for c in changes {
-        out.entry((c.collection.clone(), c.key.clone())).or_default().push(c.clone());
+        out.entry((c.collection.clone(), c.key.clone()))
+            .or_default()
+            .push(c.clone());
     }
     out
 }

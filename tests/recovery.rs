@@ -20,15 +20,20 @@ fn recovery_child_writer() {
         return;
     };
     let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
-    let todos = r.define_collection("todos", CollectionConfig::default()).unwrap();
+    let todos = r
+        .define_collection("todos", CollectionConfig::default())
+        .unwrap();
     let mut txn_round = 0u64;
     for i in 0u64.. {
         if i % 10 == 9 {
             // Every tenth acknowledgement is a two-record transaction.
             txn_round += 1;
             let mut txn = r.transaction();
-            txn.put("todos", format!("t{txn_round}a"), i as i64)
-                .put("todos", format!("t{txn_round}b"), i as i64);
+            txn.put("todos", format!("t{txn_round}a"), i as i64).put(
+                "todos",
+                format!("t{txn_round}b"),
+                i as i64,
+            );
             txn.commit().unwrap();
             println!("ack t{txn_round}a {i}");
             println!("ack t{txn_round}b {i}");
@@ -44,7 +49,13 @@ fn sigkill_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("killed.redb");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["recovery_child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "recovery_child_writer",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -73,11 +84,18 @@ fn sigkill_loses_no_acknowledged_write() {
     for ack in &acked {
         let (key, value) = ack.split_once(' ').unwrap();
         let value: i64 = value.parse().unwrap();
-        assert_eq!(todos.get(key).unwrap(), Some(Value::Int(value)), "acknowledged {key} lost");
+        assert_eq!(
+            todos.get(key).unwrap(),
+            Some(Value::Int(value)),
+            "acknowledged {key} lost"
+        );
     }
     // The feed holds every stored change exactly once, gap-free.
     let feed = r.feed_after(0, usize::MAX).unwrap();
     assert!(feed.len() >= acked.len());
     assert!(feed.iter().enumerate().all(|(i, e)| e.lsn == i as u64 + 1));
-    assert!(feed.last().unwrap().group_end, "no half-written transaction at the end");
+    assert!(
+        feed.last().unwrap().group_end,
+        "no half-written transaction at the end"
+    );
 }

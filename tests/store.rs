@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use common::{T0, manual_config, memory_replica};
 use serde::{Deserialize, Serialize};
 use syncline::{
-    ApplyError, CollectionConfig, Fault, Key, KeyError, ManualTime, OpenError, Op, ReadError,
+    ApplyError, CollectionConfig, Fault, Key, KeyError, ManualTime, Op, OpenError, ReadError,
     Replica, Scan, Value, WriteError,
 };
 
 fn file_replica(dir: &tempfile::TempDir, time: &ManualTime) -> Replica {
     let r = Replica::open(dir.path().join("replica.redb"), manual_config(1, time)).unwrap();
-    r.define_collection("todos", CollectionConfig::default()).unwrap();
+    r.define_collection("todos", CollectionConfig::default())
+        .unwrap();
     r
 }
 
@@ -59,7 +60,8 @@ fn reopen_keeps_records_id_and_counters() {
 fn scan_ranges_prefixes_limits_and_reverse() {
     let time = ManualTime::new(T0);
     let r = memory_replica(1, &time);
-    r.define_collection("other", CollectionConfig::default()).unwrap();
+    r.define_collection("other", CollectionConfig::default())
+        .unwrap();
     let todos = r.collection("todos").unwrap();
     for k in ["a1", "a2", "a3", "b1", "b2", "c"] {
         todos.put(k, k).unwrap();
@@ -69,16 +71,44 @@ fn scan_ranges_prefixes_limits_and_reverse() {
     let keys = |rows: Vec<(Key, Value)>| -> Vec<String> {
         rows.into_iter().map(|(k, _)| k.to_string()).collect()
     };
-    assert_eq!(keys(todos.scan(Scan::all()).unwrap()), ["a1", "a3", "b1", "b2", "c"]);
+    assert_eq!(
+        keys(todos.scan(Scan::all()).unwrap()),
+        ["a1", "a3", "b1", "b2", "c"]
+    );
     assert_eq!(keys(todos.scan(Scan::prefix("a")).unwrap()), ["a1", "a3"]);
-    assert_eq!(keys(todos.scan(Scan::prefix("b").reverse()).unwrap()), ["b2", "b1"]);
-    assert_eq!(keys(todos.scan(Scan::range("a3".."b2")).unwrap()), ["a3", "b1"]);
-    assert_eq!(keys(todos.scan(Scan::range("a3"..="b2")).unwrap()), ["a3", "b1", "b2"]);
-    assert_eq!(keys(todos.scan(Scan::all().reverse().limit(2)).unwrap()), ["c", "b2"]);
-    assert_eq!(keys(todos.scan(Scan::all().limit(0)).unwrap()), Vec::<String>::new());
-    assert_eq!(keys(todos.scan(Scan::range("z".."a")).unwrap()), Vec::<String>::new());
-    assert_eq!(keys(todos.scan(Scan::prefix(vec![0xffu8])).unwrap()), Vec::<String>::new());
-    assert_eq!(todos.states().unwrap().len(), 6, "states include the tombstone");
+    assert_eq!(
+        keys(todos.scan(Scan::prefix("b").reverse()).unwrap()),
+        ["b2", "b1"]
+    );
+    assert_eq!(
+        keys(todos.scan(Scan::range("a3".."b2")).unwrap()),
+        ["a3", "b1"]
+    );
+    assert_eq!(
+        keys(todos.scan(Scan::range("a3"..="b2")).unwrap()),
+        ["a3", "b1", "b2"]
+    );
+    assert_eq!(
+        keys(todos.scan(Scan::all().reverse().limit(2)).unwrap()),
+        ["c", "b2"]
+    );
+    assert_eq!(
+        keys(todos.scan(Scan::all().limit(0)).unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys(todos.scan(Scan::range("z".."a")).unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        keys(todos.scan(Scan::prefix(vec![0xffu8])).unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        todos.states().unwrap().len(),
+        6,
+        "states include the tombstone"
+    );
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,12 +154,17 @@ fn transaction_commits_all_or_nothing() {
     let r = memory_replica(1, &time);
     let todos = r.collection("todos").unwrap();
     let mut txn = r.transaction();
-    txn.put("todos", "a", 1i64).put("todos", "b", 2i64).delete("todos", "c");
+    txn.put("todos", "a", 1i64)
+        .put("todos", "b", 2i64)
+        .delete("todos", "c");
     let committed = txn.commit().unwrap();
     assert_eq!(committed.ids.len(), 3);
     assert_eq!(committed.lsn, 3);
     let feed = r.feed_after(0, 100).unwrap();
-    assert_eq!(feed.iter().map(|e| e.group_end).collect::<Vec<_>>(), [false, false, true]);
+    assert_eq!(
+        feed.iter().map(|e| e.group_end).collect::<Vec<_>>(),
+        [false, false, true]
+    );
 
     // One bad write refuses the whole transaction.
     let mut txn = r.transaction();
@@ -137,7 +172,10 @@ fn transaction_commits_all_or_nothing() {
     assert!(matches!(txn.commit(), Err(WriteError::UnknownCollection(c)) if c == "nope"));
     let mut txn = r.transaction();
     txn.put("todos", "d", 4i64).put("todos", "", 5i64);
-    assert!(matches!(txn.commit(), Err(WriteError::Key(KeyError::Empty))));
+    assert!(matches!(
+        txn.commit(),
+        Err(WriteError::Key(KeyError::Empty))
+    ));
     assert_eq!(todos.get("d").unwrap(), None);
     assert_eq!(r.last_lsn(), 3);
 }
@@ -153,7 +191,11 @@ fn feed_reads_never_split_a_group() {
     txn.commit().unwrap();
     r.collection("todos").unwrap().put("x", 1i64).unwrap();
     let first = r.feed_after(0, 2).unwrap();
-    assert_eq!(first.len(), 5, "the limit stops at the end of the group it falls in");
+    assert_eq!(
+        first.len(),
+        5,
+        "the limit stops at the end of the group it falls in"
+    );
     let rest = r.feed_after(first.last().unwrap().lsn, 2).unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].change.key, Key::from("x"));
@@ -168,15 +210,27 @@ fn bad_input_is_typed_and_stores_nothing() {
     assert!(matches!(err, WriteError::Key(KeyError::Empty)));
     assert_eq!(err.fault(), Fault::Caller);
     let long = "k".repeat(r.config().max_key_len + 1);
-    assert!(matches!(todos.put(long.as_str(), 1i64), Err(WriteError::Key(KeyError::TooLong { .. }))));
+    assert!(matches!(
+        todos.put(long.as_str(), 1i64),
+        Err(WriteError::Key(KeyError::TooLong { .. }))
+    ));
     let big = Value::Bytes(vec![0; r.config().max_value_len + 1]);
-    assert!(matches!(todos.put("big", big), Err(WriteError::ValueTooLarge { .. })));
-    assert!(matches!(r.collection("missing"), Err(ReadError::UnknownCollection(_))));
+    assert!(matches!(
+        todos.put("big", big),
+        Err(WriteError::ValueTooLarge { .. })
+    ));
+    assert!(matches!(
+        r.collection("missing"),
+        Err(ReadError::UnknownCollection(_))
+    ));
     assert!(matches!(
         r.define_collection("todos", CollectionConfig::local_only()),
         Err(WriteError::CollectionMismatch(_))
     ));
-    assert!(r.define_collection("", CollectionConfig::default()).is_err());
+    assert!(
+        r.define_collection("", CollectionConfig::default())
+            .is_err()
+    );
     assert_eq!(r.last_lsn(), 0);
     assert!(todos.scan(Scan::all()).unwrap().is_empty());
 }
@@ -186,16 +240,27 @@ fn remote_changes_for_unknown_or_local_collections_are_refused() {
     let time = ManualTime::new(T0);
     let a = memory_replica(1, &time);
     let b = memory_replica(2, &time);
-    a.define_collection("secret", CollectionConfig::local_only()).unwrap();
-    b.define_collection("secret", CollectionConfig::local_only()).unwrap();
+    a.define_collection("secret", CollectionConfig::local_only())
+        .unwrap();
+    b.define_collection("secret", CollectionConfig::local_only())
+        .unwrap();
     a.collection("secret").unwrap().put("k", 1i64).unwrap();
-    a.define_collection("extra", CollectionConfig::default()).unwrap();
+    a.define_collection("extra", CollectionConfig::default())
+        .unwrap();
     a.collection("extra").unwrap().put("k", 1i64).unwrap();
-    let changes: Vec<_> = a.feed_after(0, 10).unwrap().into_iter().map(|e| e.change).collect();
+    let changes: Vec<_> = a
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
     let err = b.apply_remote(&changes[..1]).unwrap_err();
     assert!(matches!(err, ApplyError::LocalOnlyCollection { .. }));
     assert_eq!(err.fault(), Fault::Peer);
-    assert!(matches!(b.apply_remote(&changes[1..]), Err(ApplyError::UnknownCollection { .. })));
+    assert!(matches!(
+        b.apply_remote(&changes[1..]),
+        Err(ApplyError::UnknownCollection { .. })
+    ));
     assert_eq!(b.last_lsn(), 0);
 }
 
@@ -205,15 +270,33 @@ fn forged_duplicate_is_refused() {
     let a = memory_replica(1, &time);
     let b = memory_replica(2, &time);
     a.collection("todos").unwrap().put("k", 1i64).unwrap();
-    let mut changes: Vec<_> = a.feed_after(0, 10).unwrap().into_iter().map(|e| e.change).collect();
+    let mut changes: Vec<_> = a
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
     assert_eq!(b.apply_remote(&changes).unwrap().applied, 1);
-    assert_eq!(b.apply_remote(&changes).unwrap().duplicates, 1, "replays are harmless");
+    assert_eq!(
+        b.apply_remote(&changes).unwrap().duplicates,
+        1,
+        "replays are harmless"
+    );
     changes[0].op = Op::Put(Value::Int(666));
-    assert!(matches!(b.apply_remote(&changes), Err(ApplyError::ConflictingDuplicate { .. })));
+    assert!(matches!(
+        b.apply_remote(&changes),
+        Err(ApplyError::ConflictingDuplicate { .. })
+    ));
     let mut other_id = changes[0].clone();
     other_id.id.seq = 77;
-    assert!(matches!(b.apply_remote(&[other_id]), Err(ApplyError::ConflictingDuplicate { .. })));
-    assert_eq!(b.collection("todos").unwrap().get("k").unwrap(), Some(Value::Int(1)));
+    assert!(matches!(
+        b.apply_remote(&[other_id]),
+        Err(ApplyError::ConflictingDuplicate { .. })
+    ));
+    assert_eq!(
+        b.collection("todos").unwrap().get("k").unwrap(),
+        Some(Value::Int(1))
+    );
     assert_eq!(b.last_lsn(), 1);
 }
 
@@ -253,11 +336,23 @@ fn a_newer_format_is_refused() {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta-1");
-        txn.open_table(def).unwrap().insert("format", 99u32.to_le_bytes().as_slice()).unwrap();
+        txn.open_table(def)
+            .unwrap()
+            .insert("format", 99u32.to_le_bytes().as_slice())
+            .unwrap();
         txn.commit().unwrap();
     }
     let err = Replica::open(&path, manual_config(1, &time)).unwrap_err();
-    assert!(matches!(err, OpenError::UnsupportedFormat { found: 99, supported: 1 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            OpenError::UnsupportedFormat {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -265,20 +360,34 @@ async fn watch_sees_local_and_remote_commits_in_order() {
     let time = ManualTime::new(T0);
     let a = memory_replica(1, &time);
     let b = memory_replica(2, &time);
-    b.define_collection("other", CollectionConfig::default()).unwrap();
+    b.define_collection("other", CollectionConfig::default())
+        .unwrap();
     let mut all = b.watch();
     let mut todos = b.collection("todos").unwrap().watch();
     b.collection("other").unwrap().put("o", 1i64).unwrap();
     b.collection("todos").unwrap().put("local", 1i64).unwrap();
     a.collection("todos").unwrap().put("remote", 2i64).unwrap();
-    let changes: Vec<_> = a.feed_after(0, 10).unwrap().into_iter().map(|e| e.change).collect();
+    let changes: Vec<_> = a
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
     b.apply_remote_from(Some(a.id()), &changes).unwrap();
 
     let e = todos.recv().await.unwrap();
-    assert_eq!((e.change.key.to_string(), e.source), ("local".to_string(), None));
+    assert_eq!(
+        (e.change.key.to_string(), e.source),
+        ("local".to_string(), None)
+    );
     let e = todos.recv().await.unwrap();
-    assert_eq!((e.change.key.to_string(), e.source), ("remote".to_string(), Some(a.id())));
+    assert_eq!(
+        (e.change.key.to_string(), e.source),
+        ("remote".to_string(), Some(a.id()))
+    );
     assert!(todos.try_recv().unwrap().is_none());
-    let lsns: Vec<u64> = (0..3).map(|_| all.try_recv().unwrap().unwrap().lsn).collect();
+    let lsns: Vec<u64> = (0..3)
+        .map(|_| all.try_recv().unwrap().unwrap().lsn)
+        .collect();
     assert_eq!(lsns, [1, 2, 3]);
 }

@@ -81,7 +81,10 @@ impl Subscription {
 
     /// Polls for the next pushed frame, for adapting a subscription to a
     /// `Stream`.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame, TransportError>>> {
+    pub fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame, TransportError>>> {
         if self.ended {
             return Poll::Ready(None);
         }
@@ -113,11 +116,18 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let mut sub = Subscription::new(rx);
         assert!(tx.send(Ok(Frame::from_static(b"a"))).await.is_ok());
-        assert!(tx.send(Err(TransportError::Closed { by: Side::Peer })).await.is_ok());
+        assert!(
+            tx.send(Err(TransportError::Closed { by: Side::Peer }))
+                .await
+                .is_ok()
+        );
         // Anything after the error is never delivered.
         let _ = tx.try_send(Ok(Frame::from_static(b"b")));
         assert!(matches!(sub.next().await, Some(Ok(f)) if f == "a"));
-        assert!(matches!(sub.next().await, Some(Err(TransportError::Closed { .. }))));
+        assert!(matches!(
+            sub.next().await,
+            Some(Err(TransportError::Closed { .. }))
+        ));
         assert!(sub.is_ended());
         assert!(sub.next().await.is_none());
     }

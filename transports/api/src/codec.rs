@@ -4,9 +4,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::TransportError;
-use crate::frame::{
-    FRAME_HEADER_LEN, Frame, Limits, decode_frame_header, encode_frame_header,
-};
+use crate::frame::{FRAME_HEADER_LEN, Frame, Limits, decode_frame_header, encode_frame_header};
 
 /// How much of a frame body is allocated before its bytes arrive; the buffer
 /// then grows with the bytes actually received, so a peer that announces a large
@@ -132,7 +130,11 @@ mod tests {
         let read = codec(10).read_frame(&mut stream).await;
         assert!(matches!(
             read,
-            Err(TransportError::FrameTooLarge { len: 11, max: 10, sender: Side::Peer })
+            Err(TransportError::FrameTooLarge {
+                len: 11,
+                max: 10,
+                sender: Side::Peer
+            })
         ));
     }
 
@@ -142,7 +144,11 @@ mod tests {
         let write = codec(10).write_frame(&mut out, &[0; 11]).await;
         assert!(matches!(
             write,
-            Err(TransportError::FrameTooLarge { len: 11, max: 10, sender: Side::Local })
+            Err(TransportError::FrameTooLarge {
+                len: 11,
+                max: 10,
+                sender: Side::Local
+            })
         ));
         assert!(out.is_empty());
     }
@@ -151,10 +157,16 @@ mod tests {
     async fn truncated_frames_are_protocol_errors() {
         let mut header_only: &[u8] = &[0, 0];
         let read = codec(10).read_frame(&mut header_only).await;
-        assert!(matches!(read, Err(TransportError::Protocol { .. })), "{read:?}");
+        assert!(
+            matches!(read, Err(TransportError::Protocol { .. })),
+            "{read:?}"
+        );
         let mut short_body: &[u8] = &[0, 0, 0, 5, 1, 2];
         let read = codec(10).read_frame(&mut short_body).await;
-        assert!(matches!(read, Err(TransportError::Protocol { .. })), "{read:?}");
+        assert!(
+            matches!(read, Err(TransportError::Protocol { .. })),
+            "{read:?}"
+        );
     }
 
     #[tokio::test]
@@ -164,6 +176,9 @@ mod tests {
         let mut stream: Vec<u8> = (16u32 * 1024 * 1024).to_be_bytes().to_vec();
         stream.extend_from_slice(&[1, 2, 3]);
         let read = FrameCodec::default().read_frame(&mut &stream[..]).await;
-        assert!(matches!(read, Err(TransportError::Protocol { .. })), "{read:?}");
+        assert!(
+            matches!(read, Err(TransportError::Protocol { .. })),
+            "{read:?}"
+        );
     }
 }

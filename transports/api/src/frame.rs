@@ -132,7 +132,10 @@ mod tests {
         let limits = Limits::new().with_max_frame_len(1000);
         let header = encode_frame_header(1000, &limits);
         assert!(matches!(header, Ok(h) if h == [0, 0, 3, 232]));
-        assert!(matches!(decode_frame_header([0, 0, 3, 232], &limits), Ok(1000)));
+        assert!(matches!(
+            decode_frame_header([0, 0, 3, 232], &limits),
+            Ok(1000)
+        ));
         assert!(matches!(decode_frame_header([0; 4], &limits), Ok(0)));
     }
 
@@ -141,11 +144,19 @@ mod tests {
         let limits = Limits::new().with_max_frame_len(1000);
         assert!(matches!(
             encode_frame_header(1001, &limits),
-            Err(TransportError::FrameTooLarge { len: 1001, max: 1000, sender: Side::Local })
+            Err(TransportError::FrameTooLarge {
+                len: 1001,
+                max: 1000,
+                sender: Side::Local
+            })
         ));
         assert!(matches!(
             decode_frame_header([0xff; 4], &limits),
-            Err(TransportError::FrameTooLarge { max: 1000, sender: Side::Peer, .. })
+            Err(TransportError::FrameTooLarge {
+                max: 1000,
+                sender: Side::Peer,
+                ..
+            })
         ));
     }
 

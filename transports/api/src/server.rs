@@ -57,7 +57,10 @@ impl Debug for PeerInfo {
             )
             .field(
                 "tls_identity",
-                &self.tls_identity.as_ref().map(|der| format!("<{} bytes>", der.len())),
+                &self
+                    .tls_identity
+                    .as_ref()
+                    .map(|der| format!("<{} bytes>", der.len())),
             )
             .finish()
     }
@@ -124,7 +127,10 @@ mod tests {
             .with_tls_identity(vec![1, 2, 3]);
         let shown = format!("{peer:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("<redacted>") && shown.contains("<3 bytes>"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("<3 bytes>"),
+            "{shown}"
+        );
     }
 
     #[derive(Debug)]

@@ -57,8 +57,8 @@ pub use checks::{
     frame_at_limit_both_ways, oversized_push_ends_subscription,
     oversized_request_refused_by_client, oversized_request_refused_by_server,
     oversized_response_refused_by_client, oversized_response_refused_by_server,
-    peer_info_reaches_service, refusal_reaches_client, round_trips,
-    server_shutdown_fails_clients, subscription_burst_in_order, subscription_live_push_and_end,
+    peer_info_reaches_service, refusal_reaches_client, round_trips, server_shutdown_fails_clients,
+    subscription_burst_in_order, subscription_live_push_and_end,
 };
 pub use service::{TestRequest, TestService, burst_frame, pattern};
 

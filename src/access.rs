@@ -1,0 +1,219 @@
+//! Authentication and authorization hooks of the serving side.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use syncline_transport::PeerInfo;
+
+use crate::model::ReplicaId;
+
+/// Who a caller is, as decided by [`AccessControl::authenticate`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Principal(pub String);
+
+/// What a caller wants to do with a collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Pull its changes.
+    Read,
+    /// Push changes to it.
+    Write,
+}
+
+/// What a server knows of a caller when it authenticates it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Credentials<'a> {
+    /// The token the caller sent (in the request, or the transport's bearer header).
+    pub token: Option<&'a str>,
+    /// The replica id the caller claims.
+    pub replica: ReplicaId,
+    /// What the transport knows of the caller (address, TLS client identity).
+    pub peer: &'a PeerInfo,
+}
+
+/// The serving side's hooks: map credentials to a principal, then allow or
+/// deny each collection read and write.
+///
+/// A denied push stores nothing, and the caller receives the reason.
+pub trait AccessControl: Send + Sync + fmt::Debug {
+    /// Decides who the caller is, or refuses it with a reason.
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String>;
+
+    /// Whether `principal` may read or write `collection`. Allows all by default.
+    fn authorize(&self, principal: &Principal, collection: &str, access: Access) -> bool {
+        let _ = (principal, collection, access);
+        true
+    }
+}
+
+/// Lets every caller read and write every synced collection, without a
+/// token. The default, for development and trusted networks; use
+/// [`Tokens`] or your own [`AccessControl`] for anything exposed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+impl AccessControl for AllowAll {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String> {
+        Ok(Principal(credentials.replica.to_string()))
+    }
+}
+
+/// A set of collections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Collections {
+    /// Every collection.
+    All,
+    /// These collections only (empty: none).
+    Only(BTreeSet<String>),
+}
+
+impl Collections {
+    /// No collection.
+    pub fn none() -> Self {
+        Self::Only(BTreeSet::new())
+    }
+
+    /// These collections.
+    pub fn only<I: IntoIterator<Item = S>, S: Into<String>>(names: I) -> Self {
+        Self::Only(names.into_iter().map(Into::into).collect())
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(set) => set.contains(name),
+        }
+    }
+}
+
+/// What a principal may read and write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    /// Collections it may pull.
+    pub read: Collections,
+    /// Collections it may push to.
+    pub write: Collections,
+}
+
+impl Permissions {
+    /// Read and write everything.
+    pub fn all() -> Self {
+        Self {
+            read: Collections::All,
+            write: Collections::All,
+        }
+    }
+
+    /// Read everything, write nothing.
+    pub fn read_only() -> Self {
+        Self {
+            read: Collections::All,
+            write: Collections::none(),
+        }
+    }
+}
+
+/// Static bearer tokens, each naming a principal with its permissions.
+///
+/// ```
+/// use syncline::{Collections, Permissions, Tokens};
+///
+/// let access = Tokens::new()
+///     .with_token("alice-secret", "alice", Permissions::all())
+///     .with_token("viewer-secret", "viewer", Permissions::read_only())
+///     .with_token("bot-secret", "bot", Permissions {
+///         read: Collections::only(["todos"]),
+///         write: Collections::only(["todos"]),
+///     });
+/// ```
+#[derive(Clone, Default)]
+pub struct Tokens {
+    tokens: HashMap<String, Principal>,
+    permissions: HashMap<Principal, Permissions>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the tokens themselves.
+        f.debug_struct("Tokens")
+            .field("principals", &self.permissions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// No tokens: every caller is refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a token for `principal` with `permissions`.
+    pub fn with_token(
+        mut self,
+        token: impl Into<String>,
+        principal: impl Into<String>,
+        permissions: Permissions,
+    ) -> Self {
+        let principal = Principal(principal.into());
+        self.tokens.insert(token.into(), principal.clone());
+        self.permissions.insert(principal, permissions);
+        self
+    }
+}
+
+impl AccessControl for Tokens {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String> {
+        let token = credentials.token.ok_or("a token is required")?;
+        // Compare every token in full so the time taken does not leak how much
+        // of a guess matched.
+        let mut found = None;
+        for (known, principal) in &self.tokens {
+            if constant_time_eq(known.as_bytes(), token.as_bytes()) {
+                found = Some(principal.clone());
+            }
+        }
+        found.ok_or_else(|| "unknown token".to_string())
+    }
+
+    fn authorize(&self, principal: &Principal, collection: &str, access: Access) -> bool {
+        self.permissions
+            .get(principal)
+            .is_some_and(|p| match access {
+                Access::Read => p.read.contains(collection),
+                Access::Write => p.write.contains(collection),
+            })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_map_to_principals_and_permissions() {
+        let access = Tokens::new()
+            .with_token("a", "alice", Permissions::all())
+            .with_token("v", "viewer", Permissions::read_only());
+        let peer = PeerInfo::new("x");
+        let creds = |token| Credentials {
+            token,
+            replica: ReplicaId::from_bytes([0; 16]),
+            peer: &peer,
+        };
+        assert!(access.authenticate(&creds(None)).is_err());
+        assert!(access.authenticate(&creds(Some("nope"))).is_err());
+        let viewer = access.authenticate(&creds(Some("v"))).unwrap();
+        assert_eq!(viewer, Principal("viewer".into()));
+        assert!(access.authorize(&viewer, "todos", Access::Read));
+        assert!(!access.authorize(&viewer, "todos", Access::Write));
+        assert!(!format!("{access:?}").contains("\"a\""));
+    }
+}

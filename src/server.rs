@@ -1,0 +1,358 @@
+//! The serving side of sync: a [`Service`] that any transport can run.
+//!
+//! Every replica can serve; a hub is a replica that serves many clients.
+//! Each request is checked on its own: protocol version, credentials, the
+//! collections it touches, the batch digest and limits. A refused request
+//! stores nothing and the caller receives a [`Refusal`] with the reason.
+
+use std::fmt;
+use std::sync::Arc;
+
+use syncline_transport::{BoxFuture, Frame, PeerInfo, Service, ServiceError};
+use tokio::sync::mpsc;
+
+use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal};
+use crate::error::ApplyError;
+use crate::model::ReplicaId;
+use crate::protocol::{
+    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Refusal, RefusalCode, Request,
+    RequestBody, Response,
+};
+use crate::replica::Replica;
+use crate::watch::WatchError;
+
+/// How a replica serves.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The most changes one pull answer carries (whole groups may exceed it).
+    /// Default 1,000.
+    pub max_pull_changes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_pull_changes: 1000,
+        }
+    }
+}
+
+/// Serves a replica's feed to callers: hand it to a transport's server.
+///
+/// ```
+/// use std::sync::Arc;
+/// use syncline::{Replica, ReplicaConfig, SyncServer, Tokens, Permissions};
+///
+/// let hub = Replica::in_memory(ReplicaConfig::default()).unwrap();
+/// let service = SyncServer::new(hub)
+///     .with_access(Tokens::new().with_token("secret", "alice", Permissions::all()))
+///     .into_service();
+/// # let _ = service;
+/// ```
+#[derive(Clone)]
+pub struct SyncServer {
+    replica: Replica,
+    access: Arc<dyn AccessControl>,
+    config: ServerConfig,
+}
+
+impl fmt::Debug for SyncServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncServer")
+            .field("replica", &self.replica.id())
+            .field("access", &self.access)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl SyncServer {
+    /// Serves `replica` to every caller ([`AllowAll`]) with default limits.
+    pub fn new(replica: Replica) -> Self {
+        Self {
+            replica,
+            access: Arc::new(AllowAll),
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// Uses `access` to authenticate and authorize callers.
+    pub fn with_access(mut self, access: impl AccessControl + 'static) -> Self {
+        self.access = Arc::new(access);
+        self
+    }
+
+    /// Uses `config`.
+    pub fn with_config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// This server as a transport service.
+    pub fn into_service(self) -> Arc<dyn Service> {
+        Arc::new(self)
+    }
+
+    /// Handles one exchange; blocking (it reads and commits to redb).
+    fn handle(&self, peer: &PeerInfo, frame: &[u8]) -> Response {
+        match self.handle_inner(peer, frame) {
+            Ok(response) => response,
+            Err(refusal) => {
+                tracing::debug!(peer = %peer.remote, %refusal, "refused request");
+                Response::Refused(refusal)
+            }
+        }
+    }
+
+    fn handle_inner(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, Refusal> {
+        let (request, principal) = self.admit(peer, frame)?;
+        let from = request.from;
+        match request.body {
+            RequestBody::Hello { clock, collections } => self.hello(clock, &collections),
+            RequestBody::Pull {
+                after,
+                limit,
+                collections,
+            } => self.pull(from, &principal, after, limit, &collections),
+            RequestBody::Push(batch) => self.push(from, &principal, batch),
+            RequestBody::Subscribe { .. } => Err(Refusal::new(
+                RefusalCode::BadRequest,
+                "subscribe is a stream, not an exchange",
+            )),
+        }
+    }
+
+    /// Decodes, checks the version and authenticates.
+    fn admit(&self, peer: &PeerInfo, frame: &[u8]) -> Result<(Request, Principal), Refusal> {
+        let request: Request = protocol::decode(frame)
+            .map_err(|e| Refusal::new(RefusalCode::BadRequest, e.to_string()))?;
+        if request.version != PROTOCOL_VERSION {
+            return Err(Refusal::new(
+                RefusalCode::Version,
+                format!(
+                    "protocol version {} is not spoken here; this server speaks {PROTOCOL_VERSION}",
+                    request.version
+                ),
+            ));
+        }
+        let credentials = Credentials {
+            token: request.token.as_deref().or(peer.bearer_token.as_deref()),
+            replica: request.from,
+            peer,
+        };
+        let principal = self
+            .access
+            .authenticate(&credentials)
+            .map_err(|reason| Refusal::new(RefusalCode::Unauthenticated, reason))?;
+        if request.from == self.replica.id() {
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
+                "the caller claims this server's own replica id",
+            ));
+        }
+        Ok((request, principal))
+    }
+
+    fn hello(&self, clock: crate::Stamp, theirs: &[CollectionSpec]) -> Result<Response, Refusal> {
+        let max = self.replica.config().max_clock_drift;
+        let now = self.replica.now_millis();
+        let ahead = clock.millis().saturating_sub(now);
+        if u128::from(ahead) > max.as_millis() {
+            return Err(Refusal::new(
+                RefusalCode::ClockDrift,
+                format!(
+                    "the caller's clock is {ahead} ms ahead of the server's, more than the {} ms allowed",
+                    max.as_millis()
+                ),
+            ));
+        }
+        let ours = synced_specs(&self.replica);
+        check_collections(theirs, &ours)?;
+        Ok(Response::Welcome {
+            replica: self.replica.id(),
+            clock: self.replica.clock(),
+            collections: ours,
+            last_lsn: self.replica.last_lsn(),
+        })
+    }
+
+    fn pull(
+        &self,
+        from: ReplicaId,
+        principal: &Principal,
+        after: u64,
+        limit: u32,
+        wanted: &[String],
+    ) -> Result<Response, Refusal> {
+        for name in wanted {
+            self.check_collection(principal, name, Access::Read)?;
+        }
+        let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
+        let slice = self
+            .replica
+            .feed_for(from, after, limit, &|c| wanted.iter().any(|w| w == c))
+            .map_err(|e| Refusal::new(RefusalCode::ServerError, e.to_string()))?;
+        Ok(Response::Changes {
+            batch: Batch::new(slice.changes, slice.through),
+            has_more: slice.has_more,
+        })
+    }
+
+    fn push(
+        &self,
+        from: ReplicaId,
+        principal: &Principal,
+        batch: Batch,
+    ) -> Result<Response, Refusal> {
+        if !batch.verify() {
+            return Err(Refusal::new(
+                RefusalCode::BadRequest,
+                "the batch digest does not match its changes",
+            ));
+        }
+        for change in &batch.changes {
+            self.check_collection(principal, &change.collection, Access::Write)?;
+        }
+        let report = self
+            .replica
+            .apply_remote_from(Some(from), &batch.changes)
+            .map_err(|e| match e {
+                ApplyError::ClockDrift(_) => Refusal::new(RefusalCode::ClockDrift, e.to_string()),
+                ApplyError::Storage(_) => Refusal::new(RefusalCode::ServerError, e.to_string()),
+                _ => Refusal::new(RefusalCode::BadRequest, e.to_string()),
+            })?;
+        Ok(Response::Ack {
+            through: batch.through,
+            applied: report.applied as u64,
+        })
+    }
+
+    /// The collection must exist here, be synced, and be allowed to the principal.
+    fn check_collection(
+        &self,
+        principal: &Principal,
+        name: &str,
+        access: Access,
+    ) -> Result<(), Refusal> {
+        match self.replica.collection_config(name) {
+            Some(c) if c.sync => {}
+            _ => {
+                return Err(Refusal::new(
+                    RefusalCode::CollectionMismatch,
+                    format!("no synced collection {name:?} here"),
+                ));
+            }
+        }
+        if !self.access.authorize(principal, name, access) {
+            let verb = match access {
+                Access::Read => "read",
+                Access::Write => "write",
+            };
+            return Err(Refusal::new(
+                RefusalCode::Forbidden,
+                format!("{} may not {verb} collection {name:?}", principal.0),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The synced collections of a replica with their policies.
+pub(crate) fn synced_specs(replica: &Replica) -> Vec<CollectionSpec> {
+    replica
+        .collections()
+        .into_iter()
+        .filter(|(_, c)| c.sync)
+        .map(|(name, c)| CollectionSpec {
+            name,
+            policy: c.policy,
+        })
+        .collect()
+}
+
+/// Every collection the caller syncs must be synced here with the same policy.
+pub(crate) fn check_collections(
+    theirs: &[CollectionSpec],
+    ours: &[CollectionSpec],
+) -> Result<(), Refusal> {
+    for spec in theirs {
+        match ours.iter().find(|o| o.name == spec.name) {
+            None => {
+                return Err(Refusal::new(
+                    RefusalCode::CollectionMismatch,
+                    format!("collection {:?} is not synced on the server", spec.name),
+                ));
+            }
+            Some(o) if o.policy != spec.policy => {
+                return Err(Refusal::new(
+                    RefusalCode::CollectionMismatch,
+                    format!(
+                        "collection {:?} merges by {:?} here and by {:?} on the caller",
+                        spec.name, o.policy, spec.policy
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+impl Service for SyncServer {
+    fn exchange<'a>(
+        &'a self,
+        peer: &'a PeerInfo,
+        request: Frame,
+    ) -> BoxFuture<'a, Result<Frame, ServiceError>> {
+        Box::pin(async move {
+            let this = self.clone();
+            let peer_owned = peer.clone();
+            // redb reads and durable commits block: keep them off the async workers.
+            let response = tokio::task::spawn_blocking(move || this.handle(&peer_owned, &request))
+                .await
+                .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))?;
+            Ok(Frame::from(protocol::encode(&response)))
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        peer: &'a PeerInfo,
+        request: Frame,
+    ) -> BoxFuture<'a, Result<mpsc::Receiver<Frame>, ServiceError>> {
+        Box::pin(async move {
+            let (request, _principal) = self.admit(peer, &request).map_err(|r| match r.code {
+                RefusalCode::Unauthenticated => ServiceError::unauthorized(r.reason),
+                _ => ServiceError::bad_request(r.reason),
+            })?;
+            let RequestBody::Subscribe { after } = request.body else {
+                return Err(ServiceError::bad_request("expected a subscribe request"));
+            };
+            let (tx, rx) = mpsc::channel(16);
+            let mut watch = self.replica.watch();
+            let replica = self.replica.clone();
+            tokio::spawn(async move {
+                let mut sent = after;
+                loop {
+                    let last = replica.last_lsn();
+                    if last > sent {
+                        let frame = Frame::from(protocol::encode(&Notify { last_lsn: last }));
+                        if tx.send(frame).await.is_err() {
+                            return; // the subscriber went away
+                        }
+                        sent = last;
+                    }
+                    tokio::select! {
+                        // The subscriber or the transport went away: let go of the replica.
+                        () = tx.closed() => return,
+                        event = watch.recv() => match event {
+                            Ok(_) | Err(WatchError::Lagged(_)) => {}
+                            Err(WatchError::Closed) => return,
+                        },
+                    }
+                }
+            });
+            Ok(rx)
+        })
+    }
+}
