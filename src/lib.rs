@@ -57,6 +57,7 @@ mod access;
 mod clock;
 mod codec;
 mod collection;
+mod engine;
 mod error;
 mod merge;
 mod model;
@@ -75,6 +76,9 @@ pub use access::{
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
 pub use collection::{Collection, Scan};
+pub use engine::{
+    Direction, Status, SyncConfig, SyncEngine, SyncError, SyncEvent, SyncReport, SyncStats,
+};
 pub use error::{
     ApplyError, Error, Fault, KeyError, OpenError, ReadError, StorageError, WriteError,
 };
