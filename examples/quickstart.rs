@@ -1,9 +1,16 @@
-//! Two replicas edit offline, then exchange their feeds and converge.
+//! A hub and two clients in one process, over the loopback transport.
 //!
-//! Run with `cargo run --example quickstart`.
+//! Both clients edit the same records while offline, come back online,
+//! and converge with the hub. Run with `cargo run --example quickstart`.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use syncline::{CollectionConfig, Replica, ReplicaConfig, Scan};
+use syncline::transport::Limits;
+use syncline::transport::loopback::LoopbackNetwork;
+use syncline::{
+    CollectionConfig, Replica, ReplicaConfig, Scan, Status, SyncConfig, SyncEngine, SyncServer,
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Todo {
@@ -11,15 +18,44 @@ struct Todo {
     done: bool,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let laptop = Replica::open(dir.path().join("laptop.redb"), ReplicaConfig::default())?;
-    let phone = Replica::open(dir.path().join("phone.redb"), ReplicaConfig::default())?;
-    for replica in [&laptop, &phone] {
-        replica.define_collection("todos", CollectionConfig::default())?;
-    }
+fn open(dir: &std::path::Path, name: &str) -> Result<Replica, Box<dyn std::error::Error>> {
+    let replica = Replica::open(dir.join(format!("{name}.redb")), ReplicaConfig::default())?;
+    replica.define_collection("todos", CollectionConfig::default())?;
+    Ok(replica)
+}
 
-    // Both write while offline; each write is durable when it returns.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let hub = open(dir.path(), "hub")?;
+    let laptop = open(dir.path(), "laptop")?;
+    let phone = open(dir.path(), "phone")?;
+
+    // The hub serves; each client runs a sync engine towards it.
+    let net = LoopbackNetwork::new(42);
+    let _server = net.serve(
+        "hub",
+        SyncServer::new(hub.clone()).into_service(),
+        Limits::default(),
+    )?;
+    let sync = SyncConfig {
+        backoff_max: Duration::from_millis(200),
+        ..SyncConfig::default()
+    };
+    let engines = [
+        (
+            "laptop",
+            SyncEngine::start(laptop.clone(), net.connector("laptop", "hub"), sync.clone()),
+        ),
+        (
+            "phone",
+            SyncEngine::start(phone.clone(), net.connector("phone", "hub"), sync),
+        ),
+    ];
+
+    // Both clients go offline and edit the same records.
+    net.set_online("laptop", false);
+    net.set_online("phone", false);
     let todos = laptop.collection("todos")?;
     todos.put_typed(
         "milk",
@@ -54,36 +90,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     txn.commit()?;
     phone.collection("todos")?.delete("bread")?;
+    println!("offline edits made on both clients");
 
-    // Back online: each applies the other's feed (the sync engine automates this).
-    let from_laptop: Vec<_> = laptop
-        .feed_after(0, 1000)?
-        .into_iter()
-        .map(|e| e.change)
-        .collect();
-    let from_phone: Vec<_> = phone
-        .feed_after(0, 1000)?
-        .into_iter()
-        .map(|e| e.change)
-        .collect();
-    phone.apply_remote_from(Some(laptop.id()), &from_laptop)?;
-    laptop.apply_remote_from(Some(phone.id()), &from_phone)?;
+    // Back online: the engines reconnect, push, pull, and settle.
+    net.set_online("laptop", true);
+    net.set_online("phone", true);
+    for (_, engine) in &engines {
+        engine.sync_now().await?;
+    }
+    for (_, engine) in &engines {
+        engine.sync_now().await?;
+        engine.status().wait_for(|s| *s == Status::Idle).await?;
+    }
 
-    for (name, replica) in [("laptop", &laptop), ("phone", &phone)] {
-        println!("{name} ({}):", replica.id());
-        for (key, _) in replica.collection("todos")?.scan(Scan::all())? {
-            let todo: Todo = replica
-                .collection("todos")?
-                .get_typed(key.clone())?
-                .unwrap();
+    for (name, replica) in [("hub", &hub), ("laptop", &laptop), ("phone", &phone)] {
+        println!("{name}:");
+        let todos = replica.collection("todos")?;
+        for (key, _) in todos.scan(Scan::all())? {
+            let todo: Option<Todo> = todos.get_typed(key.clone())?;
             println!("  {key}: {todo:?}");
         }
     }
-    assert_eq!(
-        laptop.collection("todos")?.states()?,
-        phone.collection("todos")?.states()?,
-        "replicas converge"
-    );
+    let reference = hub.collection("todos")?.states()?;
+    assert_eq!(laptop.collection("todos")?.states()?, reference);
+    assert_eq!(phone.collection("todos")?.states()?, reference);
     println!("converged: identical records, tombstones and winning stamps included");
+    for (name, engine) in engines {
+        let s = engine.stats();
+        println!(
+            "{name}: pushed {} pulled {} pending {} last error {:?}",
+            s.pushed, s.pulled, s.pending, s.last_error
+        );
+        engine.stop().await;
+    }
     Ok(())
 }

@@ -46,7 +46,6 @@ pub(crate) fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Deco
 }
 
 /// Decodes bytes from a peer, bounded by [`PEER_LIMIT`].
-#[allow(dead_code)] // used by the sync protocol
 pub(crate) fn decode_peer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_with(bytes, config::standard().with_limit::<PEER_LIMIT>())
 }

@@ -62,10 +62,11 @@ mod error;
 mod merge;
 mod model;
 mod peers;
-mod protocol;
+pub mod protocol;
 mod replica;
 mod server;
 mod tables;
+pub mod transport;
 mod txn;
 mod value;
 mod watch;
@@ -85,11 +86,11 @@ pub use error::{
 pub use merge::{RecordState, merge_all, merge_one};
 pub use model::{Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, ReplicaId, Version};
 pub use peers::PeerState;
-pub use protocol::{CollectionSpec, PROTOCOL_VERSION, Refusal, RefusalCode};
+pub use protocol::{Refusal, RefusalCode};
 pub use replica::{
     ApplyReport, FeedEntry, MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig,
 };
 pub use server::{ServerConfig, SyncServer};
 pub use txn::{Committed, Transaction};
-pub use value::{Value, ValueError, from_value, to_value};
+pub use value::{MAX_DEPTH, Value, ValueError, from_value, to_value};
 pub use watch::{ChangeEvent, Watch, WatchError};

@@ -1,5 +1,8 @@
-//! The sync protocol: versioned messages, their encoding, and the checks
-//! made on receipt.
+//! The sync protocol: versioned messages and their encoding.
+//!
+//! Public so that tools, tests and fuzzers can speak it; the sync engine and
+//! [`crate::SyncServer`] are its normal users. `docs/design.md` describes the
+//! exchanges.
 //!
 //! Every request is a [`Request`] envelope carrying the protocol version, the
 //! caller's replica id and its token, so a server can check each exchange on
@@ -17,20 +20,20 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A request envelope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Request {
+pub struct Request {
     /// The caller's protocol version.
-    pub(crate) version: u32,
+    pub version: u32,
     /// The caller's replica id.
-    pub(crate) from: ReplicaId,
+    pub from: ReplicaId,
     /// The caller's credentials, if any.
-    pub(crate) token: Option<String>,
+    pub token: Option<String>,
     /// What it asks.
-    pub(crate) body: RequestBody,
+    pub body: RequestBody,
 }
 
 /// What a request asks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum RequestBody {
+pub enum RequestBody {
     /// The handshake: the caller's clock and synced collections.
     Hello {
         /// The caller's clock reading.
@@ -68,18 +71,19 @@ pub struct CollectionSpec {
 
 /// A batch of changes with the digest that lets the receiver check it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Batch {
+pub struct Batch {
     /// The changes, whole groups only; applied in one commit.
-    pub(crate) changes: Vec<Change>,
+    pub changes: Vec<Change>,
     /// The sender's feed lsn this batch covers through (push: the sender's
     /// own lsn; pull: the server's lsn).
-    pub(crate) through: u64,
+    pub through: u64,
     /// blake3 over the encodings of the changes, in order.
-    pub(crate) digest: [u8; 32],
+    pub digest: [u8; 32],
 }
 
 impl Batch {
-    pub(crate) fn new(changes: Vec<Change>, through: u64) -> Self {
+    /// A batch of `changes` covering the sender's feed through `through`, with its digest.
+    pub fn new(changes: Vec<Change>, through: u64) -> Self {
         let digest = digest(&changes);
         Self {
             changes,
@@ -89,13 +93,13 @@ impl Batch {
     }
 
     /// Whether the digest matches the changes.
-    pub(crate) fn verify(&self) -> bool {
+    pub fn verify(&self) -> bool {
         digest(&self.changes) == self.digest
     }
 }
 
 /// blake3 over the canonical encodings of `changes`, in order.
-pub(crate) fn digest(changes: &[Change]) -> [u8; 32] {
+pub fn digest(changes: &[Change]) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     for change in changes {
         hasher.update(&codec::encode(change));
@@ -105,7 +109,7 @@ pub(crate) fn digest(changes: &[Change]) -> [u8; 32] {
 
 /// A response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum Response {
+pub enum Response {
     /// The handshake was accepted.
     Welcome {
         /// The server's replica id.
@@ -138,9 +142,9 @@ pub(crate) enum Response {
 
 /// A frame on a subscription: the server's feed has moved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Notify {
+pub struct Notify {
     /// The server's last lsn.
-    pub(crate) last_lsn: u64,
+    pub last_lsn: u64,
 }
 
 /// Why a server refused a request.
@@ -174,7 +178,8 @@ pub enum RefusalCode {
 }
 
 impl Refusal {
-    pub(crate) fn new(code: RefusalCode, reason: impl Into<String>) -> Self {
+    /// A refusal with a code and a reason.
+    pub fn new(code: RefusalCode, reason: impl Into<String>) -> Self {
         Self {
             code,
             reason: reason.into(),
@@ -182,15 +187,14 @@ impl Refusal {
     }
 }
 
-/// Encodes a protocol message.
-pub(crate) fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+/// Encodes a protocol message ([`Request`], [`Response`], [`Notify`]).
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     codec::encode(message)
 }
 
-/// Decodes a protocol message from a peer, bounded.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<T, codec::DecodeError> {
+/// Decodes a protocol message from a peer. Allocation is bounded, so
+/// hostile bytes give an error, never a panic or an out-of-memory abort.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::DecodeError> {
     codec::decode_peer(bytes)
 }
 

@@ -473,11 +473,8 @@ impl Replica {
                     return Err(invalid("sequence numbers start at 1".into()));
                 }
                 check_key(&change.key, cfg.max_key_len).map_err(|e| invalid(e.to_string()))?;
-                let len = match &change.op {
-                    Op::Put(v) => codec::encode(v).len(),
-                    Op::Patch(fields) => codec::encode(fields).len(),
-                    Op::Delete => 0,
-                };
+                crate::txn::check_op_depth(&change.op).map_err(|e| invalid(e.to_string()))?;
+                let len = crate::txn::encoded_len(&change.op);
                 if len > cfg.max_value_len {
                     return Err(invalid(format!(
                         "value of {len} bytes exceeds the maximum of {}",

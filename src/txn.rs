@@ -200,15 +200,40 @@ impl Transaction {
 }
 
 fn check_value_len(op: &Op, max: usize) -> Result<(), WriteError> {
-    let len = match op {
-        Op::Put(v) => codec::encode(v).len(),
-        Op::Patch(fields) => codec::encode(fields).len(),
-        Op::Delete => 0,
-    };
+    check_op_depth(op)?;
+    let len = encoded_len(op);
     if len > max {
         return Err(WriteError::ValueTooLarge { len, max });
     }
     Ok(())
+}
+
+/// Refuses values nested deeper than [`crate::MAX_DEPTH`]: the codec could
+/// not decode them again, and deep recursion could exhaust the stack.
+pub(crate) fn check_op_depth(op: &Op) -> Result<(), crate::ValueError> {
+    match op {
+        Op::Put(v) => v.check_depth(),
+        Op::Patch(fields) => fields.values().try_for_each(|v| {
+            // A patch's fields sit one level below the record.
+            if v.depth() >= crate::MAX_DEPTH {
+                Err(crate::ValueError::TooDeep {
+                    max: crate::MAX_DEPTH,
+                })
+            } else {
+                Ok(())
+            }
+        }),
+        Op::Delete => Ok(()),
+    }
+}
+
+/// The encoded length of an op's value (0 for a delete).
+pub(crate) fn encoded_len(op: &Op) -> usize {
+    match op {
+        Op::Put(v) => codec::encode(v).len(),
+        Op::Patch(fields) => codec::encode(fields).len(),
+        Op::Delete => 0,
+    }
 }
 
 /// Storing a freshly made local change can only fail in storage: its id and

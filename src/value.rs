@@ -2,7 +2,8 @@
 //!
 //! [`to_value`] runs a type's `Serialize` impl into a [`Value`]; [`from_value`] runs a
 //! type's `Deserialize` impl over one. A [`Value`] itself is stored with bincode through
-//! its derived, externally tagged `Serialize`/`Deserialize`.
+//! its externally tagged `Serialize`/`Deserialize` (the latter written by hand so that it
+//! refuses values nested deeper than [`MAX_DEPTH`] instead of overflowing the stack).
 
 use std::collections::{BTreeMap, btree_map};
 use std::fmt;
@@ -10,18 +11,38 @@ use std::num::{IntErrorKind, ParseIntError};
 use std::str::FromStr;
 
 use serde::de::value::StringDeserializer;
-use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, Unexpected,
+    VariantAccess, Visitor,
+};
 use serde::ser;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The deepest nesting a [`Value`] may have, as measured by [`Value::depth`].
+///
+/// The depth of a scalar, or of an empty list or map, is 1; a non-empty list or map is
+/// one level deeper than its deepest element. So `Int(1)` has depth 1, `List([Int(1)])`
+/// depth 2, and a value within this limit has at most `MAX_DEPTH` lists and maps nested
+/// inside one another along any path (the innermost of them then being empty).
+///
+/// Decoding a `Value` (its `Deserialize` impl), [`to_value`] and [`from_value`] refuse
+/// anything deeper with an error ("value nested deeper than 64 levels",
+/// [`ValueError::TooDeep`] for the latter two), so they recurse a bounded number of times
+/// whatever their input. [`Value::check_depth`] applies the same limit to a value built in
+/// code.
+// Until lib.rs re-exports it next to `Value`, the lint sees it as unreachable.
+pub const MAX_DEPTH: usize = 64;
 
 /// syncline's own value type: the dynamic, self-describing form of a record.
 ///
 /// Any serde type converts to a `Value` with [`to_value`] and back with [`from_value`];
 /// [`to_value`] documents how serde's data model maps onto the variants.
 ///
-/// A `Value` is persisted and sent with bincode (standard configuration) through the
-/// derived `Serialize`/`Deserialize`. They are externally tagged (variant index, then
-/// content), so they need no `deserialize_any` and work with non-self-describing formats.
+/// A `Value` is persisted and sent with bincode (standard configuration) through its
+/// `Serialize`/`Deserialize` impls: the derived `Serialize` and a hand-written
+/// `Deserialize` that accepts exactly what the derived one would, up to [`MAX_DEPTH`].
+/// They are externally tagged (variant index or name, then content), so they need no
+/// `deserialize_any` and work with non-self-describing formats.
 /// The flip side: `to_value(&value)` yields the *tagged* form (`Value::Int(1)` becomes
 /// `{"Int": 1}`), which `from_value::<Value>` turns back into `value`. A `Value` never needs
 /// converting to a `Value`.
@@ -35,10 +56,13 @@ use serde::{Deserialize, Serialize};
 ///
 /// # Nesting
 ///
-/// Encoding, decoding, converting and dropping a `Value` all recurse once per level of
-/// nesting, so an extremely deep value (thousands of levels) can exhaust the stack. Bound
-/// the size of untrusted input before decoding it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A `Value` may be at most [`MAX_DEPTH`] levels deep ([`Value::depth`]). Decoding one,
+/// [`to_value`] and [`from_value`] refuse deeper input with an error rather than recursing
+/// further, so no input can exhaust the stack through them. A value built in code is not
+/// limited, though, and encoding it (the derived `Serialize`), cloning, comparing and
+/// dropping it all recurse once per level: check such a value with
+/// [`Value::check_depth`] before storing or sending it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub enum Value {
     /// No value: `()`, `None` and unit structs.
     #[default]
@@ -138,6 +162,66 @@ impl Value {
             _ => None,
         }
     }
+
+    /// How deeply this value is nested: 1 for a scalar or an empty list or map, and one
+    /// more than its deepest element for a non-empty list or map (see [`MAX_DEPTH`]).
+    ///
+    /// Computed without recursion, so it works on a value of any depth.
+    pub fn depth(&self) -> usize {
+        self.depth_capped(usize::MAX)
+    }
+
+    /// Checks that this value is at most [`MAX_DEPTH`] levels deep, as every value that
+    /// is decoded or converted is; do so before storing or sending a value built in code.
+    /// Works without recursion and stops looking as soon as the limit is crossed.
+    ///
+    /// # Errors
+    ///
+    /// [`ValueError::TooDeep`] if [`Value::depth`] exceeds [`MAX_DEPTH`].
+    pub fn check_depth(&self) -> Result<(), ValueError> {
+        if self.depth_capped(MAX_DEPTH) > MAX_DEPTH {
+            return Err(ValueError::TooDeep { max: MAX_DEPTH });
+        }
+        Ok(())
+    }
+
+    /// [`Value::depth`], except that it stops walking once the depth exceeds `cap` and
+    /// then returns `cap + 1`. Walks with an explicit stack of child iterators, one per
+    /// open list or map, so it needs memory proportional to the depth, not the size.
+    fn depth_capped(&self, cap: usize) -> usize {
+        /// The elements of one list or map still to visit.
+        enum Children<'a> {
+            List(std::slice::Iter<'a, Value>),
+            Map(btree_map::Values<'a, String, Value>),
+        }
+        fn children(value: &Value) -> Option<Children<'_>> {
+            match value {
+                Value::List(items) => Some(Children::List(items.iter())),
+                Value::Map(map) => Some(Children::Map(map.values())),
+                _ => None,
+            }
+        }
+
+        let mut deepest = 1;
+        let mut open: Vec<Children<'_>> = children(self).into_iter().collect();
+        while let Some(top) = open.last_mut() {
+            let next = match top {
+                Children::List(items) => items.next(),
+                Children::Map(values) => values.next(),
+            };
+            let Some(child) = next else {
+                open.pop();
+                continue;
+            };
+            // `child` sits one level below each open container, which sit below `self`.
+            deepest = deepest.max(open.len() + 1);
+            if deepest > cap {
+                return deepest;
+            }
+            open.extend(children(child));
+        }
+        deepest
+    }
 }
 
 macro_rules! impl_from {
@@ -200,6 +284,15 @@ pub enum ValueError {
         /// The [`Value::kind`] that was there instead.
         found: &'static str,
     },
+    /// A value nested deeper than `max` ([`MAX_DEPTH`]) levels, refused by
+    /// [`Value::check_depth`], [`to_value`] or [`from_value`] before recursing further. It
+    /// is also returned when a type wraps one value in too many transparent layers (`Some`,
+    /// newtype structs), as a self-referential newtype would without end.
+    #[error("value nested deeper than {max} levels")]
+    TooDeep {
+        /// The limit that was exceeded: [`MAX_DEPTH`].
+        max: usize,
+    },
 }
 
 impl ser::Error for ValueError {
@@ -238,10 +331,12 @@ impl de::Error for ValueError {
 /// # Errors
 ///
 /// [`ValueError::IntegerOutOfRange`] for an integer outside `i64`,
-/// [`ValueError::KeyMustBeString`] for a map key of another kind, and
+/// [`ValueError::KeyMustBeString`] for a map key of another kind,
+/// [`ValueError::TooDeep`] when the result would be nested deeper than [`MAX_DEPTH`]
+/// (note that the tagged form of a `Value` is about twice as deep as the value), and
 /// [`ValueError::Custom`] for an error raised by the type's own `Serialize` impl.
 pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, ValueError> {
-    value.serialize(ValueSerializer)
+    value.serialize(ValueSerializer(Depth::TOP))
 }
 
 /// Converts a [`Value`] into any deserializable type.
@@ -256,21 +351,290 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, ValueError> {
 ///
 /// [`ValueError::TypeMismatch`] when the value is of the wrong kind,
 /// [`ValueError::IntegerOutOfRange`] when an integer does not fit the target type (there
-/// is no wrapping), and [`ValueError::Custom`] for errors raised by the type's
+/// is no wrapping), [`ValueError::TooDeep`] when the type reaches into the value deeper
+/// than [`MAX_DEPTH`] levels, and [`ValueError::Custom`] for errors raised by the type's
 /// `Deserialize` impl (missing fields, unknown variants, wrong lengths).
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ValueError> {
     T::deserialize(value)
 }
 
 // ---------------------------------------------------------------------------
-// Serializer
+// Deserialize for Value
+// ---------------------------------------------------------------------------
+
+/// The variant names of [`Value`] in declaration order; a variant's index on the wire is
+/// its position here. Must match the enum, whose derived `Serialize` writes them.
+const VARIANTS: &[&str] = &[
+    "Null", "Bool", "Int", "Float", "String", "Bytes", "List", "Map",
+];
+
+/// The error for a value nested deeper than [`MAX_DEPTH`], in any format's error type.
+fn too_deep<E: de::Error>() -> E {
+    E::custom(ValueError::TooDeep { max: MAX_DEPTH })
+}
+
+/// Written by hand to accept exactly what `#[derive(Deserialize)]` would (an externally
+/// tagged enum: variant index or name, then its content), but it counts the nesting level
+/// as it goes and fails with "value nested deeper than 64 levels" instead of recursing
+/// past [`MAX_DEPTH`], so hostile input cannot overflow the stack.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ValueSeed { level: 1 }.deserialize(deserializer)
+    }
+}
+
+/// Deserializes a [`Value`] that sits at nesting level `level` (1 at the top).
+#[derive(Clone, Copy)]
+struct ValueSeed {
+    level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        if self.level > MAX_DEPTH {
+            return Err(too_deep());
+        }
+        deserializer.deserialize_enum("Value", VARIANTS, self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("enum Value")
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        let elements = ValueSeed {
+            level: self.level + 1,
+        };
+        let (variant, content) = data.variant::<Variant>()?;
+        match variant {
+            Variant::Null => content.unit_variant().map(|()| Value::Null),
+            Variant::Bool => content.newtype_variant().map(Value::Bool),
+            Variant::Int => content.newtype_variant().map(Value::Int),
+            Variant::Float => content.newtype_variant().map(Value::Float),
+            Variant::String => content.newtype_variant().map(Value::String),
+            Variant::Bytes => content.newtype_variant().map(Value::Bytes),
+            Variant::List => content
+                .newtype_variant_seed(ListSeed(elements))
+                .map(Value::List),
+            Variant::Map => content
+                .newtype_variant_seed(MapSeed(elements))
+                .map(Value::Map),
+        }
+    }
+}
+
+/// The variant of a [`Value`], as identified on the wire.
+#[derive(Clone, Copy)]
+enum Variant {
+    Null,
+    Bool,
+    Int,
+    Float,
+    String,
+    Bytes,
+    List,
+    Map,
+}
+
+impl Variant {
+    /// Every variant, in the order of [`VARIANTS`].
+    const ALL: [Variant; 8] = [
+        Variant::Null,
+        Variant::Bool,
+        Variant::Int,
+        Variant::Float,
+        Variant::String,
+        Variant::Bytes,
+        Variant::List,
+        Variant::Map,
+    ];
+}
+
+impl<'de> Deserialize<'de> for Variant {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(VariantVisitor)
+    }
+}
+
+/// Reads a variant identifier as the derive does: an index, a name or a name's bytes.
+struct VariantVisitor;
+
+impl Visitor<'_> for VariantVisitor {
+    type Value = Variant;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("variant identifier")
+    }
+
+    fn visit_u64<E: de::Error>(self, index: u64) -> Result<Variant, E> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| Variant::ALL.get(i).copied())
+            .ok_or_else(|| {
+                E::invalid_value(Unexpected::Unsigned(index), &"variant index 0 <= i < 8")
+            })
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Variant, E> {
+        match VARIANTS.iter().position(|v| *v == name) {
+            Some(i) => Ok(Variant::ALL[i]),
+            None => Err(E::unknown_variant(name, VARIANTS)),
+        }
+    }
+
+    fn visit_bytes<E: de::Error>(self, name: &[u8]) -> Result<Variant, E> {
+        match VARIANTS.iter().position(|v| v.as_bytes() == name) {
+            Some(i) => Ok(Variant::ALL[i]),
+            None => Err(E::unknown_variant(&String::from_utf8_lossy(name), VARIANTS)),
+        }
+    }
+}
+
+/// Most bytes reserved up front from a format's length hint, as serde's own `Vec` does.
+const MAX_PREALLOC_BYTES: usize = 1 << 20;
+
+/// The content of [`Value::List`]: a sequence of values at the given seed's level.
+struct ListSeed(ValueSeed);
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Value>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let hint = seq.size_hint().unwrap_or(0);
+        let mut items = Vec::with_capacity(hint.min(MAX_PREALLOC_BYTES / size_of::<Value>()));
+        while let Some(item) = seq.next_element_seed(self.0)? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// The content of [`Value::Map`]: string keys and values at the given seed's level.
+struct MapSeed(ValueSeed);
+
+impl<'de> DeserializeSeed<'de> for MapSeed {
+    type Value = BTreeMap<String, Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MapSeed {
+    type Value = BTreeMap<String, Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut map = BTreeMap::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let value = access.next_value_seed(self.0)?;
+            map.insert(key, value);
+        }
+        Ok(map)
+    }
+}
+
+/// Drops `value` without recursion, however deeply it is nested.
+fn drop_iteratively(value: Value) {
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::List(items) => pending.extend(items),
+            Value::Map(map) => pending.extend(map.into_values()),
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Depth tracking for to_value and from_value
 // ---------------------------------------------------------------------------
 
 /// Shorthand for this module's results.
 type Res<T = Value> = Result<T, ValueError>;
 
-/// The `serde::Serializer` behind [`to_value`].
-struct ValueSerializer;
+/// The most transparent wrappers (`Some`, newtype structs) [`to_value`] and [`from_value`]
+/// pass through on the way to one value: two per level on average. They add no nesting
+/// to the `Value` but do recurse, and a self-referential newtype could otherwise recurse
+/// without end.
+const MAX_WRAPPERS: usize = 2 * MAX_DEPTH;
+
+/// Where the serializer or deserializer is: the nesting level of the value at hand (1 at
+/// the top) and how many transparent wrappers lead to it. Both are bounded, so neither
+/// [`to_value`] nor [`from_value`] recurses more than a fixed number of times.
+#[derive(Debug, Clone, Copy)]
+struct Depth {
+    level: usize,
+    wrappers: usize,
+}
+
+impl Depth {
+    const TOP: Depth = Depth {
+        level: 1,
+        wrappers: 0,
+    };
+
+    /// The place of an element, entry or variant content of the value at `self`; not
+    /// yet checked against [`MAX_DEPTH`].
+    fn deeper(self) -> Depth {
+        Depth {
+            level: self.level + 1,
+            ..self
+        }
+    }
+
+    /// `self`, or [`ValueError::TooDeep`] if it lies beyond [`MAX_DEPTH`].
+    fn check(self) -> Res<Depth> {
+        if self.level > MAX_DEPTH {
+            return Err(ValueError::TooDeep { max: MAX_DEPTH });
+        }
+        Ok(self)
+    }
+
+    /// The checked place of an element, entry or variant content of the value at `self`.
+    fn child(self) -> Res<Depth> {
+        self.deeper().check()
+    }
+
+    /// The same place behind one more transparent wrapper, refused past [`MAX_WRAPPERS`].
+    fn wrapped(self) -> Res<Depth> {
+        if self.wrappers >= MAX_WRAPPERS {
+            return Err(ValueError::TooDeep { max: MAX_DEPTH });
+        }
+        Ok(Depth {
+            wrappers: self.wrappers + 1,
+            ..self
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Serializer
+// ---------------------------------------------------------------------------
+
+/// The `serde::Serializer` behind [`to_value`], producing the value at the given place.
+struct ValueSerializer(Depth);
 
 /// Upper bound on the capacity reserved from a `Serialize` impl's length hint.
 const MAX_PREALLOC: usize = 4096;
@@ -287,9 +651,9 @@ fn tagged(variant: &'static str, content: Value) -> Value {
 }
 
 /// A map key's string form: strings (so chars and unit variants) as they are, integers
-/// and bools formatted; a key of any other kind is refused.
-fn map_key<T: Serialize + ?Sized>(key: &T) -> Res<String> {
-    match to_value(key)? {
+/// and bools formatted; a key of any other kind is refused. `depth` is the entry's place.
+fn map_key<T: Serialize + ?Sized>(key: &T, depth: Depth) -> Res<String> {
+    match key.serialize(ValueSerializer(depth))? {
         Value::String(s) => Ok(s),
         Value::Int(i) => Ok(i.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
@@ -343,7 +707,7 @@ impl ser::Serializer for ValueSerializer {
         Ok(Value::Null)
     }
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Res {
-        v.serialize(self)
+        v.serialize(ValueSerializer(self.0.wrapped()?))
     }
     fn serialize_unit(self) -> Res {
         Ok(Value::Null)
@@ -355,7 +719,7 @@ impl ser::Serializer for ValueSerializer {
         Ok(Value::String(variant.to_owned()))
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Res {
-        v.serialize(self)
+        v.serialize(ValueSerializer(self.0.wrapped()?))
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -364,16 +728,17 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         v: &T,
     ) -> Res {
-        Ok(tagged(variant, to_value(v)?))
+        let content = v.serialize(ValueSerializer(self.0.child()?))?;
+        Ok(tagged(variant, content))
     }
     fn serialize_seq(self, len: Option<usize>) -> Res<SeqSerializer> {
-        Ok(SeqSerializer::new(len.unwrap_or(0)))
+        Ok(SeqSerializer::new(len.unwrap_or(0), self.0))
     }
     fn serialize_tuple(self, len: usize) -> Res<SeqSerializer> {
-        Ok(SeqSerializer::new(len))
+        Ok(SeqSerializer::new(len, self.0))
     }
     fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Res<SeqSerializer> {
-        Ok(SeqSerializer::new(len))
+        Ok(SeqSerializer::new(len, self.0))
     }
     fn serialize_tuple_variant(
         self,
@@ -382,13 +747,14 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         len: usize,
     ) -> Res<Self::SerializeTupleVariant> {
-        Ok(VariantSerializer(variant, SeqSerializer::new(len)))
+        let content = SeqSerializer::new(len, self.0.child()?);
+        Ok(VariantSerializer(variant, content))
     }
     fn serialize_map(self, _: Option<usize>) -> Res<MapSerializer> {
-        Ok(MapSerializer::default())
+        Ok(MapSerializer::new(self.0))
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Res<MapSerializer> {
-        Ok(MapSerializer::default())
+        Ok(MapSerializer::new(self.0))
     }
     fn serialize_struct_variant(
         self,
@@ -397,19 +763,30 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         _: usize,
     ) -> Res<Self::SerializeStructVariant> {
-        Ok(VariantSerializer(variant, MapSerializer::default()))
+        Ok(VariantSerializer(
+            variant,
+            MapSerializer::new(self.0.child()?),
+        ))
     }
 }
 
-/// Collects the elements of a seq, tuple or tuple struct into a [`Value::List`].
-struct SeqSerializer(Vec<Value>);
+/// Collects the elements of a seq, tuple or tuple struct into a [`Value::List`] that
+/// sits at `depth`.
+struct SeqSerializer {
+    items: Vec<Value>,
+    depth: Depth,
+}
 
 impl SeqSerializer {
-    fn new(len: usize) -> Self {
-        SeqSerializer(Vec::with_capacity(len.min(MAX_PREALLOC)))
+    fn new(len: usize, depth: Depth) -> Self {
+        SeqSerializer {
+            items: Vec::with_capacity(len.min(MAX_PREALLOC)),
+            depth,
+        }
     }
     fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Res<()> {
-        self.0.push(to_value(value)?);
+        let item = value.serialize(ValueSerializer(self.depth.child()?))?;
+        self.items.push(item);
         Ok(())
     }
 }
@@ -421,7 +798,7 @@ impl ser::SerializeSeq for SeqSerializer {
         self.push(value)
     }
     fn end(self) -> Res {
-        Ok(Value::List(self.0))
+        Ok(Value::List(self.items))
     }
 }
 
@@ -432,7 +809,7 @@ impl ser::SerializeTuple for SeqSerializer {
         self.push(value)
     }
     fn end(self) -> Res {
-        Ok(Value::List(self.0))
+        Ok(Value::List(self.items))
     }
 }
 
@@ -443,23 +820,39 @@ impl ser::SerializeTupleStruct for SeqSerializer {
         self.push(value)
     }
     fn end(self) -> Res {
-        Ok(Value::List(self.0))
+        Ok(Value::List(self.items))
     }
 }
 
-/// Collects the entries of a map or the fields of a struct into a [`Value::Map`].
-#[derive(Default)]
+/// Collects the entries of a map or the fields of a struct into a [`Value::Map`] that
+/// sits at `depth`.
 struct MapSerializer {
     map: BTreeMap<String, Value>,
     /// The key passed to `serialize_key`, waiting for its value.
     key: Option<String>,
+    depth: Depth,
+}
+
+impl MapSerializer {
+    fn new(depth: Depth) -> Self {
+        MapSerializer {
+            map: BTreeMap::new(),
+            key: None,
+            depth,
+        }
+    }
+    fn insert<T: Serialize + ?Sized>(&mut self, key: String, value: &T) -> Res<()> {
+        let value = value.serialize(ValueSerializer(self.depth.child()?))?;
+        self.map.insert(key, value);
+        Ok(())
+    }
 }
 
 impl ser::SerializeMap for MapSerializer {
     type Ok = Value;
     type Error = ValueError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Res<()> {
-        self.key = Some(map_key(key)?);
+        self.key = Some(map_key(key, self.depth.child()?)?);
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Res<()> {
@@ -468,8 +861,7 @@ impl ser::SerializeMap for MapSerializer {
                 "map value serialized without a key".to_owned(),
             ));
         };
-        self.map.insert(key, to_value(value)?);
-        Ok(())
+        self.insert(key, value)
     }
     fn end(self) -> Res {
         Ok(Value::Map(self.map))
@@ -480,8 +872,7 @@ impl ser::SerializeStruct for MapSerializer {
     type Ok = Value;
     type Error = ValueError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Res<()> {
-        self.map.insert(key.to_owned(), to_value(v)?);
-        Ok(())
+        self.insert(key.to_owned(), v)
     }
     fn end(self) -> Res {
         Ok(Value::Map(self.map))
@@ -499,7 +890,7 @@ impl ser::SerializeTupleVariant for VariantSerializer<SeqSerializer> {
         self.1.push(value)
     }
     fn end(self) -> Res {
-        Ok(tagged(self.0, Value::List(self.1.0)))
+        Ok(tagged(self.0, Value::List(self.1.items)))
     }
 }
 
@@ -530,23 +921,36 @@ fn expect_int<T: TryFrom<i64>>(value: &Value) -> Res<T> {
     }
 }
 
-/// Visits a list as a sequence, failing if the visitor leaves elements unread.
-fn visit_list<'de, V: Visitor<'de>>(items: Vec<Value>, visitor: V) -> Res<V::Value> {
+/// Visits a list whose elements sit at `depth` as a sequence, failing if the visitor
+/// leaves elements unread.
+fn visit_list<'de, V: Visitor<'de>>(items: Vec<Value>, depth: Depth, visitor: V) -> Res<V::Value> {
     let len = items.len();
-    let mut seq = SeqDeserializer(items.into_iter());
+    let mut seq = SeqDeserializer {
+        items: items.into_iter(),
+        depth,
+    };
     let out = visitor.visit_seq(&mut seq)?;
-    match seq.0.len() {
+    match seq.items.len() {
         0 => Ok(out),
         _ => Err(de::Error::invalid_length(len, &"fewer elements")),
     }
 }
 
-/// Visits a map, failing if the visitor leaves entries unread.
-fn visit_map<'de, V: Visitor<'de>>(map: BTreeMap<String, Value>, visitor: V) -> Res<V::Value> {
+/// Visits a map whose entries sit at `depth`, failing if the visitor leaves entries
+/// unread.
+fn visit_map<'de, V: Visitor<'de>>(
+    map: BTreeMap<String, Value>,
+    depth: Depth,
+    visitor: V,
+) -> Res<V::Value> {
     let len = map.len();
-    let mut access = MapDeserializer(map.into_iter(), None);
+    let mut access = MapDeserializer {
+        entries: map.into_iter(),
+        value: None,
+        depth,
+    };
     let out = visitor.visit_map(&mut access)?;
-    match access.0.len() {
+    match access.entries.len() {
         0 => Ok(out),
         _ => Err(de::Error::invalid_length(len, &"fewer entries")),
     }
@@ -555,30 +959,98 @@ fn visit_map<'de, V: Visitor<'de>>(map: BTreeMap<String, Value>, visitor: V) -> 
 macro_rules! deserialize_ints {
     ($($method:ident => $visit:ident),*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-            visitor.$visit(expect_int(&self)?)
+            visitor.$visit(expect_int(&self.value)?)
         }
     )*};
 }
 
-/// `Value` is a self-describing `serde::Deserializer`; [`from_value`] is built on it.
-impl<'de> de::Deserializer<'de> for Value {
+macro_rules! forward_to_value_deserializer {
+    ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Res<V::Value> {
+            ValueDeserializer::top(self).$method($($arg,)* visitor)
+        }
+    )*};
+}
+
+/// `Value` is a self-describing `serde::Deserializer`; [`from_value`] is built on it. It
+/// refuses to hand out anything nested deeper than [`MAX_DEPTH`].
+impl<'de> Deserializer<'de> for Value {
+    type Error = ValueError;
+
+    forward_to_value_deserializer! {
+        deserialize_any(); deserialize_bool(); deserialize_i8(); deserialize_i16();
+        deserialize_i32(); deserialize_i64(); deserialize_i128(); deserialize_u8();
+        deserialize_u16(); deserialize_u32(); deserialize_u64(); deserialize_u128();
+        deserialize_f32(); deserialize_f64(); deserialize_char(); deserialize_str();
+        deserialize_string(); deserialize_bytes(); deserialize_byte_buf();
+        deserialize_option(); deserialize_unit(); deserialize_unit_struct(name: &'static str);
+        deserialize_newtype_struct(name: &'static str); deserialize_seq();
+        deserialize_tuple(len: usize); deserialize_tuple_struct(name: &'static str, len: usize);
+        deserialize_map();
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]);
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]);
+        deserialize_identifier(); deserialize_ignored_any();
+    }
+}
+
+/// A [`Value`] being deserialized, and its place in the value handed to [`from_value`].
+struct ValueDeserializer {
+    value: Value,
+    depth: Depth,
+}
+
+impl ValueDeserializer {
+    /// The value handed to [`from_value`] (or used as a `Deserializer` directly).
+    fn top(value: Value) -> Self {
+        ValueDeserializer {
+            value,
+            depth: Depth::TOP,
+        }
+    }
+
+    /// `value` at `depth`, or [`ValueError::TooDeep`] beyond [`MAX_DEPTH`]; a refused
+    /// value is dropped without recursion, since it may be nested arbitrarily deep.
+    fn new(value: Value, depth: Depth) -> Res<Self> {
+        match depth.check() {
+            Ok(depth) => Ok(ValueDeserializer { value, depth }),
+            Err(e) => {
+                drop_iteratively(value);
+                Err(e)
+            }
+        }
+    }
+
+    /// The same value behind one more transparent wrapper (`Some`, a newtype struct).
+    fn wrapped(self) -> Res<Self> {
+        match self.depth.wrapped() {
+            Ok(depth) => Ok(ValueDeserializer { depth, ..self }),
+            Err(e) => {
+                drop_iteratively(self.value);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<'de> Deserializer<'de> for ValueDeserializer {
     type Error = ValueError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
+        let inner = self.depth.deeper();
+        match self.value {
             Value::Null => visitor.visit_unit(),
             Value::Bool(b) => visitor.visit_bool(b),
             Value::Int(i) => visitor.visit_i64(i),
             Value::Float(f) => visitor.visit_f64(f),
             Value::String(s) => visitor.visit_string(s),
             Value::Bytes(b) => visitor.visit_byte_buf(b),
-            Value::List(items) => visit_list(items, visitor),
-            Value::Map(map) => visit_map(map, visitor),
+            Value::List(items) => visit_list(items, inner, visitor),
+            Value::Map(map) => visit_map(map, inner, visitor),
         }
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
+        match self.value {
             Value::Bool(b) => visitor.visit_bool(b),
             other => mismatch("bool", other.kind()),
         }
@@ -592,7 +1064,7 @@ impl<'de> de::Deserializer<'de> for Value {
     );
 
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
+        match self.value {
             Value::Float(f) => visitor.visit_f32(f as f32),
             Value::Int(i) => visitor.visit_f32(i as f32),
             other => mismatch("float", other.kind()),
@@ -600,7 +1072,7 @@ impl<'de> de::Deserializer<'de> for Value {
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
+        match self.value {
             Value::Float(f) => visitor.visit_f64(f),
             Value::Int(i) => visitor.visit_f64(i as f64),
             other => mismatch("float", other.kind()),
@@ -616,7 +1088,7 @@ impl<'de> de::Deserializer<'de> for Value {
     }
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
+        match self.value {
             Value::String(s) => visitor.visit_string(s),
             other => mismatch("string", other.kind()),
         }
@@ -627,7 +1099,7 @@ impl<'de> de::Deserializer<'de> for Value {
     }
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
+        match self.value {
             Value::Bytes(b) => visitor.visit_byte_buf(b),
             Value::List(items) => {
                 visitor.visit_byte_buf(items.iter().map(expect_int).collect::<Res<_>>()?)
@@ -637,14 +1109,14 @@ impl<'de> de::Deserializer<'de> for Value {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
+        match self.value {
             Value::Null => visitor.visit_none(),
-            other => visitor.visit_some(other),
+            value => visitor.visit_some(ValueDeserializer { value, ..self }.wrapped()?),
         }
     }
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
+        match self.value {
             Value::Null => visitor.visit_unit(),
             other => mismatch("null", other.kind()),
         }
@@ -663,13 +1135,18 @@ impl<'de> de::Deserializer<'de> for Value {
         _: &'static str,
         visitor: V,
     ) -> Res<V::Value> {
-        visitor.visit_newtype_struct(self)
+        visitor.visit_newtype_struct(self.wrapped()?)
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
-            Value::List(items) => visit_list(items, visitor),
-            Value::Bytes(b) => visit_list(b.into_iter().map(Value::from).collect(), visitor),
+        match self.value {
+            Value::List(items) => visit_list(items, self.depth.deeper(), visitor),
+            // The integers stand for the bytes themselves, which nest no deeper.
+            Value::Bytes(b) => visit_list(
+                b.into_iter().map(Value::from).collect(),
+                self.depth,
+                visitor,
+            ),
             other => mismatch("list", other.kind()),
         }
     }
@@ -688,8 +1165,8 @@ impl<'de> de::Deserializer<'de> for Value {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self {
-            Value::Map(map) => visit_map(map, visitor),
+        match self.value {
+            Value::Map(map) => visit_map(map, self.depth.deeper(), visitor),
             other => mismatch("map", other.kind()),
         }
     }
@@ -700,9 +1177,10 @@ impl<'de> de::Deserializer<'de> for Value {
         _: &'static [&'static str],
         visitor: V,
     ) -> Res<V::Value> {
-        match self {
-            Value::Map(map) => visit_map(map, visitor),
-            Value::List(items) => visit_list(items, visitor),
+        let inner = self.depth.deeper();
+        match self.value {
+            Value::Map(map) => visit_map(map, inner, visitor),
+            Value::List(items) => visit_list(items, inner, visitor),
             other => mismatch("map", other.kind()),
         }
     }
@@ -714,14 +1192,19 @@ impl<'de> de::Deserializer<'de> for Value {
         visitor: V,
     ) -> Res<V::Value> {
         const EXPECTED: &str = "enum (a string or a single-entry map)";
-        match self {
+        let inner = self.depth.deeper();
+        match self.value {
             Value::String(variant) => visitor.visit_enum(StringDeserializer::new(variant)),
             Value::Map(map) => {
                 let mut entries = map.into_iter();
                 match (entries.next(), entries.next()) {
-                    (Some((variant, value)), None) => {
-                        visitor.visit_enum(EnumDeserializer(variant, value))
-                    }
+                    (Some((variant, content)), None) => visitor.visit_enum(EnumDeserializer {
+                        variant: MapKeyDeserializer {
+                            key: variant,
+                            depth: inner,
+                        },
+                        content: ValueDeserializer::new(content, inner)?,
+                    }),
                     _ => mismatch(EXPECTED, "map"),
                 }
             }
@@ -738,63 +1221,81 @@ impl<'de> de::Deserializer<'de> for Value {
     }
 }
 
-/// The elements of a [`Value::List`].
-struct SeqDeserializer(std::vec::IntoIter<Value>);
+/// The elements of a [`Value::List`], which sit at `depth`.
+struct SeqDeserializer {
+    items: std::vec::IntoIter<Value>,
+    depth: Depth,
+}
 
-impl<'de> de::SeqAccess<'de> for SeqDeserializer {
+impl<'de> SeqAccess<'de> for SeqDeserializer {
     type Error = ValueError;
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Res<Option<T::Value>> {
-        self.0.next().map(|v| seed.deserialize(v)).transpose()
+        match self.items.next() {
+            Some(item) => seed
+                .deserialize(ValueDeserializer::new(item, self.depth)?)
+                .map(Some),
+            None => Ok(None),
+        }
     }
     fn size_hint(&self) -> Option<usize> {
-        Some(self.0.len())
+        Some(self.items.len())
     }
 }
 
-/// The entries of a [`Value::Map`], and the value of the entry whose key was just read.
-struct MapDeserializer(btree_map::IntoIter<String, Value>, Option<Value>);
+/// The entries of a [`Value::Map`], which sit at `depth`, and the value of the entry
+/// whose key was just read.
+struct MapDeserializer {
+    entries: btree_map::IntoIter<String, Value>,
+    value: Option<Value>,
+    depth: Depth,
+}
 
-impl<'de> de::MapAccess<'de> for MapDeserializer {
+impl<'de> MapAccess<'de> for MapDeserializer {
     type Error = ValueError;
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Res<Option<K::Value>> {
-        let Some((key, value)) = self.0.next() else {
+        let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
-        self.1 = Some(value);
-        seed.deserialize(MapKeyDeserializer(key)).map(Some)
+        self.value = Some(value);
+        let depth = self.depth;
+        seed.deserialize(MapKeyDeserializer { key, depth })
+            .map(Some)
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Res<V::Value> {
-        match self.1.take() {
-            Some(value) => seed.deserialize(value),
+        match self.value.take() {
+            Some(value) => seed.deserialize(ValueDeserializer::new(value, self.depth)?),
             None => Err(ValueError::Custom(
                 "map value requested before its key".to_owned(),
             )),
         }
     }
     fn size_hint(&self) -> Option<usize> {
-        Some(self.0.len())
+        Some(self.entries.len())
     }
 }
 
 /// An enum variant with content, from a single-entry [`Value::Map`]: name and content.
-struct EnumDeserializer(String, Value);
+struct EnumDeserializer {
+    variant: MapKeyDeserializer,
+    content: ValueDeserializer,
+}
 
-impl<'de> de::EnumAccess<'de> for EnumDeserializer {
+impl<'de> EnumAccess<'de> for EnumDeserializer {
     type Error = ValueError;
     type Variant = VariantDeserializer;
     fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Res<(V::Value, Self::Variant)> {
-        let variant = seed.deserialize(MapKeyDeserializer(self.0))?;
-        Ok((variant, VariantDeserializer(self.1)))
+        let variant = seed.deserialize(self.variant)?;
+        Ok((variant, VariantDeserializer(self.content)))
     }
 }
 
 /// The content of an enum variant.
-struct VariantDeserializer(Value);
+struct VariantDeserializer(ValueDeserializer);
 
-impl<'de> de::VariantAccess<'de> for VariantDeserializer {
+impl<'de> VariantAccess<'de> for VariantDeserializer {
     type Error = ValueError;
     fn unit_variant(self) -> Res<()> {
-        match self.0 {
+        match self.0.value {
             Value::Null => Ok(()),
             other => mismatch("null", other.kind()),
         }
@@ -803,15 +1304,27 @@ impl<'de> de::VariantAccess<'de> for VariantDeserializer {
         seed.deserialize(self.0)
     }
     fn tuple_variant<V: Visitor<'de>>(self, _: usize, visitor: V) -> Res<V::Value> {
-        de::Deserializer::deserialize_seq(self.0, visitor)
+        self.0.deserialize_seq(visitor)
     }
     fn struct_variant<V: Visitor<'de>>(self, f: &'static [&'static str], v: V) -> Res<V::Value> {
-        de::Deserializer::deserialize_struct(self.0, "", f, v)
+        self.0.deserialize_struct("", f, v)
     }
 }
 
 /// A map key or variant name: a string, parsed when an integer or a bool is asked for.
-struct MapKeyDeserializer(String);
+/// `depth` is the place of its entry, tracked for the wrappers it may be read through.
+struct MapKeyDeserializer {
+    key: String,
+    depth: Depth,
+}
+
+impl MapKeyDeserializer {
+    /// The same key behind one more transparent wrapper (`Some`, a newtype struct).
+    fn wrapped(self) -> Res<Self> {
+        let depth = self.depth.wrapped()?;
+        Ok(MapKeyDeserializer { depth, ..self })
+    }
+}
 
 fn parse_key<T: FromStr<Err = ParseIntError>>(key: &str) -> Res<T> {
     key.parse().or_else(|e: ParseIntError| match e.kind() {
@@ -823,16 +1336,16 @@ fn parse_key<T: FromStr<Err = ParseIntError>>(key: &str) -> Res<T> {
 macro_rules! deserialize_int_keys {
     ($($method:ident => $visit:ident),*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-            visitor.$visit(parse_key(&self.0)?)
+            visitor.$visit(parse_key(&self.key)?)
         }
     )*};
 }
 
-impl<'de> de::Deserializer<'de> for MapKeyDeserializer {
+impl<'de> Deserializer<'de> for MapKeyDeserializer {
     type Error = ValueError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        visitor.visit_string(self.0)
+        visitor.visit_string(self.key)
     }
 
     deserialize_int_keys!(
@@ -843,7 +1356,7 @@ impl<'de> de::Deserializer<'de> for MapKeyDeserializer {
     );
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        match self.0.as_str() {
+        match self.key.as_str() {
             "true" => visitor.visit_bool(true),
             "false" => visitor.visit_bool(false),
             _ => mismatch("bool map key", "string"),
@@ -851,7 +1364,7 @@ impl<'de> de::Deserializer<'de> for MapKeyDeserializer {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Res<V::Value> {
-        visitor.visit_some(self)
+        visitor.visit_some(self.wrapped()?)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -859,7 +1372,7 @@ impl<'de> de::Deserializer<'de> for MapKeyDeserializer {
         _: &'static str,
         visitor: V,
     ) -> Res<V::Value> {
-        visitor.visit_newtype_struct(self)
+        visitor.visit_newtype_struct(self.wrapped()?)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -868,7 +1381,7 @@ impl<'de> de::Deserializer<'de> for MapKeyDeserializer {
         _: &'static [&'static str],
         visitor: V,
     ) -> Res<V::Value> {
-        visitor.visit_enum(StringDeserializer::new(self.0))
+        visitor.visit_enum(StringDeserializer::new(self.key))
     }
 
     serde::forward_to_deserialize_any! {
@@ -1275,6 +1788,209 @@ mod tests {
         assert_eq!(round_trip(&Value::Null), Value::from("Null"));
     }
 
+    /// A value of depth `levels`: `leaf` wrapped `levels - 1` times by `wrap`.
+    fn nest_with(levels: usize, leaf: Value, wrap: impl Fn(Value) -> Value) -> Value {
+        (1..levels).fold(leaf, |v, _| wrap(v))
+    }
+
+    /// `Int(0)` inside `levels - 1` single-element lists: a value of depth `levels`.
+    fn nest(levels: usize) -> Value {
+        nest_with(levels, Value::Int(0), |v| Value::List(vec![v]))
+    }
+
+    /// Runs `f` on a thread with a 256 KiB stack, where unbounded recursion would crash.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// Decodes as codec.rs does for peer frames.
+    fn peer_decode(bytes: &[u8]) -> Result<Value, bincode::error::DecodeError> {
+        let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
+        bincode::serde::decode_from_slice(bytes, config).map(|(v, _)| v)
+    }
+
+    const TOO_DEEP: ValueError = ValueError::TooDeep { max: MAX_DEPTH };
+
+    #[test]
+    fn depth_is_measured_without_recursion() {
+        assert_eq!(Value::Int(1).depth(), 1);
+        assert_eq!(list([]).depth(), 1);
+        assert_eq!(map([]).depth(), 1);
+        assert_eq!(list([1.into()]).depth(), 2);
+        assert_eq!(list([list([list([])]), 1.into()]).depth(), 3);
+        let mixed = map([
+            ("a", list([])),
+            ("b", list([map([("c", Value::Null)])])),
+            ("d", 1.into()),
+        ]);
+        assert_eq!(mixed.depth(), 4);
+        assert_eq!(nest(MAX_DEPTH).depth(), MAX_DEPTH);
+        assert_eq!(nest(MAX_DEPTH).check_depth(), Ok(()));
+        assert_eq!(nest(MAX_DEPTH + 1).check_depth(), Err(TOO_DEEP));
+        assert_eq!(TOO_DEEP.to_string(), "value nested deeper than 64 levels");
+        on_small_stack(|| {
+            let deep = nest_with(100_000, list([]), |v| map([("k", v)]));
+            assert_eq!(deep.depth(), 100_000);
+            assert_eq!(deep.check_depth(), Err(TOO_DEEP));
+            drop_iteratively(deep);
+        });
+    }
+
+    #[test]
+    fn decoding_stops_at_max_depth() {
+        let deepest = [
+            nest(MAX_DEPTH),
+            nest_with(MAX_DEPTH, list([]), |v| list([Value::Null, v])),
+            nest_with(MAX_DEPTH, map([]), |v| map([("a", 1.into()), ("k", v)])),
+        ];
+        for v in deepest {
+            assert_eq!(v.depth(), MAX_DEPTH);
+            assert_eq!(peer_decode(&encode(&v)).unwrap(), v);
+            let too_deep = list([v]);
+            let err = peer_decode(&encode(&too_deep)).unwrap_err().to_string();
+            assert!(err.contains("value nested deeper than 64 levels"), "{err}");
+        }
+    }
+
+    #[test]
+    fn hostile_deep_input_is_refused_on_a_small_stack() {
+        // `List([x])` is variant index 6 then length 1; `Map({"k": x})` is 7, length 1, key.
+        assert_eq!(encode(&list([Value::Null])), [6, 1, 0]);
+        assert_eq!(encode(&map([("k", Value::Null)])), [7, 1, 1, b'k', 0]);
+        for prefix in [&[6u8, 1][..], &[7, 1, 1, b'k'], &[7, 1, 1, b'k', 6, 1]] {
+            let mut bytes = prefix.repeat(100_000);
+            bytes.push(0);
+            let err = on_small_stack(move || peer_decode(&bytes).unwrap_err().to_string());
+            assert!(err.contains("value nested deeper than 64 levels"), "{err}");
+        }
+    }
+
+    #[test]
+    fn variant_identifiers_as_the_derive_reads_them() {
+        use serde::de::IntoDeserializer;
+        use serde::de::value::{BytesDeserializer, Error};
+
+        let by_bytes = Variant::deserialize(BytesDeserializer::<Error>::new(b"Null"));
+        assert!(matches!(by_bytes, Ok(Variant::Null)));
+        let by_index = Variant::deserialize(IntoDeserializer::<Error>::into_deserializer(7u64));
+        assert!(matches!(by_index, Ok(Variant::Map)));
+        let bad_index = Variant::deserialize(IntoDeserializer::<Error>::into_deserializer(8u64));
+        let expected = "invalid value: integer `8`, expected variant index 0 <= i < 8";
+        assert_eq!(bad_index.err().unwrap().to_string(), expected);
+        let bad_name = Variant::deserialize(BytesDeserializer::<Error>::new(b"Nope"));
+        assert!(
+            bad_name
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("unknown variant `Nope`")
+        );
+
+        // The tagged form through a self-describing deserializer.
+        let bytes = map([("Bytes", list([1.into(), 2.into()]))]);
+        assert_eq!(from_value::<Value>(bytes), Ok(Value::Bytes(vec![1, 2])));
+        let unknown = from_value::<Value>(map([("Nope", Value::Null)]));
+        assert!(matches!(unknown, Err(ValueError::Custom(_))));
+        assert!(peer_decode(&[8]).is_err());
+    }
+
+    /// A type whose `Serialize`/`Deserialize` recurse through transparent wrappers only.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Chain(Option<Box<Chain>>);
+
+    /// `Vec`s nested in one another.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Nested(Vec<Nested>);
+
+    /// A linked list: one level and one `Some` per node.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Node {
+        next: Option<Box<Node>>,
+    }
+
+    #[test]
+    fn options_on_every_level_fit_within_max_depth() {
+        let chain = |nodes| {
+            (1..nodes).fold(Node { next: None }, |n, _| Node {
+                next: Some(Box::new(n)),
+            })
+        };
+        // `n` nodes are `n + 1` levels deep: the last one holds `next: Null`.
+        let v = to_value(&chain(MAX_DEPTH - 1)).unwrap();
+        assert_eq!(v.depth(), MAX_DEPTH);
+        assert_eq!(from_value::<Node>(v), Ok(chain(MAX_DEPTH - 1)));
+        assert_eq!(to_value(&chain(MAX_DEPTH)), Err(TOO_DEEP));
+    }
+
+    #[test]
+    fn to_value_refuses_deep_values() {
+        // The tagged form of a value is twice as deep: `List([x])` becomes `{"List": [x]}`.
+        let half = MAX_DEPTH / 2;
+        let tagged = to_value(&nest(half)).unwrap();
+        assert_eq!(tagged.depth(), MAX_DEPTH);
+        assert_eq!(from_value::<Value>(tagged), Ok(nest(half)));
+        assert_eq!(to_value(&nest(half + 1)), Err(TOO_DEEP));
+        assert_eq!(to_value(&(1, [[[2]]])).unwrap().depth(), 5);
+
+        let shallow = (0..10).fold(Chain(None), |c, _| Chain(Some(Box::new(c))));
+        assert_eq!(to_value(&shallow), Ok(Value::Null));
+
+        on_small_stack(|| {
+            let deep = nest(100_000);
+            assert_eq!(to_value(&deep), Err(TOO_DEEP));
+            drop_iteratively(deep);
+
+            let mut chain = (0..100_000).fold(Chain(None), |c, _| Chain(Some(Box::new(c))));
+            assert_eq!(to_value(&chain), Err(TOO_DEEP));
+            let mut next = chain.0.take();
+            while let Some(mut link) = next {
+                next = link.0.take();
+            }
+        });
+    }
+
+    #[test]
+    fn from_value_refuses_deep_values() {
+        let empty_lists = |levels| nest_with(levels, list([]), |v| list([v]));
+        let nested = from_value::<Nested>(empty_lists(MAX_DEPTH)).unwrap();
+        assert_eq!(to_value(&nested), Ok(empty_lists(MAX_DEPTH)));
+        assert_eq!(
+            from_value::<Nested>(empty_lists(MAX_DEPTH + 1)),
+            Err(TOO_DEEP)
+        );
+        assert_eq!(from_value::<Chain>(Value::Null), Ok(Chain(None)));
+
+        on_small_stack(move || {
+            let deep = empty_lists(100_000);
+            assert_eq!(from_value::<Nested>(deep), Err(TOO_DEEP));
+            // `Value`'s tagged form, nested as deep.
+            let tagged = nest_with(100_000, map([("Int", 0.into())]), |v| {
+                map([("List", list([v]))])
+            });
+            assert_eq!(from_value::<Value>(tagged), Err(TOO_DEEP));
+            // A non-null value for `Chain` would be read as `Some` without end.
+            assert_eq!(from_value::<Chain>(Value::Int(1)), Err(TOO_DEEP));
+        });
+    }
+
+    /// What `#[derive(Deserialize)]` on `Value` would produce, to compare against.
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Derived {
+        Null,
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        String(String),
+        Bytes(Vec<u8>),
+        List(Vec<Derived>),
+        Map(BTreeMap<String, Derived>),
+    }
+
     fn arb_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -1306,6 +2022,26 @@ mod tests {
         fn arbitrary_bytes_decode_without_panicking(bytes in vec(any::<u8>(), 0..64)) {
             let config = bincode::config::standard().with_limit::<4096>();
             let _ = bincode::serde::decode_from_slice::<Value, _>(&bytes, config);
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_like_the_derive(
+            bytes in vec(prop_oneof![0u8..10, any::<u8>()], 0..64),
+        ) {
+            let config = bincode::config::standard().with_limit::<4096>();
+            let ours = bincode::serde::decode_from_slice::<Value, _>(&bytes, config);
+            let derived = bincode::serde::decode_from_slice::<Derived, _>(&bytes, config);
+            match (ours, derived) {
+                (Ok((v, read)), Ok((d, derived_read))) => {
+                    prop_assert_eq!(read, derived_read);
+                    let d = bincode::serde::encode_to_vec(&d, config).unwrap();
+                    prop_assert_eq!(encode(&v), d);
+                }
+                (Err(e), Err(derived_e)) => {
+                    prop_assert_eq!(format!("{e:?}"), format!("{derived_e:?}"));
+                }
+                (ours, derived) => prop_assert!(false, "{ours:?} vs {derived:?}"),
+            }
         }
     }
 }

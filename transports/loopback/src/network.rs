@@ -99,7 +99,11 @@ impl Faults {
 }
 
 fn clamp_rate(rate: f64) -> f64 {
-    if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) }
+    if rate.is_nan() {
+        0.0
+    } else {
+        rate.clamp(0.0, 1.0)
+    }
 }
 
 /// Counters of a [`LoopbackNetwork`] since it was made. Frames are requests,
@@ -162,8 +166,18 @@ impl LoopbackNetwork {
 
     /// A connector like [`LoopbackNetwork::connector`] whose connections
     /// enforce `limits`.
-    pub fn connector_with_limits(&self, from: &str, to: &str, limits: Limits) -> Arc<dyn Connector> {
-        Arc::new(LoopbackConnector::new(self.shared.clone(), from, to, limits))
+    pub fn connector_with_limits(
+        &self,
+        from: &str,
+        to: &str,
+        limits: Limits,
+    ) -> Arc<dyn Connector> {
+        Arc::new(LoopbackConnector::new(
+            self.shared.clone(),
+            from,
+            to,
+            limits,
+        ))
     }
 
     /// Replaces the faults; they apply to everything started from now on.
@@ -192,13 +206,18 @@ impl LoopbackNetwork {
 
     /// Restores the link between `a` and `b` for new connections.
     pub fn heal(&self, a: &str, b: &str) {
-        self.shared.change_topology(|state| state.pair_mut(a, b).cut = false);
+        self.shared
+            .change_topology(|state| state.pair_mut(a, b).cut = false);
     }
 
     /// Heals every partition and brings every node back online.
     pub fn heal_all(&self) {
         self.shared.change_topology(|state| {
-            state.pairs.values_mut().flat_map(HashMap::values_mut).for_each(|p| p.cut = false);
+            state
+                .pairs
+                .values_mut()
+                .flat_map(HashMap::values_mut)
+                .for_each(|p| p.cut = false);
             state.nodes.values_mut().for_each(|n| n.offline = false);
         });
     }
@@ -381,19 +400,27 @@ impl NetShared {
     /// on its name.
     pub(crate) fn deregister(&self, server: &Arc<ServerShared>) {
         let mut state = self.state();
-        if state.servers.get(&server.name).is_some_and(|s| Arc::ptr_eq(s, server)) {
+        if state
+            .servers
+            .get(&server.name)
+            .is_some_and(|s| Arc::ptr_eq(s, server))
+        {
             state.servers.remove(&server.name);
         }
     }
 
     pub(crate) fn record_sent(&self, len: usize) {
         self.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_sent
+            .fetch_add(len as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn record_received(&self, len: usize) {
         self.stats.frames_received.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_received.fetch_add(len as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_received
+            .fetch_add(len as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn record_dropped(&self) {

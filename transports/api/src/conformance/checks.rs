@@ -102,13 +102,15 @@ pub async fn frame_at_limit_both_ways(harness: &dyn Harness) {
     started.stop(CHECK).await;
 }
 
-/// The client refuses to send an over-limit request (exchange or subscribe)
-/// with `FrameTooLarge` sent by the local side; the service never sees it and
-/// the connection keeps working.
+/// A client with a smaller limit than its server refuses to send an
+/// over-limit request (exchange or subscribe) with `FrameTooLarge` sent by the
+/// local side; the service never sees it and the connection keeps working.
 pub async fn oversized_request_refused_by_client(harness: &dyn Harness) {
     const CHECK: &str = "oversized_request_refused_by_client";
-    let limits = Limits::new().with_max_frame_len(SMALL_MAX);
-    let started = start(harness, CHECK, limits, limits).await;
+    // Only the client's limit refuses this request.
+    let server = Limits::new().with_max_frame_len(2 * SMALL_MAX);
+    let client = Limits::new().with_max_frame_len(SMALL_MAX);
+    let started = start(harness, CHECK, server, client).await;
     let conn = started.connect(CHECK).await;
 
     let request = TestRequest::echo_of_len(SMALL_MAX + 1);
@@ -152,12 +154,15 @@ pub async fn oversized_request_refused_by_server(harness: &dyn Harness) {
     started.stop(CHECK).await;
 }
 
-/// The server refuses to send a service's over-limit response; the client gets
-/// `FrameTooLarge` sent by the peer, and the connection keeps working.
+/// A server with a smaller limit than its client refuses to send a service's
+/// over-limit response; the client gets `FrameTooLarge` sent by the peer, and
+/// the connection keeps working.
 pub async fn oversized_response_refused_by_server(harness: &dyn Harness) {
     const CHECK: &str = "oversized_response_refused_by_server";
-    let limits = Limits::new().with_max_frame_len(SMALL_MAX);
-    let started = start(harness, CHECK, limits, limits).await;
+    // Only the server's limit refuses this response.
+    let server = Limits::new().with_max_frame_len(SMALL_MAX);
+    let client = Limits::new().with_max_frame_len(2 * SMALL_MAX);
+    let started = start(harness, CHECK, server, client).await;
     let conn = started.connect(CHECK).await;
 
     let request = TestRequest::sized(SMALL_MAX as u64 + 1);
@@ -286,43 +291,46 @@ pub async fn subscription_live_push_and_end(harness: &dyn Harness) {
 }
 
 /// A pushed frame at the limit arrives; one over it ends the subscription with
-/// `FrameTooLarge` sent by the peer; the connection keeps working.
+/// `FrameTooLarge` sent by the peer, whichever side's limit refuses it (run
+/// once with the server's limit smaller, once with the client's); the
+/// connection keeps working.
 pub async fn oversized_push_ends_subscription(harness: &dyn Harness) {
     const CHECK: &str = "oversized_push_ends_subscription";
-    let limits = Limits::new().with_max_frame_len(SMALL_MAX);
-    let started = start(harness, CHECK, limits, limits).await;
-    let conn = started.connect(CHECK).await;
+    let small = Limits::new().with_max_frame_len(SMALL_MAX);
+    let large = Limits::new().with_max_frame_len(2 * SMALL_MAX);
+    oversized_push(harness, CHECK, small, large).await;
+    oversized_push(harness, CHECK, large, small).await;
+}
 
-    let mut sub = subscribe_ok(CHECK, &*conn, TestRequest::live()).await;
+async fn oversized_push(harness: &dyn Harness, check: &str, server: Limits, client: Limits) {
+    let started = start(harness, check, server, client).await;
+    let conn = started.connect(check).await;
+
+    let mut sub = subscribe_ok(check, &*conn, TestRequest::live()).await;
     let at_limit = Frame::from(pattern(SMALL_MAX));
     within(
-        CHECK,
+        check,
         "the service to push",
         started.service.push(at_limit.clone()),
     )
     .await;
-    match within(CHECK, "an at-limit push", sub.next()).await {
-        Some(Ok(got)) => assert!(got == at_limit, "{CHECK}: an at-limit push came back wrong"),
-        other => panic!("{CHECK}: expected an at-limit push, got {other:?}"),
+    match within(check, "an at-limit push", sub.next()).await {
+        Some(Ok(got)) => assert!(got == at_limit, "{check}: an at-limit push came back wrong"),
+        other => panic!("{check}: expected an at-limit push, got {other:?}"),
     }
-    within(
-        CHECK,
-        "the service to push",
-        started.service.push(Frame::from(pattern(SMALL_MAX + 1))),
-    )
-    .await;
-    let next = within(CHECK, "the over-limit push to fail", sub.next()).await;
-    match next {
-        Some(result) => expect_too_large(CHECK, result, SMALL_MAX + 1, SMALL_MAX, Side::Peer),
-        None => panic!("{CHECK}: an over-limit push must end the subscription with an error"),
+    let over = Frame::from(pattern(SMALL_MAX + 1));
+    within(check, "the service to push", started.service.push(over)).await;
+    match within(check, "the over-limit push to fail", sub.next()).await {
+        Some(result) => expect_too_large(check, result, SMALL_MAX + 1, SMALL_MAX, Side::Peer),
+        None => panic!("{check}: an over-limit push must end the subscription with an error"),
     }
-    let after = within(CHECK, "the subscription to stay ended", sub.next()).await;
+    let after = within(check, "the subscription to stay ended", sub.next()).await;
     assert!(
         after.is_none(),
-        "{CHECK}: nothing may follow the error, got {after:?}"
+        "{check}: nothing may follow the error, got {after:?}"
     );
-    expect_still_serving(CHECK, &*conn).await;
-    started.stop(CHECK).await;
+    expect_still_serving(check, &*conn).await;
+    started.stop(check).await;
 }
 
 /// When the client drops a subscription, the transport drops the service's

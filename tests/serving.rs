@@ -1,0 +1,294 @@
+//! The serving side refuses what it must, with a typed reason, stores
+//! nothing, and goes on serving others.
+
+mod common;
+
+use common::{open_node, quick_sync};
+use syncline::protocol::{self, Batch, PROTOCOL_VERSION, Request, RequestBody, Response};
+use syncline::transport::loopback::LoopbackNetwork;
+use syncline::transport::{Limits, TransportError};
+use syncline::{
+    Change, ChangeId, Collections, Key, Op, Permissions, RefusalCode, Replica, ReplicaId, Stamp,
+    SyncConfig, SyncEngine, SyncError, SyncServer, Tokens, Value,
+};
+
+/// The wall clock, as the hub sees it.
+fn wall_ms() -> u64 {
+    syncline::TimeSource::now_millis(&syncline::SystemTimeSource)
+}
+
+fn access() -> Tokens {
+    Tokens::new()
+        .with_token("writer-token", "writer", Permissions::all())
+        .with_token("reader-token", "reader", Permissions::read_only())
+        .with_token(
+            "todo-bot",
+            "bot",
+            Permissions {
+                read: Collections::All,
+                write: Collections::only(["other"]),
+            },
+        )
+}
+
+fn on_demand(token: &str) -> SyncConfig {
+    SyncConfig {
+        on_demand: true,
+        ..quick_sync(1).with_token(token)
+    }
+}
+
+async fn setup(
+    dir: &std::path::Path,
+) -> (
+    LoopbackNetwork,
+    Replica,
+    syncline::transport::loopback::LoopbackServer,
+) {
+    let net = LoopbackNetwork::new(5);
+    let hub = open_node(dir, "hub", 100).await;
+    let limits = Limits::default().with_max_frame_len(64 * 1024);
+    let server = net
+        .serve(
+            "hub",
+            SyncServer::new(hub.clone())
+                .with_access(access())
+                .into_service(),
+            limits,
+        )
+        .unwrap();
+    (net, hub, server)
+}
+
+fn refusal(e: &SyncError) -> RefusalCode {
+    match e {
+        SyncError::Refused(r) => r.code,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+/// The hub still serves a well-behaved client, end to end.
+async fn hub_still_serves(net: &LoopbackNetwork, hub: &Replica, dir: &std::path::Path, key: &str) {
+    let good = open_node(dir, &format!("good-{key}"), 50).await;
+    good.collection("todos").unwrap().put(key, "ok").unwrap();
+    let engine = SyncEngine::start(
+        good.clone(),
+        net.connector("good", "hub"),
+        on_demand("writer-token"),
+    );
+    engine.sync_now().await.unwrap();
+    assert_eq!(
+        hub.collection("todos").unwrap().get(key).unwrap(),
+        Some(Value::from("ok"))
+    );
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn bad_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, hub, _server) = setup(dir.path()).await;
+    let client = open_node(dir.path(), "c", 1).await;
+    client.collection("todos").unwrap().put("k", 1i64).unwrap();
+    for token in ["wrong", ""] {
+        let engine = SyncEngine::start(client.clone(), net.connector("c", "hub"), on_demand(token));
+        let err = engine.sync_now().await.unwrap_err();
+        assert_eq!(refusal(&err), RefusalCode::Unauthenticated);
+        engine.stop().await;
+    }
+    let engine = SyncEngine::start(
+        client.clone(),
+        net.connector("c", "hub"),
+        SyncConfig {
+            on_demand: true,
+            ..quick_sync(1)
+        },
+    );
+    assert_eq!(
+        refusal(&engine.sync_now().await.unwrap_err()),
+        RefusalCode::Unauthenticated
+    );
+    assert_eq!(hub.last_lsn(), 0);
+    hub_still_serves(&net, &hub, dir.path(), "after-bad-token").await;
+}
+
+#[tokio::test]
+async fn denied_push_stores_nothing_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, hub, _server) = setup(dir.path()).await;
+    for (name, token) in [("reader", "reader-token"), ("bot", "todo-bot")] {
+        let client = open_node(dir.path(), name, 2).await;
+        client.collection("todos").unwrap().put("k", 1i64).unwrap();
+        let engine =
+            SyncEngine::start(client.clone(), net.connector(name, "hub"), on_demand(token));
+        let err = engine.sync_now().await.unwrap_err();
+        assert_eq!(refusal(&err), RefusalCode::Forbidden);
+        assert!(err.to_string().contains("may not write"), "{err}");
+        assert_eq!(engine.stats().pending, 1, "the change stays pending");
+        engine.stop().await;
+        drop(client);
+    }
+    assert_eq!(hub.last_lsn(), 0);
+    // A reader may still pull.
+    hub.collection("todos").unwrap().put("hub-k", 2i64).unwrap();
+    let reader = open_node(dir.path(), "reader2", 3).await;
+    let engine = SyncEngine::start(
+        reader.clone(),
+        net.connector("reader2", "hub"),
+        on_demand("reader-token").with_direction(syncline::Direction::Pull),
+    );
+    assert_eq!(engine.sync_now().await.unwrap().pulled, 1);
+    hub_still_serves(&net, &hub, dir.path(), "after-denied-push").await;
+}
+
+/// Sends one raw request frame to the hub and decodes the answer.
+async fn raw(net: &LoopbackNetwork, frame: Vec<u8>) -> Result<Response, TransportError> {
+    let conn = net
+        .connector_with_limits("raw", "hub", Limits::default())
+        .connect()
+        .await?;
+    let answer = conn.exchange(frame.into()).await?;
+    Ok(protocol::decode::<Response>(&answer).expect("the server answers in protocol"))
+}
+
+fn request(body: RequestBody) -> Vec<u8> {
+    protocol::encode(&Request {
+        version: PROTOCOL_VERSION,
+        from: ReplicaId::from_bytes([9; 16]),
+        token: Some("writer-token".into()),
+        body,
+    })
+}
+
+fn change(stamp: Stamp, seq: u64) -> Change {
+    Change {
+        id: ChangeId {
+            origin: ReplicaId::from_bytes([9; 16]),
+            seq,
+        },
+        collection: "todos".into(),
+        key: Key::from(format!("forged-{seq}")),
+        stamp,
+        op: Op::Put(Value::Int(1)),
+    }
+}
+
+fn refused_with(response: Response) -> RefusalCode {
+    match response {
+        Response::Refused(r) => r.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_frames_and_bad_batches_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, hub, _server) = setup(dir.path()).await;
+    let now = Stamp::new(wall_ms(), 0);
+
+    // Garbage, an empty frame, a truncated request, a hostile length prefix.
+    let valid = request(RequestBody::Push(Batch::new(vec![change(now, 1)], 1)));
+    for frame in [
+        vec![0xff; 100],
+        vec![],
+        valid[..valid.len() / 2].to_vec(),
+        vec![0x26, 0xfc, 0x6f, 0x30, 0x2f, 0xfd],
+    ] {
+        assert_eq!(
+            refused_with(raw(&net, frame).await.unwrap()),
+            RefusalCode::BadRequest
+        );
+    }
+    // A wrong protocol version.
+    let mut old = Request {
+        version: PROTOCOL_VERSION + 1,
+        from: ReplicaId::from_bytes([9; 16]),
+        token: Some("writer-token".into()),
+        body: RequestBody::Pull {
+            after: 0,
+            limit: 10,
+            collections: vec!["todos".into()],
+        },
+    };
+    assert_eq!(
+        refused_with(raw(&net, protocol::encode(&old)).await.unwrap()),
+        RefusalCode::Version
+    );
+    old.version = PROTOCOL_VERSION;
+    // A pull of a collection the hub does not have.
+    old.body = RequestBody::Pull {
+        after: 0,
+        limit: 10,
+        collections: vec!["nope".into()],
+    };
+    assert_eq!(
+        refused_with(raw(&net, protocol::encode(&old)).await.unwrap()),
+        RefusalCode::CollectionMismatch
+    );
+
+    // A digest that does not match the changes.
+    let mut batch = Batch::new(vec![change(now, 1)], 1);
+    batch.changes[0].op = Op::Delete;
+    assert_eq!(
+        refused_with(raw(&net, request(RequestBody::Push(batch))).await.unwrap()),
+        RefusalCode::BadRequest
+    );
+
+    // A stamp a year ahead, in an otherwise valid batch.
+    let year = Stamp::new(now.millis() + 365 * 24 * 3600 * 1000, 0);
+    let batch = Batch::new(vec![change(now, 1), change(year, 2)], 2);
+    assert_eq!(
+        refused_with(raw(&net, request(RequestBody::Push(batch))).await.unwrap()),
+        RefusalCode::ClockDrift
+    );
+
+    // An over-limit frame is refused by the transport on receipt.
+    let big = Change {
+        op: Op::Put(Value::Bytes(vec![7; 200 * 1024])),
+        ..change(now, 1)
+    };
+    let err = raw(&net, request(RequestBody::Push(Batch::new(vec![big], 1))))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::FrameTooLarge { .. }), "{err}");
+
+    assert_eq!(
+        hub.last_lsn(),
+        0,
+        "nothing of any refused request was stored"
+    );
+    assert!(hub.clock() < year);
+    hub_still_serves(&net, &hub, dir.path(), "after-bad-frames").await;
+}
+
+#[tokio::test]
+async fn a_client_whose_clock_is_a_year_ahead_is_refused_at_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, hub, _server) = setup(dir.path()).await;
+    let future = syncline::ManualTime::new(wall_ms() + 365 * 24 * 3600 * 1000);
+    let config = syncline::ReplicaConfig {
+        replica_id: Some(ReplicaId::from_bytes([4; 16])),
+        ..syncline::ReplicaConfig::default().with_time(future)
+    };
+    let client = Replica::open(dir.path().join("future.redb"), config).unwrap();
+    client
+        .define_collection("todos", Default::default())
+        .unwrap();
+    client.collection("todos").unwrap().put("k", 1i64).unwrap();
+    let engine = SyncEngine::start(
+        client,
+        net.connector("future", "hub"),
+        on_demand("writer-token"),
+    );
+    assert_eq!(
+        refusal(&engine.sync_now().await.unwrap_err()),
+        RefusalCode::ClockDrift
+    );
+    let clock = hub.clock();
+    assert!(
+        clock.millis() < wall_ms() + 3600 * 1000,
+        "the hub's clock did not jump"
+    );
+    assert_eq!(hub.last_lsn(), 0);
+    hub_still_serves(&net, &hub, dir.path(), "after-future-client").await;
+}
