@@ -400,7 +400,7 @@ impl Link {
         if self.server.is_shut_down() {
             return Err(TransportError::Closed { by: Side::Peer });
         }
-        if false {
+        if !self.network.intact(&self.from, &self.to, self.epoch) {
             self.state.send_if_modified(|state| {
                 let open = *state == LinkState::Open;
                 if open {

@@ -67,8 +67,10 @@ impl Faults {
         }
     }
 
-    /// Sets the latency range; the bounds are swapped if `min > max`.
+    /// Sets the latency range; the bounds are swapped if `min > max`, and each
+    /// is at most one day (which keeps deadline arithmetic from overflowing).
     pub fn with_latency(mut self, min: Duration, max: Duration) -> Self {
+        let (min, max) = (min.min(MAX_LATENCY), max.min(MAX_LATENCY));
         self.latency = (min.min(max), min.max(max));
         self
     }
@@ -97,6 +99,9 @@ impl Faults {
             .with_duplicate_rate(self.duplicate_rate)
     }
 }
+
+/// The longest simulated latency.
+const MAX_LATENCY: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn clamp_rate(rate: f64) -> f64 {
     if rate.is_nan() {

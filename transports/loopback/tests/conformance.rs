@@ -60,3 +60,15 @@ fn run_all_passes() {
         },
     ));
 }
+
+#[test]
+fn run_all_passes_on_a_multi_thread_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime can be built");
+    runtime.block_on(syncline_transport::conformance::run_all(&Loopback {
+        faults: Faults::none().with_latency(Duration::ZERO, Duration::from_millis(1)),
+    }));
+}

@@ -113,7 +113,7 @@ pub fn pattern(len: usize) -> Vec<u8> {
 /// Frame `k` of a burst subscription: empty when `k` is a multiple of 7,
 /// otherwise `k` in big-endian followed by [`pattern`]`(k % 5)`.
 pub fn burst_frame(k: u32) -> Frame {
-    if k % 7 == 0 {
+    if k.is_multiple_of(7) {
         return Frame::new();
     }
     let mut frame = BytesMut::with_capacity(8);
