@@ -1,0 +1,1 @@
+//! QUIC transport for syncline: quinn over rustls (ring). (work in progress)
