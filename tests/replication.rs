@@ -204,6 +204,15 @@ async fn chain_carries_writes_through_the_middle() {
         converged(&[&a, &b, &c], "todos")
     })
     .await;
+    // The local-only collection never left A.
+    for r in [&b, &c] {
+        assert!(
+            r.feed_after(0, usize::MAX)
+                .unwrap()
+                .iter()
+                .all(|e| e.change.collection != "drafts")
+        );
+    }
     // B relayed A's change: C got it with A as origin, not re-stamped.
     let history = c.collection("todos").unwrap().history("from-a").unwrap();
     assert_eq!(history.len(), 1);
@@ -283,4 +292,71 @@ async fn killing_client_and_hub_mid_sync_loses_nothing_and_applies_nothing_twice
     ids.dedup();
     assert_eq!(ids.len(), 1000);
     engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_duplicating_reordering_network_still_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LoopbackNetwork::new(23);
+    net.set_faults(
+        syncline::transport::loopback::Faults::none()
+            .with_latency(Duration::ZERO, Duration::from_millis(2))
+            .with_drop_rate(0.15)
+            .with_duplicate_rate(0.2)
+            .with_reorder(true),
+    );
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let _server = serve(&net, "hub", &hub);
+    let mut clients = Vec::new();
+    let mut engines = Vec::new();
+    for i in 0..3u8 {
+        let c = open_node(dir.path(), &format!("c{i}"), i + 1).await;
+        let config = syncline::SyncConfig {
+            batch_size: 7,
+            poll_interval: Some(Duration::from_millis(50)),
+            ..quick_sync(u64::from(i))
+        };
+        engines.push(SyncEngine::start(
+            c.clone(),
+            net.connector(&format!("c{i}"), "hub"),
+            config,
+        ));
+        clients.push(c);
+    }
+    for round in 0..5 {
+        for (i, c) in clients.iter().enumerate() {
+            let mut txn = c.transaction();
+            for k in 0..6 {
+                txn.put("todos", format!("c{i}-{round}-{k}"), k as i64);
+            }
+            txn.put("todos", "contended", format!("c{i} round {round}").as_str());
+            txn.commit().unwrap();
+            if round % 2 == 1 {
+                c.collection("todos")
+                    .unwrap()
+                    .delete(format!("c{i}-0-0"))
+                    .unwrap();
+            }
+        }
+    }
+    let all: Vec<&Replica> = std::iter::once(&hub).chain(clients.iter()).collect();
+    eventually(
+        &all,
+        WAIT,
+        "convergence despite drops, duplicates and reordering",
+        || converged(&all, "todos") && states(&hub, "todos").len() == 3 * 5 * 6 + 1,
+    )
+    .await;
+    let stats = net.stats();
+    assert!(
+        stats.frames_dropped > 0 && stats.frames_duplicated > 0,
+        "faults happened: {stats:?}"
+    );
+    // Every change is stored once on the hub, however often it was delivered.
+    let feed = hub.feed_after(0, usize::MAX).unwrap();
+    let mut ids: Vec<_> = feed.iter().map(|e| e.change.id).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
 }
