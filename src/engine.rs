@@ -52,6 +52,9 @@ pub struct SyncConfig {
     /// The most changes per push or pull batch (whole transactions may
     /// exceed it). Default 1,000.
     pub batch_size: usize,
+    /// About the most bytes of changes per push batch (whole transactions
+    /// may exceed it); keep it below the transport's frame limit. Default 4 MiB.
+    pub max_batch_bytes: usize,
     /// Keep a subscription open so remote changes arrive in milliseconds.
     /// Default on.
     pub live: bool,
@@ -75,6 +78,7 @@ impl Default for SyncConfig {
             direction: Direction::Both,
             token: None,
             batch_size: 1000,
+            max_batch_bytes: 4 << 20,
             live: true,
             poll_interval: Some(Duration::from_secs(30)),
             on_demand: false,
@@ -657,13 +661,14 @@ impl Worker {
     async fn push_all(&mut self) -> Result<usize, SyncError> {
         let (remote, collections) = self.session_info()?;
         let batch_size = self.config.batch_size;
+        let max_bytes = self.config.max_batch_bytes;
         let mut total = 0;
         loop {
             let wanted = collections.clone();
             let (acked, slice) = self
                 .blocking(move |r| {
                     let acked = r.peer_state(remote)?.pushed;
-                    let slice = r.feed_for(remote, acked, batch_size, &|c| {
+                    let slice = r.feed_for(remote, acked, batch_size, max_bytes, &|c| {
                         wanted.iter().any(|w| w == c)
                     })?;
                     Ok::<_, ReadError>((acked, slice))

@@ -76,16 +76,17 @@ impl Replica {
     }
 
     /// The feed after `after` as `peer` should see it: at most about `limit`
-    /// changes (whole groups), leaving out what came from `peer` and
+    /// changes and `max_bytes` (whole groups), leaving out what came from `peer` and
     /// collections not in `wanted`.
     pub(crate) fn feed_for(
         &self,
         peer: ReplicaId,
         after: u64,
         limit: usize,
+        max_bytes: usize,
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<FeedSlice, ReadError> {
-        let entries = self.feed_after(after, limit.max(1))?;
+        let entries = self.feed_scan(after, limit.max(1), max_bytes)?;
         let through = entries.last().map_or(after, |e| e.lsn);
         let has_more = through < self.last_lsn();
         let changes = entries

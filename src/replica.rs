@@ -492,10 +492,22 @@ impl Replica {
     /// Reads up to `limit` feed entries after `lsn`, never splitting an atomic
     /// group: the result may run past `limit` to the end of the group it is in.
     pub fn feed_after(&self, lsn: u64, limit: usize) -> Result<Vec<FeedEntry>, ReadError> {
+        self.feed_scan(lsn, limit, usize::MAX)
+    }
+
+    /// [`Replica::feed_after`], also stopping at the end of the group in which
+    /// the encoded changes pass about `max_bytes` (at least one group).
+    pub(crate) fn feed_scan(
+        &self,
+        lsn: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<FeedEntry>, ReadError> {
         let read = self.begin_read()?;
         let feed = read.open_table(FEED).map_err(StorageError::from)?;
         let changes = read.open_table(CHANGES).map_err(StorageError::from)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for entry in feed
             .range(lsn.saturating_add(1)..)
             .map_err(StorageError::from)?
@@ -513,6 +525,10 @@ impl Replica {
                 .ok_or_else(|| {
                     StorageError::Inconsistent(format!("feed entry {} has no change", k.value()))
                 })?;
+            // The stored body plus the names and fixed fields: close to the
+            // change's size on the wire.
+            bytes = bytes
+                .saturating_add(body.value().len() + rec.collection.len() + rec.key.len() + 48);
             let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
             let group_end = rec.group_end;
             out.push(FeedEntry {
@@ -527,7 +543,7 @@ impl Replica {
                 source: rec.source,
                 group_end,
             });
-            if out.len() >= limit && group_end {
+            if (out.len() >= limit || bytes >= max_bytes) && group_end {
                 break;
             }
         }

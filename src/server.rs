@@ -27,12 +27,16 @@ pub struct ServerConfig {
     /// The most changes one pull answer carries (whole groups may exceed it).
     /// Default 1,000.
     pub max_pull_changes: usize,
+    /// About the most bytes of changes one pull answer carries (whole groups
+    /// may exceed it); keep it below the transport's frame limit. Default 4 MiB.
+    pub max_pull_bytes: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_pull_changes: 1000,
+            max_pull_bytes: 4 << 20,
         }
     }
 }
@@ -190,7 +194,9 @@ impl SyncServer {
         let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
         let slice = self
             .replica
-            .feed_for(from, after, limit, &|c| wanted.iter().any(|w| w == c))
+            .feed_for(from, after, limit, self.config.max_pull_bytes, &|c| {
+                wanted.iter().any(|w| w == c)
+            })
             .map_err(|e| Refusal::new(RefusalCode::ServerError, e.to_string()))?;
         Ok(Response::Changes {
             batch: Batch::new(slice.changes, slice.through),

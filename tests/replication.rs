@@ -360,3 +360,51 @@ async fn lossy_duplicating_reordering_network_still_converges() {
     ids.dedup();
     assert_eq!(ids.len(), n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stay_under_the_frame_limit_by_bytes() {
+    // 40 records of 100 KiB each through frames of at most 1 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let net = LoopbackNetwork::new(29);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let limits = Limits::default().with_max_frame_len(1 << 20);
+    let server_config = syncline::ServerConfig {
+        max_pull_bytes: 512 << 10,
+        ..Default::default()
+    };
+    let _server = net
+        .serve(
+            "hub",
+            SyncServer::new(hub.clone())
+                .with_config(server_config)
+                .into_service(),
+            limits,
+        )
+        .unwrap();
+    let config = || syncline::SyncConfig {
+        on_demand: true,
+        max_batch_bytes: 512 << 10,
+        ..quick_sync(5)
+    };
+    let a = open_node(dir.path(), "a", 1).await;
+    let b = open_node(dir.path(), "b", 2).await;
+    for i in 0..40u8 {
+        a.collection("todos")
+            .unwrap()
+            .put(format!("big{i}"), Value::Bytes(vec![i; 100 << 10]))
+            .unwrap();
+    }
+    let ea = SyncEngine::start(
+        a.clone(),
+        net.connector_with_limits("a", "hub", limits),
+        config(),
+    );
+    let eb = SyncEngine::start(
+        b.clone(),
+        net.connector_with_limits("b", "hub", limits),
+        config(),
+    );
+    assert_eq!(ea.sync_now().await.unwrap().pushed, 40);
+    assert_eq!(eb.sync_now().await.unwrap().pulled, 40);
+    assert!(converged(&[&a, &b, &hub], "todos"));
+}
