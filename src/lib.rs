@@ -67,6 +67,8 @@ mod replica;
 mod server;
 mod tables;
 pub mod transport;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod txn;
 mod value;
 mod watch;

@@ -1,0 +1,1 @@
+//! Fuzz targets, callable from cargo-fuzz and from ordinary tests.

@@ -1,0 +1,5 @@
+//! Tools for testing syncline and the merge rules built on it (feature
+//! `testing`): fuzz targets that also run as ordinary tests, and (soon) a
+//! deterministic network simulation.
+
+pub mod fuzz;
