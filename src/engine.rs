@@ -70,6 +70,10 @@ pub struct SyncConfig {
     pub backoff_max: Duration,
     /// Seed of the jitter, for reproducible simulations; `None` draws one.
     pub seed: Option<u64>,
+    /// Run store work on the engine's own task instead of tokio's blocking
+    /// pool. Only for deterministic simulations on a current-thread runtime:
+    /// it blocks the runtime while redb commits. Default off.
+    pub inline_store: bool,
 }
 
 impl Default for SyncConfig {
@@ -85,6 +89,7 @@ impl Default for SyncConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             seed: None,
+            inline_store: false,
         }
     }
 }
@@ -126,6 +131,8 @@ pub struct SyncStats {
     pub pulled: u64,
     /// Conflicts recorded (by conflict-recording policies).
     pub conflicts: u64,
+    /// Sync rounds completed without error.
+    pub rounds: u64,
     /// When the last round finished without error, in ms since the epoch.
     pub last_sync_ms: Option<u64>,
     /// The last error, if the last round failed.
@@ -489,6 +496,9 @@ impl Worker {
             .to_owned();
         loop {
             tokio::select! {
+                // Deterministic order (simulations replay exactly): commands
+                // first, then local commits, notifications, timers.
+                biased;
                 command = self.commands.recv() => {
                     return match command {
                         Some(c) => Wake::Command(c),
@@ -578,6 +588,7 @@ impl Worker {
         }
         let mut stats = self.shared.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.last_sync_ms = Some(self.replica.now_millis());
+        stats.rounds += 1;
         stats.last_error = None;
         Ok(report)
     }
@@ -791,6 +802,9 @@ impl Worker {
     where
         E: From<StorageError>,
     {
+        if self.config.inline_store {
+            return f(&self.replica);
+        }
         let replica = self.replica.clone();
         match tokio::task::spawn_blocking(move || f(&replica)).await {
             Ok(result) => result,

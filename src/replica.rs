@@ -433,7 +433,15 @@ impl Replica {
             w.save_counters(&state)?;
         }
         if let Some((peer, pulled)) = cursor {
-            crate::peers::update(&txn, peer, |p| p.pulled = p.pulled.max(pulled))?;
+            let (before, after) = (guard.lsn, state.lsn);
+            crate::peers::update(&txn, peer, |p| {
+                p.pulled = p.pulled.max(pulled);
+                // Everything this batch added came from `peer` and never needs
+                // pushing back: if nothing was pending before, nothing is now.
+                if p.pushed >= before {
+                    p.pushed = after;
+                }
+            })?;
         }
         txn.commit().map_err(StorageError::from)?;
         *guard = state;

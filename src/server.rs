@@ -30,6 +30,10 @@ pub struct ServerConfig {
     /// About the most bytes of changes one pull answer carries (whole groups
     /// may exceed it); keep it below the transport's frame limit. Default 4 MiB.
     pub max_pull_bytes: usize,
+    /// Handle requests on the calling task instead of tokio's blocking pool.
+    /// Only for deterministic simulations on a current-thread runtime: it
+    /// blocks the runtime while redb commits. Default off.
+    pub inline_store: bool,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +41,7 @@ impl Default for ServerConfig {
         Self {
             max_pull_changes: 1000,
             max_pull_bytes: 4 << 20,
+            inline_store: false,
         }
     }
 }
@@ -311,6 +316,9 @@ impl Service for SyncServer {
         request: Frame,
     ) -> BoxFuture<'a, Result<Frame, ServiceError>> {
         Box::pin(async move {
+            if self.config.inline_store {
+                return Ok(Frame::from(protocol::encode(&self.handle(peer, &request))));
+            }
             let this = self.clone();
             let peer_owned = peer.clone();
             // redb reads and durable commits block: keep them off the async workers.
@@ -349,6 +357,7 @@ impl Service for SyncServer {
                         sent = last;
                     }
                     tokio::select! {
+                        biased;
                         // The subscriber or the transport went away: let go of the replica.
                         () = tx.closed() => return,
                         event = watch.recv() => match event {

@@ -1,5 +1,6 @@
 //! Tools for testing syncline and the merge rules built on it (feature
-//! `testing`): fuzz targets that also run as ordinary tests, and (soon) a
-//! deterministic network simulation.
+//! `testing`): fuzz targets that also run as ordinary tests, and a deterministic
+//! network simulation.
 
 pub mod fuzz;
+pub mod sim;
