@@ -763,9 +763,7 @@ impl Worker {
             }
             let through = batch.through;
             let report = self
-                .blocking(move |r| {
-                    r.apply_batch(Some(remote), &batch.changes, Some((remote, through)))
-                })
+                .blocking(move |r| r.apply_batch(Some(remote), &batch.changes, Some(through)))
                 .await
                 .map_err(|e| match e {
                     ApplyError::Storage(s) => SyncError::Storage(Arc::new(s)),

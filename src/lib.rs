@@ -66,9 +66,9 @@ pub mod protocol;
 mod replica;
 mod server;
 mod tables;
-pub mod transport;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transport;
 mod txn;
 mod value;
 mod watch;

@@ -7,7 +7,7 @@ use crate::codec;
 use crate::error::{ReadError, StorageError};
 use crate::model::{Change, ReplicaId};
 use crate::replica::Replica;
-use crate::tables::{self, PEERS};
+use crate::tables::{self, FEED, FeedRecord, PEERS};
 
 /// The sync cursors kept for one peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,8 +67,23 @@ impl Replica {
     ) -> Result<(), StorageError> {
         let _guard = self.lock_write();
         let txn = self.begin_write()?;
+        // Entries right after the acknowledged ones that came from the peer
+        // itself never need pushing: step over them too, so that nothing
+        // counts as pending when nothing is.
+        let mut through = pushed;
+        {
+            let feed = txn.open_table(FEED)?;
+            for entry in feed.range(pushed.saturating_add(1)..)? {
+                let (lsn, rec) = entry?;
+                let rec: FeedRecord = tables::decode(FEED.name(), rec.value())?;
+                if rec.source != Some(peer) && rec.id.origin != peer {
+                    break;
+                }
+                through = lsn.value();
+            }
+        }
         update(&txn, peer, |p| {
-            p.pushed = p.pushed.max(pushed);
+            p.pushed = p.pushed.max(through);
             p.last_seen_ms = now_ms;
         })?;
         txn.commit()?;

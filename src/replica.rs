@@ -374,13 +374,14 @@ impl Replica {
         self.apply_batch(source, changes, None)
     }
 
-    /// Applies a remote batch and, in the same commit, moves the pull cursor
-    /// kept for `cursor.0` to `cursor.1`: a crash never skips or loses changes.
+    /// Applies a remote batch from `source` and, in the same commit, moves
+    /// the pull cursor kept for it to `pulled`: a crash never skips or loses
+    /// changes.
     pub(crate) fn apply_batch(
         &self,
         source: Option<ReplicaId>,
         changes: &[Change],
-        cursor: Option<(ReplicaId, u64)>,
+        pulled: Option<u64>,
     ) -> Result<ApplyReport, ApplyError> {
         let max = self.inner.config.max_batch_changes;
         if changes.len() > max {
@@ -432,12 +433,14 @@ impl Replica {
             }
             w.save_counters(&state)?;
         }
-        if let Some((peer, pulled)) = cursor {
+        if let Some(peer) = source {
             let (before, after) = (guard.lsn, state.lsn);
             crate::peers::update(&txn, peer, |p| {
-                p.pulled = p.pulled.max(pulled);
+                if let Some(pulled) = pulled {
+                    p.pulled = p.pulled.max(pulled);
+                }
                 // Everything this batch added came from `peer` and never needs
-                // pushing back: if nothing was pending before, nothing is now.
+                // pushing back: if nothing was pending for it before, nothing is now.
                 if p.pushed >= before {
                     p.pushed = after;
                 }

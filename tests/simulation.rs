@@ -39,7 +39,11 @@ fn seeded_schedules_converge_to_the_model() {
 
 #[test]
 fn every_topology_with_eight_replicas_on_files() {
-    for (seed, topology) in [(1001, Topology::Hub), (1002, Topology::Mesh), (1003, Topology::Chain)] {
+    for (seed, topology) in [
+        (1001, Topology::Hub),
+        (1002, Topology::Mesh),
+        (1003, Topology::Chain),
+    ] {
         let config = SimConfig {
             seed,
             replicas: 8,
@@ -61,6 +65,9 @@ fn a_seed_replays_exactly() {
     assert_eq!(steps, sim::schedule(&config));
     let a = sim::run(&config, &steps).unwrap();
     let b = sim::run(&config, &steps).unwrap();
-    assert_eq!((a.changes, a.rounds, a.simulated_ms), (b.changes, b.rounds, b.simulated_ms));
+    assert_eq!(
+        (a.changes, a.rounds, a.simulated_ms),
+        (b.changes, b.rounds, b.simulated_ms)
+    );
     assert_eq!(a.network.frames_sent, b.network.frames_sent);
 }

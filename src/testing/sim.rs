@@ -221,7 +221,9 @@ pub fn schedule(config: &SimConfig) -> Vec<Step> {
                 puts: (0..rng.random_range(1..4))
                     .map(|_| (rng.random_range(0..keys), rng.random_range(-100..100)))
                     .collect(),
-                deletes: (0..rng.random_range(0..2)).map(|_| rng.random_range(0..keys)).collect(),
+                deletes: (0..rng.random_range(0..2))
+                    .map(|_| rng.random_range(0..keys))
+                    .collect(),
             },
             48..51 => Step::Draft { replica },
             51..72 => Step::Run {
@@ -278,7 +280,11 @@ pub struct SimFailure {
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "simulation failed with seed {}: {}", self.config.seed, self.message)?;
+        writeln!(
+            f,
+            "simulation failed with seed {}: {}",
+            self.config.seed, self.message
+        )?;
         writeln!(f, "config: {:?}", self.config)?;
         writeln!(
             f,
@@ -289,7 +295,11 @@ impl fmt::Display for SimFailure {
         for step in &self.shrunk {
             writeln!(f, "  {step:?}")?;
         }
-        write!(f, "replay: {SEED_ENV}={} cargo test --all-features --test simulation", self.config.seed)
+        write!(
+            f,
+            "replay: {SEED_ENV}={} cargo test --all-features --test simulation",
+            self.config.seed
+        )
     }
 }
 
@@ -360,7 +370,9 @@ pub fn run(config: &SimConfig, steps: &[Step]) -> Result<SimReport, String> {
     let result = runtime.block_on(async {
         let mut sim = Sim::new(config, dir.as_ref().map(|d| d.0.as_path())).await?;
         for (i, step) in steps.iter().enumerate() {
-            sim.step(step).await.map_err(|e| format!("step {i} {step:?}: {e}"))?;
+            sim.step(step)
+                .await
+                .map_err(|e| format!("step {i} {step:?}: {e}"))?;
         }
         sim.settle_and_check(steps.len()).await
     });
@@ -527,7 +539,12 @@ impl<'a> Sim<'a> {
                 poll_interval: None,
                 backoff_initial: Duration::from_millis(20),
                 backoff_max: Duration::from_millis(1000),
-                seed: Some(self.config.seed.wrapping_mul(31).wrapping_add(self.engine_seq)),
+                seed: Some(
+                    self.config
+                        .seed
+                        .wrapping_mul(31)
+                        .wrapping_add(self.engine_seq),
+                ),
                 inline_store: true,
                 ..SyncConfig::default()
             };
@@ -557,12 +574,19 @@ impl<'a> Sim<'a> {
     }
 
     fn replica(&self, i: usize) -> Result<&Replica, String> {
-        self.nodes[i].replica.as_ref().ok_or_else(|| format!("replica {i} is not open"))
+        self.nodes[i]
+            .replica
+            .as_ref()
+            .ok_or_else(|| format!("replica {i} is not open"))
     }
 
     async fn step(&mut self, step: &Step) -> Result<(), String> {
         match step {
-            Step::Put { replica, key, value } => {
+            Step::Put {
+                replica,
+                key,
+                value,
+            } => {
                 let mut txn = self.replica(*replica)?.transaction();
                 txn.put(TODOS, format!("k{key}"), *value);
                 self.commit(*replica, txn)?;
@@ -593,11 +617,15 @@ impl<'a> Sim<'a> {
             }
             Step::Run { millis } => tokio::time::sleep(Duration::from_millis(*millis)).await,
             Step::Skew { replica, millis } => {
-                self.nodes[*replica].clock.skew_ms.fetch_add(*millis, Ordering::SeqCst);
+                self.nodes[*replica]
+                    .clock
+                    .skew_ms
+                    .fetch_add(*millis, Ordering::SeqCst);
             }
             Step::Partition { a, b } => {
                 if a != b {
-                    self.net.partition(&self.nodes[*a].name, &self.nodes[*b].name);
+                    self.net
+                        .partition(&self.nodes[*a].name, &self.nodes[*b].name);
                 }
             }
             Step::HealAll => self.net.heal_all(),
@@ -614,7 +642,9 @@ impl<'a> Sim<'a> {
     }
 
     fn commit(&mut self, i: usize, txn: crate::Transaction) -> Result<(), String> {
-        let committed = txn.commit().map_err(|e| format!("local write on r{i}: {e}"))?;
+        let committed = txn
+            .commit()
+            .map_err(|e| format!("local write on r{i}: {e}"))?;
         if committed.stamp <= self.last_own[i] && !committed.ids.is_empty() {
             return Err(format!(
                 "r{i} issued stamp {} after {}: its clock went backwards",
@@ -655,7 +685,13 @@ impl<'a> Sim<'a> {
                 .flat_map(|n| {
                     n.engines.iter().map(move |e| {
                         let s = e.stats();
-                        format!("{}: {:?} pending {} error {:?}", n.name, *e.status().borrow(), s.pending, s.last_error)
+                        format!(
+                            "{}: {:?} pending {} error {:?}",
+                            n.name,
+                            *e.status().borrow(),
+                            s.pending,
+                            s.last_error
+                        )
                     })
                 })
                 .collect();
@@ -684,7 +720,11 @@ impl<'a> Sim<'a> {
     }
 
     fn rounds(&self) -> u64 {
-        self.nodes.iter().flat_map(|n| &n.engines).map(|e| e.stats().rounds).sum()
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.engines)
+            .map(|e| e.stats().rounds)
+            .sum()
     }
 
     /// Converged, every engine idle with nothing pending.
@@ -695,9 +735,11 @@ impl<'a> Sim<'a> {
                 return Ok(false);
             }
         }
-        Ok(self.nodes.iter().flat_map(|n| &n.engines).all(|e| {
-            *e.status().borrow() == Status::Idle && e.stats().pending == 0
-        }))
+        Ok(self
+            .nodes
+            .iter()
+            .flat_map(|n| &n.engines)
+            .all(|e| *e.status().borrow() == Status::Idle && e.stats().pending == 0))
     }
 
     fn states(&self, i: usize) -> Result<Vec<(Key, crate::RecordState)>, String> {
@@ -711,7 +753,11 @@ impl<'a> Sim<'a> {
     fn all_changes(&self) -> Result<BTreeMap<ChangeId, crate::Change>, String> {
         let mut all = BTreeMap::new();
         for i in 0..self.nodes.len() {
-            for entry in self.replica(i)?.feed_after(0, usize::MAX).map_err(|e| e.to_string())? {
+            for entry in self
+                .replica(i)?
+                .feed_after(0, usize::MAX)
+                .map_err(|e| e.to_string())?
+            {
                 all.insert(entry.change.id, entry.change);
             }
         }
@@ -738,7 +784,11 @@ impl<'a> Sim<'a> {
         for i in 0..self.nodes.len() {
             let states = self.states(i)?;
             if states.len() != model.len() {
-                return Err(format!("r{i} holds {} records, the model {}", states.len(), model.len()));
+                return Err(format!(
+                    "r{i} holds {} records, the model {}",
+                    states.len(),
+                    model.len()
+                ));
             }
             for (key, state) in &states {
                 let Some((version, value)) = model.get(key) else {
@@ -753,7 +803,10 @@ impl<'a> Sim<'a> {
             }
             // Every acknowledged write reached this replica, and nothing of
             // the local-only collection arrived from elsewhere.
-            let feed = self.replica(i)?.feed_after(0, usize::MAX).map_err(|e| e.to_string())?;
+            let feed = self
+                .replica(i)?
+                .feed_after(0, usize::MAX)
+                .map_err(|e| e.to_string())?;
             let ids: BTreeSet<ChangeId> = feed.iter().map(|e| e.change.id).collect();
             if let Some(missing) = self
                 .acked
@@ -761,7 +814,9 @@ impl<'a> Sim<'a> {
                 .filter(|id| all.get(id).is_some_and(|c| c.collection == TODOS))
                 .find(|id| !ids.contains(id))
             {
-                return Err(format!("acknowledged change {missing:?} never reached r{i}"));
+                return Err(format!(
+                    "acknowledged change {missing:?} never reached r{i}"
+                ));
             }
             if let Some(e) = feed
                 .iter()
@@ -777,7 +832,10 @@ impl<'a> Sim<'a> {
                 .collect();
             own.sort();
             if let Some(w) = own.windows(2).find(|w| w[1].1 <= w[0].1) {
-                return Err(format!("r{i} stamped seq {} at {} after seq {} at {}", w[1].0, w[1].1, w[0].0, w[0].1));
+                return Err(format!(
+                    "r{i} stamped seq {} at {} after seq {} at {}",
+                    w[1].0, w[1].1, w[0].0, w[0].1
+                ));
             }
         }
         let missing = self.acked.iter().filter(|id| !all.contains_key(id)).count();
