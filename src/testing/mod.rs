@@ -3,4 +3,5 @@
 //! network simulation.
 
 pub mod fuzz;
+pub mod laws;
 pub mod sim;

@@ -15,8 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use syncline_transport::{
-    BoxFuture, Frame, Limits, PeerInfo, RefusalCode, ServerHandle, Service, ServiceError,
-    TransportError,
+    BoxFuture, Frame, Limits, PeerInfo, ServerHandle, Service, ServiceError, TransportError,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -105,8 +104,9 @@ impl HttpServerConfig {
 
 /// A running HTTP server in front of a [`Service`].
 ///
-/// Dropping it shuts it down in the background; [`HttpServer::shutdown`] also
-/// waits until it has stopped.
+/// Dropping it shuts it down in the background (its tasks see the shutdown
+/// signal's sender go away); [`HttpServer::shutdown`] also waits until it has
+/// stopped.
 #[derive(Debug)]
 pub struct HttpServer {
     local_addr: SocketAddr,
@@ -182,13 +182,6 @@ impl HttpServer {
         // left to clean up.
         let _ = self.accept_task.await;
         tracing::debug!(local_addr = %self.local_addr, "http transport stopped");
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        // Also what the accept loop sees when the sender goes away.
-        self.shutdown.send_replace(true);
     }
 }
 
@@ -426,40 +419,47 @@ async fn read_request(
         peer = peer.with_bearer_token(token);
     }
     let max = shared.limits.max_frame_len();
-    let declared = wire::content_length(&parts.headers);
-    let body = if declared.is_some_and(|len| len > max as u64) {
-        // Refused on the declared length alone: nothing is read yet.
-        Err((BodyError::TooLarge { len: 0 }, Some(body)))
-    } else {
-        // The reader takes the body; an over-limit one is refused mid-way.
-        wire::read_body(body, max).await.map_err(|error| (error, None))
-    };
-    match body {
+    let mut body = body;
+    if wire::content_length(&parts.headers).is_some_and(|len| len > max as u64) {
+        // Refused on the declared length alone, before reading anything.
+        drain(body).await;
+        return Err(request_too_large(max));
+    }
+    match wire::read_body(&mut body, max).await {
         Ok(frame) => Ok((peer, frame)),
-        Err((BodyError::TooLarge { .. }, unread)) => {
-            if let Some(unread) = unread
-                && declared.is_some_and(|len| len <= DRAIN_MAX as u64)
-            {
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, wire::drain_body(unread, DRAIN_MAX))
-                    .await;
-            }
-            let mut response = text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request is over the server's frame limit",
-            );
-            let headers = response.headers_mut();
-            headers.insert(
-                wire::ERROR_HEADER,
-                HeaderValue::from_static(wire::ERROR_REQUEST_TOO_LARGE),
-            );
-            headers.insert(wire::MAX_FRAME_LEN_HEADER, HeaderValue::from(max));
-            Err(response)
+        Err(BodyError::TooLarge { .. }) => {
+            drain(body).await;
+            Err(request_too_large(max))
         }
-        Err((BodyError::Failed(reason), _)) => {
+        Err(BodyError::Failed(reason)) => {
             tracing::debug!(%remote, %reason, "http transport: cannot read a request body");
             Err(text(StatusCode::BAD_REQUEST, "cannot read the request body"))
         }
     }
+}
+
+/// Reads and drops the rest of an over-limit request body, within bounds, so
+/// the connection (and the 413 on it) survives when the body is not huge.
+async fn drain(body: Incoming) {
+    if wire::content_length_hint(&body).is_some_and(|len| len > DRAIN_MAX as u64) {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, wire::drain_body(body, DRAIN_MAX)).await;
+}
+
+/// The 413 answering an over-limit request, with the server's limit.
+fn request_too_large(max: usize) -> Response<ServerBody> {
+    let mut response = text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the request is over the server's frame limit",
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        wire::ERROR_HEADER,
+        HeaderValue::from_static(wire::ERROR_REQUEST_TOO_LARGE),
+    );
+    headers.insert(wire::MAX_FRAME_LEN_HEADER, HeaderValue::from(max));
+    response
 }
 
 /// A service's refusal: its code as the status (when it is an error status)
@@ -510,6 +510,7 @@ fn method_not_allowed(allow: &'static str) -> Response<ServerBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use syncline_transport::RefusalCode;
 
     #[test]
     fn refusals_keep_their_code() {

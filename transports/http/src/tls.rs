@@ -132,6 +132,16 @@ pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, Trans
     Ok(config)
 }
 
+/// A client configuration that trusts nobody, for a plain-HTTP client whose
+/// connector never starts TLS.
+pub(crate) fn plain_http_config() -> Result<rustls::ClientConfig, TransportError> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| local(format!("TLS setup: {error}")))?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 /// The one crypto provider of this crate: ring, passed explicitly so a build
 /// that also has aws-lc-rs compiled in never has to pick.
 fn provider() -> Arc<CryptoProvider> {

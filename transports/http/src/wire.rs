@@ -185,6 +185,11 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
     (!token.is_empty()).then(|| token.to_owned())
 }
 
+/// The exact length a body announces (its `Content-Length`), if any.
+pub(crate) fn content_length_hint<B: Body>(body: &B) -> Option<u64> {
+    body.size_hint().exact()
+}
+
 /// The `Content-Length` a message declares, if it declares a valid one.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
@@ -214,10 +219,10 @@ pub(crate) enum BodyError {
 /// without one is refused as soon as its bytes pass `max`. The buffer grows
 /// with the bytes received, so a large declared length costs little memory up
 /// front.
-pub(crate) async fn read_body<B>(mut body: B, max: usize) -> Result<Bytes, BodyError>
+pub(crate) async fn read_body<B>(body: &mut B, max: usize) -> Result<Bytes, BodyError>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: StdError,
+    B::Error: StdError + 'static,
 {
     let declared = body.size_hint().exact();
     if let Some(len) = declared
@@ -230,7 +235,7 @@ where
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
         let data = match frame {
             None => break,
             Some(Err(error)) => return Err(BodyError::Failed(error_chain(&error))),
@@ -328,7 +333,7 @@ impl<B> BodyReader<B> {
 impl<B> AsyncRead for BodyReader<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: StdError,
+    B::Error: StdError + 'static,
 {
     fn poll_read(
         self: Pin<&mut Self>,
