@@ -4,7 +4,8 @@
 //! network's faults, the engines' jitter. The simulation runs on a
 //! current-thread tokio runtime with a paused clock, with store work inline,
 //! so a seed replays exactly. After the schedule the network heals, the
-//! engines settle, and [`run`] checks that:
+//! clocks are corrected (skews back to zero, as NTP would), the engines
+//! settle, and [`run`] checks that:
 //!
 //! - every replica holds the same records, byte for byte, tombstones and
 //!   winning versions included;
@@ -661,8 +662,12 @@ impl<'a> Sim<'a> {
         let start = tokio::time::Instant::now();
         self.net.heal_all();
         self.net.set_faults(Faults::none());
-        // Clocks skewed ahead stay ahead; stamps beyond the drift bound are
-        // accepted once real time catches up, so allow a few minutes.
+        // Clocks are corrected, as NTP would. Stamps issued while a clock ran
+        // ahead stay ahead and are accepted once real time catches up with
+        // them, within the drift bound: allow a few minutes for that.
+        for node in &self.nodes {
+            node.clock.skew_ms.store(0, Ordering::SeqCst);
+        }
         let mut settled = false;
         for _ in 0..600 {
             tokio::time::sleep(Duration::from_millis(500)).await;

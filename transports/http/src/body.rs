@@ -128,21 +128,22 @@ impl Body for FrameStreamBody {
         match this.frames.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => this.close_with(wire::end_record()),
-            Poll::Ready(Some(frame)) => match wire::frame_record_header(frame.len(), &this.limits)
-            {
-                Ok(header) => {
-                    if !frame.is_empty() {
-                        this.pending = Some(frame);
+            Poll::Ready(Some(frame)) => {
+                match wire::frame_record_header(frame.len(), &this.limits) {
+                    Ok(header) => {
+                        if !frame.is_empty() {
+                            this.pending = Some(frame);
+                        }
+                        Poll::Ready(Some(Ok(BodyFrame::data(header))))
                     }
-                    Poll::Ready(Some(Ok(BodyFrame::data(header))))
+                    // Refused by the server's own limit: the stream ends, and the
+                    // client learns the frame's length and the limit.
+                    Err(_) => this.close_with(wire::too_large_record(
+                        frame.len(),
+                        this.limits.max_frame_len(),
+                    )),
                 }
-                // Refused by the server's own limit: the stream ends, and the
-                // client learns the frame's length and the limit.
-                Err(_) => this.close_with(wire::too_large_record(
-                    frame.len(),
-                    this.limits.max_frame_len(),
-                )),
-            },
+            }
         }
     }
 

@@ -169,10 +169,7 @@ impl HttpClient {
             return Err(local(format!("base URL {base_url:?} has a query")));
         }
         let scheme = if https { "https" } else { "http" };
-        let base = format!(
-            "{scheme}://{authority}{}",
-            uri.path().trim_end_matches('/')
-        );
+        let base = format!("{scheme}://{authority}{}", uri.path().trim_end_matches('/'));
         let endpoint = |path: &str| {
             format!("{base}{path}")
                 .parse::<Uri>()
@@ -291,14 +288,14 @@ impl ClientShared {
         request
             .headers_mut()
             .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|error| TransportError::Connect {
-                addr: self.base.clone(),
-                reason: wire::error_chain(&error),
-            })?;
+        let response =
+            self.client
+                .request(request)
+                .await
+                .map_err(|error| TransportError::Connect {
+                    addr: self.base.clone(),
+                    reason: wire::error_chain(&error),
+                })?;
         let status = response.status();
         // Read the short answer so the connection goes back to the pool.
         let _ = wire::read_text(response.into_body(), HEALTH_BODY_MAX).await;
@@ -335,7 +332,10 @@ impl ClientShared {
     /// the length of the request frame it answers.
     async fn refusal(&self, parts: &Parts, body: Incoming, request_len: usize) -> TransportError {
         let headers = &parts.headers;
-        match headers.get(wire::ERROR_HEADER).and_then(|v| v.to_str().ok()) {
+        match headers
+            .get(wire::ERROR_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(wire::ERROR_SHUTTING_DOWN) => return TransportError::Closed { by: Side::Peer },
             Some(wire::ERROR_RESPONSE_TOO_LARGE) => {
                 let len = wire::header_number(headers, wire::FRAME_LEN_HEADER);
@@ -574,8 +574,15 @@ mod tests {
         let client = HttpClient::new("http://127.0.0.1:9/", HttpClientConfig::new());
         assert!(matches!(&client, Ok(c) if c.base_url() == "http://127.0.0.1:9"));
         let client = HttpClient::new("https://example.com/sync/", HttpClientConfig::new());
-        assert!(matches!(&client, Ok(c) if c.shared.exchange == "https://example.com/sync/v1/exchange"));
-        for bad in ["ftp://example.com", "example.com", "http://", "http://a/?q=1"] {
+        assert!(
+            matches!(&client, Ok(c) if c.shared.exchange == "https://example.com/sync/v1/exchange")
+        );
+        for bad in [
+            "ftp://example.com",
+            "example.com",
+            "http://",
+            "http://a/?q=1",
+        ] {
             let client = HttpClient::new(bad, HttpClientConfig::new());
             assert!(
                 matches!(client, Err(TransportError::Local { .. })),

@@ -130,11 +130,17 @@ impl HttpServer {
             .map_err(|error| TransportError::Local {
                 reason: format!("cannot bind {addr}: {error}"),
             })?;
-        let local_addr = listener.local_addr().map_err(|error| TransportError::Local {
-            reason: format!("cannot read the bound address: {error}"),
-        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|error| TransportError::Local {
+                reason: format!("cannot read the bound address: {error}"),
+            })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
@@ -318,7 +324,11 @@ where
     }
 }
 
-async fn route(request: Request<Incoming>, remote: SocketAddr, shared: &Shared) -> Response<ServerBody> {
+async fn route(
+    request: Request<Incoming>,
+    remote: SocketAddr,
+    shared: &Shared,
+) -> Response<ServerBody> {
     let path = request.uri().path();
     let method = request.method();
     match path {
@@ -357,7 +367,11 @@ async fn until_shutdown(
     }
 }
 
-async fn exchange(request: Request<Incoming>, remote: SocketAddr, shared: &Shared) -> Response<ServerBody> {
+async fn exchange(
+    request: Request<Incoming>,
+    remote: SocketAddr,
+    shared: &Shared,
+) -> Response<ServerBody> {
     let (peer, frame) = match read_request(request, remote, shared).await {
         Ok(read) => read,
         Err(response) => return response,
@@ -388,7 +402,11 @@ async fn exchange(request: Request<Incoming>, remote: SocketAddr, shared: &Share
     }
 }
 
-async fn subscribe(request: Request<Incoming>, remote: SocketAddr, shared: &Shared) -> Response<ServerBody> {
+async fn subscribe(
+    request: Request<Incoming>,
+    remote: SocketAddr,
+    shared: &Shared,
+) -> Response<ServerBody> {
     let (peer, frame) = match read_request(request, remote, shared).await {
         Ok(read) => read,
         Err(response) => return response,
@@ -433,7 +451,10 @@ async fn read_request(
         }
         Err(BodyError::Failed(reason)) => {
             tracing::debug!(%remote, %reason, "http transport: cannot read a request body");
-            Err(text(StatusCode::BAD_REQUEST, "cannot read the request body"))
+            Err(text(
+                StatusCode::BAD_REQUEST,
+                "cannot read the request body",
+            ))
         }
     }
 }

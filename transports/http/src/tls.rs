@@ -223,7 +223,10 @@ mod tests {
     #[test]
     fn bad_pem_is_a_local_error() {
         let error = ServerTlsConfig::from_pem(b"not pem", b"not pem either");
-        assert!(matches!(error, Err(TransportError::Local { .. })), "{error:?}");
+        assert!(
+            matches!(error, Err(TransportError::Local { .. })),
+            "{error:?}"
+        );
         let error = client_config(&Trust::RootsPem(b"nothing".to_vec()));
         assert!(matches!(error, Err(TransportError::Local { .. })));
     }

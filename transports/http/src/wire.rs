@@ -93,10 +93,7 @@ pub(crate) enum Record {
 
 /// The record header announcing a pushed frame of `len` bytes, or
 /// [`TransportError::FrameTooLarge`] if `len` is over `limits`.
-pub(crate) fn frame_record_header(
-    len: usize,
-    limits: &Limits,
-) -> Result<Bytes, TransportError> {
+pub(crate) fn frame_record_header(len: usize, limits: &Limits) -> Result<Bytes, TransportError> {
     let header = encode_frame_header(len, limits)?;
     let mut record = Vec::with_capacity(1 + FRAME_HEADER_LEN);
     record.push(RECORD_FRAME);
@@ -258,7 +255,10 @@ where
         }
         if let Some(first) = first.take() {
             let hint = declared.map_or(0, |len| len as usize);
-            buf.reserve(hint.min(INITIAL_BODY_CAPACITY).max(first.len() + data.len()));
+            buf.reserve(
+                hint.min(INITIAL_BODY_CAPACITY)
+                    .max(first.len() + data.len()),
+            );
             buf.extend_from_slice(&first);
         }
         buf.extend_from_slice(&data);
@@ -431,7 +431,10 @@ mod tests {
         );
         // A stream that stops without a closing record was cut.
         let cut = read_record(&mut reader, &codec).await;
-        assert!(matches!(cut, Err(TransportError::Protocol { .. })), "{cut:?}");
+        assert!(
+            matches!(cut, Err(TransportError::Protocol { .. })),
+            "{cut:?}"
+        );
     }
 
     #[tokio::test]

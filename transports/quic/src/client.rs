@@ -13,7 +13,9 @@ use syncline_transport::{
 use tokio::sync::mpsc;
 
 use crate::config::QuicClientConfig;
-use crate::error::{CLOSE_BY_CLIENT, STREAM_CANCELLED, connect_failed, connection_lost, is_stopped, refine};
+use crate::error::{
+    CLOSE_BY_CLIENT, STREAM_CANCELLED, connect_failed, connection_lost, is_stopped, refine,
+};
 use crate::wire::{self, Reply, RequestKind};
 
 /// Connects to one QUIC server: its socket address, and the name its
@@ -84,7 +86,11 @@ impl QuicConnector {
             reason: format!("cannot open a UDP socket on {bind}: {error}"),
         })?;
         let connecting = endpoint
-            .connect_with(self.quinn_config.clone(), self.server_addr, &self.server_name)
+            .connect_with(
+                self.quinn_config.clone(),
+                self.server_addr,
+                &self.server_name,
+            )
             .map_err(|error| TransportError::Connect {
                 addr: self.addr.to_string(),
                 reason: error.to_string(),

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::crypto::rustls::{QuicClientConfig as QuinnClientCrypto, QuicServerConfig as QuinnServerCrypto};
+use quinn::crypto::rustls::{
+    QuicClientConfig as QuinnClientCrypto, QuicServerConfig as QuinnServerCrypto,
+};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use syncline_transport::{Limits, TransportError};
 
@@ -105,9 +107,10 @@ impl QuicClientConfig {
     /// The quinn configuration this describes.
     pub(crate) fn quinn_config(&self) -> Result<quinn::ClientConfig, TransportError> {
         let crypto = tls::client_crypto(&self.trust, self.identity.as_ref())?;
-        let crypto = QuinnClientCrypto::try_from(crypto).map_err(|error| TransportError::Local {
-            reason: format!("the TLS configuration cannot carry QUIC: {error}"),
-        })?;
+        let crypto =
+            QuinnClientCrypto::try_from(crypto).map_err(|error| TransportError::Local {
+                reason: format!("the TLS configuration cannot carry QUIC: {error}"),
+            })?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         // The server opens no streams to the client.
         config.transport_config(Arc::new(transport_config(
@@ -202,9 +205,10 @@ impl QuicServerConfig {
     /// The quinn configuration this describes.
     pub(crate) fn quinn_config(&self) -> Result<quinn::ServerConfig, TransportError> {
         let crypto = tls::server_crypto(&self.identity, &self.client_auth)?;
-        let crypto = QuinnServerCrypto::try_from(crypto).map_err(|error| TransportError::Local {
-            reason: format!("the TLS configuration cannot carry QUIC: {error}"),
-        })?;
+        let crypto =
+            QuinnServerCrypto::try_from(crypto).map_err(|error| TransportError::Local {
+                reason: format!("the TLS configuration cannot carry QUIC: {error}"),
+            })?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config(
             self.keep_alive,

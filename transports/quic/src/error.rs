@@ -47,9 +47,7 @@ pub(crate) fn connection_lost(addr: &str, error: &ConnectionError) -> TransportE
         ConnectionError::ConnectionClosed(close) if is_tls(close.error_code) => {
             connect_failed(addr, error)
         }
-        ConnectionError::TransportError(inner) if is_tls(inner.code) => {
-            connect_failed(addr, error)
-        }
+        ConnectionError::TransportError(inner) if is_tls(inner.code) => connect_failed(addr, error),
         ConnectionError::ConnectionClosed(close) => network(
             io::ErrorKind::ConnectionAborted,
             format!("the peer aborted the connection: {close}"),

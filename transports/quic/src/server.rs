@@ -8,8 +8,8 @@ use std::time::Duration;
 use quinn::{RecvStream, SendStream, VarInt};
 use rustls::pki_types::CertificateDer;
 use syncline_transport::{
-    BoxFuture, Frame, FrameCodec, Limits, PeerInfo, ServerHandle, Service,
-    ServiceError, TransportError,
+    BoxFuture, Frame, FrameCodec, Limits, PeerInfo, ServerHandle, Service, ServiceError,
+    TransportError,
 };
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -47,10 +47,9 @@ impl QuicServer {
         service: Arc<dyn Service>,
         config: QuicServerConfig,
     ) -> Result<Self, TransportError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| TransportError::Local {
-                reason: "QuicServer::bind must be called within a tokio runtime".into(),
-            })?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| TransportError::Local {
+            reason: "QuicServer::bind must be called within a tokio runtime".into(),
+        })?;
         let quinn_config = config.quinn_config()?;
         let endpoint = {
             // quinn finds the runtime through the current context.
@@ -60,9 +59,11 @@ impl QuicServer {
         .map_err(|error| TransportError::Local {
             reason: format!("cannot bind {addr}: {error}"),
         })?;
-        let local_addr = endpoint.local_addr().map_err(|error| TransportError::Local {
-            reason: format!("cannot read the bound address: {error}"),
-        })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|error| TransportError::Local {
+                reason: format!("cannot read the bound address: {error}"),
+            })?;
         let limits = config.limits();
         let accept = runtime.spawn(accept_connections(
             endpoint.clone(),
@@ -128,7 +129,11 @@ impl ServerHandle for QuicServer {
 
 /// Accepts connections until the endpoint closes, then stops every
 /// connection's task.
-async fn accept_connections(endpoint: quinn::Endpoint, service: Arc<dyn Service>, codec: FrameCodec) {
+async fn accept_connections(
+    endpoint: quinn::Endpoint,
+    service: Arc<dyn Service>,
+    codec: FrameCodec,
+) {
     let mut connections = JoinSet::new();
     while let Some(incoming) = endpoint.accept().await {
         connections.spawn(serve_connection(incoming, service.clone(), codec));
@@ -148,7 +153,13 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<dyn Service>, 
     let peer = Arc::new(peer_info(&connection));
     let mut streams = JoinSet::new();
     while let Ok((send, recv)) = connection.accept_bi().await {
-        streams.spawn(serve_stream(send, recv, service.clone(), peer.clone(), codec));
+        streams.spawn(serve_stream(
+            send,
+            recv,
+            service.clone(),
+            peer.clone(),
+            codec,
+        ));
         while streams.try_join_next().is_some() {}
     }
     streams.shutdown().await;
@@ -263,7 +274,7 @@ async fn serve_subscription(
             return;
         };
         let reply = frame_reply(frame, &codec);
-        if matches!(reply, Reply::ReplyTooLarge { .. }) {
+        if matches!(reply, Reply::FrameTooLarge { .. }) {
             finish_with(&mut send, &codec, &reply).await;
             return;
         }
@@ -277,7 +288,7 @@ async fn serve_subscription(
 fn frame_reply(frame: Frame, codec: &FrameCodec) -> Reply {
     match codec.limits().check_send(frame.len()) {
         Ok(()) => Reply::Frame(frame),
-        Err(_) => Reply::ReplyTooLarge {
+        Err(_) => Reply::FrameTooLarge {
             len: frame.len() as u64,
             max: codec.limits().max_frame_len() as u64,
         },

@@ -141,10 +141,11 @@ impl Identity {
     ) -> Result<Self, TlsError> {
         // Load the key once now, so an unsupported or mismatched key fails
         // here with a clear error instead of at the first handshake.
-        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider())
-            .map_err(|error| TlsError::InvalidKey {
+        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).map_err(
+            |error| TlsError::InvalidKey {
                 reason: error.to_string(),
-            })?;
+            },
+        )?;
         Ok(Identity { chain, key })
     }
 
@@ -357,7 +358,9 @@ impl ServerTrust {
     }
 
     /// [`ServerTrust::roots_from_pem`] with DER CA certificates.
-    pub fn roots_from_der(certificates: impl IntoIterator<Item = Vec<u8>>) -> Result<Self, TlsError> {
+    pub fn roots_from_der(
+        certificates: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<Self, TlsError> {
         let certs = certificates.into_iter().map(CertificateDer::from).collect();
         Ok(ServerTrust(Trust::Roots(root_store(certs)?)))
     }
@@ -405,7 +408,9 @@ impl ClientAuth {
     }
 
     /// [`ClientAuth::roots_from_pem`] with DER CA certificates.
-    pub fn roots_from_der(certificates: impl IntoIterator<Item = Vec<u8>>) -> Result<Self, TlsError> {
+    pub fn roots_from_der(
+        certificates: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<Self, TlsError> {
         let certs = certificates.into_iter().map(CertificateDer::from).collect();
         Ok(ClientAuth(Auth::Roots(root_store(certs)?)))
     }
@@ -445,9 +450,14 @@ pub(crate) fn client_crypto(
         .map_err(config_error)?;
     let builder = match &trust.0 {
         Trust::Roots(roots) => builder.with_root_certificates(roots.clone()),
-        Trust::Pinned(fingerprint) => builder.dangerous().with_custom_certificate_verifier(
-            Arc::new(PinnedServerCertificate::new(*fingerprint, &provider)),
-        ),
+        Trust::Pinned(fingerprint) => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedServerCertificate::new(
+                    *fingerprint,
+                    &provider,
+                )))
+        }
     };
     let mut config = match identity {
         Some(identity) => builder
@@ -667,7 +677,11 @@ mod tests {
             Ok(auth) => auth,
             Err(error) => panic!("{error}"),
         };
-        for auth in [ClientAuth::none(), client_roots, ClientAuth::any_certificate()] {
+        for auth in [
+            ClientAuth::none(),
+            client_roots,
+            ClientAuth::any_certificate(),
+        ] {
             assert!(server_crypto(&cert.identity(), &auth).is_ok(), "{auth:?}");
         }
     }

@@ -5,7 +5,7 @@
 //! them with in-memory streams; the layout is documented in the crate docs.
 
 use syncline_transport::{
-    FrameCodec, Frame, MAX_REASON_LEN, RefusalCode, ServiceError, Side, TransportError,
+    Frame, FrameCodec, MAX_REASON_LEN, RefusalCode, ServiceError, Side, TransportError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -23,7 +23,7 @@ const STATUS_REFUSED: u8 = 1;
 const STATUS_REQUEST_TOO_LARGE: u8 = 2;
 /// Reply status: the service's frame was over the server's limit (`u64`
 /// length, `u64` limit).
-const STATUS_REPLY_TOO_LARGE: u8 = 3;
+const STATUS_FRAME_TOO_LARGE: u8 = 3;
 /// Reply status: the subscription is open; pushed frames follow.
 const STATUS_SUBSCRIBED: u8 = 4;
 
@@ -66,7 +66,7 @@ pub(crate) enum Reply {
         max: u64,
     },
     /// The service produced a frame over the server's limit; it was not sent.
-    ReplyTooLarge {
+    FrameTooLarge {
         /// The frame's length.
         len: u64,
         /// The server's limit.
@@ -97,7 +97,7 @@ impl Reply {
                 sender: Side::Local,
             },
             // The server's service produced the over-limit frame.
-            Reply::ReplyTooLarge { len, max } => TransportError::FrameTooLarge {
+            Reply::FrameTooLarge { len, max } => TransportError::FrameTooLarge {
                 len: saturate(len),
                 max: saturate(max),
                 sender: Side::Peer,
@@ -162,7 +162,7 @@ where
 
 /// Writes one reply. A frame over the codec's limit is refused with
 /// [`TransportError::FrameTooLarge`] (sent by the local side) before anything
-/// is written; the caller sends [`Reply::ReplyTooLarge`] instead.
+/// is written; the caller sends [`Reply::FrameTooLarge`] instead.
 pub(crate) async fn write_reply<W>(
     writer: &mut W,
     codec: &FrameCodec,
@@ -191,8 +191,8 @@ where
             head.extend_from_slice(&len.to_be_bytes());
             head.extend_from_slice(&max.to_be_bytes());
         }
-        Reply::ReplyTooLarge { len, max } => {
-            head.push(STATUS_REPLY_TOO_LARGE);
+        Reply::FrameTooLarge { len, max } => {
+            head.push(STATUS_FRAME_TOO_LARGE);
             head.extend_from_slice(&len.to_be_bytes());
             head.extend_from_slice(&max.to_be_bytes());
         }
@@ -246,7 +246,7 @@ where
                 reason: String::from_utf8_lossy(&reason).into_owned(),
             }
         }
-        STATUS_REQUEST_TOO_LARGE | STATUS_REPLY_TOO_LARGE => {
+        STATUS_REQUEST_TOO_LARGE | STATUS_FRAME_TOO_LARGE => {
             let (mut len, mut max) = ([0u8; 8], [0u8; 8]);
             read_exact(reader, &mut len, "a frame-too-large reply").await?;
             read_exact(reader, &mut max, "a frame-too-large reply").await?;
@@ -254,7 +254,7 @@ where
             if status == STATUS_REQUEST_TOO_LARGE {
                 Reply::RequestTooLarge { len, max }
             } else {
-                Reply::ReplyTooLarge { len, max }
+                Reply::FrameTooLarge { len, max }
             }
         }
         STATUS_SUBSCRIBED => Reply::Subscribed,
@@ -347,7 +347,7 @@ mod tests {
                 reason: String::new(),
             },
             Reply::RequestTooLarge { len: 101, max: 100 },
-            Reply::ReplyTooLarge {
+            Reply::FrameTooLarge {
                 len: u64::MAX,
                 max: 100,
             },
@@ -439,7 +439,7 @@ mod tests {
             &[STATUS_FRAME, 0, 0],
             &[STATUS_REFUSED, 1, 147, 0],
             &[STATUS_REFUSED, 1, 147, 0, 3, b'a'],
-            &[STATUS_REPLY_TOO_LARGE, 0, 0, 0],
+            &[STATUS_FRAME_TOO_LARGE, 0, 0, 0],
         ];
         for case in cases {
             let read = read_reply(&mut &case[..], &codec(100)).await;
@@ -451,9 +451,15 @@ mod tests {
         // A reason longer than any service can give is refused unread.
         let long = [STATUS_REFUSED, 1, 147, 0x04, 0x01];
         let read = read_reply(&mut &long[..], &codec(100)).await;
-        assert!(matches!(read, Err(TransportError::Protocol { .. })), "{read:?}");
+        assert!(
+            matches!(read, Err(TransportError::Protocol { .. })),
+            "{read:?}"
+        );
         let read = read_request(&mut &[7, 0, 0, 0, 0][..], &codec(100)).await;
-        assert!(matches!(read, Err(TransportError::Protocol { .. })), "{read:?}");
+        assert!(
+            matches!(read, Err(TransportError::Protocol { .. })),
+            "{read:?}"
+        );
     }
 
     #[tokio::test]
@@ -480,7 +486,7 @@ mod tests {
                 sender: Side::Local
             }
         ));
-        let error = Reply::ReplyTooLarge { len: 11, max: 10 }.into_error();
+        let error = Reply::FrameTooLarge { len: 11, max: 10 }.into_error();
         assert!(matches!(
             error,
             TransportError::FrameTooLarge {
