@@ -310,6 +310,7 @@ impl Collection {
                 collection: self.name.clone(),
                 key: key.clone(),
                 stamp: Stamp::from_u64(stamp),
+                base: body.base,
                 op: body.op,
             });
         }

@@ -129,9 +129,14 @@ pub enum WriteError {
         /// The configured maximum.
         max: usize,
     },
-    /// A patch needs the record's value to be a map.
-    #[error("cannot patch a record whose value is not a map")]
+    /// A patch needs the record's value to be a map, and a field-level
+    /// collection holds maps only.
+    #[error("the record's value must be a map")]
     NotAMap,
+    /// The collection's merge policy does not allow this, or is not
+    /// available (a custom resolver not registered, a feature not enabled).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A transaction holds more changes than one batch may carry.
     #[error("transaction of {len} changes exceeds the maximum of {max}")]
     TransactionTooLarge {

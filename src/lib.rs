@@ -54,6 +54,8 @@
 #![warn(missing_docs)]
 
 mod access;
+#[cfg(feature = "automerge")]
+mod automerge;
 mod clock;
 mod codec;
 mod collection;
@@ -85,8 +87,10 @@ pub use engine::{
 pub use error::{
     ApplyError, Error, Fault, KeyError, OpenError, ReadError, StorageError, WriteError,
 };
-pub use merge::{RecordState, merge_all, merge_one};
-pub use model::{Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, ReplicaId, Version};
+pub use merge::{Candidate, RecordState, Resolver, Rule, merge_all, merge_one};
+pub use model::{
+    Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, Ranks, ReplicaId, Version,
+};
 pub use peers::PeerState;
 pub use protocol::{Refusal, RefusalCode};
 pub use replica::{

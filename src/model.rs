@@ -228,14 +228,18 @@ impl<'de> Deserialize<'de> for Key {
 /// What a change does to its record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// Sets the whole record.
+    /// Sets the whole record. On a field-level collection, sets the fields
+    /// of the map it holds.
     Put(Value),
     /// Sets some fields of a record (field-level policy). On a record-level
-    /// LWW collection a patch is turned into a `Put` of the whole record
-    /// before it is stored, so no stored change of such a collection is a patch.
+    /// collection a patch is turned into a `Put` of the whole record before
+    /// it is stored, so no stored change of such a collection is a patch.
     Patch(BTreeMap<String, Value>),
     /// Deletes the record, leaving a tombstone.
     Delete,
+    /// Automerge changes (in automerge's binary change format) to the
+    /// record's document; automerge collections only.
+    Automerge(Vec<u8>),
 }
 
 /// One change to one record: the unit that is stored, merged and synced.
@@ -249,6 +253,11 @@ pub struct Change {
     pub key: Key,
     /// The hybrid logical clock stamp given by the origin; never re-stamped.
     pub stamp: Stamp,
+    /// The stamp of the record's winning version on the origin when it made
+    /// this change ([`Stamp::ZERO`] for a new record): what the change was
+    /// made on top of. A change whose stamp is at most another's `base` was
+    /// seen by it; conflicts are losing changes nobody saw.
+    pub base: Stamp,
     /// What the change does.
     pub op: Op,
 }
@@ -271,14 +280,75 @@ impl Change {
 /// How the changes of one record are merged.
 ///
 /// Every policy is a deterministic, total function of the set of a record's
-/// changes: replicas that hold the same changes hold the same state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// changes: replicas that hold the same changes hold the same state. Two
+/// replicas sync a collection only if they agree on its policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum MergePolicy {
     /// Last writer wins: the change with the greatest [`Version`] decides the
     /// record; a winning delete leaves a tombstone.
     #[default]
     Lww,
+    /// Field-level last writer wins: the value is a map, and each field has
+    /// its own winner. A delete at stamp t masks every field written at or
+    /// before t (also ones that arrive later); a field written after t brings
+    /// the record back with only the fields written after t.
+    FieldLww,
+    /// Last writer wins after an origin rank: a change from a higher-ranked
+    /// replica beats any change from a lower-ranked one, whatever the stamps
+    /// (server-wins or client-wins); equal ranks fall back to [`Version`].
+    Ranked(Ranks),
+    /// A [`crate::Resolver`] registered under this name in
+    /// [`crate::ReplicaConfig::resolvers`] picks the winner.
+    Custom(String),
+    /// The value is an automerge document merged by automerge (text, lists,
+    /// counters); needs the `automerge` feature.
+    Automerge,
+}
+
+impl MergePolicy {
+    /// Whether the policy picks one change as the winner of the record
+    /// (and so can record the losers as conflicts).
+    pub fn is_record_level(&self) -> bool {
+        matches!(self, Self::Lww | Self::Ranked(_) | Self::Custom(_))
+    }
+}
+
+/// Origin ranks for [`MergePolicy::Ranked`]: replicas not listed rank 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ranks(Vec<(ReplicaId, i32)>);
+
+impl Ranks {
+    /// No ranks: every replica ranks 0 (plain last writer wins).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// These ranks with `replica` at `rank`.
+    pub fn with(mut self, replica: ReplicaId, rank: i32) -> Self {
+        match self.0.binary_search_by_key(&replica, |(r, _)| *r) {
+            Ok(i) => self.0[i].1 = rank,
+            Err(i) => self.0.insert(i, (replica, rank)),
+        }
+        self
+    }
+
+    /// The hub wins: `hub` outranks everyone.
+    pub fn hub_wins(hub: ReplicaId) -> Self {
+        Self::new().with(hub, 1)
+    }
+
+    /// The clients win: `hub` ranks below everyone.
+    pub fn clients_win(hub: ReplicaId) -> Self {
+        Self::new().with(hub, -1)
+    }
+
+    /// The rank of `replica`.
+    pub fn rank(&self, replica: ReplicaId) -> i32 {
+        self.0
+            .binary_search_by_key(&replica, |(r, _)| *r)
+            .map_or(0, |i| self.0[i].1)
+    }
 }
 
 /// The settings of a collection, fixed when it is first defined.

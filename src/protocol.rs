@@ -213,6 +213,7 @@ mod tests {
             collection: "c".into(),
             key: "k".into(),
             stamp: Stamp::new(10, seq as u16),
+            base: Stamp::ZERO,
             op: Op::Put(Value::Int(seq as i64)),
         }
     }

@@ -14,11 +14,11 @@ use crate::clock::{Hlc, Stamp, SystemTimeSource, TimeSource};
 use crate::codec;
 use crate::collection::Collection;
 use crate::error::{ApplyError, KeyError, OpenError, ReadError, StorageError, WriteError};
-use crate::merge::{RecordState, merge_one};
-use crate::model::{Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, ReplicaId};
+use crate::merge::{RecordState, Resolver, Rule, merge_one};
+use crate::model::{Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, ReplicaId, Version};
 use crate::tables::{
-    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedRecord, IDS, META,
-    PEERS, RECORDS,
+    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, ConflictBody, FEED, FORMAT_VERSION,
+    FeedRecord, IDS, META, PEERS, RECORDS,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -49,6 +49,8 @@ pub struct ReplicaConfig {
     pub replica_id: Option<ReplicaId>,
     /// How many committed changes a [`Watch`] may fall behind before it lags.
     pub watch_capacity: usize,
+    /// The resolvers that collections with [`MergePolicy::Custom`] name.
+    pub resolvers: Vec<Arc<dyn Resolver>>,
 }
 
 impl Default for ReplicaConfig {
@@ -61,11 +63,18 @@ impl Default for ReplicaConfig {
             time: Arc::new(SystemTimeSource),
             replica_id: None,
             watch_capacity: 4096,
+            resolvers: Vec::new(),
         }
     }
 }
 
 impl ReplicaConfig {
+    /// This configuration with a resolver for [`MergePolicy::Custom`] collections.
+    pub fn with_resolver(mut self, resolver: impl Resolver + 'static) -> Self {
+        self.resolvers.push(Arc::new(resolver));
+        self
+    }
+
     /// This configuration with another time source.
     pub fn with_time(mut self, time: impl TimeSource + 'static) -> Self {
         self.time = Arc::new(time);
@@ -98,6 +107,8 @@ pub struct ApplyReport {
     pub applied: usize,
     /// Changes already stored, skipped.
     pub duplicates: usize,
+    /// Conflicts recorded: concurrent changes that lost.
+    pub conflicts: usize,
     /// The lsn of the last change stored, or the previous last lsn if none was.
     pub last_lsn: u64,
 }
@@ -131,7 +142,7 @@ struct Inner {
     /// Held for the whole of every write transaction: redb admits one writer
     /// at a time anyway, and the counters must move with the commit.
     write: Mutex<WriteState>,
-    collections: RwLock<HashMap<String, CollectionConfig>>,
+    collections: RwLock<HashMap<String, (CollectionConfig, Rule)>>,
     events: broadcast::Sender<Arc<ChangeEvent>>,
 }
 
@@ -226,7 +237,9 @@ impl Replica {
         {
             let (name, bytes) = entry.map_err(StorageError::from)?;
             let cfg: CollectionConfig = tables::decode(COLLECTIONS.name(), bytes.value())?;
-            collections.insert(name.value().to_string(), cfg);
+            let rule = Rule::for_policy(&cfg.policy, &config.resolvers)
+                .map_err(|e| OpenError::Config(format!("collection {:?}: {e}", name.value())))?;
+            collections.insert(name.value().to_string(), (cfg, rule));
         }
         drop(meta);
         drop(read);
@@ -307,6 +320,8 @@ impl Replica {
                 Err(WriteError::CollectionMismatch(name.to_string()))
             };
         }
+        let rule = Rule::for_policy(&config.policy, &self.inner.config.resolvers)
+            .map_err(WriteError::Unsupported)?;
         let _guard = self.lock_write();
         let txn = self.begin_write().map_err(WriteError::Storage)?;
         txn.open_table(COLLECTIONS)
@@ -318,7 +333,7 @@ impl Replica {
             .collections
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), config);
+            .insert(name.to_string(), (config, rule));
         Ok(Collection::new(self.clone(), name.to_string()))
     }
 
@@ -337,7 +352,10 @@ impl Replica {
             .collections
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|(k, (c, _))| (k.clone(), c.clone()))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -404,10 +422,11 @@ impl Replica {
         {
             let mut w = Writer::open(&txn)?;
             let last = changes.len().saturating_sub(1);
-            for (i, (change, policy)) in changes.iter().zip(&policies).enumerate() {
-                match w.store(&mut state, *policy, change, source, i == last)? {
-                    Some(lsn) => {
+            for (i, (change, rule)) in changes.iter().zip(&policies).enumerate() {
+                match w.store(&mut state, rule, change, source, i == last)? {
+                    Some((lsn, conflicts)) => {
                         report.applied += 1;
+                        report.conflicts += conflicts;
                         events.push(ChangeEvent {
                             lsn,
                             change: change.clone(),
@@ -454,7 +473,7 @@ impl Replica {
         Ok(report)
     }
 
-    fn validate_remote(&self, changes: &[Change]) -> Result<Vec<MergePolicy>, ApplyError> {
+    fn validate_remote(&self, changes: &[Change]) -> Result<Vec<Rule>, ApplyError> {
         let cfg = &self.inner.config;
         let collections = self
             .inner
@@ -468,7 +487,7 @@ impl Replica {
                     id: change.id,
                     reason,
                 };
-                let Some(coll) = collections.get(&change.collection) else {
+                let Some((coll, rule)) = collections.get(&change.collection) else {
                     return Err(ApplyError::UnknownCollection {
                         id: change.id,
                         collection: change.collection.clone(),
@@ -492,10 +511,8 @@ impl Replica {
                         cfg.max_value_len
                     )));
                 }
-                if matches!(change.op, Op::Patch(_)) && coll.policy == MergePolicy::Lww {
-                    return Err(invalid("patch on a last-writer-wins collection".into()));
-                }
-                Ok(coll.policy)
+                check_op_for_policy(&change.op, &coll.policy).map_err(invalid)?;
+                Ok(rule.clone())
             })
             .collect()
     }
@@ -544,14 +561,8 @@ impl Replica {
             let group_end = rec.group_end;
             out.push(FeedEntry {
                 lsn: k.value(),
-                change: Change {
-                    id: rec.id,
-                    collection: rec.collection,
-                    key: rec.key,
-                    stamp: rec.stamp,
-                    op: body.op,
-                },
                 source: rec.source,
+                change: rec.into_change(body),
                 group_end,
             });
             if (out.len() >= limit || bytes >= max_bytes) && group_end {
@@ -564,6 +575,10 @@ impl Replica {
     // ---- crate-internal plumbing used by collections and transactions ----
 
     pub(crate) fn collection_config(&self, name: &str) -> Option<CollectionConfig> {
+        self.collection_rule(name).map(|(c, _)| c)
+    }
+
+    pub(crate) fn collection_rule(&self, name: &str) -> Option<(CollectionConfig, Rule)> {
         self.inner
             .collections
             .read()
@@ -604,6 +619,29 @@ impl Replica {
     }
 }
 
+/// Which ops a collection's policy accepts; the reason when it does not.
+pub(crate) fn check_op_for_policy(op: &Op, policy: &MergePolicy) -> Result<(), String> {
+    let ok = match (op, policy) {
+        (Op::Delete, _) => true,
+        (Op::Put(_), p) if p.is_record_level() => true,
+        (Op::Put(crate::value::Value::Map(_)) | Op::Patch(_), MergePolicy::FieldLww) => true,
+        (Op::Automerge(_), MergePolicy::Automerge) => true,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let what = match op {
+            Op::Put(crate::value::Value::Map(_)) => "a put",
+            Op::Put(_) => "a put of a value that is not a map",
+            Op::Patch(_) => "a patch",
+            Op::Automerge(_) => "an automerge change",
+            Op::Delete => "a delete",
+        };
+        Err(format!("{what} is not allowed on a {policy:?} collection"))
+    }
+}
+
 /// Checks a key against the configured bounds.
 pub(crate) fn check_key(key: &Key, max: usize) -> Result<(), KeyError> {
     if key.is_empty() {
@@ -625,6 +663,8 @@ pub(crate) struct Writer<'txn> {
     records: redb::Table<'txn, (&'static str, &'static [u8]), &'static [u8]>,
     feed: redb::Table<'txn, u64, &'static [u8]>,
     ids: redb::Table<'txn, (&'static [u8; 16], u64), u64>,
+    conflicts:
+        redb::Table<'txn, (&'static str, &'static [u8], u64, &'static [u8; 16]), &'static [u8]>,
     meta: redb::Table<'txn, &'static str, &'static [u8]>,
 }
 
@@ -635,7 +675,18 @@ impl<'txn> Writer<'txn> {
             records: txn.open_table(RECORDS)?,
             feed: txn.open_table(FEED)?,
             ids: txn.open_table(IDS)?,
+            conflicts: txn.open_table(CONFLICTS)?,
             meta: txn.open_table(META)?,
+        })
+    }
+
+    /// The greatest stamp among the record's changes held here (zero for none).
+    pub(crate) fn latest_stamp(&self, collection: &str, key: &Key) -> Result<Stamp, StorageError> {
+        let lo = (collection, key.as_bytes(), 0u64, &[0u8; 16]);
+        let hi = (collection, key.as_bytes(), u64::MAX, &[0xffu8; 16]);
+        Ok(match self.changes.range(lo..=hi)?.next_back() {
+            Some(entry) => Stamp::from_u64(entry?.0.value().2),
+            None => Stamp::ZERO,
         })
     }
 
@@ -652,15 +703,16 @@ impl<'txn> Writer<'txn> {
     }
 
     /// Stores a change if its id is new: change log, feed entry with the next
-    /// lsn, id index, merged record. Returns its lsn, or `None` for a duplicate.
+    /// lsn, id index, merged record, conflicts. Returns its lsn and the number
+    /// of conflicts it recorded, or `None` for a duplicate.
     pub(crate) fn store(
         &mut self,
         state: &mut WriteState,
-        policy: MergePolicy,
+        rule: &Rule,
         change: &Change,
         source: Option<ReplicaId>,
         group_end: bool,
-    ) -> Result<Option<u64>, ApplyError> {
+    ) -> Result<Option<(u64, usize)>, ApplyError> {
         let origin = change.id.origin.as_bytes();
         let log_key = (
             change.collection.as_str(),
@@ -690,6 +742,7 @@ impl<'txn> Writer<'txn> {
         }
         let body = ChangeBody {
             seq: change.id.seq,
+            base: change.base,
             op: change.op.clone(),
         };
         self.changes
@@ -711,15 +764,75 @@ impl<'txn> Writer<'txn> {
             .insert((origin, change.id.seq), state.lsn)
             .map_err(StorageError::from)?;
         let current = self.record(&change.collection, &change.key)?;
-        if let Some(next) = merge_one(policy, current.as_ref(), change) {
+        let next = merge_one(rule, current.as_ref(), change);
+        if let Some(next) = &next {
             self.records
                 .insert(
                     (change.collection.as_str(), change.key.as_bytes()),
-                    codec::encode(&next).as_slice(),
+                    codec::encode(next).as_slice(),
                 )
                 .map_err(StorageError::from)?;
         }
-        Ok(Some(state.lsn))
+        let conflicts = if rule.is_record_level() {
+            self.track_conflicts(change, current.as_ref(), next.as_ref())?
+        } else {
+            0
+        };
+        Ok(Some((state.lsn, conflicts)))
+    }
+
+    /// Keeps `conflicts-1` equal to the record's losing changes that no
+    /// change has seen (stamp above the record's `seen`): clears the ones the
+    /// new change saw and records the one it made lose, if any.
+    fn track_conflicts(
+        &mut self,
+        change: &Change,
+        before: Option<&RecordState>,
+        changed: Option<&RecordState>,
+    ) -> Result<usize, StorageError> {
+        let Some(after) = changed.or(before) else {
+            return Ok(0);
+        };
+        let (coll, key) = (change.collection.as_str(), change.key.as_bytes());
+        if before.is_some_and(|b| after.seen > b.seen) {
+            let lo = (coll, key, 0u64, &[0u8; 16]);
+            let hi = (coll, key, after.seen.as_u64(), &[0xffu8; 16]);
+            let seen: Vec<(u64, [u8; 16])> = self
+                .conflicts
+                .range(lo..=hi)?
+                .map(|e| e.map(|(k, _)| (k.value().2, *k.value().3)))
+                .collect::<Result<_, _>>()?;
+            for (stamp, origin) in seen {
+                self.conflicts.remove((coll, key, stamp, &origin))?;
+            }
+        }
+        let loser: Option<(Version, Option<crate::value::Value>)> =
+            if after.version == change.version() {
+                before
+                    .filter(|b| b.version != after.version)
+                    .map(|b| (b.version, b.value.clone()))
+            } else {
+                Some((change.version(), op_value(&change.op)))
+            };
+        match loser {
+            Some((version, value)) if version.stamp > after.seen => {
+                let body = ConflictBody {
+                    seq: version.id.seq,
+                    value,
+                };
+                self.conflicts.insert(
+                    (
+                        coll,
+                        key,
+                        version.stamp.as_u64(),
+                        version.id.origin.as_bytes(),
+                    ),
+                    codec::encode(&body).as_slice(),
+                )?;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
     }
 
     /// Marks the feed entry at `lsn` as the end of its atomic group.
@@ -758,13 +871,17 @@ impl<'txn> Writer<'txn> {
             return Ok(None);
         };
         let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
-        Ok(Some(Change {
-            id: rec.id,
-            collection: rec.collection,
-            key: rec.key,
-            stamp: rec.stamp,
-            op: body.op,
-        }))
+        Ok(Some(rec.into_change(body)))
+    }
+}
+
+/// The value a record-level op gives its record (`None` for a delete).
+fn op_value(op: &Op) -> Option<crate::value::Value> {
+    match op {
+        Op::Put(v) => Some(v.clone()),
+        Op::Patch(fields) => Some(crate::value::Value::Map(fields.clone())),
+        Op::Automerge(bytes) => Some(crate::value::Value::Bytes(bytes.clone())),
+        Op::Delete => None,
     }
 }
 

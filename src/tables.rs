@@ -53,8 +53,8 @@ pub(crate) const IDS: TableDefinition<(&[u8; 16], u64), u64> = TableDefinition::
 pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("peers-1");
 
 /// `conflicts-1`: (collection, key bytes, stamp, origin of the losing
-/// change) -> encoded conflict record. Filled by the conflict-recording
-/// policies.
+/// change) -> encoded [`ConflictBody`]. Record-level policies keep here the
+/// losing changes that no other change has seen.
 pub(crate) const CONFLICTS: TableDefinition<(&str, &[u8], u64, &[u8; 16]), &[u8]> =
     TableDefinition::new("conflicts-1");
 
@@ -63,8 +63,20 @@ pub(crate) const CONFLICTS: TableDefinition<(&str, &[u8], u64, &[u8; 16]), &[u8]
 pub(crate) struct ChangeBody {
     /// The origin's sequence number.
     pub(crate) seq: u64,
+    /// The stamp the change was made on top of ([`crate::Change::base`]).
+    pub(crate) base: Stamp,
     /// What the change does.
     pub(crate) op: Op,
+}
+
+/// The value of a `conflicts-1` entry; the key holds the losing change's
+/// collection, key, stamp and origin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ConflictBody {
+    /// The losing change's sequence number.
+    pub(crate) seq: u64,
+    /// Its value; `None` when a delete lost.
+    pub(crate) value: Option<crate::value::Value>,
 }
 
 /// The value of a `feed-1` entry: which change, where it is stored, and how
@@ -84,6 +96,20 @@ pub(crate) struct FeedRecord {
     /// Whether it is the last change of an atomic group (a transaction or a
     /// remote batch): readers of the feed never split a group.
     pub(crate) group_end: bool,
+}
+
+impl FeedRecord {
+    /// The whole change, from this entry and its `changes-1` body.
+    pub(crate) fn into_change(self, body: ChangeBody) -> crate::Change {
+        crate::Change {
+            id: self.id,
+            collection: self.collection,
+            key: self.key,
+            stamp: self.stamp,
+            base: body.base,
+            op: body.op,
+        }
+    }
 }
 
 /// Decodes a stored value, naming the table in the error.

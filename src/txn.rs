@@ -9,7 +9,7 @@ use crate::clock::Stamp;
 use crate::codec;
 use crate::error::{ApplyError, StorageError, WriteError};
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op};
-use crate::replica::{Replica, Writer, check_key, next_id};
+use crate::replica::{Replica, Writer, check_key, check_op_for_policy, next_id};
 use crate::value::{Value, to_value};
 use crate::watch::ChangeEvent;
 
@@ -39,6 +39,9 @@ pub struct Committed {
     pub stamp: Stamp,
     /// The lsn of the last change.
     pub lsn: u64,
+    /// Conflicts recorded: the writes lost to changes they did not see
+    /// (possible under ranked and custom policies).
+    pub conflicts: usize,
 }
 
 impl Transaction {
@@ -119,12 +122,20 @@ impl Transaction {
         }
         let mut policies = Vec::with_capacity(self.ops.len());
         for (collection, key, op) in &self.ops {
-            let coll = replica
-                .collection_config(collection)
+            let (coll, rule) = replica
+                .collection_rule(collection)
                 .ok_or_else(|| WriteError::UnknownCollection(collection.clone()))?;
             check_key(key, cfg.max_key_len)?;
             check_value_len(op, cfg.max_value_len)?;
-            policies.push(coll.policy);
+            match (op, &coll.policy) {
+                // A patch on a record-level collection is a read-modify-write.
+                (Op::Patch(_), p) if p.is_record_level() => {}
+                (Op::Put(v), MergePolicy::FieldLww) if !matches!(v, Value::Map(_)) => {
+                    return Err(WriteError::NotAMap);
+                }
+                (op, policy) => check_op_for_policy(op, policy).map_err(WriteError::Unsupported)?,
+            }
+            policies.push(rule);
         }
 
         let mut guard = replica.lock_write();
@@ -133,6 +144,7 @@ impl Transaction {
                 ids: Vec::new(),
                 stamp: guard.hlc.last(),
                 lsn: guard.lsn,
+                conflicts: 0,
             });
         }
         let mut state = guard.clone();
@@ -140,14 +152,14 @@ impl Transaction {
         let txn = replica.begin_write()?;
         let mut events = Vec::with_capacity(self.ops.len());
         let mut ids = Vec::with_capacity(self.ops.len());
+        let mut conflict_count = 0;
         {
             let mut w = Writer::open(&txn)?;
             let last = self.ops.len() - 1;
-            for (i, ((collection, key, op), policy)) in
-                self.ops.into_iter().zip(policies).enumerate()
+            for (i, ((collection, key, op), rule)) in self.ops.into_iter().zip(policies).enumerate()
             {
-                let op = match (op, policy) {
-                    (Op::Patch(fields), MergePolicy::Lww) => {
+                let op = match (op, &rule) {
+                    (Op::Patch(fields), rule) if rule.is_record_level() => {
                         let current = w.record(&collection, &key)?.and_then(|r| r.value);
                         let mut map = match current {
                             Some(Value::Map(map)) => map,
@@ -161,15 +173,18 @@ impl Transaction {
                     }
                     (op, _) => op,
                 };
+                // Made on top of the newest change of the record held here.
+                let base = w.latest_stamp(&collection, &key)?;
                 let change = Change {
                     id: next_id(replica.id(), &mut state),
                     collection,
                     key,
                     stamp: state.hlc.tick(now),
+                    base,
                     op,
                 };
-                let lsn = w
-                    .store(&mut state, policy, &change, None, i == last)
+                let (lsn, conflicts) = w
+                    .store(&mut state, &rule, &change, None, i == last)
                     .map_err(local_store_error)?
                     .ok_or_else(|| {
                         StorageError::Inconsistent(format!(
@@ -177,6 +192,7 @@ impl Transaction {
                             change.id
                         ))
                     })?;
+                conflict_count += conflicts;
                 ids.push(change.id);
                 events.push(ChangeEvent {
                     lsn,
@@ -192,6 +208,7 @@ impl Transaction {
             ids,
             stamp: guard.hlc.last(),
             lsn: guard.lsn,
+            conflicts: conflict_count,
         };
         drop(guard);
         replica.publish(events);
@@ -223,7 +240,7 @@ pub(crate) fn check_op_depth(op: &Op) -> Result<(), crate::ValueError> {
                 Ok(())
             }
         }),
-        Op::Delete => Ok(()),
+        Op::Delete | Op::Automerge(_) => Ok(()),
     }
 }
 
@@ -232,6 +249,7 @@ pub(crate) fn encoded_len(op: &Op) -> usize {
     match op {
         Op::Put(v) => codec::encode(v).len(),
         Op::Patch(fields) => codec::encode(fields).len(),
+        Op::Automerge(bytes) => bytes.len(),
         Op::Delete => 0,
     }
 }

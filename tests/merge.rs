@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::memory_replica;
 use proptest::prelude::*;
 use syncline::{
-    Change, ChangeId, Key, ManualTime, MergePolicy, Op, RecordState, ReplicaId, Stamp, Value,
-    merge_all, merge_one,
+    Change, ChangeId, Key, ManualTime, Op, RecordState, ReplicaId, Rule, Stamp, Value, merge_all,
+    merge_one,
 };
 
 /// Changes over 3 origins, 2 collections, 4 keys and a narrow stamp range so
@@ -43,6 +43,7 @@ fn change_set() -> impl Strategy<Value = Vec<Change>> {
                     collection: if c == 0 { "todos" } else { "notes" }.to_string(),
                     key: Key::from(format!("k{k}")),
                     stamp: Stamp::new(1000 + s / 3, (s % 3) as u16),
+                    base: Stamp::ZERO,
                     op: v.map_or(Op::Delete, |v| Op::Put(Value::Int(v))),
                 }
             })
@@ -129,15 +130,15 @@ proptest! {
         split in 0usize..64,
     ) {
         for ((coll, key), mine) in by_record(&changes) {
-            let expected = merge_all(MergePolicy::Lww, &mine);
+            let expected = merge_all(&Rule::Lww, &mine);
             let theirs: Vec<Change> = shuffled.iter().filter(|c| c.collection == coll && c.key == key).cloned().collect();
             // Commutative and idempotent: any order, any repetition.
-            prop_assert_eq!(&merge_all(MergePolicy::Lww, &theirs), &expected);
+            prop_assert_eq!(&merge_all(&Rule::Lww, &theirs), &expected);
             // Associative: merging a merged prefix with the rest.
             let at = split % (theirs.len() + 1);
-            let mut state = merge_all(MergePolicy::Lww, &theirs[..at]);
+            let mut state = merge_all(&Rule::Lww, &theirs[..at]);
             for c in &theirs[at..] {
-                if let Some(next) = merge_one(MergePolicy::Lww, state.as_ref(), c) {
+                if let Some(next) = merge_one(&Rule::Lww, state.as_ref(), c) {
                     state = Some(next);
                 }
             }

@@ -169,6 +169,7 @@ fn change(stamp: Stamp, seq: u64) -> Change {
         collection: "todos".into(),
         key: Key::from(format!("forged-{seq}")),
         stamp,
+        base: Stamp::ZERO,
         op: Op::Put(Value::Int(1)),
     }
 }

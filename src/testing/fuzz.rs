@@ -209,6 +209,7 @@ fn lww_model<'a>(
         let value = match &c.op {
             Op::Put(v) => Some(v.clone()),
             Op::Patch(fields) => Some(Value::Map(fields.clone())),
+            Op::Automerge(bytes) => Some(Value::Bytes(bytes.clone())),
             Op::Delete => None,
         };
         let state = RecordState {
@@ -217,6 +218,9 @@ fn lww_model<'a>(
                 id: c.id,
             },
             value,
+            fields: BTreeMap::new(),
+            tombstone: None,
+            seen: Stamp::ZERO,
         };
         best.insert(slot, (rank, state));
     }
@@ -247,7 +251,7 @@ fn check_merge_all(changes: &[Change], model: &BTreeMap<(String, Key), RecordSta
     }
     assert_eq!(by_record.len(), model.len());
     for (slot, changes) in by_record {
-        let merged = merge_all(MergePolicy::Lww, changes.into_iter().rev());
+        let merged = merge_all(&crate::Rule::Lww, changes.into_iter().rev());
         assert_eq!(
             merged.as_ref(),
             model.get(&slot),
@@ -619,6 +623,7 @@ impl ApplyRun {
                     collection: collection.to_string(),
                     key,
                     stamp: apply_stamp(stamp),
+                    base: Stamp::ZERO,
                     op: apply_op(op),
                 });
             }
@@ -749,6 +754,7 @@ impl ApplyRun {
             collection: SYNCED[0].to_string(),
             key: Key::from("k0"),
             stamp: committed.stamp,
+            base: Stamp::ZERO,
             op: Op::Put(Value::Int(-1)),
         };
         self.model.feed.push((local, None, true));
@@ -1294,6 +1300,7 @@ fn sample_change(seq: u64, op: Op) -> Change {
         collection: "todos".into(),
         key: Key::from(format!("key-{seq}")),
         stamp: Stamp::new(T0 + seq, seq as u16),
+        base: Stamp::ZERO,
         op,
     }
 }

@@ -14,11 +14,11 @@
 //!
 //! ```
 //! use syncline::testing::laws::{check_merge_laws, arbitrary_changes};
-//! use syncline::{merge_one, MergePolicy};
+//! use syncline::{merge_one, Rule};
 //!
 //! for seed in 0..100 {
 //!     let changes = arbitrary_changes(seed, 12);
-//!     check_merge_laws(|s, c| merge_one(MergePolicy::Lww, s, c), &changes, seed).unwrap();
+//!     check_merge_laws(|s, c| merge_one(&Rule::Lww, s, c), &changes, seed).unwrap();
 //! }
 //! ```
 
@@ -178,6 +178,7 @@ pub fn arbitrary_changes(seed: u64, n: usize) -> Vec<Change> {
             collection: "c".into(),
             key: Key::from("k"),
             stamp,
+            base: Stamp::ZERO,
             op,
         });
     }
@@ -187,13 +188,13 @@ pub fn arbitrary_changes(seed: u64, n: usize) -> Vec<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MergePolicy, merge_one};
+    use crate::{Rule, merge_one};
 
     #[test]
     fn lww_obeys_the_laws() {
         for seed in 0..200 {
             let changes = arbitrary_changes(seed, (seed % 16) as usize);
-            check_merge_laws(|s, c| merge_one(MergePolicy::Lww, s, c), &changes, seed).unwrap();
+            check_merge_laws(|s, c| merge_one(&Rule::Lww, s, c), &changes, seed).unwrap();
         }
     }
 

@@ -65,7 +65,7 @@ async fn futures_any(watches: &mut [syncline::Watch]) {
 }
 
 /// Completes when the first of `futs` completes.
-async fn join_first<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
+async fn join_first<F: Future<Output = ()>>(futs: Vec<F>) {
     let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
     std::future::poll_fn(|cx| {
         for f in futs.iter_mut() {

@@ -34,14 +34,15 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! ```
+//! use std::net::SocketAddr;
 //! use std::sync::Arc;
 //! use syncline_http::{HttpClient, HttpClientConfig, HttpServer, HttpServerConfig};
 //! use syncline_transport::{
-//!     BoxFuture, Connector, Frame, PeerInfo, Service, ServiceError, TransportError,
+//!     BoxFuture, Connector, Frame, PeerInfo, RefusalCode, Service, ServiceError, TransportError,
 //! };
 //!
-//! /// Answers every request with its own bytes, to callers with a token.
+//! /// Answers every request with its own bytes, to callers with the token.
 //! #[derive(Debug)]
 //! struct Echo;
 //!
@@ -61,7 +62,8 @@
 //! }
 //!
 //! # async fn demo() -> Result<(), TransportError> {
-//! let addr = "127.0.0.1:8080".parse().expect("a valid address");
+//! // Port 0 picks a free port; `server.url()` says which.
+//! let addr = SocketAddr::from(([127, 0, 0, 1], 0));
 //! let server = HttpServer::bind(addr, Arc::new(Echo), HttpServerConfig::new()).await?;
 //!
 //! let config = HttpClientConfig::new().with_bearer_token("s3cret");
@@ -69,9 +71,23 @@
 //! let conn = client.connect().await?;
 //! assert_eq!(conn.exchange(Frame::from_static(b"ping")).await?, "ping");
 //!
+//! // Without the token the service refuses, and the client gets its code.
+//! let stranger = HttpClient::new(&server.url(), HttpClientConfig::new())?;
+//! let refused = stranger.connect().await?.exchange(Frame::new()).await;
+//! assert!(matches!(
+//!     refused,
+//!     Err(TransportError::Refused { code: RefusalCode::UNAUTHORIZED, .. })
+//! ));
+//!
 //! server.shutdown().await;
 //! # Ok(())
 //! # }
+//! # tokio::runtime::Builder::new_current_thread()
+//! #     .enable_all()
+//! #     .build()
+//! #     .expect("a runtime")
+//! #     .block_on(demo())
+//! #     .expect("the demo runs");
 //! ```
 //!
 //! For HTTPS, give the server a [`ServerTlsConfig`] and the client a root

@@ -431,18 +431,14 @@ async fn read_request(
     remote: SocketAddr,
     shared: &Shared,
 ) -> Result<(PeerInfo, Frame), Response<ServerBody>> {
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let mut peer = PeerInfo::new(remote.to_string());
     if let Some(token) = wire::bearer_token(&parts.headers) {
         peer = peer.with_bearer_token(token);
     }
     let max = shared.limits.max_frame_len();
-    let mut body = body;
-    if wire::content_length(&parts.headers).is_some_and(|len| len > max as u64) {
-        // Refused on the declared length alone, before reading anything.
-        drain(body).await;
-        return Err(request_too_large(max));
-    }
+    // A declared length over the limit is refused before anything is read,
+    // any other body as soon as it passes the limit.
     match wire::read_body(&mut body, max).await {
         Ok(frame) => Ok((peer, frame)),
         Err(BodyError::TooLarge { .. }) => {

@@ -23,7 +23,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::header::AUTHORIZATION;
 use http_body::Body;
 use syncline_transport::{
     FRAME_HEADER_LEN, Frame, FrameCodec, Limits, TransportError, encode_frame_header,
@@ -185,11 +185,6 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
 /// The exact length a body announces (its `Content-Length`), if any.
 pub(crate) fn content_length_hint<B: Body>(body: &B) -> Option<u64> {
     body.size_hint().exact()
-}
-
-/// The `Content-Length` a message declares, if it declares a valid one.
-pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// A number in a header, if present and valid.

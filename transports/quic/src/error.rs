@@ -22,7 +22,7 @@ pub(crate) fn connect_failed(addr: &str, error: &ConnectionError) -> TransportEr
             format!("TLS handshake failed: {}", error.reason)
         }
         ConnectionError::ConnectionClosed(close) if is_tls(close.error_code) => {
-            format!("the server refused the TLS handshake: {close}")
+            format!("{} ({close})", refusal_by_server(close.error_code))
         }
         ConnectionError::ApplicationClosed(close)
             if u64::from(close.error_code) == u64::from(CLOSE_SHUTDOWN) =>
@@ -121,6 +121,17 @@ pub(crate) fn is_stopped(error: &TransportError) -> bool {
             .and_then(|inner| inner.downcast_ref::<WriteError>())
             .is_some_and(|write| matches!(write, WriteError::Stopped(_))),
         _ => false,
+    }
+}
+
+/// What a TLS alert sent by the server means for this client.
+fn refusal_by_server(code: TransportErrorCode) -> &'static str {
+    // TLS alert numbers (RFC 8446, section 6), carried as 0x100 + alert.
+    match u64::from(code).saturating_sub(0x100) {
+        116 => "the server requires a client certificate (mutual TLS)",
+        42..=46 | 48 | 49 => "the server does not accept our client certificate",
+        120 => "the server does not speak syncline/1 (ALPN)",
+        _ => "the server refused the TLS handshake",
     }
 }
 

@@ -18,8 +18,9 @@ use crate::config::QuicServerConfig;
 use crate::error::{CLOSE_SHUTDOWN, STREAM_CANCELLED};
 use crate::wire::{self, Reply, RequestKind};
 
-/// How long [`QuicServer::shutdown`] waits for clients to hear that the
-/// connections are closed before it drops the socket.
+/// How long [`QuicServer::shutdown`] waits, at each of its two steps, for the
+/// connections' tasks to stop (then they are aborted) and for clients to hear
+/// that their connections are closed (then the socket is dropped anyway).
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 
 /// A running QUIC server: one UDP socket, any number of client connections,
@@ -127,8 +128,8 @@ impl ServerHandle for QuicServer {
     }
 }
 
-/// Accepts connections until the endpoint closes, then stops every
-/// connection's task.
+/// Accepts connections until the endpoint closes, then waits for every
+/// connection's task to stop.
 async fn accept_connections(
     endpoint: quinn::Endpoint,
     service: Arc<dyn Service>,
@@ -139,7 +140,16 @@ async fn accept_connections(
         connections.spawn(serve_connection(incoming, service.clone(), codec));
         while connections.try_join_next().is_some() {}
     }
-    connections.shutdown().await;
+    // Closing the endpoint closed every connection, so their tasks end by
+    // themselves, each after stopping its streams' tasks; abort any that
+    // linger.
+    let drained = tokio::time::timeout(CLOSE_DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.shutdown().await;
+    }
 }
 
 /// Completes one handshake, then serves the connection's streams until it
@@ -195,8 +205,8 @@ async fn serve_stream(
         Err(error) => {
             let refusal = match error {
                 TransportError::FrameTooLarge { len, max, .. } => Reply::RequestTooLarge {
-                    len: len as u64,
-                    max: max as u64,
+                    len: wire_len(len),
+                    max: wire_len(max),
                 },
                 TransportError::Protocol { reason } => {
                     Reply::refused(&ServiceError::bad_request(reason))
@@ -289,10 +299,16 @@ fn frame_reply(frame: Frame, codec: &FrameCodec) -> Reply {
     match codec.limits().check_send(frame.len()) {
         Ok(()) => Reply::Frame(frame),
         Err(_) => Reply::FrameTooLarge {
-            len: frame.len() as u64,
-            max: codec.limits().max_frame_len() as u64,
+            len: wire_len(frame.len()),
+            max: wire_len(codec.limits().max_frame_len()),
         },
     }
+}
+
+/// A length as the envelope carries it (a `u64`; saturating on the wider
+/// targets no one runs).
+fn wire_len(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
 }
 
 /// Writes `reply` and finishes the stream. A client that went away cannot be
