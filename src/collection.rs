@@ -13,7 +13,7 @@ use crate::error::{ReadError, StorageError, WriteError};
 use crate::merge::RecordState;
 use crate::model::{Change, ChangeId, CollectionConfig, Key};
 use crate::replica::{Replica, check_key};
-use crate::tables::{self, CHANGES, ChangeBody, RECORDS};
+use crate::tables::{self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, RECORDS};
 use crate::txn::Committed;
 use crate::value::{Value, from_value};
 use crate::watch::Watch;
@@ -32,6 +32,17 @@ impl fmt::Debug for Collection {
             .field("name", &self.name)
             .finish()
     }
+}
+
+/// A losing change that was concurrent with the record's winner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conflict {
+    /// The record.
+    pub key: Key,
+    /// The losing change's version.
+    pub loser: crate::model::Version,
+    /// The losing value; `None` when a delete lost.
+    pub value: Option<Value>,
 }
 
 /// Which records a [`Collection::scan`] returns: a key range or a prefix,
@@ -315,6 +326,68 @@ impl Collection {
             });
         }
         Ok(out)
+    }
+
+    /// The conflicts of the collection, in key order: losing changes that
+    /// were concurrent with the winner (no later change was made on top of
+    /// them). Replicas holding the same changes list the same conflicts.
+    /// Only record-level policies (LWW, ranked, custom) record conflicts.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>, ReadError> {
+        let name = self.name.as_str();
+        let next_name = format!("{name}\0");
+        let lo = (name, &[][..], 0u64, &[0u8; 16]);
+        let hi = (next_name.as_str(), &[][..], 0u64, &[0u8; 16]);
+        self.read_conflicts(lo..hi)
+    }
+
+    /// The conflicts of one record.
+    pub fn conflicts_of(&self, key: impl Into<Key>) -> Result<Vec<Conflict>, ReadError> {
+        let key = key.into();
+        check_key(&key, self.replica.config().max_key_len)?;
+        let lo = (self.name.as_str(), key.as_bytes(), 0u64, &[0u8; 16]);
+        let hi = (self.name.as_str(), key.as_bytes(), u64::MAX, &[0xffu8; 16]);
+        self.read_conflicts(lo..=hi)
+    }
+
+    fn read_conflicts<'a>(
+        &self,
+        range: impl RangeBounds<(&'a str, &'a [u8], u64, &'a [u8; 16])> + 'a,
+    ) -> Result<Vec<Conflict>, ReadError> {
+        let read = self.replica.begin_read()?;
+        let table = read.open_table(CONFLICTS).map_err(StorageError::from)?;
+        let mut out = Vec::new();
+        for entry in table.range(range).map_err(StorageError::from)? {
+            let (k, v) = entry.map_err(StorageError::from)?;
+            let (_, key, stamp, origin) = k.value();
+            let body: ConflictBody = tables::decode(CONFLICTS.name(), v.value())?;
+            out.push(Conflict {
+                key: Key::new(key),
+                loser: crate::model::Version {
+                    stamp: Stamp::from_u64(stamp),
+                    id: ChangeId {
+                        origin: crate::model::ReplicaId::from_bytes(*origin),
+                        seq: body.seq,
+                    },
+                },
+                value: body.value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Resolves a record's conflicts by writing its final value (`None`
+    /// deletes it). The write is made on top of every change held for the
+    /// record, so as it syncs it clears the conflicts on every replica. Any
+    /// later write of the record does the same.
+    pub fn resolve(
+        &self,
+        key: impl Into<Key>,
+        value: Option<Value>,
+    ) -> Result<ChangeId, WriteError> {
+        match value {
+            Some(v) => self.put(key, v),
+            None => self.delete(key),
+        }
     }
 
     /// A stream of the changes committed to this collection from now on.

@@ -129,7 +129,7 @@ pub struct SyncStats {
     pub pushed: u64,
     /// Remote changes applied here for the first time.
     pub pulled: u64,
-    /// Conflicts recorded (by conflict-recording policies).
+    /// Conflicts that pulled changes recorded here.
     pub conflicts: u64,
     /// Sync rounds completed without error.
     pub rounds: u64,
@@ -171,6 +171,11 @@ pub enum SyncEvent {
         fault: Fault,
         /// What happened.
         message: String,
+    },
+    /// Pulled changes made concurrent changes lose; see [`crate::Collection::conflicts`].
+    Conflict {
+        /// How many conflicts the batch recorded.
+        count: usize,
     },
     /// The status changed.
     StatusChanged(Status),
@@ -770,6 +775,16 @@ impl Worker {
                     other => SyncError::Apply(Arc::new(other)),
                 })?;
             total += report.applied;
+            if report.conflicts > 0 {
+                self.shared
+                    .stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .conflicts += report.conflicts as u64;
+                let _ = self.events.send(SyncEvent::Conflict {
+                    count: report.conflicts,
+                });
+            }
             if report.applied > 0 {
                 self.shared
                     .stats

@@ -80,7 +80,7 @@ pub use access::{
 };
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
-pub use collection::{Collection, Scan};
+pub use collection::{Collection, Conflict, Scan};
 pub use engine::{
     Direction, Status, SyncConfig, SyncEngine, SyncError, SyncEvent, SyncReport, SyncStats,
 };
