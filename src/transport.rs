@@ -14,3 +14,12 @@ pub use syncline_transport::{
 /// (feature `loopback`, on by default).
 #[cfg(feature = "loopback")]
 pub use syncline_loopback as loopback;
+
+/// The QUIC transport: quinn over rustls (feature `quic`).
+#[cfg(feature = "quic")]
+pub use syncline_quic as quic;
+
+/// The HTTP transport: an HTTP/1.1 and HTTP/2 server and client, HTTPS through
+/// rustls (feature `http`).
+#[cfg(feature = "http")]
+pub use syncline_http as http;

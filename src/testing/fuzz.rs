@@ -36,9 +36,9 @@ use crate::protocol::{
     self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
 };
 use crate::{
-    ApplyError, Change, ChangeId, CollectionConfig, Fault, Key, ManualTime, MergePolicy, Op,
-    RecordState, Refusal, RefusalCode, Replica, ReplicaConfig, ReplicaId, Stamp, Value, Version,
-    merge_all,
+    ApplyError, Change, ChangeId, CollectionConfig, Conflict, Fault, Key, ManualTime, MergePolicy,
+    Op, Ranks, RecordState, Refusal, RefusalCode, Replica, ReplicaConfig, ReplicaId, Rule, Stamp,
+    Value, merge_all,
 };
 
 /// The most steps [`apply_changes`] and [`converge`] read from one input;
@@ -193,78 +193,127 @@ fn too_far_ahead(stamp: Stamp, now: u64) -> bool {
 /// The merge order, spelled out: stamp, then origin, then sequence number.
 type Rank = (u64, [u8; 16], u64);
 
-/// The documented rule, written as plainly as possible: per record, the
-/// change with the greatest (stamp, origin, seq) decides; a delete leaves a
-/// tombstone.
-fn lww_model<'a>(
-    changes: impl IntoIterator<Item = &'a Change>,
-) -> BTreeMap<(String, Key), RecordState> {
-    let mut best: BTreeMap<(String, Key), (Rank, RecordState)> = BTreeMap::new();
-    for c in changes {
-        let rank = (c.stamp.as_u64(), *c.id.origin.as_bytes(), c.id.seq);
-        let slot = (c.collection.clone(), c.key.clone());
-        if best.get(&slot).is_some_and(|(r, _)| *r >= rank) {
-            continue;
+fn rank(c: &Change) -> Rank {
+    (c.stamp.as_u64(), *c.id.origin.as_bytes(), c.id.seq)
+}
+
+/// The value a change gives its record under last-writer-wins.
+fn op_value(op: &Op) -> Option<Value> {
+    match op {
+        Op::Put(v) => Some(v.clone()),
+        Op::Patch(fields) => Some(Value::Map(fields.clone())),
+        Op::Automerge(bytes) => Some(Value::Bytes(bytes.clone())),
+        Op::Delete => None,
+    }
+}
+
+/// What the documented rules say a set of changes (no two with one id)
+/// holds, written as plainly as possible.
+#[derive(Debug, Default, PartialEq)]
+struct Model {
+    /// Per record: the change with the greatest (stamp, origin, seq) decides
+    /// (a delete leaves a tombstone), and `seen` is the greatest `base`.
+    records: BTreeMap<(String, Key), RecordState>,
+    /// Per collection, in (key, stamp, origin) order: the changes that lost
+    /// and that no change of their record was made on top of (stamp above
+    /// the record's `seen`).
+    conflicts: BTreeMap<String, Vec<Conflict>>,
+}
+
+impl Model {
+    fn of<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Self {
+        let mut by_record: BTreeMap<(String, Key), Vec<&Change>> = BTreeMap::new();
+        for c in changes {
+            by_record
+                .entry((c.collection.clone(), c.key.clone()))
+                .or_default()
+                .push(c);
         }
-        let value = match &c.op {
-            Op::Put(v) => Some(v.clone()),
-            Op::Patch(fields) => Some(Value::Map(fields.clone())),
-            Op::Automerge(bytes) => Some(Value::Bytes(bytes.clone())),
-            Op::Delete => None,
-        };
-        let state = RecordState {
-            version: Version {
-                stamp: c.stamp,
-                id: c.id,
-            },
-            value,
-            fields: BTreeMap::new(),
-            tombstone: None,
-            seen: Stamp::ZERO,
-        };
-        best.insert(slot, (rank, state));
+        let mut model = Self::default();
+        for ((collection, key), changes) in by_record {
+            let winner = changes
+                .iter()
+                .copied()
+                .max_by_key(|c| rank(c))
+                .expect("a record has changes");
+            let seen = changes.iter().map(|c| c.base).max().unwrap_or(Stamp::ZERO);
+            let mut losers: Vec<&Change> = changes
+                .iter()
+                .copied()
+                .filter(|c| c.id != winner.id && c.stamp > seen)
+                .collect();
+            losers.sort_by_key(|c| (c.stamp, c.id.origin));
+            let conflicts = model.conflicts.entry(collection.clone()).or_default();
+            conflicts.extend(losers.into_iter().map(|c| Conflict {
+                key: key.clone(),
+                loser: c.version(),
+                value: op_value(&c.op),
+            }));
+            model.records.insert(
+                (collection, key),
+                RecordState {
+                    version: winner.version(),
+                    value: op_value(&winner.op),
+                    fields: BTreeMap::new(),
+                    tombstone: None,
+                    seen,
+                },
+            );
+        }
+        model
     }
-    best.into_iter().map(|(k, (_, s))| (k, s)).collect()
-}
 
-/// The model's records of one collection, in key order, as
-/// [`crate::Collection::states`] lists them.
-fn model_states(
-    model: &BTreeMap<(String, Key), RecordState>,
-    collection: &str,
-) -> Vec<(Key, RecordState)> {
-    model
-        .iter()
-        .filter(|((c, _), _)| c == collection)
-        .map(|((_, k), s)| (k.clone(), s.clone()))
-        .collect()
-}
-
-/// [`merge_all`] over each record's changes (in reverse order) agrees with the model.
-fn check_merge_all(changes: &[Change], model: &BTreeMap<(String, Key), RecordState>) {
-    let mut by_record: BTreeMap<(String, Key), Vec<&Change>> = BTreeMap::new();
-    for c in changes {
-        by_record
-            .entry((c.collection.clone(), c.key.clone()))
-            .or_default()
-            .push(c);
+    /// The records of one collection, in key order, as
+    /// [`crate::Collection::states`] lists them.
+    fn states(&self, collection: &str) -> Vec<(Key, RecordState)> {
+        self.records
+            .iter()
+            .filter(|((c, _), _)| c == collection)
+            .map(|((_, k), s)| (k.clone(), s.clone()))
+            .collect()
     }
-    assert_eq!(by_record.len(), model.len());
-    for (slot, changes) in by_record {
-        let merged = merge_all(&crate::Rule::Lww, changes.into_iter().rev());
+
+    /// The conflicts of one collection, as [`crate::Collection::conflicts`] lists them.
+    fn conflicts(&self, collection: &str) -> Vec<Conflict> {
+        self.conflicts.get(collection).cloned().unwrap_or_default()
+    }
+
+    /// [`merge_all`] over each record's changes (in reverse order) agrees.
+    fn check_merge_all(&self, changes: &[Change]) {
+        let mut by_record: BTreeMap<(String, Key), Vec<&Change>> = BTreeMap::new();
+        for c in changes {
+            by_record
+                .entry((c.collection.clone(), c.key.clone()))
+                .or_default()
+                .push(c);
+        }
+        assert_eq!(by_record.len(), self.records.len());
+        for (slot, changes) in by_record {
+            let merged = merge_all(&Rule::Lww, changes.into_iter().rev());
+            assert_eq!(
+                merged.as_ref(),
+                self.records.get(&slot),
+                "merge_all disagrees with the model on {slot:?}"
+            );
+        }
+    }
+
+    /// `replica` holds exactly these records and conflicts in `collection`.
+    fn check(&self, replica: &Replica, collection: &str, what: &str) {
+        let handle = replica
+            .collection(collection)
+            .unwrap_or_else(|e| panic!("{what}: collection {collection:?}: {e}"));
         assert_eq!(
-            merged.as_ref(),
-            model.get(&slot),
-            "merge_all disagrees with the model on {slot:?}"
+            handle.states().expect("records read"),
+            self.states(collection),
+            "{what}: records of {collection:?}"
+        );
+        assert_eq!(
+            handle.conflicts().expect("conflicts read"),
+            self.conflicts(collection),
+            "{what}: conflicts of {collection:?}"
         );
     }
-}
-
-fn states(replica: &Replica, collection: &str) -> Vec<(Key, RecordState)> {
-    replica
-        .collection(collection)
-        .and_then(|c| c.states())
-        .unwrap_or_else(|e| panic!("reading {collection:?}: {e}"))
 }
 
 fn in_memory(id: ReplicaId, time: &ManualTime) -> Replica {
@@ -301,18 +350,19 @@ enum ApplyStep {
     /// 0xfc or more gives sequence number 0, which is refused); collection
     /// `% 32`: 30 local-only, 31 unknown, else `a` or `b`; key `% 32`: 31
     /// empty (refused), else `k0` to `k3`; `stamp`: see [`apply_stamp`];
-    /// `op % 8`: 7 a delete, else a put of `op / 8`.
+    /// `op % 8`: 7 a delete, else a put of `op / 8`; `base`: see [`apply_base`].
     Fresh {
         origin: u8,
         collection: u8,
         key: u8,
         stamp: u8,
         op: u8,
+        base: u8,
     },
     /// Kind 3: an exact copy of an earlier change (`of` indexes them).
     Duplicate { of: u8 },
-    /// Kind 4: an earlier change's id with other content (`how % 4`: value,
-    /// stamp, key or collection).
+    /// Kind 4: an earlier change's id with other content (`how % 5`: value,
+    /// stamp, key, collection or base).
     Forge { of: u8, how: u8 },
     /// Kind 5: an earlier change's record, stamp and origin under a new id.
     SameSlot { of: u8, op: u8 },
@@ -335,6 +385,7 @@ impl ApplyStep {
                     key: input.byte(),
                     stamp: input.byte(),
                     op: input.byte(),
+                    base: input.byte(),
                 },
                 3 => Self::Duplicate { of: input.byte() },
                 4 => Self::Forge {
@@ -365,7 +416,8 @@ impl ApplyStep {
                     key,
                     stamp,
                     op,
-                } => out.extend([0, origin, collection, key, stamp, op]),
+                    base,
+                } => out.extend([0, origin, collection, key, stamp, op, base]),
                 Self::Duplicate { of } => out.extend([3, of]),
                 Self::Forge { of, how } => out.extend([4, of, how]),
                 Self::SameSlot { of, op } => out.extend([5, of, op]),
@@ -389,6 +441,18 @@ fn apply_stamp(byte: u8) -> Stamp {
         0xf2..=0xfe => Stamp::new(T0 + u64::from(byte - 0xf1) * 3_600_000, 0),
         0xff => Stamp::MAX,
         _ => Stamp::new(T0 + u64::from((byte >> 2) & 3), u16::from(byte & 3)),
+    }
+}
+
+/// The `base` a [`ApplyStep::Fresh`] byte stands for: [`Stamp::ZERO`] (a
+/// new record) for an even byte, else one of the 16 stamps near the start
+/// time. Remote bases are not validated, so any of them is fine, above the
+/// change's own stamp or not.
+fn apply_base(byte: u8) -> Stamp {
+    if byte % 2 == 0 {
+        Stamp::ZERO
+    } else {
+        apply_stamp(byte >> 1 & 0x0f)
     }
 }
 
@@ -605,6 +669,7 @@ impl ApplyRun {
                 key: k,
                 stamp,
                 op,
+                base,
             } => {
                 let id = replica_id(usize::from(origin % 3));
                 let seq = if origin >= 0xfc { 0 } else { self.next_seq(id) };
@@ -623,7 +688,7 @@ impl ApplyRun {
                     collection: collection.to_string(),
                     key,
                     stamp: apply_stamp(stamp),
-                    base: Stamp::ZERO,
+                    base: apply_base(base),
                     op: apply_op(op),
                 });
             }
@@ -634,7 +699,7 @@ impl ApplyRun {
             }
             ApplyStep::Forge { of, how } => {
                 if let Some(mut c) = self.earlier(of) {
-                    match how % 4 {
+                    match how % 5 {
                         0 => {
                             c.op = match c.op {
                                 Op::Put(Value::Int(n)) => Op::Put(Value::Int(n.wrapping_add(1))),
@@ -649,7 +714,7 @@ impl ApplyRun {
                                 "k0"
                             })
                         }
-                        _ => {
+                        3 => {
                             c.collection = if c.collection == SYNCED[0] {
                                 SYNCED[1]
                             } else {
@@ -657,6 +722,7 @@ impl ApplyRun {
                             }
                             .to_string()
                         }
+                        _ => c.base = Stamp::from_u64(c.base.as_u64() ^ 1),
                     }
                     self.push(c);
                 }
@@ -720,19 +786,22 @@ impl ApplyRun {
             "last_lsn"
         );
         assert_eq!(self.replica.clock(), self.model.clock, "clock");
-        let model = lww_model(self.model.feed.iter().map(|(c, _, _)| c));
+        let model = Model::of(self.model.feed.iter().map(|(c, _, _)| c));
         for name in SYNCED {
-            assert_eq!(
-                states(&self.replica, name),
-                model_states(&model, name),
-                "records of {name:?}"
-            );
+            model.check(&self.replica, name, "the receiver");
         }
     }
 
     fn finish(mut self) {
-        // A local write after all that: a new sequence number, and a stamp
-        // above everything the replica has seen.
+        // A local write after all that: a new sequence number, a stamp above
+        // everything the replica has seen, made on top of the newest change
+        // of its record.
+        let base = (self.model.feed.iter())
+            .map(|(c, _, _)| c)
+            .filter(|c| c.collection == SYNCED[0] && c.key.as_bytes() == b"k0")
+            .map(|c| c.stamp)
+            .max()
+            .unwrap_or(Stamp::ZERO);
         let before = self.replica.clock();
         let now = now(&self.time);
         let mut txn = self.replica.transaction();
@@ -754,7 +823,7 @@ impl ApplyRun {
             collection: SYNCED[0].to_string(),
             key: Key::from("k0"),
             stamp: committed.stamp,
-            base: Stamp::ZERO,
+            base,
             op: Op::Put(Value::Int(-1)),
         };
         self.model.feed.push((local, None, true));
@@ -776,12 +845,9 @@ impl ApplyRun {
                 entry.lsn
             );
         }
-        assert!(
-            states(&self.replica, LOCAL).is_empty(),
-            "a local-only collection took remote changes"
-        );
+        Model::default().check(&self.replica, LOCAL, "the local-only collection");
         let changes = self.model.changes();
-        check_merge_all(&changes, &lww_model(&changes));
+        Model::of(&changes).check_merge_all(&changes);
     }
 }
 
@@ -921,6 +987,8 @@ struct ConvergeRun {
     cursors: [[u64; 3]; 3],
     /// Every change made to a synced collection.
     synced: Vec<Change>,
+    /// Every change made, by id.
+    all: BTreeMap<ChangeId, Change>,
     /// The latest physical time any replica's clock has read.
     max_time: u64,
 }
@@ -981,6 +1049,7 @@ pub fn converge(data: &[u8]) {
         nodes,
         cursors: [[0; 3]; 3],
         synced: Vec::new(),
+        all: BTreeMap::new(),
         max_time,
     };
     for step in steps {
@@ -1076,9 +1145,20 @@ impl ConvergeRun {
                 "stamp {:?} below physical time {now}",
                 c.stamp
             );
+            let base = (node.known.iter())
+                .map(|id| &self.all[id])
+                .filter(|k| k.collection == c.collection && k.key == c.key)
+                .map(|k| k.stamp)
+                .max()
+                .unwrap_or(Stamp::ZERO);
+            assert_eq!(
+                c.base, base,
+                "a local change is made on top of the newest change of its record"
+            );
             previous = c.stamp;
             node.last_issued = c.stamp;
             node.known.insert(c.id);
+            self.all.insert(c.id, c.clone());
             if c.collection == LOCAL {
                 node.local_only.push(c.clone());
             } else {
@@ -1204,24 +1284,19 @@ impl ConvergeRun {
             }
         }
 
-        let model = lww_model(&self.synced);
-        check_merge_all(&self.synced, &model);
+        let model = Model::of(&self.synced);
+        model.check_merge_all(&self.synced);
         for name in SYNCED {
-            let expected = model_states(&model, name);
             for (i, node) in self.nodes.iter().enumerate() {
-                assert_eq!(
-                    states(&node.replica, name),
-                    expected,
-                    "replica {i}: records of {name:?} after the full exchange"
+                model.check(
+                    &node.replica,
+                    name,
+                    &format!("replica {i} after the full exchange"),
                 );
             }
         }
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            assert_eq!(
-                states(&node.replica, LOCAL),
-                model_states(&lww_model(&node.local_only), LOCAL),
-                "replica {i}: local-only records"
-            );
+            Model::of(&node.local_only).check(&node.replica, LOCAL, &format!("replica {i}"));
             assert_eq!(
                 node.replica.last_lsn(),
                 (self.synced.len() + node.local_only.len()) as u64,
@@ -1339,15 +1414,24 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         21,
         Op::Patch(BTreeMap::from([("done".to_string(), Value::Bool(true))])),
     ));
+    changes.push(sample_change(
+        22,
+        Op::Automerge(vec![0x85, 0x6f, 0x4a, 0x83]),
+    ));
+    changes[1].base = changes[0].stamp;
+    let spec = |name: &str, policy: MergePolicy| CollectionSpec {
+        name: name.into(),
+        policy,
+    };
     let specs = vec![
-        CollectionSpec {
-            name: "todos".into(),
-            policy: MergePolicy::Lww,
-        },
-        CollectionSpec {
-            name: "notes".into(),
-            policy: MergePolicy::Lww,
-        },
+        spec("todos", MergePolicy::Lww),
+        spec("notes", MergePolicy::FieldLww),
+        spec(
+            "ranked",
+            MergePolicy::Ranked(Ranks::hub_wins(replica_id(2)).with(replica_id(0), -1)),
+        ),
+        spec("custom", MergePolicy::Custom("max-wins".into())),
+        spec("docs", MergePolicy::Automerge),
     ];
     let request = |token: Option<&str>, body: RequestBody| Request {
         version: PROTOCOL_VERSION,
@@ -1497,13 +1581,19 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
+/// A new change made on top of nothing (base zero).
 fn fresh(origin: u8, collection: u8, key: u8, stamp: u8, op: u8) -> ApplyStep {
+    fresh_on(origin, collection, key, stamp, op, 0)
+}
+
+fn fresh_on(origin: u8, collection: u8, key: u8, stamp: u8, op: u8, base: u8) -> ApplyStep {
     ApplyStep::Fresh {
         origin,
         collection,
         key,
         stamp,
         op,
+        base,
     }
 }
 
@@ -1560,6 +1650,31 @@ fn apply_seeds() -> Vec<(String, Vec<u8>)> {
                 Forge { of: 0, how: 2 },
                 Cut { source: 0 },
                 Forge { of: 0, how: 3 },
+                Cut { source: 0 },
+                Forge { of: 0, how: 4 },
+            ],
+        ),
+        (
+            "conflicts-then-seen",
+            vec![
+                fresh(0, 0, 0, 0, 8),
+                fresh(1, 0, 0, 1, 16),
+                Cut { source: 0 },
+                fresh(0, 0, 0, 2, 7),
+                Cut { source: 0 },
+                // Made on top of the newest stamp: clears the conflicts.
+                fresh_on(2, 0, 0, 8, 24, 0x1f),
+                Cut { source: 0 },
+                // An old change arriving late is no conflict either.
+                fresh(1, 0, 0, 3, 32),
+            ],
+        ),
+        (
+            "base-ahead",
+            vec![
+                fresh_on(0, 1, 1, 0, 8, 0x1f),
+                fresh(1, 1, 1, 5, 16),
+                fresh_on(2, 1, 1, 4, 24, 0x03),
             ],
         ),
         (
@@ -1648,9 +1763,9 @@ fn apply_seeds() -> Vec<(String, Vec<u8>)> {
     for i in 0..8 {
         let steps: Vec<ApplyStep> = (0..24 + rng.next() % 40)
             .map(|_| {
-                let r = rng.bytes(5);
+                let r = rng.bytes(6);
                 match rng.next() % 10 {
-                    0..=4 => fresh(r[0] % 3, r[1] % 30, r[2] % 4, r[3] % 0xf0, r[4]),
+                    0..=4 => fresh_on(r[0] % 3, r[1] % 30, r[2] % 4, r[3] % 0xf0, r[4], r[5]),
                     5 => Duplicate { of: r[0] },
                     6 => Forge {
                         of: r[0],

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod nets;
+
 use std::time::Duration;
 
 use syncline::{CollectionConfig, ManualTime, Replica, ReplicaConfig, ReplicaId};

@@ -1,0 +1,438 @@
+//! The replication scenarios, written once and run over every transport:
+//! loopback always, QUIC and HTTP with their features (`--all-features`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::nets::{Kind, TestNet};
+use common::{converged, eventually, open_node, open_node_on, quick_sync, states};
+use syncline::protocol::{self, Batch, PROTOCOL_VERSION, Request, RequestBody, Response};
+use syncline::transport::{Limits, ServerHandle, TransportError};
+use syncline::{
+    Change, ChangeId, Key, ManualTime, Op, Permissions, RefusalCode, Replica, ReplicaId, Stamp,
+    Status, SyncConfig, SyncEngine, SyncError, SyncServer, Tokens, Value,
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn serve(net: &TestNet, name: &str, server: SyncServer) -> Box<dyn ServerHandle> {
+    net.serve(name, server.into_service(), Limits::default())
+        .await
+}
+
+fn start(net: &TestNet, replica: &Replica, from: &str, to: &str, config: SyncConfig) -> SyncEngine {
+    SyncEngine::start(
+        replica.clone(),
+        net.connector(from, to, Limits::default()),
+        config,
+    )
+}
+
+async fn wait_status(engine: &SyncEngine, wanted: Status) {
+    let mut status = engine.status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| *s == wanted))
+        .await
+        .unwrap_or_else(|_| panic!("status never became {wanted:?}"))
+        .unwrap();
+}
+
+/// A hub and three clients; the hub goes down while everyone writes, comes
+/// back on the same address, and all four converge; then a live write
+/// travels between clients through the subscription.
+async fn hub_with_clients_offline_and_back(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 7);
+    let time = ManualTime::new(common::T0);
+    let hub = open_node_on(dir.path(), "hub", 100, Some(&time)).await;
+    let server = serve(&net, "hub", SyncServer::new(hub.clone())).await;
+    let mut clients = Vec::new();
+    let mut engines = Vec::new();
+    for i in 0..3u8 {
+        let c = open_node_on(dir.path(), &format!("c{i}"), i + 1, Some(&time)).await;
+        engines.push(start(
+            &net,
+            &c,
+            &format!("c{i}"),
+            "hub",
+            quick_sync(u64::from(i)),
+        ));
+        clients.push(c);
+    }
+    for e in &engines {
+        wait_status(e, Status::Idle).await;
+    }
+
+    // The hub goes away; every client notices and keeps working offline.
+    server.shutdown().await;
+    for e in &engines {
+        wait_status(e, Status::Offline).await;
+    }
+    for (i, c) in clients.iter().enumerate() {
+        time.advance(Duration::from_millis(1));
+        let todos = c.collection("todos").unwrap();
+        for k in 0..10 {
+            todos.put(format!("c{i}-{k}"), k as i64).unwrap();
+        }
+        todos.put("shared", format!("from c{i}").as_str()).unwrap();
+        todos.delete(format!("c{}-0", (i + 1) % 3)).unwrap();
+    }
+    hub.collection("todos")
+        .unwrap()
+        .put("from-hub", 1i64)
+        .unwrap();
+
+    let _server = serve(&net, "hub", SyncServer::new(hub.clone())).await;
+    let all: Vec<&Replica> = std::iter::once(&hub).chain(clients.iter()).collect();
+    eventually(
+        &all,
+        WAIT,
+        "all four converge after the hub returns",
+        || converged(&all, "todos"),
+    )
+    .await;
+    let final_states = states(&hub, "todos");
+    assert_eq!(final_states.len(), 32);
+    let tombstones: Vec<String> = final_states
+        .iter()
+        .filter(|(_, s)| s.is_tombstone())
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(
+        tombstones,
+        ["c0-0"],
+        "only the delete made after the put wins"
+    );
+    assert_eq!(
+        hub.collection("todos").unwrap().get("shared").unwrap(),
+        Some(Value::from("from c2"))
+    );
+
+    for e in &engines {
+        wait_status(e, Status::Idle).await;
+    }
+    clients[0]
+        .collection("todos")
+        .unwrap()
+        .put("live", "now")
+        .unwrap();
+    eventually(&[&clients[1]], WAIT, "the live write reaches c1", || {
+        clients[1].collection("todos").unwrap().get("live").unwrap() == Some(Value::from("now"))
+    })
+    .await;
+    for e in engines {
+        e.stop().await;
+    }
+}
+
+/// Four peers, each serving and syncing with the three others.
+async fn full_mesh_of_four(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 11);
+    let mut peers = Vec::new();
+    let mut servers = Vec::new();
+    for i in 0..4u8 {
+        let r = open_node(dir.path(), &format!("n{i}"), i + 1).await;
+        servers.push(serve(&net, &format!("n{i}"), SyncServer::new(r.clone())).await);
+        peers.push(r);
+    }
+    let mut engines = Vec::new();
+    for i in 0..4 {
+        for j in (0..4).filter(|&j| j != i) {
+            engines.push(start(
+                &net,
+                &peers[i],
+                &format!("n{i}"),
+                &format!("n{j}"),
+                quick_sync((i * 4 + j) as u64),
+            ));
+        }
+    }
+    for (i, p) in peers.iter().enumerate() {
+        let mut txn = p.transaction();
+        for k in 0..10 {
+            txn.put("todos", format!("n{i}-{k}"), k as i64);
+        }
+        txn.put("todos", "contended", i as i64);
+        txn.commit().unwrap();
+    }
+    let all: Vec<&Replica> = peers.iter().collect();
+    eventually(&all, WAIT, "the mesh converges", || {
+        converged(&all, "todos") && states(&peers[0], "todos").len() == 41
+    })
+    .await;
+}
+
+/// A -> B -> C: writes cross the middle both ways, never re-stamped.
+async fn chain_through_the_middle(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 13);
+    let a = open_node(dir.path(), "a", 1).await;
+    let b = open_node(dir.path(), "b", 2).await;
+    let c = open_node(dir.path(), "c", 3).await;
+    let _sb = serve(&net, "b", SyncServer::new(b.clone())).await;
+    let _sc = serve(&net, "c", SyncServer::new(c.clone())).await;
+    let _ab = start(&net, &a, "a", "b", quick_sync(1));
+    let _bc = start(&net, &b, "b", "c", quick_sync(2));
+    a.collection("todos")
+        .unwrap()
+        .put("from-a", "hello")
+        .unwrap();
+    c.collection("todos")
+        .unwrap()
+        .put("from-c", "world")
+        .unwrap();
+    eventually(&[&a, &b, &c], WAIT, "the chain converges", || {
+        converged(&[&a, &b, &c], "todos") && states(&a, "todos").len() == 2
+    })
+    .await;
+    let history = c.collection("todos").unwrap().history("from-a").unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].id.origin, a.id(), "relayed, not re-stamped");
+    for r in [&b, &c] {
+        let feed = r.feed_after(0, usize::MAX).unwrap();
+        assert!(
+            feed.iter().all(|e| e.change.collection != "drafts"),
+            "local-only stays local"
+        );
+    }
+}
+
+/// A client killed after its first acknowledged batch, then the hub killed
+/// mid-apply: sync resumes from the stored cursors, nothing lost or doubled.
+async fn kill_client_and_hub_mid_sync(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 17);
+    let mut hub = open_node(dir.path(), "hub", 100).await;
+    let mut client = open_node(dir.path(), "c1", 1).await;
+    for chunk in 0..20 {
+        let mut txn = client.transaction();
+        for k in 0..50 {
+            txn.put("todos", format!("k{}", chunk * 50 + k), k as i64);
+        }
+        txn.commit().unwrap();
+    }
+    let small = || SyncConfig {
+        batch_size: 50,
+        ..quick_sync(3)
+    };
+    let server = serve(&net, "hub", SyncServer::new(hub.clone())).await;
+    let engine = start(&net, &client, "c1", "hub", small());
+    let mut events = engine.events();
+    loop {
+        if let syncline::SyncEvent::Pushed { .. } = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            break;
+        }
+    }
+    engine.stop().await;
+    drop(client);
+    client = open_node(dir.path(), "c1", 1).await;
+    let acked = client.peer_state(hub.id()).unwrap().pushed;
+    assert!(
+        (50..1000).contains(&acked),
+        "stopped mid-sync, acked {acked}"
+    );
+
+    let engine = start(&net, &client, "c1", "hub", small());
+    let mut hub_watch = hub.watch();
+    while hub.last_lsn() < acked + 100 {
+        tokio::time::timeout(WAIT, hub_watch.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    server.shutdown().await;
+    drop(hub_watch);
+    drop(hub);
+    hub = open_node(dir.path(), "hub", 100).await;
+    let _server = serve(&net, "hub", SyncServer::new(hub.clone())).await;
+    eventually(&[&hub, &client], WAIT, "sync resumes and completes", || {
+        converged(&[&hub, &client], "todos") && states(&hub, "todos").len() == 1000
+    })
+    .await;
+    let feed = hub.feed_after(0, usize::MAX).unwrap();
+    let mut ids: Vec<_> = feed.iter().map(|e| e.change.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (feed.len(), ids.len()),
+        (1000, 1000),
+        "each change stored exactly once"
+    );
+    engine.stop().await;
+}
+
+fn raw_request(token: &str, body: RequestBody) -> Vec<u8> {
+    protocol::encode(&Request {
+        version: PROTOCOL_VERSION,
+        from: ReplicaId::from_bytes([9; 16]),
+        token: Some(token.into()),
+        body,
+    })
+}
+
+fn forged(stamp: Stamp, seq: u64, value: Value) -> Change {
+    Change {
+        id: ChangeId {
+            origin: ReplicaId::from_bytes([9; 16]),
+            seq,
+        },
+        collection: "todos".into(),
+        key: Key::from(format!("forged-{seq}")),
+        stamp,
+        base: Stamp::ZERO,
+        op: Op::Put(value),
+    }
+}
+
+/// Bad tokens, denied pushes, malformed, over-limit and tampered frames and
+/// stamps a year ahead are refused with a reason; nothing is stored; the hub
+/// goes on serving a good client.
+async fn refusals_store_nothing(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 5);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let access = Tokens::new()
+        .with_token("writer-token", "writer", Permissions::all())
+        .with_token("reader-token", "reader", Permissions::read_only());
+    let limits = Limits::default().with_max_frame_len(64 * 1024);
+    let _server = net
+        .serve(
+            "hub",
+            SyncServer::new(hub.clone())
+                .with_access(access)
+                .into_service(),
+            limits,
+        )
+        .await;
+    let on_demand = |token: &str| SyncConfig {
+        on_demand: true,
+        ..quick_sync(1).with_token(token)
+    };
+    let refused = |e: SyncError| match e {
+        SyncError::Refused(r) => r.code,
+        other => panic!("expected a refusal, got {other}"),
+    };
+    let client = open_node(dir.path(), "client", 1).await;
+    client.collection("todos").unwrap().put("k", 1i64).unwrap();
+    for (token, code) in [
+        ("wrong", RefusalCode::Unauthenticated),
+        ("reader-token", RefusalCode::Forbidden),
+    ] {
+        let engine = start(&net, &client, "client", "hub", on_demand(token));
+        assert_eq!(refused(engine.sync_now().await.unwrap_err()), code);
+        engine.stop().await;
+    }
+
+    // Raw frames, with the client's frame limit above the server's.
+    let conn = net
+        .connector("raw", "hub", Limits::default())
+        .connect()
+        .await
+        .unwrap();
+    let ask = |frame: Vec<u8>| {
+        let conn = &conn;
+        async move {
+            let answer = conn.exchange(frame.into()).await?;
+            Ok::<_, TransportError>(
+                protocol::decode::<Response>(&answer).expect("an answer in protocol"),
+            )
+        }
+    };
+    let code = |r: Response| match r {
+        Response::Refused(r) => r.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let now = Stamp::new(
+        syncline::TimeSource::now_millis(&syncline::SystemTimeSource),
+        0,
+    );
+    assert_eq!(
+        code(ask(vec![0xff; 100]).await.unwrap()),
+        RefusalCode::BadRequest
+    );
+    let mut batch = Batch::new(vec![forged(now, 1, Value::Int(1))], 1);
+    batch.changes[0].op = Op::Delete;
+    assert_eq!(
+        code(
+            ask(raw_request("writer-token", RequestBody::Push(batch)))
+                .await
+                .unwrap()
+        ),
+        RefusalCode::BadRequest
+    );
+    let year = Stamp::new(now.millis() + 365 * 24 * 3600 * 1000, 0);
+    let batch = Batch::new(
+        vec![
+            forged(now, 1, Value::Int(1)),
+            forged(year, 2, Value::Int(2)),
+        ],
+        2,
+    );
+    assert_eq!(
+        code(
+            ask(raw_request("writer-token", RequestBody::Push(batch)))
+                .await
+                .unwrap()
+        ),
+        RefusalCode::ClockDrift
+    );
+    let big = Batch::new(vec![forged(now, 1, Value::Bytes(vec![7; 200 * 1024]))], 1);
+    let err = ask(raw_request("writer-token", RequestBody::Push(big)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::FrameTooLarge { .. }), "{err}");
+    assert_eq!(
+        hub.last_lsn(),
+        0,
+        "nothing of any refused request was stored"
+    );
+    assert!(hub.clock() < year);
+
+    // The hub still serves a good client, end to end.
+    let engine = start(&net, &client, "client", "hub", on_demand("writer-token"));
+    assert_eq!(engine.sync_now().await.unwrap().pushed, 1);
+    assert_eq!(
+        hub.collection("todos").unwrap().get("k").unwrap(),
+        Some(Value::Int(1))
+    );
+    engine.stop().await;
+}
+
+macro_rules! over {
+    ($module:ident, $kind:expr, $($scenario:ident),* $(,)?) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($kind).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_scenario {
+    ($module:ident, $kind:expr) => {
+        over!(
+            $module,
+            $kind,
+            hub_with_clients_offline_and_back,
+            full_mesh_of_four,
+            chain_through_the_middle,
+            kill_client_and_hub_mid_sync,
+            refusals_store_nothing,
+        );
+    };
+}
+
+every_scenario!(loopback, Kind::Loopback);
+#[cfg(feature = "quic")]
+every_scenario!(quic, Kind::Quic);
+#[cfg(feature = "http")]
+every_scenario!(http, Kind::Http);
