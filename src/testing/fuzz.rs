@@ -36,9 +36,9 @@ use crate::protocol::{
     self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
 };
 use crate::{
-    ApplyError, Change, ChangeId, CollectionConfig, Conflict, Fault, Key, ManualTime, MergePolicy,
-    Op, Ranks, RecordState, Refusal, RefusalCode, Replica, ReplicaConfig, ReplicaId, Rule, Stamp,
-    Value, merge_all,
+    ApplyError, Change, ChangeId, CollectionConfig, Conflict, Fault, FeedEntry, Key, ManualTime,
+    MergePolicy, Op, Ranks, RecordState, Refusal, RefusalCode, Replica, ReplicaConfig, ReplicaId,
+    Rule, Stamp, Value, merge_all,
 };
 
 /// The most steps [`apply_changes`] and [`converge`] read from one input;
@@ -590,9 +590,10 @@ impl StoreModel {
 /// `ApplyStep`): new changes from 3 origins (the third is the receiver's
 /// own id, coming back) to 2 synced collections, a local-only one and an
 /// unknown one, 4 keys, stamps from a 4 ms range so that ties are common and
-/// occasionally far in the future, puts of small integers and deletes;
-/// exact duplicates; forged duplicates (an id reused with other content, or
-/// a record, stamp and origin reused under another id); moves of the
+/// occasionally far in the future, bases from the same range, puts of small
+/// integers and deletes; exact duplicates; forged duplicates (an id reused
+/// with other content, or a record, stamp and origin reused under another
+/// id); moves of the
 /// receiver's [`ManualTime`] clock; and cuts, where the pending changes go
 /// to [`Replica::apply_remote`] (or `apply_remote_from`) as one batch.
 ///
@@ -600,11 +601,14 @@ impl StoreModel {
 /// predicts (a refusal for one of the reasons that apply); the report counts
 /// the new changes and duplicates; a refused batch stores nothing and leaves
 /// the clock where it was; an accepted one moves the clock to its greatest
-/// stamp; the records equal a `BTreeMap` model of last-writer-wins over
-/// exactly the accepted changes. At the end: the feed is the accepted changes
-/// in order, with their source and group ends; a local write gets a fresh
-/// sequence number and a stamp above everything seen; the records equal
-/// [`merge_all`] of each record's changes.
+/// stamp; the records and conflicts equal a `BTreeMap` model over exactly
+/// the accepted changes (the greatest (stamp, origin, seq) wins, a delete
+/// leaves a tombstone, `seen` is the greatest `base`, and the conflicts are
+/// the losers stamped after it). At the end: the feed is the accepted
+/// changes in order, with their source and group ends; a local write gets a
+/// fresh sequence number, a stamp above everything seen and the newest stamp
+/// of its record as its base; the records equal [`merge_all`] of each
+/// record's changes.
 pub fn apply_changes(data: &[u8]) {
     let steps = ApplyStep::parse(data);
     if debug_enabled() {
@@ -880,7 +884,8 @@ enum ConvergeStep {
         at: u8,
         limit: u8,
     },
-    /// Kind 7: everything after the cursor.
+    /// Kind 7: everything after the cursor, leaving out what came from `to`
+    /// (as the server does).
     DeliverAll { pair: u8 },
 }
 
@@ -949,6 +954,16 @@ fn pair(byte: u8) -> (usize, usize) {
     (from, to)
 }
 
+/// Moves a cursor past a delivered feed slice that started at `start`, if
+/// everything up to `start` was delivered already.
+fn advance(cursor: &mut u64, start: u64, entries: &[FeedEntry]) {
+    if let Some(last) = entries.last()
+        && start <= *cursor
+    {
+        *cursor = (*cursor).max(last.lsn);
+    }
+}
+
 /// One replica of [`converge`] and what the checks know of it.
 struct Node {
     replica: Replica,
@@ -1003,21 +1018,25 @@ struct ConvergeRun {
 /// per replica, on [`ManualTime`]); and deliveries, where one replica
 /// applies a slice of another's feed through `apply_remote_from`: from its
 /// cursor, re-delivered from earlier, or skipping ahead, so that changes
-/// arrive partially, out of order and more than once. Local-only changes are
-/// left out, as the server does.
+/// arrive partially, out of order and more than once (a replica's own
+/// changes come back to it too). Local-only changes are left out, as the
+/// server does.
 ///
 /// Checks on the way: every stamp a replica issues is greater than its
 /// clock before the write (so greater than everything it has seen) and than
-/// its previous stamp, and not below its physical time; the clock never goes
-/// back; the feed is gap-free and a slice never ends inside a group; a
-/// delivery is refused only for a stamp beyond the drift bound, and then
-/// stores nothing; otherwise it stores exactly the changes new to the
-/// receiver. At the end every clock is set to the latest time any of them
-/// read, and a full exchange between all pairs runs until nothing changes,
-/// which takes at most 3 rounds; then all replicas hold identical records,
-/// equal to the last-writer-wins model over every synced change (and to
-/// [`merge_all`]), each local-only collection holds its own replica's writes
-/// alone, and each feed holds each change once.
+/// its previous stamp, and not below its physical time; a local change's
+/// `base` is the newest stamp of its record the replica holds; the clock
+/// never goes back; the feed is gap-free and a slice never ends inside a
+/// group; a delivery is refused only for a stamp beyond the drift bound, and
+/// then stores nothing and leaves the clock alone; otherwise it stores
+/// exactly the changes new to the receiver. At the end every clock is set to
+/// the latest time any of them read, and a full exchange between all pairs
+/// runs until nothing changes, which takes at most 3 rounds; then all
+/// replicas hold identical records and conflicts, equal to the model over
+/// every synced change (the greatest (stamp, origin, seq) wins, `seen` is the
+/// greatest `base`, and the conflicts are the losers stamped after it) and to
+/// [`merge_all`]; each local-only collection holds its own replica's writes
+/// alone; and each feed holds each change once.
 pub fn converge(data: &[u8]) {
     let (skews, steps) = ConvergeStep::parse(data);
     if debug_enabled() {
@@ -1081,11 +1100,11 @@ impl ConvergeRun {
                     2 => u64::from(at) % (cursor + 1),
                     _ => cursor + 1 + u64::from(at % 4),
                 };
-                self.deliver(from, to, start, 1 + usize::from(limit % 8));
+                self.deliver(from, to, start, 1 + usize::from(limit % 8), false);
             }
             ConvergeStep::DeliverAll { pair: p } => {
                 let (from, to) = pair(p);
-                self.deliver(from, to, self.cursors[to][from], usize::MAX);
+                self.deliver(from, to, self.cursors[to][from], usize::MAX, true);
             }
         }
     }
@@ -1171,9 +1190,19 @@ impl ConvergeRun {
     }
 
     /// Replica `to` applies `from`'s feed after `start` (about `limit`
-    /// changes); returns how many were new, or `None` if the batch was
-    /// refused for a stamp too far ahead.
-    fn deliver(&mut self, from: usize, to: usize, start: u64, limit: usize) -> Option<usize> {
+    /// changes), local-only changes left out and, `as_server`, also the
+    /// changes that came from `to` (as [`crate::SyncServer`] does); returns
+    /// how many were new, or `None` if the batch was refused for a stamp too
+    /// far ahead.
+    fn deliver(
+        &mut self,
+        from: usize,
+        to: usize,
+        start: u64,
+        limit: usize,
+        as_server: bool,
+    ) -> Option<usize> {
+        let to_id = self.nodes[to].id;
         let entries = self.nodes[from]
             .replica
             .feed_after(start, limit)
@@ -1199,8 +1228,15 @@ impl ConvergeRun {
         let changes: Vec<Change> = entries
             .iter()
             .filter(|e| e.change.collection != LOCAL)
+            .filter(|e| !as_server || (e.change.id.origin != to_id && e.source != Some(to_id)))
             .map(|e| e.change.clone())
             .collect();
+        let cursor = &mut self.cursors[to][from];
+        if changes.is_empty() {
+            // Nothing to send (apply_changes covers empty batches): skip a commit.
+            advance(cursor, start, &entries);
+            return Some(0);
+        }
         let source = self.nodes[from].id;
         let node = &mut self.nodes[to];
         let now = now(&node.time);
@@ -1233,11 +1269,7 @@ impl ConvergeRun {
                     "clock after receiving"
                 );
                 node.known.extend(fresh.iter().copied());
-                if start <= self.cursors[to][from]
-                    && let Some(last) = entries.last()
-                {
-                    self.cursors[to][from] = self.cursors[to][from].max(last.lsn);
-                }
+                advance(cursor, start, &entries);
                 Some(fresh.len())
             }
             Err(ApplyError::ClockDrift(e)) if refused => {
@@ -1274,7 +1306,7 @@ impl ConvergeRun {
                 for to in 0..3 {
                     if from != to {
                         applied += self
-                            .deliver(from, to, self.cursors[to][from], usize::MAX)
+                            .deliver(from, to, self.cursors[to][from], usize::MAX, true)
                             .expect("no stamp is ahead once every clock reads the latest time");
                     }
                 }
