@@ -112,12 +112,16 @@ fn run(name: &str, target: fn(&[u8]), label: &str, input: &[u8]) {
     }
 }
 
-fn replay(name: &str) {
-    let target = TARGETS
+fn target(name: &str) -> fn(&[u8]) {
+    TARGETS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, t)| *t)
-        .expect("a known target");
+        .expect("a known target")
+}
+
+/// The committed corpus, the saved regressions and the generated seeds.
+fn inputs(name: &str) -> Vec<(String, Vec<u8>)> {
     let mut inputs = files(&fuzz_dir().join("corpus").join(name));
     assert!(
         !inputs.is_empty(),
@@ -129,10 +133,19 @@ fn replay(name: &str) {
             .into_iter()
             .map(|(label, bytes)| (format!("seed {label}"), bytes)),
     );
-    for (label, input) in &inputs {
+    inputs
+}
+
+fn replay(name: &str) {
+    let target = target(name);
+    for (label, input) in &inputs(name) {
         run(name, target, label, input);
     }
+}
 
+fn random(name: &str) {
+    let target = target(name);
+    let inputs = inputs(name);
     let mut rng = Rng(0x5eed ^ name.len() as u64);
     for i in 0..iters() {
         let input = if i % 2 == 0 {
@@ -147,19 +160,37 @@ fn replay(name: &str) {
     }
 }
 
+// One test per target and kind of input, so that the harness spreads them
+// over the cores.
+
 #[test]
-fn decode_frame() {
+fn decode_frame_corpus() {
     replay("decode_frame");
 }
 
 #[test]
-fn apply_changes() {
+fn decode_frame_random() {
+    random("decode_frame");
+}
+
+#[test]
+fn apply_changes_corpus() {
     replay("apply_changes");
 }
 
 #[test]
-fn converge() {
+fn apply_changes_random() {
+    random("apply_changes");
+}
+
+#[test]
+fn converge_corpus() {
     replay("converge");
+}
+
+#[test]
+fn converge_random() {
+    random("converge");
 }
 
 /// Rewrites `fuzz/corpus/<target>/seed-*` from `seed_corpus`; other corpus

@@ -40,7 +40,8 @@ use syncline_transport::Limits;
 
 use crate::clock::{Stamp, TimeSource};
 use crate::engine::{Status, SyncConfig, SyncEngine};
-use crate::model::{ChangeId, CollectionConfig, Key, Op, ReplicaId, Version};
+use crate::merge::Resolver as _;
+use crate::model::{ChangeId, CollectionConfig, Key, MergePolicy, Op, Ranks, ReplicaId};
 use crate::replica::{Replica, ReplicaConfig};
 use crate::server::{ServerConfig, SyncServer};
 use crate::value::Value;
@@ -86,6 +87,9 @@ pub struct SimConfig {
     pub faults: bool,
     /// Whether clocks are skewed and stepped backwards.
     pub clock_skew: bool,
+    /// The merge policy of the synced collection. [`MergePolicy::Custom`]
+    /// may name [`MaxValue`], which every simulated replica registers.
+    pub policy: MergePolicy,
 }
 
 impl Default for SimConfig {
@@ -98,6 +102,7 @@ impl Default for SimConfig {
             storage: SimStorage::Memory,
             faults: true,
             clock_skew: true,
+            policy: MergePolicy::Lww,
         }
     }
 }
@@ -124,6 +129,12 @@ impl SimConfig {
             },
             faults: rng.random_ratio(3, 4),
             clock_skew: rng.random_ratio(3, 4),
+            policy: match rng.random_range(0..20) {
+                0..10 => MergePolicy::Lww,
+                10..14 => MergePolicy::FieldLww,
+                14..17 => MergePolicy::Ranked(Ranks::hub_wins(replica_id(0))),
+                _ => MergePolicy::Custom(MaxValue.name().to_string()),
+            },
         }
     }
 }
@@ -155,6 +166,17 @@ pub enum Step {
         puts: Vec<(u8, i64)>,
         /// Keys to delete.
         deletes: Vec<u8>,
+    },
+    /// Sets one field of key `k{key}` (field-level policy only).
+    Patch {
+        /// The replica.
+        replica: usize,
+        /// The key number.
+        key: u8,
+        /// The field number.
+        field: u8,
+        /// The value.
+        value: i64,
     },
     /// A write to the local-only collection, which must never leave.
     Draft {
@@ -227,7 +249,13 @@ pub fn schedule(config: &SimConfig) -> Vec<Step> {
                     .collect(),
             },
             48..51 => Step::Draft { replica },
-            51..72 => Step::Run {
+            51..56 if config.policy == MergePolicy::FieldLww => Step::Patch {
+                replica,
+                key: rng.random_range(0..keys),
+                field: rng.random_range(0..3),
+                value: rng.random_range(-100..100),
+            },
+            56..72 => Step::Run {
                 millis: rng.random_range(1..2000),
             },
             72..80 if config.clock_skew => Step::Skew {
@@ -444,7 +472,7 @@ impl<'a> Sim<'a> {
         let nodes = (0..config.replicas)
             .map(|i| Node {
                 name: format!("r{i}"),
-                id: ReplicaId::from_bytes([i as u8 + 1; 16]),
+                id: replica_id(i),
                 clock: Arc::new(SimClock {
                     start,
                     skew_ms: AtomicI64::new(0),
@@ -490,7 +518,7 @@ impl<'a> Sim<'a> {
         let config = ReplicaConfig {
             replica_id: Some(node.id),
             time: node.clock.clone(),
-            ..ReplicaConfig::default()
+            ..ReplicaConfig::default().with_resolver(MaxValue)
         };
         let replica = match self.dir {
             Some(dir) => {
@@ -511,7 +539,10 @@ impl<'a> Sim<'a> {
             None => Replica::in_memory(config).map_err(|e| e.to_string())?,
         };
         replica
-            .define_collection(TODOS, CollectionConfig::default())
+            .define_collection(
+                TODOS,
+                CollectionConfig::default().with_policy(self.config.policy.clone()),
+            )
             .map_err(|e| e.to_string())?;
         replica
             .define_collection(DRAFTS, CollectionConfig::local_only())
@@ -589,7 +620,20 @@ impl<'a> Sim<'a> {
                 value,
             } => {
                 let mut txn = self.replica(*replica)?.transaction();
-                txn.put(TODOS, format!("k{key}"), *value);
+                txn.put(TODOS, format!("k{key}"), self.value(*value));
+                self.commit(*replica, txn)?;
+            }
+            Step::Patch {
+                replica,
+                key,
+                field,
+                value,
+            } => {
+                let mut txn = self.replica(*replica)?.transaction();
+                let fields = [(format!("f{field}"), Value::Int(*value))]
+                    .into_iter()
+                    .collect();
+                txn.patch(TODOS, format!("k{key}"), fields);
                 self.commit(*replica, txn)?;
             }
             Step::Delete { replica, key } => {
@@ -604,7 +648,7 @@ impl<'a> Sim<'a> {
             } => {
                 let mut txn = self.replica(*replica)?.transaction();
                 for (key, value) in puts {
-                    txn.put(TODOS, format!("k{key}"), *value);
+                    txn.put(TODOS, format!("k{key}"), self.value(*value));
                 }
                 for key in deletes {
                     txn.delete(TODOS, format!("k{key}"));
@@ -640,6 +684,18 @@ impl<'a> Sim<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A value of the right shape for the policy: field-level records are maps.
+    fn value(&self, n: i64) -> Value {
+        match self.config.policy {
+            MergePolicy::FieldLww => Value::Map(
+                [(format!("f{}", n.rem_euclid(3)), Value::Int(n))]
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => Value::Int(n),
+        }
     }
 
     fn commit(&mut self, i: usize, txn: crate::Transaction) -> Result<(), String> {
@@ -771,21 +827,42 @@ impl<'a> Sim<'a> {
 
     fn check_model(&self) -> Result<(), String> {
         let all = self.all_changes()?;
-        // Last writer wins over the union of all changes.
-        let mut model: BTreeMap<Key, (Version, Option<Value>)> = BTreeMap::new();
+        let rule = crate::Rule::for_policy(
+            &self.config.policy,
+            &[Arc::new(MaxValue) as Arc<dyn crate::Resolver>],
+        )?;
+        // The documented rule, folded over the union of all changes.
+        let mut by_key: BTreeMap<Key, Vec<&crate::Change>> = BTreeMap::new();
         for change in all.values().filter(|c| c.collection == TODOS) {
-            let value = match &change.op {
-                Op::Put(v) => Some(v.clone()),
-                _ => None,
-            };
-            let candidate = (change.version(), value);
-            match model.get(&change.key) {
-                Some((v, _)) if *v >= candidate.0 => {}
-                _ => {
-                    model.insert(change.key.clone(), candidate);
+            by_key.entry(change.key.clone()).or_default().push(change);
+        }
+        let model: BTreeMap<Key, crate::RecordState> = by_key
+            .into_iter()
+            .filter_map(|(k, cs)| crate::merge_all(&rule, cs).map(|s| (k, s)))
+            .collect();
+        if self.config.policy == MergePolicy::Lww {
+            // And, for last writer wins, an independent oracle: the greatest
+            // version decides, a delete is a tombstone.
+            for (key, state) in &model {
+                let best = all
+                    .values()
+                    .filter(|c| c.collection == TODOS && c.key == *key)
+                    .max_by_key(|c| c.version())
+                    .ok_or("a record without changes")?;
+                let value = match &best.op {
+                    Op::Put(v) => Some(v),
+                    _ => None,
+                };
+                if state.version != best.version() || state.value.as_ref() != value {
+                    return Err(format!("merge_all disagrees with plain LWW on {key}"));
                 }
             }
         }
+        let conflicts0 = self
+            .replica(0)?
+            .collection(TODOS)
+            .and_then(|c| c.conflicts())
+            .map_err(|e| e.to_string())?;
         for i in 0..self.nodes.len() {
             let states = self.states(i)?;
             if states.len() != model.len() {
@@ -796,15 +873,24 @@ impl<'a> Sim<'a> {
                 ));
             }
             for (key, state) in &states {
-                let Some((version, value)) = model.get(key) else {
+                let Some(expected) = model.get(key) else {
                     return Err(format!("r{i} holds {key} which no change made"));
                 };
-                if state.version != *version || state.value != *value {
+                if state != expected {
                     return Err(format!(
-                        "r{i} holds {key} = {:?} at {:?}; the rule gives {value:?} at {version:?}",
-                        state.value, state.version
+                        "r{i} holds {key} = {state:?}; the rule gives {expected:?}"
                     ));
                 }
+            }
+            let conflicts = self
+                .replica(i)?
+                .collection(TODOS)
+                .and_then(|c| c.conflicts())
+                .map_err(|e| e.to_string())?;
+            if conflicts != conflicts0 {
+                return Err(format!(
+                    "r{i} lists conflicts {conflicts:?}, r0 {conflicts0:?}"
+                ));
             }
             // Every acknowledged write reached this replica, and nothing of
             // the local-only collection arrived from elsewhere.
@@ -848,6 +934,27 @@ impl<'a> Sim<'a> {
             return Err(format!("{missing} acknowledged changes are stored nowhere"));
         }
         Ok(())
+    }
+}
+
+/// The id of simulated replica `i`.
+fn replica_id(i: usize) -> ReplicaId {
+    ReplicaId::from_bytes([i as u8 + 1; 16])
+}
+
+/// A custom resolver for simulations: the greatest integer wins; anything
+/// that is not an integer (a delete included) loses to one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MaxValue;
+
+impl crate::Resolver for MaxValue {
+    fn name(&self) -> &str {
+        "sim-max-value"
+    }
+
+    fn compare(&self, a: crate::Candidate<'_>, b: crate::Candidate<'_>) -> std::cmp::Ordering {
+        let n = |c: crate::Candidate<'_>| c.value.and_then(Value::as_i64);
+        n(a).cmp(&n(b))
     }
 }
 
