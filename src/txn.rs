@@ -97,6 +97,21 @@ impl Transaction {
         self
     }
 
+    /// Queues automerge changes (uncompressed change chunks, concatenated)
+    /// to a record of an automerge collection; see
+    /// [`crate::Collection::automerge_change`].
+    #[cfg(feature = "automerge")]
+    pub(crate) fn automerge(
+        &mut self,
+        collection: &str,
+        key: impl Into<Key>,
+        changes: Vec<u8>,
+    ) -> &mut Self {
+        self.ops
+            .push((collection.to_string(), key.into(), Op::Automerge(changes)));
+        self
+    }
+
     /// The number of queued writes.
     pub fn len(&self) -> usize {
         self.ops.len()
