@@ -628,6 +628,10 @@ pub(crate) fn check_op_for_policy(op: &Op, policy: &MergePolicy) -> Result<(), S
         (Op::Automerge(_), MergePolicy::Automerge) => true,
         _ => false,
     };
+    #[cfg(feature = "automerge")]
+    if let (Op::Automerge(bytes), MergePolicy::Automerge) = (op, policy) {
+        crate::automerge::validate(bytes)?;
+    }
     if ok {
         Ok(())
     } else {
