@@ -272,14 +272,7 @@ impl Collection {
         let range = table
             .range::<(&str, &[u8])>((start, end))
             .map_err(StorageError::from)?;
-        let mut step = |entry: Result<
-            (
-                redb::AccessGuard<'_, (&str, &[u8])>,
-                redb::AccessGuard<'_, &[u8]>,
-            ),
-            redb::StorageError,
-        >|
-         -> Result<bool, ReadError> {
+        let mut step = |entry: RecordEntry<'_>| -> Result<bool, ReadError> {
             let (k, v) = entry.map_err(StorageError::from)?;
             let state: RecordState = tables::decode(RECORDS.name(), v.value())?;
             Ok(visit(Key::new(k.value().1), state))
@@ -395,6 +388,15 @@ impl Collection {
         Watch::new(self.replica.subscribe_events(), Some(self.name.clone()))
     }
 }
+
+/// One entry of a walk over `records-1`.
+type RecordEntry<'a> = Result<
+    (
+        redb::AccessGuard<'a, (&'static str, &'static [u8])>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
 
 /// Whether a key range is empty (redb refuses ranges whose start is after their end).
 fn range_is_empty(start: &Bound<Key>, end: &Bound<Key>) -> bool {

@@ -808,12 +808,13 @@ impl Worker {
     }
 
     /// Runs blocking store work off the async workers.
-    async fn blocking<T: Send + 'static, E: Send + 'static>(
+    async fn blocking<T, E>(
         &self,
         f: impl FnOnce(&Replica) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
-        E: From<StorageError>,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
     {
         if self.config.inline_store {
             return f(&self.replica);

@@ -18,7 +18,7 @@ use crate::merge::{RecordState, Resolver, Rule, merge_one};
 use crate::model::{Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, ReplicaId, Version};
 use crate::tables::{
     self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, ConflictBody, FEED, FORMAT_VERSION,
-    FeedRecord, IDS, META, PEERS, RECORDS,
+    FeedRecord, IDS, LogKey, META, PEERS, RECORDS,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -444,9 +444,9 @@ impl Replica {
             }
             // A group whose last change was a duplicate still needs an end.
             if report.applied > 0
-                && !events
+                && events
                     .last()
-                    .is_some_and(|e| e.change.id == changes[last].id)
+                    .is_none_or(|e| e.change.id != changes[last].id)
             {
                 w.mark_group_end(state.lsn)?;
             }
@@ -662,13 +662,11 @@ pub(crate) fn check_key(key: &Key, max: usize) -> Result<(), KeyError> {
 
 /// The tables of one write transaction, and the one way changes enter them.
 pub(crate) struct Writer<'txn> {
-    changes:
-        redb::Table<'txn, (&'static str, &'static [u8], u64, &'static [u8; 16]), &'static [u8]>,
+    changes: redb::Table<'txn, LogKey<'static>, &'static [u8]>,
     records: redb::Table<'txn, (&'static str, &'static [u8]), &'static [u8]>,
     feed: redb::Table<'txn, u64, &'static [u8]>,
     ids: redb::Table<'txn, (&'static [u8; 16], u64), u64>,
-    conflicts:
-        redb::Table<'txn, (&'static str, &'static [u8], u64, &'static [u8; 16]), &'static [u8]>,
+    conflicts: redb::Table<'txn, LogKey<'static>, &'static [u8]>,
     meta: redb::Table<'txn, &'static str, &'static [u8]>,
 }
 

@@ -16,6 +16,11 @@ use crate::model::{ChangeId, Key, Op, ReplicaId};
 /// The on-disk format this build reads and writes.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 
+/// The key of a change of one record: (collection, key bytes, stamp as u64,
+/// origin replica id), ordered so that a record's changes are adjacent and
+/// in merge order.
+pub(crate) type LogKey<'a> = (&'a str, &'a [u8], u64, &'a [u8; 16]);
+
 /// `meta-1`: name -> raw bytes.
 ///
 /// - `"format"`: u32 little-endian, [`FORMAT_VERSION`].
@@ -32,7 +37,7 @@ pub(crate) const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::ne
 /// `changes-1`: (collection, key bytes, stamp as u64, origin replica id) ->
 /// encoded [`ChangeBody`]. Each record's change log, in merge order of stamp
 /// and origin. Never rewritten once stored.
-pub(crate) const CHANGES: TableDefinition<(&str, &[u8], u64, &[u8; 16]), &[u8]> =
+pub(crate) const CHANGES: TableDefinition<LogKey<'static>, &[u8]> =
     TableDefinition::new("changes-1");
 
 /// `records-1`: (collection, key bytes) -> encoded [`crate::RecordState`]:
@@ -55,7 +60,7 @@ pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new
 /// `conflicts-1`: (collection, key bytes, stamp, origin of the losing
 /// change) -> encoded [`ConflictBody`]. Record-level policies keep here the
 /// losing changes that no other change has seen.
-pub(crate) const CONFLICTS: TableDefinition<(&str, &[u8], u64, &[u8; 16]), &[u8]> =
+pub(crate) const CONFLICTS: TableDefinition<LogKey<'static>, &[u8]> =
     TableDefinition::new("conflicts-1");
 
 /// The value of a `changes-1` entry; the key holds the rest of the change.

@@ -335,18 +335,18 @@ impl fmt::Display for SimFailure {
 impl std::error::Error for SimFailure {}
 
 /// Runs the schedule drawn from `config.seed`; on failure, shrinks it.
-pub fn check(config: &SimConfig) -> Result<SimReport, SimFailure> {
+pub fn check(config: &SimConfig) -> Result<SimReport, Box<SimFailure>> {
     let steps = schedule(config);
     match run(config, &steps) {
         Ok(report) => Ok(report),
         Err(message) => {
             let (shrunk, message) = shrink(config, steps.clone(), message);
-            Err(SimFailure {
+            Err(Box::new(SimFailure {
                 config: config.clone(),
                 message,
                 schedule: steps,
                 shrunk,
-            })
+            }))
         }
     }
 }
