@@ -45,12 +45,25 @@
 //!   durable redb transaction; [`Replica::apply_remote`] merges a batch of
 //!   remote changes in one commit, idempotently.
 //!
+//! # Sync
+//!
+//! [`SyncServer`] serves a replica through any transport (a hub is a
+//! replica that serves many clients); [`SyncEngine`] syncs a replica with
+//! one remote: push, pull and a live subscription, offline first, with
+//! backoff, cursors stored with the data, status, statistics and events.
+//! Policies beyond last writer wins ([`MergePolicy`]): field-level, ranked
+//! origins, custom [`Resolver`]s and automerge documents; concurrent losing
+//! changes are kept as [`Conflict`]s until resolved.
+//!
 //! # Cargo features
 //!
-//! - `loopback` (default): the in-process loopback transport.
-//!
-//! The QUIC and HTTP transports, the sync engine and further merge policies
-//! are being built; see the README for what is done.
+//! - `loopback` (default): [`transport::loopback`], the in-process transport
+//!   with seeded fault injection.
+//! - `quic`: `transport::quic`, quinn over rustls (ring).
+//! - `http`: `transport::http`, an HTTP/1.1 and HTTP/2 server and client.
+//! - `automerge`: the [`MergePolicy::Automerge`] policy.
+//! - `testing`: `testing`, the deterministic simulation, the merge-law
+//!   checker and the fuzz targets.
 #![warn(missing_docs)]
 
 mod access;

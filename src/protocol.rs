@@ -7,7 +7,7 @@
 //! Every request is a [`Request`] envelope carrying the protocol version, the
 //! caller's replica id and its token, so a server can check each exchange on
 //! its own (HTTP has no connection state). Frames are encoded by
-//! [`crate::codec`] and decoded with a bounded allocation.
+//! the crate's codec module (bincode 2) and decoded with a bounded allocation.
 
 use serde::{Deserialize, Serialize};
 

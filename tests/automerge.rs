@@ -71,7 +71,8 @@ fn text(r: &Replica, key: &str) -> String {
 }
 
 fn counter(r: &Replica, key: &str) -> i64 {
-    let (value, _) = doc(r, key).get(ROOT, "count").unwrap().expect("a counter");
+    let doc = doc(r, key);
+    let (value, _) = doc.get(ROOT, "count").unwrap().expect("a counter");
     value.as_i64().unwrap()
 }
 
@@ -79,7 +80,7 @@ fn list(r: &Replica, key: &str) -> Vec<String> {
     let doc = doc(r, key);
     let (_, list) = doc.get(ROOT, "items").unwrap().expect("a list");
     doc.values(&list)
-        .map(|(v, _)| v.to_str().unwrap().to_string())
+        .map(|(v, _)| v.as_str().unwrap().to_string())
         .collect()
 }
 
@@ -241,7 +242,7 @@ fn malformed_automerge_bytes_are_refused_and_nothing_is_stored() {
         id: ChangeId { origin: peer, seq },
         collection: DOCS.into(),
         key: format!("k{seq}").into(),
-        stamp: Stamp::new(now, seq as u32),
+        stamp: Stamp::new(now, seq as u16),
         base: Stamp::ZERO,
         op,
     };
