@@ -670,6 +670,120 @@ mod tests {
         assert!(broken > 0, "no mutation broke automerge");
     }
 
+    /// A random history of one record: three actors edit a text and a
+    /// counter, merge each other's documents now and then, and ship their
+    /// changes (sometimes with a change of another actor bundled in); some
+    /// syncline changes are deletes.
+    fn random_history(seed: u64) -> Vec<Change> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut first = AutoCommit::new().with_actor(ActorId::from(&[1u8; 16][..]));
+        let text = first.put_object(ROOT, "t", ObjType::Text).unwrap();
+        first.put(ROOT, "n", ScalarValue::counter(0)).unwrap();
+        first.commit();
+        let mut out = vec![syncline_change(
+            1,
+            1,
+            Op::Automerge(raw(&first.get_changes(&[]))),
+        )];
+        let mut docs = vec![first.fork(), first.fork(), first];
+        for (i, d) in docs.iter_mut().enumerate() {
+            d.set_actor(ActorId::from(&[i as u8 + 1; 16][..]));
+        }
+        let mut shipped: Vec<Vec<u8>> = Vec::new();
+        for step in 0..14u64 {
+            let i = rnd(3) as usize;
+            let stamp = 2 + step * 3 + rnd(4);
+            match rnd(5) {
+                0 => {
+                    let j = rnd(3) as usize;
+                    let mut other = docs[j].fork();
+                    docs[i].merge(&mut other).unwrap();
+                }
+                1 => out.push(syncline_change(stamp, i as u8 + 1, Op::Delete)),
+                _ => {
+                    let d = &mut docs[i];
+                    let heads = d.get_heads();
+                    let len = d.length(&text);
+                    let at = rnd(len as u64 + 1) as usize;
+                    if len > 0 && rnd(3) == 0 {
+                        d.splice_text(&text, at.min(len - 1), 1, "").unwrap();
+                    } else {
+                        d.splice_text(&text, at, 0, &step.to_string()).unwrap();
+                    }
+                    d.increment(ROOT, "n", 1).unwrap();
+                    d.commit();
+                    let mut bytes = raw(&d.get_changes(&heads));
+                    if !shipped.is_empty() && rnd(3) == 0 {
+                        bytes.extend(&shipped[rnd(shipped.len() as u64) as usize]);
+                    }
+                    shipped.push(bytes.clone());
+                    out.push(syncline_change(stamp, i as u8 + 1, Op::Automerge(bytes)));
+                }
+            }
+        }
+        out
+    }
+
+    /// A shuffle of `items` drawn from `seed`.
+    fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
+        let mut x = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+        let mut v = items.to_vec();
+        for i in (1..v.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        v
+    }
+
+    #[test]
+    fn random_histories_obey_the_merge_laws() {
+        let rule = Rule::Automerge;
+        for seed in 0..40 {
+            let changes = random_history(seed);
+            let reference = merge_all(&rule, &changes).unwrap();
+            let doc_of = |s: &RecordState| {
+                let mut d = materialize(&stored_log(s), ActorId::from(&[9u8; 16][..]));
+                (d.get_heads(), d.length(ROOT))
+            };
+            let reference_doc = doc_of(&reference);
+            for round in 0..6 {
+                // Commutativity and idempotence: any order, with repeats.
+                let mut order = shuffled(&changes, seed * 100 + round);
+                order.extend(shuffled(&changes, seed * 100 + round + 50)[..3].to_vec());
+                let state = merge_all(&rule, &order).unwrap();
+                assert_eq!(state, reference, "seed {seed} round {round}");
+                // Associativity: a prefix folded first, the rest onto it.
+                let at = (seed + round) as usize % changes.len();
+                let prefix = merge_all(&rule, &order[..at]);
+                let mut state = prefix;
+                for c in &order[at..] {
+                    if let Some(next) = merge_one(&rule, state.as_ref(), c) {
+                        state = Some(next);
+                    }
+                }
+                assert_eq!(
+                    state.as_ref(),
+                    Some(&reference),
+                    "seed {seed} round {round}"
+                );
+            }
+            if !reference.is_tombstone() {
+                assert_eq!(doc_of(&reference), reference_doc);
+            }
+            #[cfg(feature = "testing")]
+            crate::testing::laws::check_merge_laws(|s, c| merge_one(&rule, s, c), &changes, seed)
+                .unwrap();
+        }
+    }
+
     #[test]
     fn hex_round_trips() {
         let bytes: Vec<u8> = (0..=255).collect();

@@ -12,11 +12,12 @@ use crate::clock::Stamp;
 use crate::error::{ReadError, StorageError, WriteError};
 use crate::merge::RecordState;
 use crate::model::{Change, ChangeId, CollectionConfig, Key};
-use crate::replica::{Replica, check_key};
+use crate::replica::Replica;
 use crate::tables::{self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, RECORDS};
 use crate::txn::Committed;
 use crate::value::{Value, from_value};
 use crate::watch::Watch;
+use crate::writer::check_key;
 
 /// A handle on one collection of a [`Replica`]. Cheap to clone.
 #[derive(Clone)]

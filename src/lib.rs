@@ -87,6 +87,7 @@ pub mod transport;
 mod txn;
 mod value;
 mod watch;
+mod writer;
 
 pub use access::{
     Access, AccessControl, AllowAll, Collections, Credentials, Permissions, Principal, Tokens,

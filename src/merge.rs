@@ -189,7 +189,7 @@ pub fn merge_all<'a>(
 }
 
 /// The value a record-level change gives its record.
-fn record_value(op: &Op) -> Option<Value> {
+pub(crate) fn record_value(op: &Op) -> Option<Value> {
     match op {
         Op::Put(value) => Some(value.clone()),
         // The store turns patches on record-level collections into puts

@@ -9,9 +9,10 @@ use crate::clock::Stamp;
 use crate::codec;
 use crate::error::{ApplyError, StorageError, WriteError};
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op};
-use crate::replica::{Replica, Writer, check_key, check_op_for_policy, next_id};
+use crate::replica::Replica;
 use crate::value::{Value, to_value};
 use crate::watch::ChangeEvent;
+use crate::writer::{Writer, check_key, check_op_for_policy, next_id};
 
 /// A multi-record transaction: queued writes that [`Transaction::commit`]
 /// stores atomically and durably, as one atomic group that travels in one

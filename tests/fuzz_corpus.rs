@@ -17,7 +17,7 @@ use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use syncline::testing::fuzz::{self, TARGETS};
+use syncline::testing::fuzz::{self, TARGETS, Target};
 
 /// Random inputs per target unless `SYNCLINE_FUZZ_ITERS` says otherwise.
 const DEFAULT_ITERS: usize = 200;
@@ -102,7 +102,7 @@ fn iters() -> usize {
 }
 
 /// Runs `target` on `input`, naming the input if it panics.
-fn run(name: &str, target: fn(&[u8]), label: &str, input: &[u8]) {
+fn run(name: &str, target: Target, label: &str, input: &[u8]) {
     if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| target(input))) {
         eprintln!(
             "fuzz target {name} failed on {label} ({} bytes): {input:02x?}",
@@ -112,7 +112,7 @@ fn run(name: &str, target: fn(&[u8]), label: &str, input: &[u8]) {
     }
 }
 
-fn target(name: &str) -> fn(&[u8]) {
+fn target(name: &str) -> Target {
     TARGETS
         .iter()
         .find(|(n, _)| *n == name)

@@ -45,9 +45,12 @@ use crate::{
 /// the bytes after them are ignored.
 pub const MAX_STEPS: usize = 64;
 
+/// A fuzz target: takes any bytes, panics only to report a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as the cargo-fuzz crate and the corpus replay name
 /// them (`fuzz/corpus/<name>/`).
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Target); 3] = [
     ("decode_frame", decode_frame),
     ("apply_changes", apply_changes),
     ("converge", converge),
@@ -449,7 +452,7 @@ fn apply_stamp(byte: u8) -> Stamp {
 /// time. Remote bases are not validated, so any of them is fine, above the
 /// change's own stamp or not.
 fn apply_base(byte: u8) -> Stamp {
-    if byte % 2 == 0 {
+    if byte.is_multiple_of(2) {
         Stamp::ZERO
     } else {
         apply_stamp(byte >> 1 & 0x0f)
@@ -1939,7 +1942,7 @@ fn converge_seeds() -> Vec<(String, Vec<u8>)> {
                     },
                     5 => Time {
                         replica: r[0],
-                        by: r[1] % 4 + if r[2] % 2 == 0 { 0 } else { 128 },
+                        by: r[1] % 4 + if r[2].is_multiple_of(2) { 0 } else { 128 },
                     },
                     6..=8 => deliver(r[0], r[1], r[2], r[3]),
                     _ => DeliverAll { pair: r[0] },
