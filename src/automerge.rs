@@ -214,7 +214,7 @@ fn hex(bytes: &[u8]) -> String {
 fn unhex(s: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
     let s = s.as_bytes();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks(2)
@@ -317,8 +317,19 @@ impl Collection {
     /// deleted.
     ///
     /// The document holds every change of the record that automerge can
-    /// apply, and its actor is this replica's, but changes made to it are
-    /// not stored: write with [`Collection::automerge_change`].
+    /// apply (one that it refuses, such as a second change with the same
+    /// actor and sequence number, is left out with the changes that depend
+    /// on it, the same way on every replica). Its actor is this replica's,
+    /// but changes made to it are not stored: write with
+    /// [`Collection::automerge_change`].
+    ///
+    /// The record's value, as [`Collection::get`] returns it, is
+    /// [`Value::Bytes`]: the record's automerge changes, each once, sorted
+    /// bytewise and concatenated. Replicas that hold the same changes hold
+    /// the same bytes, whatever order the changes came in, and automerge's
+    /// `AutoCommit::load` reads them. A delete newer than every automerge
+    /// change of the record hides it (a tombstone); a change newer than the
+    /// delete brings the document back with all of its history.
     ///
     /// Fails with [`ReadError::Value`] on a collection that does not use the
     /// automerge policy.
@@ -691,7 +702,7 @@ mod tests {
             1,
             Op::Automerge(raw(&first.get_changes(&[]))),
         )];
-        let mut docs = vec![first.fork(), first.fork(), first];
+        let mut docs = [first.fork(), first.fork(), first];
         for (i, d) in docs.iter_mut().enumerate() {
             d.set_actor(ActorId::from(&[i as u8 + 1; 16][..]));
         }

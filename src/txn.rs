@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::clock::Stamp;
 use crate::codec;
 use crate::error::{ApplyError, StorageError, WriteError};
+use crate::merge::Rule;
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op};
 use crate::replica::Replica;
 use crate::value::{Value, to_value};
@@ -174,10 +175,10 @@ impl Transaction {
             let last = self.ops.len() - 1;
             for (i, ((collection, key, op), rule)) in self.ops.into_iter().zip(policies).enumerate()
             {
+                let current = w.record(&collection, &key)?;
                 let op = match (op, &rule) {
                     (Op::Patch(fields), rule) if rule.is_record_level() => {
-                        let current = w.record(&collection, &key)?.and_then(|r| r.value);
-                        let mut map = match current {
+                        let mut map = match current.as_ref().and_then(|r| r.value.clone()) {
                             Some(Value::Map(map)) => map,
                             None => BTreeMap::new(),
                             Some(_) => return Err(WriteError::NotAMap),
@@ -189,8 +190,14 @@ impl Transaction {
                     }
                     (op, _) => op,
                 };
-                // Made on top of the newest change of the record held here.
-                let base = w.latest_stamp(&collection, &key)?;
+                // Made on top of the newest change of the record held here:
+                // the winner under last-writer-wins policies, where the
+                // winner's stamp is the greatest; a lookup otherwise.
+                let base = match (&rule, &current) {
+                    (_, None) => Stamp::ZERO,
+                    (Rule::Lww | Rule::FieldLww, Some(c)) => c.version.stamp,
+                    _ => w.latest_stamp(&collection, &key)?,
+                };
                 let change = Change {
                     id: next_id(replica.id(), &mut state),
                     collection,
@@ -200,14 +207,8 @@ impl Transaction {
                     op,
                 };
                 let (lsn, conflicts) = w
-                    .store(&mut state, &rule, &change, None, i == last)
-                    .map_err(local_store_error)?
-                    .ok_or_else(|| {
-                        StorageError::Inconsistent(format!(
-                            "fresh change {:?} already stored",
-                            change.id
-                        ))
-                    })?;
+                    .store_fresh(&mut state, &rule, &change, current, i == last)
+                    .map_err(local_store_error)?;
                 conflict_count += conflicts;
                 ids.push(change.id);
                 events.push(ChangeEvent {

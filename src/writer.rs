@@ -112,12 +112,6 @@ impl<'txn> Writer<'txn> {
         group_end: bool,
     ) -> Result<Option<(u64, usize)>, ApplyError> {
         let origin = change.id.origin.as_bytes();
-        let log_key = (
-            change.collection.as_str(),
-            change.key.as_bytes(),
-            change.stamp.as_u64(),
-            origin,
-        );
         if let Some(lsn) = self
             .ids
             .get((origin, change.id.seq))
@@ -129,23 +123,55 @@ impl<'txn> Writer<'txn> {
             }
             return Ok(None);
         }
-        if self
-            .changes
-            .get(log_key)
-            .map_err(StorageError::from)?
-            .is_some()
-        {
-            // Same record, stamp and origin, but another id: a forged or broken change.
-            return Err(ApplyError::ConflictingDuplicate { id: change.id });
-        }
+        let current = self.record(&change.collection, &change.key)?;
+        self.insert(state, rule, change, current, source, group_end)
+            .map(Some)
+    }
+
+    /// Stores a change made here just now: its id and stamp are new by
+    /// construction, and `current` is the record's state the caller read.
+    pub(crate) fn store_fresh(
+        &mut self,
+        state: &mut WriteState,
+        rule: &Rule,
+        change: &Change,
+        current: Option<RecordState>,
+        group_end: bool,
+    ) -> Result<(u64, usize), ApplyError> {
+        self.insert(state, rule, change, current, None, group_end)
+    }
+
+    fn insert(
+        &mut self,
+        state: &mut WriteState,
+        rule: &Rule,
+        change: &Change,
+        current: Option<RecordState>,
+        source: Option<ReplicaId>,
+        group_end: bool,
+    ) -> Result<(u64, usize), ApplyError> {
+        let origin = change.id.origin.as_bytes();
+        let log_key = (
+            change.collection.as_str(),
+            change.key.as_bytes(),
+            change.stamp.as_u64(),
+            origin,
+        );
         let body = ChangeBody {
             seq: change.id.seq,
             base: change.base,
             op: change.op.clone(),
         };
-        self.changes
+        let replaced = self
+            .changes
             .insert(log_key, codec::encode(&body).as_slice())
-            .map_err(StorageError::from)?;
+            .map_err(StorageError::from)?
+            .is_some();
+        if replaced {
+            // Same record, stamp and origin, but another id: a forged or
+            // broken change. The error aborts the whole transaction.
+            return Err(ApplyError::ConflictingDuplicate { id: change.id });
+        }
         state.lsn += 1;
         let feed = FeedRecord {
             id: change.id,
@@ -161,7 +187,6 @@ impl<'txn> Writer<'txn> {
         self.ids
             .insert((origin, change.id.seq), state.lsn)
             .map_err(StorageError::from)?;
-        let current = self.record(&change.collection, &change.key)?;
         let next = merge_one(rule, current.as_ref(), change);
         if let Some(next) = &next {
             self.records
@@ -176,7 +201,7 @@ impl<'txn> Writer<'txn> {
         } else {
             0
         };
-        Ok(Some((state.lsn, conflicts)))
+        Ok((state.lsn, conflicts))
     }
 
     /// Keeps `conflicts-1` equal to the record's losing changes that no

@@ -121,7 +121,7 @@ fn ms(p: Option<Phase>) -> String {
     }
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -428,8 +428,16 @@ fn targets(all: &[(Workload, Vec<Row>)], floor: &systems::Floor) -> String {
     s
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn main() {
     let start = Instant::now();
+    let load_start = loadavg();
     let built = env!("COMPARE_CRATE_VERSIONS");
     eprintln!("syncline-compare: {built}");
 
@@ -443,10 +451,16 @@ fn main() {
     let floor = systems::floor_10k();
 
     let total = start.elapsed();
+    let load_end = loadavg();
     let mut out = String::new();
     writeln!(out, "# syncline comparison results\n").unwrap();
     writeln!(out, "- machine: {}", machine()).unwrap();
     writeln!(out, "- crates: {built}").unwrap();
+    writeln!(
+        out,
+        "- load average (1/5/15 min) at start: {load_start}; at end: {load_end} (other work on the machine skews the times)"
+    )
+    .unwrap();
     writeln!(
         out,
         "- total run time: {:.1} s (one process, one run: `cd benches/compare && cargo run --release`)",
