@@ -50,7 +50,7 @@ pub struct ReplicaConfig {
     pub replica_id: Option<ReplicaId>,
     /// How many committed changes a [`Watch`] may fall behind before it lags.
     pub watch_capacity: usize,
-    /// The resolvers that collections with [`MergePolicy::Custom`] name.
+    /// The resolvers that collections with [`crate::MergePolicy::Custom`] name.
     pub resolvers: Vec<Arc<dyn Resolver>>,
 }
 
@@ -70,7 +70,7 @@ impl Default for ReplicaConfig {
 }
 
 impl ReplicaConfig {
-    /// This configuration with a resolver for [`MergePolicy::Custom`] collections.
+    /// This configuration with a resolver for [`crate::MergePolicy::Custom`] collections.
     pub fn with_resolver(mut self, resolver: impl Resolver + 'static) -> Self {
         self.resolvers.push(Arc::new(resolver));
         self

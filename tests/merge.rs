@@ -65,9 +65,12 @@ fn shuffled_with_duplicates(changes: Vec<Change>) -> impl Strategy<Value = Vec<C
     )
 }
 
+/// Per record, the winning (stamp, origin, seq) and value.
+type Model = BTreeMap<(String, Key), (Stamp, ReplicaId, u64, Option<Value>)>;
+
 /// The documented rule, written as plainly as possible.
-fn model(changes: &[Change]) -> BTreeMap<(String, Key), (Stamp, ReplicaId, u64, Option<Value>)> {
-    let mut out: BTreeMap<(String, Key), (Stamp, ReplicaId, u64, Option<Value>)> = BTreeMap::new();
+fn model(changes: &[Change]) -> Model {
+    let mut out: Model = BTreeMap::new();
     for c in changes {
         let candidate = (
             c.stamp,

@@ -137,11 +137,11 @@ async fn full_mesh_of_four(kind: Kind) {
         peers.push(r);
     }
     let mut engines = Vec::new();
-    for i in 0..4 {
+    for (i, peer) in peers.iter().enumerate() {
         for j in (0..4).filter(|&j| j != i) {
             engines.push(start(
                 &net,
-                &peers[i],
+                peer,
                 &format!("n{i}"),
                 &format!("n{j}"),
                 quick_sync((i * 4 + j) as u64),
