@@ -68,7 +68,7 @@
 
 mod access;
 #[cfg(feature = "automerge")]
-mod automerge;
+mod automerge_policy;
 mod clock;
 mod codec;
 mod collection;
@@ -89,6 +89,10 @@ mod value;
 mod watch;
 mod writer;
 
+/// The automerge crate, re-exported for [`Collection::automerge_change`]
+/// (feature `automerge`).
+#[cfg(feature = "automerge")]
+pub use ::automerge;
 pub use access::{
     Access, AccessControl, AllowAll, Collections, Credentials, Permissions, Principal, Tokens,
 };

@@ -169,7 +169,7 @@ pub fn merge_one(
         }),
         Rule::FieldLww => field_lww(current, change),
         #[cfg(feature = "automerge")]
-        Rule::Automerge => crate::automerge::merge(current, change),
+        Rule::Automerge => crate::automerge_policy::merge(current, change),
     }
 }
 

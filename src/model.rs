@@ -237,8 +237,9 @@ pub enum Op {
     Patch(BTreeMap<String, Value>),
     /// Deletes the record, leaving a tombstone.
     Delete,
-    /// Automerge changes (in automerge's binary change format) to the
-    /// record's document; automerge collections only.
+    /// Automerge changes to the record's document, as uncompressed change
+    /// chunks in automerge's binary format, concatenated; automerge
+    /// collections only, validated before they are stored.
     Automerge(Vec<u8>),
 }
 

@@ -145,6 +145,9 @@ struct Inner {
     write: Mutex<WriteState>,
     collections: RwLock<HashMap<String, (CollectionConfig, Rule)>>,
     events: broadcast::Sender<Arc<ChangeEvent>>,
+    /// Serializes automerge writes (read the document, change, commit).
+    #[cfg(feature = "automerge")]
+    automerge: Mutex<()>,
 }
 
 /// Counters that advance with each commit; restored from the database on open.
@@ -256,6 +259,8 @@ impl Replica {
                 collections: RwLock::new(collections),
                 events,
                 config,
+                #[cfg(feature = "automerge")]
+                automerge: Mutex::new(()),
             }),
         })
     }
@@ -592,6 +597,14 @@ impl Replica {
         // A panic while holding the lock cannot leave the counters ahead of
         // the database: they are replaced only after a successful commit.
         self.inner.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(feature = "automerge")]
+    pub(crate) fn automerge_lock(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .automerge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn begin_write(&self) -> Result<WriteTransaction, StorageError> {

@@ -26,7 +26,7 @@ pub(crate) fn check_op_for_policy(op: &Op, policy: &MergePolicy) -> Result<(), S
     };
     #[cfg(feature = "automerge")]
     if let (Op::Automerge(bytes), MergePolicy::Automerge) = (op, policy) {
-        crate::automerge::validate(bytes)?;
+        crate::automerge_policy::validate(bytes)?;
     }
     if ok {
         Ok(())

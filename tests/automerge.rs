@@ -9,9 +9,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjType, ROOT, ReadDoc, ScalarValue};
 use common::{eventually, open_node, quick_sync};
+use syncline::automerge::transaction::Transactable;
+use syncline::automerge::{AutoCommit, ObjType, ROOT, ReadDoc, ScalarValue};
 use syncline::transport::Limits;
 use syncline::transport::loopback::LoopbackNetwork;
 use syncline::{

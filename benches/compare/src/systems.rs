@@ -6,13 +6,13 @@ use std::time::Instant;
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, ROOT, ReadDoc};
 use loro::{ExportMode, LoroDoc};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use syncline::protocol::{self, Batch, PROTOCOL_VERSION, Request, RequestBody};
 use syncline::{
     Change, CollectionConfig, FeedEntry, Replica, ReplicaConfig, ReplicaId, Scan, Value,
 };
 use yrs::updates::decoder::Decode;
-use yrs::{Any, Doc, Map, MapRef, ReadTxn, StateVector, Transact, Update};
+use yrs::{Any, Doc, Map, MapRef, Number, ReadTxn, StateVector, Transact, Update};
 
 use crate::{
     DURABLE_CAP, MAX_BATCH, N, OWN_WRITES, OVERWRITE_KEYS, Phase, Row, WRITERS, Workload, measure,
@@ -319,7 +319,7 @@ fn syncline_run(w: Workload, durable: bool, shared: &mut SynclineShared) -> Row 
 fn syncline_many(store: &Store, mut row: Row, shared: &mut SynclineShared) -> Row {
     let w = Workload::ManyWriters;
     if shared.writers.is_none() {
-        let mut frames = Vec::with_capacity(WRITERS as usize);
+        let mut out_frames = Vec::with_capacity(WRITERS as usize);
         let mut write_ms = 0.0;
         let mut encode_ms = 0.0;
         let mut shipped = 0;
@@ -339,14 +339,14 @@ fn syncline_many(store: &Store, mut row: Row, shared: &mut SynclineShared) -> Ro
                     .expect("one frame");
                 encode_ms += t.elapsed().as_secs_f64() * 1e3;
                 shipped += protocol::encode(&changes_of(&r)).len();
-                frames.push(frame);
+                out_frames.push(frame);
                 if i == 0 {
                     writer0 = Some(r);
                 }
             }
         });
         shared.writers = Some(SynclineWriters {
-            frames,
+            frames: out_frames,
             writer0: writer0.expect("writer 0"),
             write: Phase {
                 ms: write_ms,
@@ -414,7 +414,7 @@ fn am_check(b: &AutoCommit, w: Workload) {
     assert_eq!(b.length(ROOT), expected_keys(w), "automerge key count");
     if w == Workload::Distinct {
         let (v, _) = b.get(ROOT, "k99999").expect("get").expect("present");
-        assert_eq!(v.to_i64(), Some(99_999));
+        assert_eq!(v.as_i64(), Some(99_999));
     }
 }
 
@@ -524,6 +524,10 @@ fn automerge_run(w: Workload) -> Row {
 
 // --------------------------------------------------------------------- yrs
 
+fn yint(i: i64) -> Any {
+    Any::Number(Number::Int(i))
+}
+
 fn y_doc(id: u64) -> (Doc, MapRef) {
     let d = Doc::with_client_id(id);
     let m = d.get_or_insert_map("m");
@@ -543,7 +547,7 @@ fn y_apply(b: &Doc, bytes: &[u8]) {
 fn y_own_writes(b: &Doc, m: &MapRef, w: Workload) {
     let mut t = b.transact_mut();
     for i in 0..OWN_WRITES {
-        m.insert(&mut t, w.key(i), Any::BigInt(own_value(i)));
+        m.insert(&mut t, w.key(i), yint(own_value(i)));
     }
 }
 
@@ -552,7 +556,7 @@ fn y_check(b: &Doc, m: &MapRef, w: Workload) {
     assert_eq!(m.len(&t) as usize, expected_keys(w), "yrs key count");
     if w == Workload::Distinct {
         let v = m.get(&t, "k99999").expect("present");
-        assert!(matches!(v, yrs::Out::Any(Any::BigInt(99_999))), "{v:?}");
+        assert!(matches!(v, yrs::Out::Any(Any::Number(Number::Int(99_999)))), "{v:?}");
     }
 }
 
@@ -560,7 +564,7 @@ fn y_one_more(a: &Doc, am: &MapRef, b: &Doc, w: Workload) -> usize {
     let sv = a.transact().state_vector();
     {
         let mut t = a.transact_mut();
-        am.insert(&mut t, w.key(N), Any::BigInt(N as i64));
+        am.insert(&mut t, w.key(N), yint(N as i64));
     }
     let bytes = a.transact().encode_state_as_update_v1(&sv);
     y_apply(b, &bytes);
@@ -580,7 +584,7 @@ fn yrs_run(w: Workload) -> Row {
                 let t = Instant::now();
                 {
                     let mut txn = d.transact_mut();
-                    m.insert(&mut txn, "k", Any::BigInt(i as i64));
+                    m.insert(&mut txn, "k", yint(i as i64));
                 }
                 write_ms += t.elapsed().as_secs_f64() * 1e3;
                 let t = Instant::now();
@@ -621,7 +625,7 @@ fn yrs_run(w: Workload) -> Row {
     let ((), p) = measure(|| {
         let mut t = a.transact_mut();
         for i in 0..N {
-            am.insert(&mut t, w.key(i), Any::BigInt(i as i64));
+            am.insert(&mut t, w.key(i), yint(i as i64));
         }
     });
     row.write_txn = Some(p);
@@ -629,7 +633,7 @@ fn yrs_run(w: Workload) -> Row {
     let ((), p) = measure(|| {
         for i in 0..N {
             let mut t = a_each.transact_mut();
-            am_each.insert(&mut t, w.key(i), Any::BigInt(i as i64));
+            am_each.insert(&mut t, w.key(i), yint(i as i64));
         }
     });
     row.write_each = Some(p);

@@ -44,9 +44,8 @@
 //! changes. Materializing catches automerge's panics, so a build with
 //! `panic = "abort"` loses that protection.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use ::automerge::{ActorId, AutoCommit, AutomergeError, Change as AmChange, ChangeHash};
 
@@ -292,16 +291,6 @@ fn actor_of(replica: ReplicaId) -> ActorId {
     ActorId::from(&replica.as_bytes()[..])
 }
 
-/// Serializes [`Collection::automerge_change`] per replica: two writes that
-/// loaded the same document would give two different changes the same actor
-/// and sequence number, which automerge cannot merge.
-fn write_lock(replica: ReplicaId) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<ReplicaId, Arc<Mutex<()>>>>> = OnceLock::new();
-    let locks = LOCKS.get_or_init(Default::default);
-    let mut locks = locks.lock().unwrap_or_else(|p| p.into_inner());
-    locks.entry(replica).or_default().clone()
-}
-
 fn read_to_write(e: ReadError) -> WriteError {
     match e {
         ReadError::Key(k) => WriteError::Key(k),
@@ -361,7 +350,7 @@ impl Collection {
     ///
     /// ```
     /// # use syncline::{CollectionConfig, MergePolicy, Replica, ReplicaConfig};
-    /// use automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
+    /// use syncline::automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
     ///
     /// # fn main() -> Result<(), syncline::Error> {
     /// let replica = Replica::in_memory(ReplicaConfig::default())?;
@@ -386,8 +375,10 @@ impl Collection {
         self.require_automerge().map_err(WriteError::Unsupported)?;
         let key = key.into();
         let replica = self.replica();
-        let lock = write_lock(replica.id());
-        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Two writes that loaded the same document would give two different
+        // changes the same actor and sequence number, which automerge cannot
+        // merge: one automerge write at a time per replica.
+        let _guard = replica.automerge_lock();
         let log = self
             .record(&key)
             .map_err(read_to_write)?
