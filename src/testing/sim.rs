@@ -130,6 +130,8 @@ impl SimConfig {
             faults: rng.random_ratio(3, 4),
             clock_skew: rng.random_ratio(3, 4),
             policy: match rng.random_range(0..20) {
+                #[cfg(feature = "automerge")]
+                0..2 => MergePolicy::Automerge,
                 0..10 => MergePolicy::Lww,
                 10..14 => MergePolicy::FieldLww,
                 14..17 => MergePolicy::Ranked(Ranks::hub_wins(replica_id(0))),
@@ -614,6 +616,14 @@ impl<'a> Sim<'a> {
 
     async fn step(&mut self, step: &Step) -> Result<(), String> {
         match step {
+            #[cfg(feature = "automerge")]
+            Step::Put {
+                replica,
+                key,
+                value,
+            } if self.config.policy == MergePolicy::Automerge => {
+                self.automerge_put(*replica, *key, "v", *value)?;
+            }
             Step::Put {
                 replica,
                 key,
@@ -640,6 +650,22 @@ impl<'a> Sim<'a> {
                 let mut txn = self.replica(*replica)?.transaction();
                 txn.delete(TODOS, format!("k{key}"));
                 self.commit(*replica, txn)?;
+            }
+            #[cfg(feature = "automerge")]
+            Step::Transaction {
+                replica,
+                puts,
+                deletes,
+            } if self.config.policy == MergePolicy::Automerge => {
+                // Automerge writes are one record each: not atomic together.
+                for (key, value) in puts {
+                    self.automerge_put(*replica, *key, "v", *value)?;
+                }
+                for key in deletes {
+                    let mut txn = self.replica(*replica)?.transaction();
+                    txn.delete(TODOS, format!("k{key}"));
+                    self.commit(*replica, txn)?;
+                }
             }
             Step::Transaction {
                 replica,
@@ -696,6 +722,35 @@ impl<'a> Sim<'a> {
             ),
             _ => Value::Int(n),
         }
+    }
+
+    /// Sets field `field` of the automerge document `k{key}` on replica `i`.
+    #[cfg(feature = "automerge")]
+    fn automerge_put(&mut self, i: usize, key: u8, field: &str, value: i64) -> Result<(), String> {
+        use ::automerge::ROOT;
+        use ::automerge::transaction::Transactable as _;
+        let replica = self.replica(i)?.clone();
+        let before = replica.last_lsn();
+        replica
+            .collection(TODOS)
+            .map_err(|e| e.to_string())?
+            .automerge_change(format!("k{key}"), |doc| doc.put(ROOT, field, value))
+            .map_err(|e| format!("automerge write on r{i}: {e}"))?;
+        // Nothing else runs during a step: the new entries are this write.
+        for entry in replica
+            .feed_after(before, usize::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            if entry.change.stamp <= self.last_own[i] {
+                return Err(format!(
+                    "r{i} issued stamp {} after {}",
+                    entry.change.stamp, self.last_own[i]
+                ));
+            }
+            self.last_own[i] = entry.change.stamp;
+            self.acked.push(entry.change.id);
+        }
+        Ok(())
     }
 
     fn commit(&mut self, i: usize, txn: crate::Transaction) -> Result<(), String> {
