@@ -596,9 +596,9 @@ impl StoreModel {
 /// occasionally far in the future, bases from the same range, puts of small
 /// integers and deletes; exact duplicates; forged duplicates (an id reused
 /// with other content, or a record, stamp and origin reused under another
-/// id); moves of the
-/// receiver's [`ManualTime`] clock; and cuts, where the pending changes go
-/// to [`Replica::apply_remote`] (or `apply_remote_from`) as one batch.
+/// id); moves of the receiver's [`ManualTime`] clock; and cuts, where the
+/// pending changes go to [`Replica::apply_remote`] (or `apply_remote_from`)
+/// as one batch.
 ///
 /// Checks after every batch: it is accepted or refused exactly as the model
 /// predicts (a refusal for one of the reasons that apply); the report counts
