@@ -87,6 +87,7 @@ pub mod transport;
 mod txn;
 mod value;
 mod watch;
+mod wire;
 mod writer;
 
 /// The automerge crate, re-exported for [`Collection::automerge_change`]

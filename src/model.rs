@@ -244,7 +244,8 @@ pub enum Op {
 }
 
 /// One change to one record: the unit that is stored, merged and synced.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Its compact encoding is described in `docs/design.md`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Change {
     /// Unique id: origin replica and its sequence number.
     pub id: ChangeId,

@@ -18,8 +18,9 @@ use crate::model::{Change, MergePolicy, ReplicaId};
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// A request envelope.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A request envelope. Its encoding leaves out the origin of pushed
+/// changes made by the sender (see `docs/design.md`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Request {
     /// The caller's protocol version.
     pub version: u32,
@@ -70,15 +71,15 @@ pub struct CollectionSpec {
 }
 
 /// A batch of changes with the digest that lets the receiver check it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     /// The changes, whole groups only; applied in one commit.
     pub changes: Vec<Change>,
     /// The sender's feed lsn this batch covers through (push: the sender's
     /// own lsn; pull: the server's lsn).
     pub through: u64,
-    /// blake3 over the encodings of the changes, in order.
-    pub digest: [u8; 32],
+    /// blake3 over the encodings of the changes, in order, cut to 128 bits.
+    pub digest: [u8; 16],
 }
 
 impl Batch {
@@ -98,13 +99,16 @@ impl Batch {
     }
 }
 
-/// blake3 over the canonical encodings of `changes`, in order.
-pub fn digest(changes: &[Change]) -> [u8; 32] {
+/// blake3 over the canonical encodings of `changes`, in order, cut to 128
+/// bits: an integrity check against corruption and bugs, not a signature.
+pub fn digest(changes: &[Change]) -> [u8; 16] {
     let mut hasher = blake3::Hasher::new();
     for change in changes {
         hasher.update(&codec::encode(change));
     }
-    *hasher.finalize().as_bytes()
+    let mut out = [0; 16];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    out
 }
 
 /// A response.

@@ -508,6 +508,9 @@ impl Replica {
                 if change.id.seq == 0 {
                     return Err(invalid("sequence numbers start at 1".into()));
                 }
+                if change.base > change.stamp {
+                    return Err(invalid("made on top of a later change".into()));
+                }
                 check_key(&change.key, cfg.max_key_len).map_err(|e| invalid(e.to_string()))?;
                 crate::txn::check_op_depth(&change.op).map_err(|e| invalid(e.to_string()))?;
                 let len = crate::txn::encoded_len(&change.op);

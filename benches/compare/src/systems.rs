@@ -214,7 +214,7 @@ fn syncline_check(b: &Replica, w: Workload) {
 }
 
 /// One more set on `writer`, shipped to `b` as a push; returns the frame size.
-fn syncline_one_more(writer: &Replica, b: &Replica, w: Workload) -> usize {
+fn syncline_one_more(writer: &Replica, b: &Replica, w: Workload) -> (usize, usize) {
     let before = writer.last_lsn();
     writer
         .collection(COLL)
@@ -224,13 +224,11 @@ fn syncline_one_more(writer: &Replica, b: &Replica, w: Workload) -> usize {
     let entries = writer.feed_after(before, usize::MAX).expect("feed");
     assert_eq!(entries.len(), 1);
     let through = entries[0].lsn;
-    let frame = push_frame(
-        writer.id(),
-        entries.into_iter().map(|e| e.change).collect(),
-        through,
-    );
+    let changes: Vec<Change> = entries.into_iter().map(|e| e.change).collect();
+    let change_len = protocol::encode(&changes[0]).len();
+    let frame = push_frame(writer.id(), changes, through);
     apply_frames(b, std::slice::from_ref(&frame));
-    frame.len()
+    (frame.len(), change_len)
 }
 
 fn syncline_run(w: Workload, durable: bool, shared: &mut SynclineShared) -> Row {
@@ -310,9 +308,10 @@ fn syncline_run(w: Workload, durable: bool, shared: &mut SynclineShared) -> Row 
         syncline_check(&b2, w);
     }
 
-    let (wire, p) = measure(|| syncline_one_more(&a, &b, w));
+    let ((wire, change), p) = measure(|| syncline_one_more(&a, &b, w));
     row.one_more = Some(p);
     row.wire_one = Some(wire);
+    row.change_one = Some(change);
     row
 }
 
@@ -391,9 +390,10 @@ fn syncline_many(store: &Store, mut row: Row, shared: &mut SynclineShared) -> Ro
         "merge = decode and verify the 1,540 push frames, then one `apply_remote` of their 1,540 changes (one commit)".into(),
     );
 
-    let (wire, p) = measure(|| syncline_one_more(&writers.writer0, &b, w));
+    let ((wire, change), p) = measure(|| syncline_one_more(&writers.writer0, &b, w));
     row.one_more = Some(p);
     row.wire_one = Some(wire);
+    row.change_one = Some(change);
     row
 }
 
@@ -947,6 +947,12 @@ pub struct Floor {
     pub syncline_10k_ms: f64,
     pub redb_10k_ms: f64,
     pub runs: usize,
+    /// Target (2a): mean µs of a durable single put and of a bare redb
+    /// single-row durable commit, measured in alternating rounds.
+    pub syncline_put_us: f64,
+    pub redb_commit_us: f64,
+    pub rounds: u64,
+    pub per_round: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -985,9 +991,37 @@ pub fn floor_10k() -> Floor {
         });
         r.push(p.ms);
     }
+
+    // Single durable puts against single durable commits, alternating in
+    // rounds so that both see the same disk.
+    let (rounds, per_round) = (5u64, 1_000u64);
+    let store = Store::new(true);
+    let replica = store.open("single", 2000);
+    let coll = replica.collection(COLL).expect("collection");
+    let db = bare(&store.path("bare-single"));
+    let (mut s_ms, mut r_ms) = (0.0, 0.0);
+    for round in 0..rounds {
+        let ((), p) = measure(|| {
+            for i in round * per_round..(round + 1) * per_round {
+                coll.put(format!("k{i}"), Value::Int(i as i64)).expect("put");
+            }
+        });
+        s_ms += p.ms;
+        let ((), p) = measure(|| {
+            for i in round * per_round..(round + 1) * per_round {
+                bare_insert(&db, &[row_of(format!("k{i}"), i as i64)]);
+            }
+        });
+        r_ms += p.ms;
+    }
+    let n = (rounds * per_round) as f64;
     Floor {
         syncline_10k_ms: median(s),
         redb_10k_ms: median(r),
         runs,
+        syncline_put_us: s_ms * 1e3 / n,
+        redb_commit_us: r_ms * 1e3 / n,
+        rounds,
+        per_round,
     }
 }
