@@ -428,9 +428,12 @@ impl Replica {
         {
             let mut w = Writer::open(&txn)?;
             let last = changes.len().saturating_sub(1);
+            // Whether the last change stored went in marked as the group's end.
+            let mut ended = false;
             for (i, (change, rule)) in changes.iter().zip(&policies).enumerate() {
                 match w.store(&mut state, rule, change, source, i == last)? {
                     Some((lsn, conflicts)) => {
+                        ended = i == last;
                         report.applied += 1;
                         report.conflicts += conflicts;
                         events.push(ChangeEvent {
@@ -448,12 +451,9 @@ impl Replica {
                     state.seq = state.seq.max(change.id.seq);
                 }
             }
-            // A group whose last change was a duplicate still needs an end.
-            if report.applied > 0
-                && events
-                    .last()
-                    .is_none_or(|e| e.change.id != changes[last].id)
-            {
+            // A group whose last change was a duplicate (of a stored change
+            // or of one earlier in the batch) still needs an end.
+            if report.applied > 0 && !ended {
                 w.mark_group_end(state.lsn)?;
             }
             w.save_counters(&state)?;

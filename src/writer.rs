@@ -2,7 +2,7 @@
 //! one way changes enter the tables (change log, feed, id index, merged
 //! record, conflicts).
 
-use redb::{ReadableTable, TableHandle, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 
 use crate::clock::Stamp;
 use crate::codec;
@@ -217,7 +217,8 @@ impl<'txn> Writer<'txn> {
             return Ok(0);
         };
         let (coll, key) = (change.collection.as_str(), change.key.as_bytes());
-        if before.is_some_and(|b| after.seen > b.seen) {
+        // Most databases hold no conflicts at all: skip the lookup then.
+        if before.is_some_and(|b| after.seen > b.seen) && !self.conflicts.is_empty()? {
             let lo = (coll, key, 0u64, &[0u8; 16]);
             let hi = (coll, key, after.seen.as_u64(), &[0xffu8; 16]);
             let seen: Vec<(u64, [u8; 16])> = self

@@ -391,3 +391,27 @@ async fn watch_sees_local_and_remote_commits_in_order() {
         .collect();
     assert_eq!(lsns, [1, 2, 3]);
 }
+
+#[test]
+fn a_batch_ending_in_a_duplicate_of_its_own_change_still_ends_its_group() {
+    let time = ManualTime::new(T0);
+    let a = memory_replica(1, &time);
+    let b = memory_replica(2, &time);
+    a.collection("todos").unwrap().put("x", 1i64).unwrap();
+    a.collection("todos").unwrap().put("y", 2i64).unwrap();
+    let changes: Vec<_> = a
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+    // [x, y, y]: the last change repeats one stored earlier in the same batch.
+    let batch = [changes[0].clone(), changes[1].clone(), changes[1].clone()];
+    let report = b.apply_remote(&batch).unwrap();
+    assert_eq!((report.applied, report.duplicates), (2, 1));
+    let feed = b.feed_after(0, 10).unwrap();
+    assert_eq!(
+        feed.iter().map(|e| e.group_end).collect::<Vec<_>>(),
+        [false, true]
+    );
+}

@@ -447,16 +447,16 @@ fn apply_stamp(byte: u8) -> Stamp {
     }
 }
 
-/// The `base` a [`ApplyStep::Fresh`] byte stands for: [`Stamp::ZERO`] (a
-/// new record) for an even byte, else one of the 16 stamps near the start
-/// time. Remote bases are not validated, so any of them is fine, above the
-/// change's own stamp or not.
-fn apply_base(byte: u8) -> Stamp {
+/// The `base` a [`ApplyStep::Fresh`] byte stands for, for a change stamped
+/// `stamp`: [`Stamp::ZERO`] (a new record) for an even byte, else one of the
+/// 16 stamps near the start time, capped at `stamp` unless the byte is 0xf1
+/// or more (a base after the stamp, which is refused).
+fn apply_base(byte: u8, stamp: Stamp) -> Stamp {
     if byte.is_multiple_of(2) {
-        Stamp::ZERO
-    } else {
-        apply_stamp(byte >> 1 & 0x0f)
+        return Stamp::ZERO;
     }
+    let base = apply_stamp(byte >> 1 & 0x0f);
+    if byte >= 0xf1 { base } else { base.min(stamp) }
 }
 
 fn apply_op(byte: u8) -> Op {
@@ -521,7 +521,7 @@ impl StoreModel {
                 reasons.insert(Reason::UnknownCollection);
             } else if c.collection == LOCAL {
                 reasons.insert(Reason::LocalOnly);
-            } else if c.id.seq == 0 || c.key.is_empty() {
+            } else if c.id.seq == 0 || c.base > c.stamp || c.key.is_empty() {
                 reasons.insert(Reason::Invalid);
             }
             if too_far_ahead(c.stamp, now) {
@@ -695,7 +695,7 @@ impl ApplyRun {
                     collection: collection.to_string(),
                     key,
                     stamp: apply_stamp(stamp),
-                    base: apply_base(base),
+                    base: apply_base(base, apply_stamp(stamp)),
                     op: apply_op(op),
                 });
             }
@@ -1707,9 +1707,12 @@ fn apply_seeds() -> Vec<(String, Vec<u8>)> {
         (
             "base-ahead",
             vec![
+                // A base at the change's own stamp is fine...
                 fresh_on(0, 1, 1, 0, 8, 0x1f),
                 fresh(1, 1, 1, 5, 16),
-                fresh_on(2, 1, 1, 4, 24, 0x03),
+                Cut { source: 0 },
+                // ...one after it is refused.
+                fresh_on(2, 1, 1, 4, 24, 0xf1),
             ],
         ),
         (

@@ -226,7 +226,7 @@ fn table(workload: Workload, rows: &[Row]) -> String {
         "| system | {states} | merged replica's state | redb file: writer / merged | one more set on the wire | beyond key + value |"
     )
     .unwrap();
-    let cols = if many { 6 } else { 7 };
+    let cols = if many { 5 } else { 6 };
     writeln!(s, "|---{}|", "|---:".repeat(cols)).unwrap();
     for r in rows {
         let files = match (r.file_writer, r.file_merged) {
