@@ -22,6 +22,10 @@ use syncline::testing::fuzz::{self, TARGETS, Target};
 /// Random inputs per target unless `SYNCLINE_FUZZ_ITERS` says otherwise.
 const DEFAULT_ITERS: usize = 200;
 
+/// Each target's random inputs are split over this many tests, so that the
+/// harness runs them on all cores.
+const SHARDS: usize = 2;
+
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
@@ -143,7 +147,9 @@ fn replay(name: &str) {
     }
 }
 
-fn random(name: &str) {
+/// Random inputs `i` with `i % SHARDS == shard`: the same sequence whatever
+/// the sharding.
+fn random(name: &str, shard: usize) {
     let target = target(name);
     let inputs = inputs(name);
     let mut rng = Rng(0x5eed ^ name.len() as u64);
@@ -156,12 +162,14 @@ fn random(name: &str) {
             let other = &inputs[rng.below(inputs.len())].1;
             mutate(&mut rng, base, other)
         };
-        run(name, target, &format!("random input {i}"), &input);
+        if i % SHARDS == shard {
+            run(name, target, &format!("random input {i}"), &input);
+        }
     }
 }
 
-// One test per target and kind of input, so that the harness spreads them
-// over the cores.
+// One test per target and kind of input (random ones in shards), so that
+// the harness spreads them over the cores.
 
 #[test]
 fn decode_frame_corpus() {
@@ -169,8 +177,13 @@ fn decode_frame_corpus() {
 }
 
 #[test]
-fn decode_frame_random() {
-    random("decode_frame");
+fn decode_frame_random_0() {
+    random("decode_frame", 0);
+}
+
+#[test]
+fn decode_frame_random_1() {
+    random("decode_frame", 1);
 }
 
 #[test]
@@ -179,8 +192,13 @@ fn apply_changes_corpus() {
 }
 
 #[test]
-fn apply_changes_random() {
-    random("apply_changes");
+fn apply_changes_random_0() {
+    random("apply_changes", 0);
+}
+
+#[test]
+fn apply_changes_random_1() {
+    random("apply_changes", 1);
 }
 
 #[test]
@@ -189,8 +207,13 @@ fn converge_corpus() {
 }
 
 #[test]
-fn converge_random() {
-    random("converge");
+fn converge_random_0() {
+    random("converge", 0);
+}
+
+#[test]
+fn converge_random_1() {
+    random("converge", 1);
 }
 
 /// Rewrites `fuzz/corpus/<target>/seed-*` from `seed_corpus`; other corpus

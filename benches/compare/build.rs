@@ -20,10 +20,10 @@ fn main() {
     for line in lock.lines() {
         if let Some(n) = line.strip_prefix("name = ") {
             name = n.trim_matches('"').to_string();
-        } else if let Some(v) = line.strip_prefix("version = ") {
-            if ["automerge", "yrs", "loro", "redb", "syncline"].contains(&name.as_str()) {
-                found.push(format!("{name} {}", v.trim_matches('"')));
-            }
+        } else if let Some(v) = line.strip_prefix("version = ")
+            && ["automerge", "yrs", "loro", "redb", "syncline"].contains(&name.as_str())
+        {
+            found.push(format!("{name} {}", v.trim_matches('"')));
         }
     }
     println!("cargo:rustc-env=COMPARE_CRATE_VERSIONS={}", found.join(", "));
