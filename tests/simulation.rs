@@ -12,7 +12,7 @@ fn schedules() -> u64 {
     std::env::var("SYNCLINE_SIM_SCHEDULES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(400)
 }
 
 #[test]
