@@ -169,3 +169,36 @@ proptest! {
         }
     }
 }
+
+/// The merge laws for every policy, through the exported checker.
+#[cfg(feature = "testing")]
+mod every_policy {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use syncline::testing::laws::{arbitrary_changes, check_merge_laws};
+    use syncline::testing::sim::MaxValue;
+    use syncline::{Ranks, ReplicaId, Rule, merge_one};
+
+    fn rules() -> Vec<Rule> {
+        vec![
+            Rule::Lww,
+            Rule::FieldLww,
+            Rule::Ranked(Ranks::hub_wins(ReplicaId::from_bytes([2; 16]))),
+            Rule::Custom(Arc::new(MaxValue)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn every_policy_obeys_the_merge_laws(seed in any::<u64>(), n in 0usize..16) {
+            let changes = arbitrary_changes(seed, n);
+            for rule in rules() {
+                let checked = check_merge_laws(|s, c| merge_one(&rule, s, c), &changes, seed);
+                prop_assert!(checked.is_ok(), "{rule:?}: {}", checked.unwrap_err());
+            }
+        }
+    }
+}
