@@ -158,3 +158,28 @@ fn redb_insert_100k_in_batches_of_1k(bencher: Bencher) {
             dir
         });
 }
+
+/// One put on redb's in-memory backend: the store's own cost, without fsync.
+#[divan::bench(sample_count = 200)]
+fn single_put_in_memory(bencher: Bencher) {
+    let r = Replica::in_memory(ReplicaConfig::default()).unwrap();
+    let todos = r.define_collection("bench", CollectionConfig::default()).unwrap();
+    bencher.bench_local(|| todos.put(next_key(), value(1)).unwrap());
+}
+
+/// Bare redb: one insert committed on the in-memory backend.
+#[divan::bench(sample_count = 200)]
+fn redb_single_insert_in_memory(bencher: Bencher) {
+    let db = Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .unwrap();
+    let v = format!("{:0>32}", 1);
+    bencher.bench_local(|| {
+        let txn = db.begin_write().unwrap();
+        txn.open_table(TABLE)
+            .unwrap()
+            .insert(next_key().as_bytes(), v.as_bytes())
+            .unwrap();
+        txn.commit().unwrap();
+    });
+}
