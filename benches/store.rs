@@ -163,7 +163,9 @@ fn redb_insert_100k_in_batches_of_1k(bencher: Bencher) {
 #[divan::bench(sample_count = 200)]
 fn single_put_in_memory(bencher: Bencher) {
     let r = Replica::in_memory(ReplicaConfig::default()).unwrap();
-    let todos = r.define_collection("bench", CollectionConfig::default()).unwrap();
+    let todos = r
+        .define_collection("bench", CollectionConfig::default())
+        .unwrap();
     bencher.bench_local(|| todos.put(next_key(), value(1)).unwrap());
 }
 

@@ -273,15 +273,7 @@ fn a_missing_resolver_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_edits_of_one_record_give_the_same_winner_and_conflict_everywhere_until_resolved() {
     let dir = tempfile::tempdir().unwrap();
-    let net = LoopbackNetwork::new(41);
-    let hub = open_node(dir.path(), "hub", 100).await;
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let (net, hub, _server) = common::loopback_hub(dir.path(), 41).await;
     let a = open_node(dir.path(), "a", 1).await;
     let b = open_node(dir.path(), "b", 2).await;
     let on_demand = |seed| SyncConfig {

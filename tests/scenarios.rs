@@ -5,11 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::{T0, manual_config, memory_replica, open_node, quick_sync};
-use syncline::transport::Limits;
-use syncline::transport::loopback::LoopbackNetwork;
 use syncline::{
     Change, CollectionConfig, ManualTime, Op, RefusalCode, Replica, ReplicaConfig, ReplicaId,
-    Stamp, SyncConfig, SyncEngine, SyncError, SyncServer, Value,
+    Stamp, SyncConfig, SyncEngine, SyncError, Value,
 };
 
 fn feed(r: &Replica) -> Vec<Change> {
@@ -146,15 +144,7 @@ fn a_writer_that_saw_the_delete_writes_after_it_even_with_a_slow_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_a_year_ahead_is_refused_and_nobody_else_notices() {
     let dir = tempfile::tempdir().unwrap();
-    let net = LoopbackNetwork::new(31);
-    let hub = open_node(dir.path(), "hub", 100).await;
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let (net, hub, _server) = common::loopback_hub(dir.path(), 31).await;
     let year_ms = 365 * 24 * 3600 * 1000;
     let wall = syncline::TimeSource::now_millis(&syncline::SystemTimeSource);
     let future = ReplicaConfig {
@@ -238,15 +228,7 @@ fn the_same_value_written_with_different_stamps_ends_with_identical_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_never_seen_half_applied_on_another_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let net = LoopbackNetwork::new(37);
-    let hub = open_node(dir.path(), "hub", 100).await;
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let (net, _hub, _server) = common::loopback_hub(dir.path(), 37).await;
     let writer = open_node(dir.path(), "writer", 1).await;
     let reader = open_node(dir.path(), "reader", 2).await;
     // Tiny batches: a 40-record transaction must still travel whole.

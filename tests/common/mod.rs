@@ -143,3 +143,22 @@ pub async fn open_node_on(
         }
     }
 }
+
+/// A hub on a real file in `dir`, serving every caller over a new loopback
+/// network drawn from `seed`.
+pub async fn loopback_hub(
+    dir: &std::path::Path,
+    seed: u64,
+) -> (
+    syncline::transport::loopback::LoopbackNetwork,
+    Replica,
+    syncline::transport::loopback::LoopbackServer,
+) {
+    let net = syncline::transport::loopback::LoopbackNetwork::new(seed);
+    let hub = open_node(dir, "hub", 100).await;
+    let service = syncline::SyncServer::new(hub.clone()).into_service();
+    let server = net
+        .serve("hub", service, syncline::transport::Limits::default())
+        .unwrap();
+    (net, hub, server)
+}
