@@ -1,0 +1,240 @@
+//! Settling and the checks run once a schedule is done: convergence,
+//! agreement with the merge rule, acknowledged writes, own stamps,
+//! local-only collections and termination.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use syncline_loopback::Faults;
+
+use super::world::{DRAFTS, Sim, TODOS};
+use super::{MaxValue, SimReport};
+use crate::engine::Status;
+use crate::model::{ChangeId, Key, MergePolicy, Op};
+
+impl Sim<'_> {
+    /// Heals the network, lets the engines settle, then checks everything.
+    pub(super) async fn settle_and_check(&mut self, steps: usize) -> Result<SimReport, String> {
+        let start = tokio::time::Instant::now();
+        self.net.heal_all();
+        self.net.set_faults(Faults::none());
+        // Clocks are corrected, as NTP would. Stamps issued while a clock ran
+        // ahead stay ahead and are accepted once real time catches up with
+        // them, within the drift bound: allow a few minutes for that.
+        for node in &self.nodes {
+            node.clock.skew_ms.store(0, Ordering::SeqCst);
+        }
+        let mut settled = false;
+        for _ in 0..600 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if self.quiet()? {
+                settled = true;
+                break;
+            }
+        }
+        if !settled {
+            let states: Vec<usize> = (0..self.nodes.len())
+                .map(|i| self.states(i).map(|s| s.len()).unwrap_or(0))
+                .collect();
+            let first = self.states(0)?;
+            let same: Vec<bool> = (0..self.nodes.len())
+                .map(|i| self.states(i).is_ok_and(|s| s == first))
+                .collect();
+            let engines: Vec<String> = self
+                .nodes
+                .iter()
+                .flat_map(|n| {
+                    n.engines.iter().map(move |e| {
+                        let s = e.stats();
+                        format!(
+                            "{}: {:?} pending {} error {:?}",
+                            n.name,
+                            *e.status().borrow(),
+                            s.pending,
+                            s.last_error
+                        )
+                    })
+                })
+                .collect();
+            return Err(format!(
+                "replicas did not settle within 300 simulated seconds after healing \
+                 (record counts {states:?}, equal to r0 {same:?}, engines {engines:?})"
+            ));
+        }
+        let rounds_settled = self.rounds();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let rounds_after = self.rounds();
+        if rounds_after != rounds_settled {
+            return Err(format!(
+                "sync did not terminate: {} more rounds in a quiet minute",
+                rounds_after - rounds_settled
+            ));
+        }
+        self.check_model()?;
+        Ok(SimReport {
+            steps,
+            changes: self.all_changes()?.len(),
+            rounds: rounds_after,
+            simulated_ms: start.elapsed().as_millis() as u64,
+            network: self.net.stats(),
+        })
+    }
+
+    fn rounds(&self) -> u64 {
+        self.nodes
+            .iter()
+            .flat_map(|n| &n.engines)
+            .map(|e| e.stats().rounds)
+            .sum()
+    }
+
+    /// Converged, every engine idle with nothing pending.
+    fn quiet(&self) -> Result<bool, String> {
+        let first = self.states(0)?;
+        for i in 1..self.nodes.len() {
+            if self.states(i)? != first {
+                return Ok(false);
+            }
+        }
+        Ok(self
+            .nodes
+            .iter()
+            .flat_map(|n| &n.engines)
+            .all(|e| *e.status().borrow() == Status::Idle && e.stats().pending == 0))
+    }
+
+    fn states(&self, i: usize) -> Result<Vec<(Key, crate::RecordState)>, String> {
+        self.replica(i)?
+            .collection(TODOS)
+            .and_then(|c| c.states())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every change ever made, from the feeds of all replicas.
+    fn all_changes(&self) -> Result<BTreeMap<ChangeId, crate::Change>, String> {
+        let mut all = BTreeMap::new();
+        for i in 0..self.nodes.len() {
+            for entry in self
+                .replica(i)?
+                .feed_after(0, usize::MAX)
+                .map_err(|e| e.to_string())?
+            {
+                all.insert(entry.change.id, entry.change);
+            }
+        }
+        Ok(all)
+    }
+
+    fn check_model(&self) -> Result<(), String> {
+        let all = self.all_changes()?;
+        let rule = crate::Rule::for_policy(
+            &self.config.policy,
+            &[Arc::new(MaxValue) as Arc<dyn crate::Resolver>],
+        )?;
+        // The documented rule, folded over the union of all changes.
+        let mut by_key: BTreeMap<Key, Vec<&crate::Change>> = BTreeMap::new();
+        for change in all.values().filter(|c| c.collection == TODOS) {
+            by_key.entry(change.key.clone()).or_default().push(change);
+        }
+        let model: BTreeMap<Key, crate::RecordState> = by_key
+            .into_iter()
+            .filter_map(|(k, cs)| crate::merge_all(&rule, cs).map(|s| (k, s)))
+            .collect();
+        if self.config.policy == MergePolicy::Lww {
+            // And, for last writer wins, an independent oracle: the greatest
+            // version decides, a delete is a tombstone.
+            for (key, state) in &model {
+                let best = all
+                    .values()
+                    .filter(|c| c.collection == TODOS && c.key == *key)
+                    .max_by_key(|c| c.version())
+                    .ok_or("a record without changes")?;
+                let value = match &best.op {
+                    Op::Put(v) => Some(v),
+                    _ => None,
+                };
+                if state.version != best.version() || state.value.as_ref() != value {
+                    return Err(format!("merge_all disagrees with plain LWW on {key}"));
+                }
+            }
+        }
+        let conflicts0 = self
+            .replica(0)?
+            .collection(TODOS)
+            .and_then(|c| c.conflicts())
+            .map_err(|e| e.to_string())?;
+        for i in 0..self.nodes.len() {
+            let states = self.states(i)?;
+            if states.len() != model.len() {
+                return Err(format!(
+                    "r{i} holds {} records, the model {}",
+                    states.len(),
+                    model.len()
+                ));
+            }
+            for (key, state) in &states {
+                let Some(expected) = model.get(key) else {
+                    return Err(format!("r{i} holds {key} which no change made"));
+                };
+                if state != expected {
+                    return Err(format!(
+                        "r{i} holds {key} = {state:?}; the rule gives {expected:?}"
+                    ));
+                }
+            }
+            let conflicts = self
+                .replica(i)?
+                .collection(TODOS)
+                .and_then(|c| c.conflicts())
+                .map_err(|e| e.to_string())?;
+            if conflicts != conflicts0 {
+                return Err(format!(
+                    "r{i} lists conflicts {conflicts:?}, r0 {conflicts0:?}"
+                ));
+            }
+            // Every acknowledged write reached this replica, and nothing of
+            // the local-only collection arrived from elsewhere.
+            let feed = self
+                .replica(i)?
+                .feed_after(0, usize::MAX)
+                .map_err(|e| e.to_string())?;
+            let ids: BTreeSet<ChangeId> = feed.iter().map(|e| e.change.id).collect();
+            if let Some(missing) = self
+                .acked
+                .iter()
+                .filter(|id| all.get(id).is_some_and(|c| c.collection == TODOS))
+                .find(|id| !ids.contains(id))
+            {
+                return Err(format!(
+                    "acknowledged change {missing:?} never reached r{i}"
+                ));
+            }
+            if let Some(e) = feed
+                .iter()
+                .find(|e| e.change.collection == DRAFTS && e.change.id.origin != self.nodes[i].id)
+            {
+                return Err(format!("local-only change {:?} reached r{i}", e.change.id));
+            }
+            // Own stamps strictly increase with the sequence number, across restarts.
+            let mut own: Vec<_> = feed
+                .iter()
+                .filter(|e| e.change.id.origin == self.nodes[i].id)
+                .map(|e| (e.change.id.seq, e.change.stamp))
+                .collect();
+            own.sort();
+            if let Some(w) = own.windows(2).find(|w| w[1].1 <= w[0].1) {
+                return Err(format!(
+                    "r{i} stamped seq {} at {} after seq {} at {}",
+                    w[1].0, w[1].1, w[0].0, w[0].1
+                ));
+            }
+        }
+        let missing = self.acked.iter().filter(|id| !all.contains_key(id)).count();
+        if missing > 0 {
+            return Err(format!("{missing} acknowledged changes are stored nowhere"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! The simulated world: replicas with skewable clocks on a loopback network,
+//! started, killed and driven through the steps of a schedule.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use syncline_loopback::{Faults, LoopbackNetwork, LoopbackServer};
+use syncline_transport::Limits;
+
+use super::{MaxValue, SimConfig, Step, Topology, replica_id};
+use crate::clock::{Stamp, TimeSource};
+use crate::engine::{SyncConfig, SyncEngine};
+use crate::model::{ChangeId, CollectionConfig, MergePolicy, ReplicaId};
+use crate::replica::{Replica, ReplicaConfig};
+use crate::server::{ServerConfig, SyncServer};
+use crate::value::Value;
+
+/// A temporary directory removed on drop (no dependency on `tempfile`).
+pub(super) struct TempDir(pub(super) PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(super) fn tempfile_dir() -> Result<TempDir, String> {
+    let path = std::env::temp_dir().join(format!("syncline-sim-{}", ReplicaId::random()));
+    std::fs::create_dir_all(&path).map_err(|e| format!("temp dir: {e}"))?;
+    Ok(TempDir(path))
+}
+
+/// Wall time of one simulated replica: the paused tokio clock plus a skew.
+#[derive(Debug)]
+pub(super) struct SimClock {
+    start: tokio::time::Instant,
+    pub(super) skew_ms: AtomicI64,
+}
+
+/// The simulated epoch: 2026-01-01.
+const BASE_MS: u64 = 1_767_225_600_000;
+
+impl TimeSource for SimClock {
+    fn now_millis(&self) -> u64 {
+        let elapsed = self.start.elapsed().as_millis() as i64;
+        (BASE_MS as i64 + elapsed + self.skew_ms.load(Ordering::SeqCst)).max(0) as u64
+    }
+}
+
+pub(super) struct Node {
+    pub(super) name: String,
+    pub(super) id: ReplicaId,
+    pub(super) clock: Arc<SimClock>,
+    replica: Option<Replica>,
+    server: Option<LoopbackServer>,
+    pub(super) engines: Vec<SyncEngine>,
+}
+
+pub(super) struct Sim<'a> {
+    pub(super) config: &'a SimConfig,
+    dir: Option<&'a Path>,
+    pub(super) net: LoopbackNetwork,
+    pub(super) nodes: Vec<Node>,
+    /// Ids of the local writes that were acknowledged (committed).
+    pub(super) acked: Vec<ChangeId>,
+    /// Per replica, the last stamp it issued for its own changes.
+    last_own: Vec<Stamp>,
+    engine_seq: u64,
+}
+
+pub(super) const TODOS: &str = "todos";
+pub(super) const DRAFTS: &str = "drafts";
+
+impl<'a> Sim<'a> {
+    pub(super) async fn new(config: &'a SimConfig, dir: Option<&'a Path>) -> Result<Self, String> {
+        let net = LoopbackNetwork::new(config.seed);
+        let start = tokio::time::Instant::now();
+        let nodes = (0..config.replicas)
+            .map(|i| Node {
+                name: format!("r{i}"),
+                id: replica_id(i),
+                clock: Arc::new(SimClock {
+                    start,
+                    skew_ms: AtomicI64::new(0),
+                }),
+                replica: None,
+                server: None,
+                engines: Vec::new(),
+            })
+            .collect();
+        let mut sim = Self {
+            config,
+            dir,
+            net,
+            nodes,
+            acked: Vec::new(),
+            last_own: vec![Stamp::ZERO; config.replicas],
+            engine_seq: 0,
+        };
+        for i in 0..config.replicas {
+            sim.start_node(i).await?;
+        }
+        Ok(sim)
+    }
+
+    /// Who node `i` syncs with (it runs an engine towards each).
+    fn remotes(&self, i: usize) -> Vec<usize> {
+        let n = self.config.replicas;
+        match self.config.topology {
+            Topology::Hub if i == 0 => Vec::new(),
+            Topology::Hub => vec![0],
+            Topology::Mesh => (0..n).filter(|&j| j != i).collect(),
+            Topology::Chain if i + 1 < n => vec![i + 1],
+            Topology::Chain => Vec::new(),
+        }
+    }
+
+    fn serves(&self, i: usize) -> bool {
+        (0..self.config.replicas).any(|j| self.remotes(j).contains(&i))
+    }
+
+    async fn start_node(&mut self, i: usize) -> Result<(), String> {
+        let node = &self.nodes[i];
+        let config = ReplicaConfig {
+            replica_id: Some(node.id),
+            time: node.clock.clone(),
+            ..ReplicaConfig::default().with_resolver(MaxValue)
+        };
+        let replica = match self.dir {
+            Some(dir) => {
+                let path = dir.join(format!("{}.redb", node.name));
+                let mut tries = 0;
+                loop {
+                    match Replica::open(&path, config.clone()) {
+                        Ok(r) => break r,
+                        // Tasks of the killed instance may still hold the file.
+                        Err(e) if tries < 1000 && e.to_string().contains("already open") => {
+                            tries += 1;
+                            tokio::task::yield_now().await;
+                        }
+                        Err(e) => return Err(format!("reopen {}: {e}", node.name)),
+                    }
+                }
+            }
+            None => Replica::in_memory(config).map_err(|e| e.to_string())?,
+        };
+        replica
+            .define_collection(
+                TODOS,
+                CollectionConfig::default().with_policy(self.config.policy.clone()),
+            )
+            .map_err(|e| e.to_string())?;
+        replica
+            .define_collection(DRAFTS, CollectionConfig::local_only())
+            .map_err(|e| e.to_string())?;
+        let server = if self.serves(i) {
+            let service = SyncServer::new(replica.clone())
+                .with_config(ServerConfig {
+                    max_pull_changes: 5,
+                    inline_store: true,
+                    ..ServerConfig::default()
+                })
+                .into_service();
+            Some(
+                self.net
+                    .serve(&self.nodes[i].name, service, Limits::default())
+                    .map_err(|e| format!("serve: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let mut engines = Vec::new();
+        for j in self.remotes(i) {
+            self.engine_seq += 1;
+            let config = SyncConfig {
+                batch_size: 5,
+                poll_interval: None,
+                backoff_initial: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(1000),
+                seed: Some(
+                    self.config
+                        .seed
+                        .wrapping_mul(31)
+                        .wrapping_add(self.engine_seq),
+                ),
+                inline_store: true,
+                ..SyncConfig::default()
+            };
+            let connector = self.net.connector(&self.nodes[i].name, &self.nodes[j].name);
+            engines.push(SyncEngine::start(replica.clone(), connector, config));
+        }
+        let node = &mut self.nodes[i];
+        node.replica = Some(replica);
+        node.server = server;
+        node.engines = engines;
+        Ok(())
+    }
+
+    async fn kill_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        for engine in node.engines.drain(..) {
+            engine.stop().await;
+        }
+        if let Some(server) = node.server.take() {
+            server.shutdown().await;
+        }
+        node.replica = None;
+        // Let tasks of the killed instance run to their end and drop their handles.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    pub(super) fn replica(&self, i: usize) -> Result<&Replica, String> {
+        self.nodes[i]
+            .replica
+            .as_ref()
+            .ok_or_else(|| format!("replica {i} is not open"))
+    }
+
+    pub(super) async fn step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            #[cfg(feature = "automerge")]
+            Step::Put {
+                replica,
+                key,
+                value,
+            } if self.config.policy == MergePolicy::Automerge => {
+                self.automerge_put(*replica, *key, "v", *value)?;
+            }
+            Step::Put {
+                replica,
+                key,
+                value,
+            } => {
+                let mut txn = self.replica(*replica)?.transaction();
+                txn.put(TODOS, format!("k{key}"), self.value(*value));
+                self.commit(*replica, txn)?;
+            }
+            Step::Patch {
+                replica,
+                key,
+                field,
+                value,
+            } => {
+                let mut txn = self.replica(*replica)?.transaction();
+                let fields = [(format!("f{field}"), Value::Int(*value))]
+                    .into_iter()
+                    .collect();
+                txn.patch(TODOS, format!("k{key}"), fields);
+                self.commit(*replica, txn)?;
+            }
+            Step::Delete { replica, key } => {
+                let mut txn = self.replica(*replica)?.transaction();
+                txn.delete(TODOS, format!("k{key}"));
+                self.commit(*replica, txn)?;
+            }
+            #[cfg(feature = "automerge")]
+            Step::Transaction {
+                replica,
+                puts,
+                deletes,
+            } if self.config.policy == MergePolicy::Automerge => {
+                // Automerge writes are one record each: not atomic together.
+                for (key, value) in puts {
+                    self.automerge_put(*replica, *key, "v", *value)?;
+                }
+                for key in deletes {
+                    let mut txn = self.replica(*replica)?.transaction();
+                    txn.delete(TODOS, format!("k{key}"));
+                    self.commit(*replica, txn)?;
+                }
+            }
+            Step::Transaction {
+                replica,
+                puts,
+                deletes,
+            } => {
+                let mut txn = self.replica(*replica)?.transaction();
+                for (key, value) in puts {
+                    txn.put(TODOS, format!("k{key}"), self.value(*value));
+                }
+                for key in deletes {
+                    txn.delete(TODOS, format!("k{key}"));
+                }
+                self.commit(*replica, txn)?;
+            }
+            Step::Draft { replica } => {
+                let mut txn = self.replica(*replica)?.transaction();
+                txn.put(DRAFTS, "draft", Value::String(format!("from r{replica}")));
+                self.commit(*replica, txn)?;
+            }
+            Step::Run { millis } => tokio::time::sleep(Duration::from_millis(*millis)).await,
+            Step::Skew { replica, millis } => {
+                self.nodes[*replica]
+                    .clock
+                    .skew_ms
+                    .fetch_add(*millis, Ordering::SeqCst);
+            }
+            Step::Partition { a, b } => {
+                if a != b {
+                    self.net
+                        .partition(&self.nodes[*a].name, &self.nodes[*b].name);
+                }
+            }
+            Step::HealAll => self.net.heal_all(),
+            Step::Offline { replica } => self.net.set_online(&self.nodes[*replica].name, false),
+            Step::Faults { level } => self.net.set_faults(faults(*level)),
+            Step::Restart { replica } => {
+                if self.dir.is_some() {
+                    self.kill_node(*replica).await;
+                    self.start_node(*replica).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A value of the right shape for the policy: field-level records are maps.
+    fn value(&self, n: i64) -> Value {
+        match self.config.policy {
+            MergePolicy::FieldLww => Value::Map(
+                [(format!("f{}", n.rem_euclid(3)), Value::Int(n))]
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => Value::Int(n),
+        }
+    }
+
+    /// Sets field `field` of the automerge document `k{key}` on replica `i`.
+    #[cfg(feature = "automerge")]
+    fn automerge_put(&mut self, i: usize, key: u8, field: &str, value: i64) -> Result<(), String> {
+        use ::automerge::ROOT;
+        use ::automerge::transaction::Transactable as _;
+        let replica = self.replica(i)?.clone();
+        let before = replica.last_lsn();
+        replica
+            .collection(TODOS)
+            .map_err(|e| e.to_string())?
+            .automerge_change(format!("k{key}"), |doc| doc.put(ROOT, field, value))
+            .map_err(|e| format!("automerge write on r{i}: {e}"))?;
+        // Nothing else runs during a step: the new entries are this write.
+        for entry in replica
+            .feed_after(before, usize::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            if entry.change.stamp <= self.last_own[i] {
+                return Err(format!(
+                    "r{i} issued stamp {} after {}",
+                    entry.change.stamp, self.last_own[i]
+                ));
+            }
+            self.last_own[i] = entry.change.stamp;
+            self.acked.push(entry.change.id);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, i: usize, txn: crate::Transaction) -> Result<(), String> {
+        let committed = txn
+            .commit()
+            .map_err(|e| format!("local write on r{i}: {e}"))?;
+        if committed.stamp <= self.last_own[i] && !committed.ids.is_empty() {
+            return Err(format!(
+                "r{i} issued stamp {} after {}: its clock went backwards",
+                committed.stamp, self.last_own[i]
+            ));
+        }
+        self.last_own[i] = committed.stamp;
+        self.acked.extend(committed.ids);
+        Ok(())
+    }
+}
+
+fn faults(level: u8) -> Faults {
+    match level {
+        0 => Faults::none(),
+        1 => Faults::none()
+            .with_latency(Duration::from_millis(1), Duration::from_millis(20))
+            .with_drop_rate(0.05)
+            .with_duplicate_rate(0.05)
+            .with_reorder(true),
+        _ => Faults::none()
+            .with_latency(Duration::ZERO, Duration::from_millis(200))
+            .with_drop_rate(0.3)
+            .with_duplicate_rate(0.2)
+            .with_reorder(true),
+    }
+}
