@@ -1,0 +1,163 @@
+//! Fuzz targets, callable from cargo-fuzz and from ordinary tests.
+//!
+//! Each target takes arbitrary bytes and never panics on any input, except to
+//! report a bug: every panic is a failed invariant. The targets are
+//! deterministic, read at most [`MAX_STEPS`] steps from their input, and take
+//! well under a few milliseconds per input in a release build.
+//!
+//! - [`decode_frame`]: the protocol decoder against hostile bytes.
+//! - [`apply_changes`]: [`Replica::apply_remote`] against a model of
+//!   last-writer-wins, refusals included.
+//! - [`converge`]: three replicas under an arbitrary schedule of local
+//!   writes, clock moves and partial, reordered, duplicated deliveries.
+//!
+//! The repository's `fuzz/` directory is the cargo-fuzz crate that runs them
+//! (see its README), and `tests/fuzz_corpus.rs` replays its corpus, the saved
+//! regressions and [`seed_corpus`] through them on every `cargo test`.
+//!
+//! ```
+//! use syncline::testing::fuzz;
+//!
+//! // Each target on its first seed; a panic would be a bug.
+//! for (name, target) in fuzz::TARGETS {
+//!     let (_label, input) = &fuzz::seed_corpus(name)[0];
+//!     target(input);
+//! }
+//! ```
+
+mod apply;
+mod convergence;
+mod frame;
+mod input;
+mod model;
+mod seeds;
+mod setup;
+#[cfg(test)]
+mod tests;
+
+use crate::protocol::{Notify, Request, RequestBody, Response};
+#[cfg(doc)]
+use crate::{ManualTime, Replica, merge_all, protocol};
+
+use frame::{check_digest, round_trip};
+
+/// The most steps [`apply_changes`] and [`converge`] read from one input;
+/// the bytes after them are ignored.
+pub const MAX_STEPS: usize = 64;
+
+/// A fuzz target: takes any bytes, panics only to report a bug.
+pub type Target = fn(&[u8]);
+
+/// Every target by name, as the cargo-fuzz crate and the corpus replay name
+/// them (`fuzz/corpus/<name>/`).
+pub const TARGETS: [(&str, Target); 3] = [
+    ("decode_frame", decode_frame),
+    ("apply_changes", apply_changes),
+    ("converge", converge),
+];
+
+/// The physical time the replicas start at, in milliseconds since the epoch.
+const T0: u64 = 1_700_000_000_000;
+/// The default `max_clock_drift`, which the targets keep.
+const DRIFT_MS: u64 = 60_000;
+/// The synced collections.
+const SYNCED: [&str; 2] = ["a", "b"];
+/// A local-only collection: remote changes to it are refused.
+const LOCAL: &str = "l";
+/// A collection no replica defines.
+const UNKNOWN: &str = "u";
+
+/// Decodes `data` as a [`Request`], a [`Response`] and a [`Notify`] with
+/// [`protocol::decode`], the bounded decoder every peer frame goes through.
+///
+/// Checks, for each type that `data` decodes as: the value encodes, the
+/// encoding decodes again, to an equal value (compared as values, and as
+/// encodings so that NaN floats compare too), and re-encoding that gives the
+/// same bytes. A batch's digest is recomputed. Allocation is bounded by the
+/// codec (64 MiB per frame); libFuzzer's `-rss_limit_mb` catches regressions.
+pub fn decode_frame(data: &[u8]) {
+    if let Some(request) = round_trip::<Request>(data)
+        && let RequestBody::Push(batch) = &request.body
+    {
+        check_digest(batch);
+    }
+    if let Some(Response::Changes { batch, .. }) = round_trip::<Response>(data) {
+        check_digest(&batch);
+    }
+    round_trip::<Notify>(data);
+}
+
+/// Applies a fuzzer-chosen sequence of remote changes to one replica and
+/// checks it against a model of the documented rules.
+///
+/// The input is read as up to [`MAX_STEPS`] small steps (see the private
+/// `ApplyStep`): new changes from 3 origins (the third is the receiver's
+/// own id, coming back) to 2 synced collections, a local-only one and an
+/// unknown one, 4 keys, stamps from a 4 ms range so that ties are common and
+/// occasionally far in the future, bases from the same range, puts of small
+/// integers and deletes; exact duplicates; forged duplicates (an id reused
+/// with other content, or a record, stamp and origin reused under another
+/// id); moves of the receiver's [`ManualTime`] clock; and cuts, where the
+/// pending changes go to [`Replica::apply_remote`] (or `apply_remote_from`)
+/// as one batch.
+///
+/// Checks after every batch: it is accepted or refused exactly as the model
+/// predicts (a refusal for one of the reasons that apply); the report counts
+/// the new changes and duplicates; a refused batch stores nothing and leaves
+/// the clock where it was; an accepted one moves the clock to its greatest
+/// stamp; the records and conflicts equal a `BTreeMap` model over exactly
+/// the accepted changes (the greatest (stamp, origin, seq) wins, a delete
+/// leaves a tombstone, `seen` is the greatest `base`, and the conflicts are
+/// the losers stamped after it). At the end: the feed is the accepted
+/// changes in order, with their source and group ends; a local write gets a
+/// fresh sequence number, a stamp above everything seen and the newest stamp
+/// of its record as its base; the records equal [`merge_all`] of each
+/// record's changes.
+pub fn apply_changes(data: &[u8]) {
+    apply::run(data);
+}
+
+/// Runs three in-memory replicas (ids 1, 2 and 3) through a fuzzer-chosen
+/// schedule and checks that they converge.
+///
+/// The first 3 bytes set each replica's clock skew (±64 s around a common
+/// start); then up to [`MAX_STEPS`] steps (see the private `ConvergeStep`):
+/// local puts and deletes and two-record transactions on two synced
+/// collections and a local-only one; clock moves forward or back (a clock
+/// per replica, on [`ManualTime`]); and deliveries, where one replica
+/// applies a slice of another's feed through `apply_remote_from`: from its
+/// cursor, re-delivered from earlier, or skipping ahead, so that changes
+/// arrive partially, out of order and more than once (a replica's own
+/// changes come back to it too). Local-only changes are left out, as the
+/// server does.
+///
+/// Checks on the way: every stamp a replica issues is greater than its
+/// clock before the write (so greater than everything it has seen) and than
+/// its previous stamp, and not below its physical time; a local change's
+/// `base` is the newest stamp of its record the replica holds; the clock
+/// never goes back; the feed is gap-free and a slice never ends inside a
+/// group; a delivery is refused only for a stamp beyond the drift bound, and
+/// then stores nothing and leaves the clock alone; otherwise it stores
+/// exactly the changes new to the receiver. At the end every clock is set to
+/// the latest time any of them read, and a full exchange between all pairs
+/// runs until nothing changes, which takes at most 3 rounds; then all
+/// replicas hold identical records and conflicts, equal to the model over
+/// every synced change (the greatest (stamp, origin, seq) wins, `seen` is the
+/// greatest `base`, and the conflicts are the losers stamped after it) and to
+/// [`merge_all`]; each local-only collection holds its own replica's writes
+/// alone; and each feed holds each change once.
+pub fn converge(data: &[u8]) {
+    convergence::run(data);
+}
+
+/// Meaningful starting inputs for the target `name`, each with a label:
+/// real encoded protocol frames for `decode_frame`, and for the others
+/// schedules that exercise each kind of step (ties, duplicates, forgeries,
+/// refusals, clock moves, partial and repeated deliveries), plus a few
+/// pseudo-random ones. Empty for an unknown name.
+///
+/// The committed corpus under `fuzz/corpus/<name>/` is these, written by
+/// `cargo test --features testing --test fuzz_corpus -- --ignored`.
+pub fn seed_corpus(name: &str) -> Vec<(String, Vec<u8>)> {
+    seeds::corpus(name)
+}
