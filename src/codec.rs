@@ -35,8 +35,10 @@ impl DecodeError {
 /// Encodes one of syncline's own types.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // bincode's serde encoder fails only for sequences of unknown length and
-    // custom errors of hand-written `Serialize` impls; syncline's types have
-    // neither, so a failure is a bug in this crate, not bad input.
+    // custom errors of hand-written `Serialize` impls. syncline's types have
+    // neither (the hand-written ones in `wire.rs` serialize slices, whose
+    // length is known, and raise no errors), so a failure is a bug in this
+    // crate, not bad input.
     bincode::serde::encode_to_vec(value, config::standard()).expect("syncline types always encode")
 }
 
