@@ -512,8 +512,8 @@ impl Replica {
                     return Err(invalid("made on top of a later change".into()));
                 }
                 check_key(&change.key, cfg.max_key_len).map_err(|e| invalid(e.to_string()))?;
-                crate::txn::check_op_depth(&change.op).map_err(|e| invalid(e.to_string()))?;
-                let len = crate::txn::encoded_len(&change.op);
+                crate::writer::check_op_depth(&change.op).map_err(|e| invalid(e.to_string()))?;
+                let len = crate::writer::encoded_len(&change.op);
                 if len > cfg.max_value_len {
                     return Err(invalid(format!(
                         "value of {len} bytes exceeds the maximum of {}",

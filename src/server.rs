@@ -335,13 +335,24 @@ impl Service for SyncServer {
         request: Frame,
     ) -> BoxFuture<'a, Result<mpsc::Receiver<Frame>, ServiceError>> {
         Box::pin(async move {
-            let (request, _principal) = self.admit(peer, &request).map_err(|r| match r.code {
+            let (request, principal) = self.admit(peer, &request).map_err(|r| match r.code {
                 RefusalCode::Unauthenticated => ServiceError::unauthorized(r.reason),
                 _ => ServiceError::bad_request(r.reason),
             })?;
             let RequestBody::Subscribe { after } = request.body else {
                 return Err(ServiceError::bad_request("expected a subscribe request"));
             };
+            // Notifications reveal when the feed moves: only for callers that
+            // may read something here.
+            let readable = synced_specs(&self.replica)
+                .iter()
+                .any(|c| self.access.authorize(&principal, &c.name, Access::Read));
+            if !readable {
+                return Err(ServiceError::forbidden(format!(
+                    "{} may not read any collection",
+                    principal.0
+                )));
+            }
             let (tx, rx) = mpsc::channel(16);
             let mut watch = self.replica.watch();
             let replica = self.replica.clone();

@@ -6,14 +6,13 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::clock::Stamp;
-use crate::codec;
 use crate::error::{ApplyError, StorageError, WriteError};
 use crate::merge::Rule;
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op};
 use crate::replica::Replica;
 use crate::value::{Value, to_value};
 use crate::watch::ChangeEvent;
-use crate::writer::{Writer, check_key, check_op_for_policy, next_id};
+use crate::writer::{Writer, check_key, check_op_depth, check_op_for_policy, encoded_len, next_id};
 
 /// A multi-record transaction: queued writes that [`Transaction::commit`]
 /// stores atomically and durably, as one atomic group that travels in one
@@ -240,35 +239,6 @@ fn check_value_len(op: &Op, max: usize) -> Result<(), WriteError> {
         return Err(WriteError::ValueTooLarge { len, max });
     }
     Ok(())
-}
-
-/// Refuses values nested deeper than [`crate::MAX_DEPTH`]: the codec could
-/// not decode them again, and deep recursion could exhaust the stack.
-pub(crate) fn check_op_depth(op: &Op) -> Result<(), crate::ValueError> {
-    match op {
-        Op::Put(v) => v.check_depth(),
-        Op::Patch(fields) => fields.values().try_for_each(|v| {
-            // A patch's fields sit one level below the record.
-            if v.depth() >= crate::MAX_DEPTH {
-                Err(crate::ValueError::TooDeep {
-                    max: crate::MAX_DEPTH,
-                })
-            } else {
-                Ok(())
-            }
-        }),
-        Op::Delete | Op::Automerge(_) => Ok(()),
-    }
-}
-
-/// The encoded length of an op's value (0 for a delete).
-pub(crate) fn encoded_len(op: &Op) -> usize {
-    match op {
-        Op::Put(v) => codec::encode(v).len(),
-        Op::Patch(fields) => codec::encode(fields).len(),
-        Op::Automerge(bytes) => bytes.len(),
-        Op::Delete => 0,
-    }
 }
 
 /// Storing a freshly made local change can only fail in storage: its id and

@@ -42,6 +42,35 @@ pub(crate) fn check_op_for_policy(op: &Op, policy: &MergePolicy) -> Result<(), S
     }
 }
 
+/// Refuses values nested deeper than [`crate::MAX_DEPTH`]: the codec could
+/// not decode them again, and deep recursion could exhaust the stack.
+pub(crate) fn check_op_depth(op: &Op) -> Result<(), crate::ValueError> {
+    match op {
+        Op::Put(v) => v.check_depth(),
+        Op::Patch(fields) => fields.values().try_for_each(|v| {
+            // A patch's fields sit one level below the record.
+            if v.depth() >= crate::MAX_DEPTH {
+                Err(crate::ValueError::TooDeep {
+                    max: crate::MAX_DEPTH,
+                })
+            } else {
+                Ok(())
+            }
+        }),
+        Op::Delete | Op::Automerge(_) => Ok(()),
+    }
+}
+
+/// The encoded length of an op's value (0 for a delete).
+pub(crate) fn encoded_len(op: &Op) -> usize {
+    match op {
+        Op::Put(v) => codec::encode(v).len(),
+        Op::Patch(fields) => codec::encode(fields).len(),
+        Op::Automerge(bytes) => bytes.len(),
+        Op::Delete => 0,
+    }
+}
+
 /// Checks a key against the configured bounds.
 pub(crate) fn check_key(key: &Key, max: usize) -> Result<(), KeyError> {
     if key.is_empty() {

@@ -293,3 +293,46 @@ async fn a_client_whose_clock_is_a_year_ahead_is_refused_at_handshake() {
     assert_eq!(hub.last_lsn(), 0);
     hub_still_serves(&net, &hub, dir.path(), "after-future-client").await;
 }
+
+#[tokio::test]
+async fn a_caller_that_may_read_nothing_cannot_subscribe() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LoopbackNetwork::new(6);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let access = Tokens::new()
+        .with_token("reader-token", "reader", Permissions::read_only())
+        .with_token(
+            "blind-token",
+            "blind",
+            Permissions {
+                read: Collections::none(),
+                write: Collections::All,
+            },
+        );
+    let _server = net
+        .serve(
+            "hub",
+            SyncServer::new(hub.clone())
+                .with_access(access)
+                .into_service(),
+            Limits::default(),
+        )
+        .unwrap();
+    let conn = net.connector("raw", "hub").connect().await.unwrap();
+    let subscribe = |token: &str| Request {
+        version: PROTOCOL_VERSION,
+        from: ReplicaId::from_bytes([9; 16]),
+        token: Some(token.into()),
+        body: RequestBody::Subscribe { after: 0 },
+    };
+    let err = conn
+        .subscribe(protocol::encode(&subscribe("blind-token")).into())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Refused { .. }), "{err}");
+    assert!(
+        conn.subscribe(protocol::encode(&subscribe("reader-token")).into())
+            .await
+            .is_ok()
+    );
+}
