@@ -42,6 +42,30 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config::standard()).expect("syncline types always encode")
 }
 
+/// Encodes one of syncline's own types at the end of `buf`, so a hot path
+/// can reuse one buffer instead of allocating per value.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) {
+    // Infallible for the same reasons as `encode`, and writing to a `Vec`
+    // cannot fail.
+    bincode::serde::encode_into_std_write(value, buf, config::standard())
+        .expect("syncline types always encode");
+}
+
+/// Feeds the encoding of `value` to `sink` without building it in memory
+/// (a hasher, say).
+pub(crate) fn encode_to<T: Serialize + ?Sized>(value: &T, sink: &mut impl std::io::Write) {
+    bincode::serde::encode_into_std_write(value, sink, config::standard())
+        .expect("syncline types always encode, and the sinks used cannot fail");
+}
+
+/// The length of `value`'s encoding, counted without building it.
+pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config::standard())
+        .expect("syncline types always encode");
+    size.bytes_written
+}
+
 /// Decodes data this crate stored, bounded by [`STORED_LIMIT`].
 pub(crate) fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_with(bytes, config::standard().with_limit::<STORED_LIMIT>())
@@ -74,6 +98,19 @@ mod tests {
         let bytes = [0x26, 0xfc, 0x6f, 0x30, 0x2f, 0xfd];
         assert!(decode_peer::<Vec<u8>>(&bytes).is_err());
         assert!(decode_stored::<String>(&bytes).is_err());
+    }
+
+    #[test]
+    fn every_encoder_writes_the_same_bytes() {
+        let value = (7u64, "seven", vec![1u8, 2, 3]);
+        let whole = encode(&value);
+        let mut buf = vec![9];
+        encode_into(&value, &mut buf);
+        assert_eq!(&buf[1..], whole.as_slice());
+        let mut sink = Vec::new();
+        encode_to(&value, &mut sink);
+        assert_eq!(sink, whole);
+        assert_eq!(encoded_len(&value), whole.len());
     }
 
     #[test]

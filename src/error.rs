@@ -223,10 +223,11 @@ pub enum ApplyError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A change reuses the id or the (stamp, origin) of a different change
-    /// already stored.
+    /// A change takes the slot (record, stamp and origin) of a different
+    /// change already stored: an origin never stamps two changes alike, so
+    /// one of them is forged or broken.
     #[error(
-        "change {id:?} conflicts with a different change already stored under the same identity"
+        "change {id:?} differs from the change already stored in its slot (same record, stamp and origin)"
     )]
     ConflictingDuplicate {
         /// The change.

@@ -105,7 +105,9 @@ impl Batch {
 pub fn digest(changes: &[Change]) -> [u8; 8] {
     let mut hasher = blake3::Hasher::new();
     for change in changes {
-        hasher.update(&codec::encode(change));
+        // Streams each encoding into the hasher: the same bytes as hashing
+        // `codec::encode(change)`, without building them.
+        codec::encode_to(change, &mut hasher);
     }
     let mut out = [0; 8];
     out.copy_from_slice(&hasher.finalize().as_bytes()[..8]);

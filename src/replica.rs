@@ -17,7 +17,7 @@ use crate::error::{ApplyError, OpenError, ReadError, StorageError, WriteError};
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
 use crate::tables::{
-    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedRecord, IDS, META,
+    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedRecord, META,
     PEERS, RECORDS,
 };
 use crate::txn::Transaction;
@@ -210,6 +210,12 @@ impl Replica {
         };
         match format {
             Some(FORMAT_VERSION) => {}
+            Some(1) => {
+                drop(meta);
+                drop(read);
+                Self::upgrade_from_1(&db)?;
+                return Self::init(db, config);
+            }
             Some(found) => {
                 return Err(OpenError::UnsupportedFormat {
                     found,
@@ -278,11 +284,22 @@ impl Replica {
             txn.open_table(CHANGES)?;
             txn.open_table(RECORDS)?;
             txn.open_table(FEED)?;
-            txn.open_table(IDS)?;
             txn.open_table(PEERS)?;
             txn.open_table(CONFLICTS)?;
         }
         txn.commit()?;
+        Ok(())
+    }
+
+    /// Format 1 to 2: the `ids-1` index goes; nothing else changed.
+    fn upgrade_from_1(db: &Database) -> Result<(), StorageError> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.delete_table(tables::IDS_V1)?;
+        txn.open_table(META)?
+            .insert("format", FORMAT_VERSION.to_le_bytes().as_slice())?;
+        txn.commit()?;
+        tracing::info!("upgraded the replica file from format 1 to {FORMAT_VERSION}");
         Ok(())
     }
 
@@ -374,7 +391,7 @@ impl Replica {
 
     /// A stream of every change committed from now on, local and remote.
     pub fn watch(&self) -> Watch {
-        Watch::new(self.inner.events.subscribe(), None)
+        Watch::new(self.subscribe_events(), None)
     }
 
     /// Merges changes made elsewhere, all in one commit, as one atomic group.
@@ -425,6 +442,7 @@ impl Replica {
         let txn = self.begin_write()?;
         let mut report = ApplyReport::default();
         let mut events = Vec::new();
+        let listened = self.has_listeners();
         {
             let mut w = Writer::open(&txn)?;
             let last = changes.len().saturating_sub(1);
@@ -436,11 +454,13 @@ impl Replica {
                         ended = i == last;
                         report.applied += 1;
                         report.conflicts += conflicts;
-                        events.push(ChangeEvent {
-                            lsn,
-                            change: change.clone(),
-                            source,
-                        });
+                        if listened {
+                            events.push(ChangeEvent {
+                                lsn,
+                                change: change.clone(),
+                                source,
+                            });
+                        }
                     }
                     None => report.duplicates += 1,
                 }
@@ -631,7 +651,16 @@ impl Replica {
         }
     }
 
+    /// Whether anyone listens for change events: commits skip building them
+    /// when nobody does. Asked under the write lock, which subscribing takes
+    /// too, so a commit either sees a new listener or is already visible to
+    /// it (and events are published only after the commit).
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.inner.events.receiver_count() > 0
+    }
+
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+        let _guard = self.lock_write();
         self.inner.events.subscribe()
     }
 }

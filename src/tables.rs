@@ -14,7 +14,15 @@ use crate::error::StorageError;
 use crate::model::{ChangeId, Key, Op, ReplicaId};
 
 /// The on-disk format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first layout, with an `ids-1` index from change id to lsn.
+/// - 2: `ids-1` is gone: a change is found by its slot in `changes-1`
+///   (record, stamp, origin), which also makes applying it idempotent.
+///   Opening a format 1 file drops the index and moves it to 2.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+
+/// `ids-1`, the id index of format 1: dropped when such a file is opened.
+pub(crate) const IDS_V1: TableDefinition<(&[u8; 16], u64), u64> = TableDefinition::new("ids-1");
 
 /// The key of a change of one record: (collection, key bytes, stamp as u64,
 /// origin replica id), ordered so that a record's changes are adjacent and
@@ -36,7 +44,9 @@ pub(crate) const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::ne
 
 /// `changes-1`: (collection, key bytes, stamp as u64, origin replica id) ->
 /// encoded [`ChangeBody`]. Each record's change log, in merge order of stamp
-/// and origin. Never rewritten once stored.
+/// and origin. Never rewritten once stored. An origin never stamps two
+/// changes alike, so this slot identifies a change: storing one whose slot is
+/// taken is a duplicate when the bodies are equal, and refused otherwise.
 pub(crate) const CHANGES: TableDefinition<LogKey<'static>, &[u8]> =
     TableDefinition::new("changes-1");
 
@@ -48,10 +58,6 @@ pub(crate) const RECORDS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinitio
 /// [`FeedRecord`]. Every change stored here, local or received, gets the next
 /// lsn in the transaction that stores it. The outbox and the change stream.
 pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-1");
-
-/// `ids-1`: (origin replica id, origin seq) -> lsn of the change in `feed-1`.
-/// Makes application of a change idempotent.
-pub(crate) const IDS: TableDefinition<(&[u8; 16], u64), u64> = TableDefinition::new("ids-1");
 
 /// `peers-1`: peer replica id -> encoded peer state (cursors, last seen).
 /// Filled by the sync engine.
@@ -72,6 +78,14 @@ pub(crate) struct ChangeBody {
     pub(crate) base: Stamp,
     /// What the change does.
     pub(crate) op: Op,
+}
+
+/// [`ChangeBody`] borrowing its op: encodes to the same bytes without a copy.
+#[derive(Serialize)]
+pub(crate) struct ChangeBodyRef<'a> {
+    pub(crate) seq: u64,
+    pub(crate) base: Stamp,
+    pub(crate) op: &'a Op,
 }
 
 /// The value of a `conflicts-1` entry; the key holds the losing change's
@@ -100,6 +114,18 @@ pub(crate) struct FeedRecord {
     pub(crate) source: Option<ReplicaId>,
     /// Whether it is the last change of an atomic group (a transaction or a
     /// remote batch): readers of the feed never split a group.
+    pub(crate) group_end: bool,
+}
+
+/// [`FeedRecord`] borrowing its names: encodes to the same bytes without a
+/// copy.
+#[derive(Serialize)]
+pub(crate) struct FeedRecordRef<'a> {
+    pub(crate) id: ChangeId,
+    pub(crate) collection: &'a str,
+    pub(crate) key: &'a Key,
+    pub(crate) stamp: Stamp,
+    pub(crate) source: Option<ReplicaId>,
     pub(crate) group_end: bool,
 }
 

@@ -166,7 +166,8 @@ impl Transaction {
         let mut state = guard.clone();
         let now = replica.now_millis();
         let txn = replica.begin_write()?;
-        let mut events = Vec::with_capacity(self.ops.len());
+        let listened = replica.has_listeners();
+        let mut events = Vec::with_capacity(if listened { self.ops.len() } else { 0 });
         let mut ids = Vec::with_capacity(self.ops.len());
         let mut conflict_count = 0;
         {
@@ -210,11 +211,13 @@ impl Transaction {
                     .map_err(local_store_error)?;
                 conflict_count += conflicts;
                 ids.push(change.id);
-                events.push(ChangeEvent {
-                    lsn,
-                    change,
-                    source: None,
-                });
+                if listened {
+                    events.push(ChangeEvent {
+                        lsn,
+                        change,
+                        source: None,
+                    });
+                }
             }
             w.save_counters(&state)?;
         }

@@ -1,6 +1,6 @@
 //! The write path inside one redb transaction: validation helpers, and the
-//! one way changes enter the tables (change log, feed, id index, merged
-//! record, conflicts).
+//! one way changes enter the tables (change log, feed, merged record,
+//! conflicts).
 
 use redb::{ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 
@@ -11,8 +11,8 @@ use crate::merge::{RecordState, Rule, merge_one, record_value};
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op, ReplicaId, Version};
 use crate::replica::WriteState;
 use crate::tables::{
-    self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, FEED, FeedRecord, IDS, LogKey, META,
-    RECORDS,
+    self, CHANGES, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedRecord, FeedRecordRef, LogKey,
+    META, RECORDS,
 };
 
 /// Which ops a collection's policy accepts; the reason when it does not.
@@ -64,8 +64,8 @@ pub(crate) fn check_op_depth(op: &Op) -> Result<(), crate::ValueError> {
 /// The encoded length of an op's value (0 for a delete).
 pub(crate) fn encoded_len(op: &Op) -> usize {
     match op {
-        Op::Put(v) => codec::encode(v).len(),
-        Op::Patch(fields) => codec::encode(fields).len(),
+        Op::Put(v) => codec::encoded_len(v),
+        Op::Patch(fields) => codec::encoded_len(fields),
         Op::Automerge(bytes) => bytes.len(),
         Op::Delete => 0,
     }
@@ -90,9 +90,10 @@ pub(crate) struct Writer<'txn> {
     changes: redb::Table<'txn, LogKey<'static>, &'static [u8]>,
     records: redb::Table<'txn, (&'static str, &'static [u8]), &'static [u8]>,
     feed: redb::Table<'txn, u64, &'static [u8]>,
-    ids: redb::Table<'txn, (&'static [u8; 16], u64), u64>,
     conflicts: redb::Table<'txn, LogKey<'static>, &'static [u8]>,
     meta: redb::Table<'txn, &'static str, &'static [u8]>,
+    /// One encode buffer for the whole transaction.
+    scratch: Vec<u8>,
 }
 
 impl<'txn> Writer<'txn> {
@@ -101,9 +102,9 @@ impl<'txn> Writer<'txn> {
             changes: txn.open_table(CHANGES)?,
             records: txn.open_table(RECORDS)?,
             feed: txn.open_table(FEED)?,
-            ids: txn.open_table(IDS)?,
             conflicts: txn.open_table(CONFLICTS)?,
             meta: txn.open_table(META)?,
+            scratch: Vec::with_capacity(256),
         })
     }
 
@@ -129,9 +130,9 @@ impl<'txn> Writer<'txn> {
         }
     }
 
-    /// Stores a change if its id is new: change log, feed entry with the next
-    /// lsn, id index, merged record, conflicts. Returns its lsn and the number
-    /// of conflicts it recorded, or `None` for a duplicate.
+    /// Stores a change unless it is already stored: change log, feed entry
+    /// with the next lsn, merged record, conflicts. Returns its lsn and the
+    /// number of conflicts it recorded, or `None` for a duplicate.
     pub(crate) fn store(
         &mut self,
         state: &mut WriteState,
@@ -140,16 +141,7 @@ impl<'txn> Writer<'txn> {
         source: Option<ReplicaId>,
         group_end: bool,
     ) -> Result<Option<(u64, usize)>, ApplyError> {
-        let origin = change.id.origin.as_bytes();
-        if let Some(lsn) = self
-            .ids
-            .get((origin, change.id.seq))
-            .map_err(StorageError::from)?
-        {
-            let lsn = lsn.value();
-            if self.stored_change(lsn)?.as_ref() != Some(change) {
-                return Err(ApplyError::ConflictingDuplicate { id: change.id });
-            }
+        if !self.log(change)? {
             return Ok(None);
         }
         let current = self.record(&change.collection, &change.key)?;
@@ -157,8 +149,8 @@ impl<'txn> Writer<'txn> {
             .map(Some)
     }
 
-    /// Stores a change made here just now: its id and stamp are new by
-    /// construction, and `current` is the record's state the caller read.
+    /// Stores a change made here just now: its stamp is new by construction,
+    /// and `current` is the record's state the caller read.
     pub(crate) fn store_fresh(
         &mut self,
         state: &mut WriteState,
@@ -167,9 +159,47 @@ impl<'txn> Writer<'txn> {
         current: Option<RecordState>,
         group_end: bool,
     ) -> Result<(u64, usize), ApplyError> {
+        if !self.log(change)? {
+            // Only a stamp issued twice could get here: a clock bug.
+            return Err(ApplyError::ConflictingDuplicate { id: change.id });
+        }
         self.insert(state, rule, change, current, None, group_end)
     }
 
+    /// Puts a change into its record's log. Returns false when that slot
+    /// already holds the same change; a different change in the slot (same
+    /// record, stamp and origin) is refused, and the error aborts the whole
+    /// transaction, so the overwrite is never committed.
+    fn log(&mut self, change: &Change) -> Result<bool, ApplyError> {
+        let log_key = (
+            change.collection.as_str(),
+            change.key.as_bytes(),
+            change.stamp.as_u64(),
+            change.id.origin.as_bytes(),
+        );
+        self.scratch.clear();
+        codec::encode_into(
+            &ChangeBodyRef {
+                seq: change.id.seq,
+                base: change.base,
+                op: &change.op,
+            },
+            &mut self.scratch,
+        );
+        // One lookup for both the duplicate check and the insert: new
+        // changes are the common case.
+        let old = self
+            .changes
+            .insert(log_key, self.scratch.as_slice())
+            .map_err(StorageError::from)?;
+        match old {
+            None => Ok(true),
+            Some(old) if old.value() == self.scratch.as_slice() => Ok(false),
+            Some(_) => Err(ApplyError::ConflictingDuplicate { id: change.id }),
+        }
+    }
+
+    /// Everything after the change log: feed, merged record, conflicts.
     fn insert(
         &mut self,
         state: &mut WriteState,
@@ -179,49 +209,30 @@ impl<'txn> Writer<'txn> {
         source: Option<ReplicaId>,
         group_end: bool,
     ) -> Result<(u64, usize), ApplyError> {
-        let origin = change.id.origin.as_bytes();
-        let log_key = (
-            change.collection.as_str(),
-            change.key.as_bytes(),
-            change.stamp.as_u64(),
-            origin,
-        );
-        let body = ChangeBody {
-            seq: change.id.seq,
-            base: change.base,
-            op: change.op.clone(),
-        };
-        let replaced = self
-            .changes
-            .insert(log_key, codec::encode(&body).as_slice())
-            .map_err(StorageError::from)?
-            .is_some();
-        if replaced {
-            // Same record, stamp and origin, but another id: a forged or
-            // broken change. The error aborts the whole transaction.
-            return Err(ApplyError::ConflictingDuplicate { id: change.id });
-        }
         state.lsn += 1;
-        let feed = FeedRecord {
-            id: change.id,
-            collection: change.collection.clone(),
-            key: change.key.clone(),
-            stamp: change.stamp,
-            source,
-            group_end,
-        };
+        self.scratch.clear();
+        codec::encode_into(
+            &FeedRecordRef {
+                id: change.id,
+                collection: &change.collection,
+                key: &change.key,
+                stamp: change.stamp,
+                source,
+                group_end,
+            },
+            &mut self.scratch,
+        );
         self.feed
-            .insert(state.lsn, codec::encode(&feed).as_slice())
-            .map_err(StorageError::from)?;
-        self.ids
-            .insert((origin, change.id.seq), state.lsn)
+            .insert(state.lsn, self.scratch.as_slice())
             .map_err(StorageError::from)?;
         let next = merge_one(rule, current.as_ref(), change);
         if let Some(next) = &next {
+            self.scratch.clear();
+            codec::encode_into(next, &mut self.scratch);
             self.records
                 .insert(
                     (change.collection.as_str(), change.key.as_bytes()),
-                    codec::encode(next).as_slice(),
+                    self.scratch.as_slice(),
                 )
                 .map_err(StorageError::from)?;
         }
@@ -307,24 +318,6 @@ impl<'txn> Writer<'txn> {
         self.meta
             .insert("seq", state.seq.to_le_bytes().as_slice())?;
         Ok(())
-    }
-
-    fn stored_change(&self, lsn: u64) -> Result<Option<Change>, StorageError> {
-        let Some(rec) = self.feed.get(lsn)? else {
-            return Ok(None);
-        };
-        let rec: FeedRecord = tables::decode(FEED.name(), rec.value())?;
-        let Some(body) = self.changes.get((
-            rec.collection.as_str(),
-            rec.key.as_bytes(),
-            rec.stamp.as_u64(),
-            rec.id.origin.as_bytes(),
-        ))?
-        else {
-            return Ok(None);
-        };
-        let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
-        Ok(Some(rec.into_change(body)))
     }
 }
 

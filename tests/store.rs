@@ -9,7 +9,7 @@ use common::{T0, manual_config, memory_replica};
 use serde::{Deserialize, Serialize};
 use syncline::{
     ApplyError, CollectionConfig, Fault, Key, KeyError, ManualTime, Op, OpenError, ReadError,
-    Replica, Scan, Value, WriteError,
+    Replica, Scan, Stamp, Value, WriteError,
 };
 
 fn file_replica(dir: &tempfile::TempDir, time: &ManualTime) -> Replica {
@@ -298,6 +298,18 @@ fn forged_duplicate_is_refused() {
         Some(Value::Int(1))
     );
     assert_eq!(b.last_lsn(), 1);
+
+    // A change is identified by its slot (record, stamp, origin), not by its
+    // sequence number alone: an id reused at another stamp is another change,
+    // stored and merged like any other (every replica does the same).
+    let mut later = changes[0].clone();
+    later.stamp = Stamp::from_u64(later.stamp.as_u64() + 1);
+    later.op = Op::Put(Value::Int(2));
+    assert_eq!(b.apply_remote(&[later]).unwrap().applied, 1);
+    assert_eq!(
+        b.collection("todos").unwrap().get("k").unwrap(),
+        Some(Value::Int(2))
+    );
 }
 
 #[test]
@@ -348,11 +360,67 @@ fn a_newer_format_is_refused() {
             err,
             OpenError::UnsupportedFormat {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err}"
     );
+}
+
+/// Writes `meta-1`'s format entry and creates format 1's `ids-1` index, as a
+/// format 1 build would have left the file.
+fn make_format_1(path: &std::path::Path) {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta-1");
+    let ids: redb::TableDefinition<(&[u8; 16], u64), u64> = redb::TableDefinition::new("ids-1");
+    txn.open_table(meta)
+        .unwrap()
+        .insert("format", 1u32.to_le_bytes().as_slice())
+        .unwrap();
+    txn.open_table(ids)
+        .unwrap()
+        .insert((&[1; 16], 1), 1)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_format_1_file_is_upgraded_in_place_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.redb");
+    let time = ManualTime::new(T0);
+    {
+        let r = Replica::open(&path, manual_config(1, &time)).unwrap();
+        r.define_collection("todos", CollectionConfig::default())
+            .unwrap();
+        r.collection("todos").unwrap().put("k", 1i64).unwrap();
+    }
+    make_format_1(&path);
+    let r = Replica::open(&path, manual_config(1, &time)).unwrap();
+    let todos = r.collection("todos").unwrap();
+    assert_eq!(todos.get("k").unwrap(), Some(Value::Int(1)));
+    todos.put("k", 2i64).unwrap();
+    assert_eq!(r.last_lsn(), 2);
+    drop((todos, r));
+    let db = redb::Database::create(&path).unwrap();
+    let read = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let names: Vec<String> = read
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n == "ids-1"), "{names:?}");
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta-1");
+    let format = read
+        .open_table(meta)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(format, 2u32.to_le_bytes());
 }
 
 #[tokio::test]

@@ -170,11 +170,19 @@ enum Expected {
     Refuse(BTreeSet<Reason>),
 }
 
+/// Where a change is stored: (collection, key, stamp, origin).
+type Slot = (String, Key, Stamp, ReplicaId);
+
+fn slot(c: &Change) -> Slot {
+    (c.collection.clone(), c.key.clone(), c.stamp, c.id.origin)
+}
+
 /// The receiver as the model sees it: the changes it accepted, and so on.
 #[derive(Debug, Default)]
 struct StoreModel {
-    by_id: BTreeMap<ChangeId, Change>,
-    slots: BTreeSet<(String, Key, Stamp, ReplicaId)>,
+    /// Stored changes by slot: (collection, key, stamp, origin) identifies
+    /// a change.
+    slots: BTreeMap<Slot, Change>,
     /// The feed: change, source, group end.
     feed: Vec<(Change, Option<ReplicaId>, bool)>,
     clock: Stamp,
@@ -200,12 +208,12 @@ impl StoreModel {
         }
         // Stored one by one in one write transaction: each change sees the
         // ones before it in the batch.
-        let mut ids = BTreeMap::new();
-        let mut slots = BTreeSet::new();
+        let mut slots = BTreeMap::new();
         let mut fresh = Vec::new();
         let mut duplicates = 0;
         for c in batch {
-            if let Some(stored) = self.by_id.get(&c.id).or_else(|| ids.get(&c.id)) {
+            let slot = slot(c);
+            if let Some(stored) = self.slots.get(&slot).or_else(|| slots.get(&slot)) {
                 if stored != c {
                     reasons.insert(Reason::Conflict);
                     break;
@@ -213,13 +221,7 @@ impl StoreModel {
                 duplicates += 1;
                 continue;
             }
-            let slot = (c.collection.clone(), c.key.clone(), c.stamp, c.id.origin);
-            if self.slots.contains(&slot) || slots.contains(&slot) {
-                reasons.insert(Reason::Conflict);
-                break;
-            }
-            ids.insert(c.id, c.clone());
-            slots.insert(slot);
+            slots.insert(slot, c.clone());
             fresh.push(c.clone());
         }
         if reasons.is_empty() {
@@ -238,9 +240,7 @@ impl StoreModel {
     ) {
         let n = fresh.len();
         for (i, c) in fresh.into_iter().enumerate() {
-            self.by_id.insert(c.id, c.clone());
-            self.slots
-                .insert((c.collection.clone(), c.key.clone(), c.stamp, c.id.origin));
+            self.slots.insert(slot(&c), c.clone());
             self.feed.push((c, source, i + 1 == n));
         }
         for c in batch {

@@ -21,7 +21,7 @@ fn op_value(op: &Op) -> Option<Value> {
     }
 }
 
-/// What the documented rules say a set of changes (no two with one id)
+/// What the documented rules say a set of changes (no two in one slot)
 /// holds, written as plainly as possible.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Model {
@@ -54,7 +54,7 @@ impl Model {
             let mut losers: Vec<&Change> = changes
                 .iter()
                 .copied()
-                .filter(|c| c.id != winner.id && c.stamp > seen)
+                .filter(|c| rank(c) != rank(winner) && c.stamp > seen)
                 .collect();
             losers.sort_by_key(|c| (c.stamp, c.id.origin));
             let conflicts = model.conflicts.entry(collection.clone()).or_default();
