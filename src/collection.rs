@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::clock::Stamp;
 use crate::error::{ReadError, StorageError, WriteError};
+use crate::keys;
 use crate::merge::RecordState;
 use crate::model::{Change, ChangeId, CollectionConfig, Key};
 use crate::replica::Replica;
@@ -212,7 +213,7 @@ impl Collection {
         let read = self.replica.begin_read()?;
         let table = read.open_table(RECORDS).map_err(StorageError::from)?;
         match table
-            .get((self.name.as_str(), key.as_bytes()))
+            .get(keys::record(&self.name, key.as_bytes()).as_slice())
             .map_err(StorageError::from)?
         {
             Some(g) => Ok(Some(tables::decode(RECORDS.name(), g.value())?)),
@@ -251,32 +252,35 @@ impl Collection {
         if scan.limit == Some(0) {
             return Ok(());
         }
-        let name = self.name.as_str();
-        // Tuple keys order by collection first; the smallest key of the next
-        // collection name is (name + "\0", []).
-        let next_name = format!("{name}\0");
-        let start = match &scan.start {
-            Bound::Included(k) => Bound::Included((name, k.as_bytes())),
-            Bound::Excluded(k) => Bound::Excluded((name, k.as_bytes())),
-            Bound::Unbounded => Bound::Included((name, &[][..])),
-        };
-        let end = match &scan.end {
-            Bound::Included(k) => Bound::Included((name, k.as_bytes())),
-            Bound::Excluded(k) => Bound::Excluded((name, k.as_bytes())),
-            Bound::Unbounded => Bound::Excluded((next_name.as_str(), &[][..])),
-        };
         if range_is_empty(&scan.start, &scan.end) {
             return Ok(());
         }
+        // A collection's record keys are its escaped name followed by the
+        // key bytes, so key ranges map onto the prefix.
+        let prefix = keys::collection(&self.name);
+        let with = |k: &Key| keys::record(&self.name, k.as_bytes());
+        let start = match &scan.start {
+            Bound::Included(k) => Bound::Included(with(k)),
+            Bound::Excluded(k) => Bound::Excluded(with(k)),
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+        };
+        let end = match &scan.end {
+            Bound::Included(k) => Bound::Included(with(k)),
+            Bound::Excluded(k) => Bound::Excluded(with(k)),
+            Bound::Unbounded => Bound::Excluded(keys::prefix_end(&prefix)),
+        };
         let read = self.replica.begin_read()?;
         let table = read.open_table(RECORDS).map_err(StorageError::from)?;
         let range = table
-            .range::<(&str, &[u8])>((start, end))
+            .range::<&[u8]>((as_slice(&start), as_slice(&end)))
             .map_err(StorageError::from)?;
         let mut step = |entry: RecordEntry<'_>| -> Result<bool, ReadError> {
             let (k, v) = entry.map_err(StorageError::from)?;
             let state: RecordState = tables::decode(RECORDS.name(), v.value())?;
-            Ok(visit(Key::new(k.value().1), state))
+            let key = k.value().get(prefix.len()..).ok_or_else(|| {
+                StorageError::Inconsistent(format!("short key in {}", RECORDS.name()))
+            })?;
+            Ok(visit(Key::new(key), state))
         };
         if scan.reverse {
             for entry in range.rev() {
@@ -300,16 +304,19 @@ impl Collection {
         check_key(&key, self.replica.config().max_key_len)?;
         let read = self.replica.begin_read()?;
         let table = read.open_table(CHANGES).map_err(StorageError::from)?;
-        let lo = (self.name.as_str(), key.as_bytes(), 0u64, &[0u8; 16]);
-        let hi = (self.name.as_str(), key.as_bytes(), u64::MAX, &[0xffu8; 16]);
+        let prefix = keys::log_prefix(&self.name, key.as_bytes());
+        let end = keys::prefix_end(&prefix);
         let mut out = Vec::new();
-        for entry in table.range(lo..=hi).map_err(StorageError::from)? {
+        for entry in table
+            .range(prefix.as_slice()..end.as_slice())
+            .map_err(StorageError::from)?
+        {
             let (k, v) = entry.map_err(StorageError::from)?;
-            let (_, _, stamp, origin) = k.value();
+            let (stamp, origin) = keys::split_log_tail(CHANGES.name(), k.value())?;
             let body: ChangeBody = tables::decode(CHANGES.name(), v.value())?;
             out.push(Change {
                 id: ChangeId {
-                    origin: crate::model::ReplicaId::from_bytes(*origin),
+                    origin: crate::model::ReplicaId::from_bytes(origin),
                     seq: body.seq,
                 },
                 collection: self.name.clone(),
@@ -327,39 +334,36 @@ impl Collection {
     /// them). Replicas holding the same changes list the same conflicts.
     /// Only record-level policies (LWW, ranked, custom) record conflicts.
     pub fn conflicts(&self) -> Result<Vec<Conflict>, ReadError> {
-        let name = self.name.as_str();
-        let next_name = format!("{name}\0");
-        let lo = (name, &[][..], 0u64, &[0u8; 16]);
-        let hi = (next_name.as_str(), &[][..], 0u64, &[0u8; 16]);
-        self.read_conflicts(lo..hi)
+        self.read_conflicts(&keys::collection(&self.name))
     }
 
     /// The conflicts of one record.
     pub fn conflicts_of(&self, key: impl Into<Key>) -> Result<Vec<Conflict>, ReadError> {
         let key = key.into();
         check_key(&key, self.replica.config().max_key_len)?;
-        let lo = (self.name.as_str(), key.as_bytes(), 0u64, &[0u8; 16]);
-        let hi = (self.name.as_str(), key.as_bytes(), u64::MAX, &[0xffu8; 16]);
-        self.read_conflicts(lo..=hi)
+        self.read_conflicts(&keys::log_prefix(&self.name, key.as_bytes()))
     }
 
-    fn read_conflicts<'a>(
-        &self,
-        range: impl RangeBounds<(&'a str, &'a [u8], u64, &'a [u8; 16])> + 'a,
-    ) -> Result<Vec<Conflict>, ReadError> {
+    /// The conflicts whose keys start with `prefix` (an escaped name).
+    fn read_conflicts(&self, prefix: &[u8]) -> Result<Vec<Conflict>, ReadError> {
         let read = self.replica.begin_read()?;
         let table = read.open_table(CONFLICTS).map_err(StorageError::from)?;
+        let end = keys::prefix_end(prefix);
+        let skip = keys::collection(&self.name).len();
         let mut out = Vec::new();
-        for entry in table.range(range).map_err(StorageError::from)? {
+        for entry in table
+            .range(prefix..end.as_slice())
+            .map_err(StorageError::from)?
+        {
             let (k, v) = entry.map_err(StorageError::from)?;
-            let (_, key, stamp, origin) = k.value();
+            let (key, stamp, origin) = keys::split_log(CONFLICTS.name(), k.value(), skip)?;
             let body: ConflictBody = tables::decode(CONFLICTS.name(), v.value())?;
             out.push(Conflict {
-                key: Key::new(key),
+                key,
                 loser: crate::model::Version {
                     stamp: Stamp::from_u64(stamp),
                     id: ChangeId {
-                        origin: crate::model::ReplicaId::from_bytes(*origin),
+                        origin: crate::model::ReplicaId::from_bytes(origin),
                         seq: body.seq,
                     },
                 },
@@ -390,14 +394,23 @@ impl Collection {
     }
 }
 
-/// One entry of a walk over `records-1`.
+/// One entry of a walk over `records-2`.
 type RecordEntry<'a> = Result<
     (
-        redb::AccessGuard<'a, (&'static str, &'static [u8])>,
+        redb::AccessGuard<'a, &'static [u8]>,
         redb::AccessGuard<'a, &'static [u8]>,
     ),
     redb::StorageError,
 >;
+
+/// A bound over owned key bytes, as a bound over slices.
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
 
 /// Whether a key range is empty (redb refuses ranges whose start is after their end).
 fn range_is_empty(start: &Bound<Key>, end: &Bound<Key>) -> bool {

@@ -74,6 +74,7 @@ mod codec;
 mod collection;
 mod engine;
 mod error;
+mod keys;
 mod merge;
 mod model;
 mod peers;

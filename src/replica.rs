@@ -14,11 +14,12 @@ use crate::clock::{Hlc, Stamp, SystemTimeSource, TimeSource};
 use crate::codec;
 use crate::collection::Collection;
 use crate::error::{ApplyError, OpenError, ReadError, StorageError, WriteError};
+use crate::keys;
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
 use crate::tables::{
     self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedRecord, META,
-    PEERS, RECORDS,
+    PEERS, RECORDS, v1,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -291,13 +292,47 @@ impl Replica {
         Ok(())
     }
 
-    /// Format 1 to 2: the `ids-1` index goes; nothing else changed.
+    /// Format 1 to 2, in one durable transaction: the change log, records
+    /// and conflicts move to flat keys (the values are the same bytes), and
+    /// the id index goes.
     fn upgrade_from_1(db: &Database) -> Result<(), StorageError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        txn.delete_table(tables::IDS_V1)?;
-        txn.open_table(META)?
-            .insert("format", FORMAT_VERSION.to_le_bytes().as_slice())?;
+        {
+            let old = txn.open_table(v1::CHANGES)?;
+            let mut new = txn.open_table(CHANGES)?;
+            for entry in old.iter()? {
+                let (k, v) = entry?;
+                let (collection, key, stamp, origin) = k.value();
+                new.insert(
+                    keys::log(collection, key, stamp, origin).as_slice(),
+                    v.value(),
+                )?;
+            }
+            let old = txn.open_table(v1::CONFLICTS)?;
+            let mut new = txn.open_table(CONFLICTS)?;
+            for entry in old.iter()? {
+                let (k, v) = entry?;
+                let (collection, key, stamp, origin) = k.value();
+                new.insert(
+                    keys::log(collection, key, stamp, origin).as_slice(),
+                    v.value(),
+                )?;
+            }
+            let old = txn.open_table(v1::RECORDS)?;
+            let mut new = txn.open_table(RECORDS)?;
+            for entry in old.iter()? {
+                let (k, v) = entry?;
+                let (collection, key) = k.value();
+                new.insert(keys::record(collection, key).as_slice(), v.value())?;
+            }
+            txn.open_table(META)?
+                .insert("format", FORMAT_VERSION.to_le_bytes().as_slice())?;
+        }
+        txn.delete_table(v1::CHANGES)?;
+        txn.delete_table(v1::CONFLICTS)?;
+        txn.delete_table(v1::RECORDS)?;
+        txn.delete_table(v1::IDS)?;
         txn.commit()?;
         tracing::info!("upgraded the replica file from format 1 to {FORMAT_VERSION}");
         Ok(())
@@ -572,12 +607,15 @@ impl Replica {
             let (k, v) = entry.map_err(StorageError::from)?;
             let rec: FeedRecord = tables::decode(FEED.name(), v.value())?;
             let body = changes
-                .get((
-                    rec.collection.as_str(),
-                    rec.key.as_bytes(),
-                    rec.stamp.as_u64(),
-                    rec.id.origin.as_bytes(),
-                ))
+                .get(
+                    keys::log(
+                        &rec.collection,
+                        rec.key.as_bytes(),
+                        rec.stamp.as_u64(),
+                        rec.id.origin.as_bytes(),
+                    )
+                    .as_slice(),
+                )
                 .map_err(StorageError::from)?
                 .ok_or_else(|| {
                     StorageError::Inconsistent(format!("feed entry {} has no change", k.value()))

@@ -15,19 +15,13 @@ use crate::model::{ChangeId, Key, Op, ReplicaId};
 
 /// The on-disk format this build reads and writes.
 ///
-/// - 1: the first layout, with an `ids-1` index from change id to lsn.
-/// - 2: `ids-1` is gone: a change is found by its slot in `changes-1`
-///   (record, stamp, origin), which also makes applying it idempotent.
-///   Opening a format 1 file drops the index and moves it to 2.
+/// - 1: the first layout: tuple keys, and an `ids-1` index from change id
+///   to lsn.
+/// - 2: flat byte keys ([`crate::keys`]) in `changes-2`, `records-2` and
+///   `conflicts-2`; `ids-1` is gone, because a change's slot in `changes-2`
+///   (record, stamp, origin) identifies it. Opening a format 1 file rewrites
+///   it to format 2 ([`v1`]).
 pub(crate) const FORMAT_VERSION: u32 = 2;
-
-/// `ids-1`, the id index of format 1: dropped when such a file is opened.
-pub(crate) const IDS_V1: TableDefinition<(&[u8; 16], u64), u64> = TableDefinition::new("ids-1");
-
-/// The key of a change of one record: (collection, key bytes, stamp as u64,
-/// origin replica id), ordered so that a record's changes are adjacent and
-/// in merge order.
-pub(crate) type LogKey<'a> = (&'a str, &'a [u8], u64, &'a [u8; 16]);
 
 /// `meta-1`: name -> raw bytes.
 ///
@@ -42,17 +36,17 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// `collections-1`: collection name -> encoded [`crate::CollectionConfig`].
 pub(crate) const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("collections-1");
 
-/// `changes-1`: (collection, key bytes, stamp as u64, origin replica id) ->
-/// encoded [`ChangeBody`]. Each record's change log, in merge order of stamp
-/// and origin. Never rewritten once stored. An origin never stamps two
+/// `changes-2`: log key of (collection, key, stamp, origin) ([`crate::keys::log`])
+/// -> encoded [`ChangeBody`]. Each record's change log, in merge order of
+/// stamp and origin. Never rewritten once stored. An origin never stamps two
 /// changes alike, so this slot identifies a change: storing one whose slot is
 /// taken is a duplicate when the bodies are equal, and refused otherwise.
-pub(crate) const CHANGES: TableDefinition<LogKey<'static>, &[u8]> =
-    TableDefinition::new("changes-1");
+pub(crate) const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes-2");
 
-/// `records-1`: (collection, key bytes) -> encoded [`crate::RecordState`]:
-/// the merged state, a value or a tombstone, with the winning version.
-pub(crate) const RECORDS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("records-1");
+/// `records-2`: record key of (collection, key) ([`crate::keys::record`]) ->
+/// encoded [`crate::RecordState`]: the merged state, a value or a tombstone,
+/// with the winning version.
+pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records-2");
 
 /// `feed-1`: local sequence number (lsn, gap-free from 1) -> encoded
 /// [`FeedRecord`]. Every change stored here, local or received, gets the next
@@ -63,13 +57,32 @@ pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-
 /// Filled by the sync engine.
 pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("peers-1");
 
-/// `conflicts-1`: (collection, key bytes, stamp, origin of the losing
-/// change) -> encoded [`ConflictBody`]. Record-level policies keep here the
-/// losing changes that no other change has seen.
-pub(crate) const CONFLICTS: TableDefinition<LogKey<'static>, &[u8]> =
-    TableDefinition::new("conflicts-1");
+/// `conflicts-2`: log key of the losing change ([`crate::keys::log`]) ->
+/// encoded [`ConflictBody`]. Record-level policies keep here the losing
+/// changes that no other change has seen.
+pub(crate) const CONFLICTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conflicts-2");
 
-/// The value of a `changes-1` entry; the key holds the rest of the change.
+/// Format 1's tables that format 2 replaced, for the upgrade. Their values
+/// are the same encodings as in format 2; only the keys differ.
+pub(crate) mod v1 {
+    use redb::TableDefinition;
+
+    /// A format 1 log key: (collection, key, stamp, origin).
+    pub(crate) type LogKey = (&'static str, &'static [u8], u64, &'static [u8; 16]);
+
+    /// `changes-1`.
+    pub(crate) const CHANGES: TableDefinition<LogKey, &[u8]> = TableDefinition::new("changes-1");
+    /// `records-1`: (collection, key).
+    pub(crate) const RECORDS: TableDefinition<(&str, &[u8]), &[u8]> =
+        TableDefinition::new("records-1");
+    /// `conflicts-1`.
+    pub(crate) const CONFLICTS: TableDefinition<LogKey, &[u8]> =
+        TableDefinition::new("conflicts-1");
+    /// `ids-1`: (origin, seq) -> lsn, dropped.
+    pub(crate) const IDS: TableDefinition<(&[u8; 16], u64), u64> = TableDefinition::new("ids-1");
+}
+
+/// The value of a `changes-2` entry; the key holds the rest of the change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ChangeBody {
     /// The origin's sequence number.
@@ -88,7 +101,7 @@ pub(crate) struct ChangeBodyRef<'a> {
     pub(crate) op: &'a Op,
 }
 
-/// The value of a `conflicts-1` entry; the key holds the losing change's
+/// The value of a `conflicts-2` entry; the key holds the losing change's
 /// collection, key, stamp and origin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ConflictBody {
@@ -130,7 +143,7 @@ pub(crate) struct FeedRecordRef<'a> {
 }
 
 impl FeedRecord {
-    /// The whole change, from this entry and its `changes-1` body.
+    /// The whole change, from this entry and its `changes-2` body.
     pub(crate) fn into_change(self, body: ChangeBody) -> crate::Change {
         crate::Change {
             id: self.id,

@@ -7,12 +7,13 @@ use redb::{ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 use crate::clock::Stamp;
 use crate::codec;
 use crate::error::{ApplyError, KeyError, StorageError};
+use crate::keys;
 use crate::merge::{RecordState, Rule, merge_one, record_value};
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op, ReplicaId, Version};
 use crate::replica::WriteState;
 use crate::tables::{
-    self, CHANGES, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedRecord, FeedRecordRef, LogKey,
-    META, RECORDS,
+    self, CHANGES, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedRecord, FeedRecordRef, META,
+    RECORDS,
 };
 
 /// Which ops a collection's policy accepts; the reason when it does not.
@@ -87,13 +88,15 @@ pub(crate) fn check_key(key: &Key, max: usize) -> Result<(), KeyError> {
 
 /// The tables of one write transaction, and the one way changes enter them.
 pub(crate) struct Writer<'txn> {
-    changes: redb::Table<'txn, LogKey<'static>, &'static [u8]>,
-    records: redb::Table<'txn, (&'static str, &'static [u8]), &'static [u8]>,
+    changes: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    records: redb::Table<'txn, &'static [u8], &'static [u8]>,
     feed: redb::Table<'txn, u64, &'static [u8]>,
-    conflicts: redb::Table<'txn, LogKey<'static>, &'static [u8]>,
+    conflicts: redb::Table<'txn, &'static [u8], &'static [u8]>,
     meta: redb::Table<'txn, &'static str, &'static [u8]>,
-    /// One encode buffer for the whole transaction.
+    /// One buffer for encoded values and one for keys, for the whole
+    /// transaction.
     scratch: Vec<u8>,
+    key: Vec<u8>,
 }
 
 impl<'txn> Writer<'txn> {
@@ -105,26 +108,37 @@ impl<'txn> Writer<'txn> {
             conflicts: txn.open_table(CONFLICTS)?,
             meta: txn.open_table(META)?,
             scratch: Vec::with_capacity(256),
+            key: Vec::with_capacity(64),
         })
     }
 
     /// The greatest stamp among the record's changes held here (zero for none).
     pub(crate) fn latest_stamp(&self, collection: &str, key: &Key) -> Result<Stamp, StorageError> {
-        let lo = (collection, key.as_bytes(), 0u64, &[0u8; 16]);
-        let hi = (collection, key.as_bytes(), u64::MAX, &[0xffu8; 16]);
-        Ok(match self.changes.range(lo..=hi)?.next_back() {
-            Some(entry) => Stamp::from_u64(entry?.0.value().2),
-            None => Stamp::ZERO,
-        })
+        let prefix = keys::log_prefix(collection, key.as_bytes());
+        let end = keys::prefix_end(&prefix);
+        Ok(
+            match self
+                .changes
+                .range(prefix.as_slice()..end.as_slice())?
+                .next_back()
+            {
+                Some(entry) => {
+                    let (stamp, _) = keys::split_log_tail(CHANGES.name(), entry?.0.value())?;
+                    Stamp::from_u64(stamp)
+                }
+                None => Stamp::ZERO,
+            },
+        )
     }
 
     /// The merged state of a record.
     pub(crate) fn record(
-        &self,
+        &mut self,
         collection: &str,
         key: &Key,
     ) -> Result<Option<RecordState>, StorageError> {
-        match self.records.get((collection, key.as_bytes()))? {
+        keys::record_into(&mut self.key, collection, key.as_bytes());
+        match self.records.get(self.key.as_slice())? {
             Some(g) => Ok(Some(tables::decode(RECORDS.name(), g.value())?)),
             None => Ok(None),
         }
@@ -171,8 +185,9 @@ impl<'txn> Writer<'txn> {
     /// record, stamp and origin) is refused, and the error aborts the whole
     /// transaction, so the overwrite is never committed.
     fn log(&mut self, change: &Change) -> Result<bool, ApplyError> {
-        let log_key = (
-            change.collection.as_str(),
+        keys::log_into(
+            &mut self.key,
+            &change.collection,
             change.key.as_bytes(),
             change.stamp.as_u64(),
             change.id.origin.as_bytes(),
@@ -190,7 +205,7 @@ impl<'txn> Writer<'txn> {
         // changes are the common case.
         let old = self
             .changes
-            .insert(log_key, self.scratch.as_slice())
+            .insert(self.key.as_slice(), self.scratch.as_slice())
             .map_err(StorageError::from)?;
         match old {
             None => Ok(true),
@@ -229,11 +244,9 @@ impl<'txn> Writer<'txn> {
         if let Some(next) = &next {
             self.scratch.clear();
             codec::encode_into(next, &mut self.scratch);
+            keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
             self.records
-                .insert(
-                    (change.collection.as_str(), change.key.as_bytes()),
-                    self.scratch.as_slice(),
-                )
+                .insert(self.key.as_slice(), self.scratch.as_slice())
                 .map_err(StorageError::from)?;
         }
         let conflicts = if rule.is_record_level() {
@@ -244,7 +257,7 @@ impl<'txn> Writer<'txn> {
         Ok((state.lsn, conflicts))
     }
 
-    /// Keeps `conflicts-1` equal to the record's losing changes that no
+    /// Keeps `conflicts-2` equal to the record's losing changes that no
     /// change has seen (stamp above the record's `seen`): clears the ones the
     /// new change saw and records the one it made lose, if any.
     fn track_conflicts(
@@ -259,15 +272,15 @@ impl<'txn> Writer<'txn> {
         let (coll, key) = (change.collection.as_str(), change.key.as_bytes());
         // Most databases hold no conflicts at all: skip the lookup then.
         if before.is_some_and(|b| after.seen > b.seen) && !self.conflicts.is_empty()? {
-            let lo = (coll, key, 0u64, &[0u8; 16]);
-            let hi = (coll, key, after.seen.as_u64(), &[0xffu8; 16]);
-            let seen: Vec<(u64, [u8; 16])> = self
+            let lo = keys::log_prefix(coll, key);
+            let hi = keys::log(coll, key, after.seen.as_u64(), &[0xff; 16]);
+            let seen: Vec<Vec<u8>> = self
                 .conflicts
-                .range(lo..=hi)?
-                .map(|e| e.map(|(k, _)| (k.value().2, *k.value().3)))
+                .range(lo.as_slice()..=hi.as_slice())?
+                .map(|e| e.map(|(k, _)| k.value().to_vec()))
                 .collect::<Result<_, _>>()?;
-            for (stamp, origin) in seen {
-                self.conflicts.remove((coll, key, stamp, &origin))?;
+            for k in seen {
+                self.conflicts.remove(k.as_slice())?;
             }
         }
         let loser: Option<(Version, Option<crate::value::Value>)> =
@@ -284,15 +297,15 @@ impl<'txn> Writer<'txn> {
                     seq: version.id.seq,
                     value,
                 };
-                self.conflicts.insert(
-                    (
-                        coll,
-                        key,
-                        version.stamp.as_u64(),
-                        version.id.origin.as_bytes(),
-                    ),
-                    codec::encode(&body).as_slice(),
-                )?;
+                keys::log_into(
+                    &mut self.key,
+                    coll,
+                    key,
+                    version.stamp.as_u64(),
+                    version.id.origin.as_bytes(),
+                );
+                self.conflicts
+                    .insert(self.key.as_slice(), codec::encode(&body).as_slice())?;
                 Ok(1)
             }
             _ => Ok(0),

@@ -9,7 +9,7 @@ use common::{T0, manual_config, memory_replica};
 use serde::{Deserialize, Serialize};
 use syncline::{
     ApplyError, CollectionConfig, Fault, Key, KeyError, ManualTime, Op, OpenError, ReadError,
-    Replica, Scan, Stamp, Value, WriteError,
+    Replica, ReplicaConfig, Scan, Stamp, Value, WriteError,
 };
 
 fn file_replica(dir: &tempfile::TempDir, time: &ManualTime) -> Replica {
@@ -367,42 +367,59 @@ fn a_newer_format_is_refused() {
     );
 }
 
-/// Writes `meta-1`'s format entry and creates format 1's `ids-1` index, as a
-/// format 1 build would have left the file.
-fn make_format_1(path: &std::path::Path) {
-    let db = redb::Database::create(path).unwrap();
-    let txn = db.begin_write().unwrap();
-    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta-1");
-    let ids: redb::TableDefinition<(&[u8; 16], u64), u64> = redb::TableDefinition::new("ids-1");
-    txn.open_table(meta)
-        .unwrap()
-        .insert("format", 1u32.to_le_bytes().as_slice())
-        .unwrap();
-    txn.open_table(ids)
-        .unwrap()
-        .insert((&[1; 16], 1), 1)
-        .unwrap();
-    txn.commit().unwrap();
-}
-
+/// `tests/fixtures/format-1.redb` was written by the last format 1 build
+/// (commit b847e76) and compacted: replica 0x01.., collection `todos` with
+/// `a` put twice (1, then 2), `b\0x` put and deleted, `c` put and beaten by a
+/// remote change from 0x02.. with the same stamp (a conflict), and a
+/// field-LWW collection `notes` with `n1` = {title: "t"}. Seven changes.
 #[test]
-fn a_format_1_file_is_upgraded_in_place_and_keeps_its_data() {
+fn a_format_1_file_is_upgraded_in_place_and_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replica.redb");
-    let time = ManualTime::new(T0);
-    {
-        let r = Replica::open(&path, manual_config(1, &time)).unwrap();
-        r.define_collection("todos", CollectionConfig::default())
-            .unwrap();
-        r.collection("todos").unwrap().put("k", 1i64).unwrap();
-    }
-    make_format_1(&path);
-    let r = Replica::open(&path, manual_config(1, &time)).unwrap();
-    let todos = r.collection("todos").unwrap();
-    assert_eq!(todos.get("k").unwrap(), Some(Value::Int(1)));
-    todos.put("k", 2i64).unwrap();
-    assert_eq!(r.last_lsn(), 2);
-    drop((todos, r));
+    std::fs::copy("tests/fixtures/format-1.redb", &path).unwrap();
+    let check = |r: &Replica| {
+        assert_eq!(r.id().as_bytes(), &[1; 16]);
+        let todos = r.collection("todos").unwrap();
+        assert_eq!(todos.get("a").unwrap(), Some(Value::Int(2)));
+        assert_eq!(todos.history("a").unwrap().len(), 2);
+        let b = todos
+            .record("b\0x")
+            .unwrap()
+            .expect("the tombstone is kept");
+        assert_eq!(b.value, None);
+        let live: Vec<Key> = todos
+            .scan(Scan::all())
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            live[..2],
+            [Key::from("a"), Key::from("c")],
+            "b\\0x is deleted"
+        );
+        assert_eq!(todos.get("c").unwrap(), Some(Value::Bool(false)));
+        let conflicts = todos.conflicts().unwrap();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].key, Key::from("c"));
+        assert_eq!(conflicts[0].value, Some(Value::Bool(true)));
+        assert_eq!(todos.conflicts_of("c").unwrap(), conflicts);
+        let notes = r.collection("notes").unwrap();
+        let n1 = notes.get("n1").unwrap().unwrap();
+        let Value::Map(fields) = n1 else {
+            panic!("n1 is {n1:?}")
+        };
+        assert_eq!(fields.get("title"), Some(&Value::String("t".into())));
+        let feed = r.feed_after(0, 100).unwrap();
+        assert!(feed.len() >= 7, "{feed:?}");
+        assert_eq!(feed[5].change.id.origin.as_bytes(), &[2; 16]);
+    };
+    let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    check(&r);
+    r.collection("todos").unwrap().put("d", 4i64).unwrap();
+    assert_eq!(r.last_lsn(), 8);
+    drop(r);
+
     let db = redb::Database::create(&path).unwrap();
     let read = redb::ReadableDatabase::begin_read(&db).unwrap();
     let names: Vec<String> = read
@@ -410,7 +427,12 @@ fn a_format_1_file_is_upgraded_in_place_and_keeps_its_data() {
         .unwrap()
         .map(|t| redb::TableHandle::name(&t).to_string())
         .collect();
-    assert!(!names.iter().any(|n| n == "ids-1"), "{names:?}");
+    for gone in ["ids-1", "changes-1", "records-1", "conflicts-1"] {
+        assert!(
+            !names.iter().any(|n| n == gone),
+            "{gone} is left: {names:?}"
+        );
+    }
     let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta-1");
     let format = read
         .open_table(meta)
@@ -421,6 +443,14 @@ fn a_format_1_file_is_upgraded_in_place_and_keeps_its_data() {
         .value()
         .to_vec();
     assert_eq!(format, 2u32.to_le_bytes());
+    drop((read, db));
+
+    let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    check(&r);
+    assert_eq!(
+        r.collection("todos").unwrap().get("d").unwrap(),
+        Some(Value::Int(4))
+    );
 }
 
 #[tokio::test]
