@@ -600,22 +600,22 @@ impl Replica {
         let changes = read.open_table(CHANGES).map_err(StorageError::from)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut key = Vec::with_capacity(64);
         for entry in feed
             .range(lsn.saturating_add(1)..)
             .map_err(StorageError::from)?
         {
             let (k, v) = entry.map_err(StorageError::from)?;
             let rec: FeedRecord = tables::decode(FEED.name(), v.value())?;
+            keys::log_into(
+                &mut key,
+                &rec.collection,
+                rec.key.as_bytes(),
+                rec.stamp.as_u64(),
+                rec.id.origin.as_bytes(),
+            );
             let body = changes
-                .get(
-                    keys::log(
-                        &rec.collection,
-                        rec.key.as_bytes(),
-                        rec.stamp.as_u64(),
-                        rec.id.origin.as_bytes(),
-                    )
-                    .as_slice(),
-                )
+                .get(key.as_slice())
                 .map_err(StorageError::from)?
                 .ok_or_else(|| {
                     StorageError::Inconsistent(format!("feed entry {} has no change", k.value()))
