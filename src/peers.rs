@@ -7,7 +7,7 @@ use crate::codec;
 use crate::error::{ReadError, StorageError};
 use crate::model::{Change, ReplicaId};
 use crate::replica::Replica;
-use crate::tables::{self, FEED, FeedRecord, PEERS};
+use crate::tables::{self, FEED, PEERS};
 
 /// The sync cursors kept for one peer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,14 +73,13 @@ impl Replica {
         let mut through = pushed;
         {
             let feed = txn.open_table(FEED)?;
-            for entry in feed.range(pushed.saturating_add(1)..)? {
-                let (lsn, rec) = entry?;
-                let rec: FeedRecord = tables::decode(FEED.name(), rec.value())?;
-                if rec.source != Some(peer) && rec.id.origin != peer {
-                    break;
+            tables::walk_feed::<StorageError>(&feed, pushed, |lsn, source, item, _| {
+                if source != Some(peer) && item.id.origin != peer {
+                    return Ok(false);
                 }
-                through = lsn.value();
-            }
+                through = lsn;
+                Ok(true)
+            })?;
         }
         update(&txn, peer, |p| {
             p.pushed = p.pushed.max(through);

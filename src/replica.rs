@@ -18,8 +18,8 @@ use crate::keys;
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
 use crate::tables::{
-    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedRecord, META,
-    PEERS, RECORDS, v1,
+    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedGroup, FeedItem,
+    META, PEERS, RECORDS, v1,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -293,8 +293,8 @@ impl Replica {
     }
 
     /// Format 1 to 2, in one durable transaction: the change log, records
-    /// and conflicts move to flat keys (the values are the same bytes), and
-    /// the id index goes.
+    /// and conflicts move to flat keys (the values are the same bytes), the
+    /// feed to one entry per group, and the id index goes.
     fn upgrade_from_1(db: &Database) -> Result<(), StorageError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -326,9 +326,46 @@ impl Replica {
                 let (collection, key) = k.value();
                 new.insert(keys::record(collection, key).as_slice(), v.value())?;
             }
+            // One entry per change becomes one per group; a group is cut
+            // where its source changes too (never the case in files format
+            // 1 wrote), and after the last entry.
+            let old = txn.open_table(v1::FEED)?;
+            let mut new = txn.open_table(FEED)?;
+            let mut group = FeedGroup {
+                source: None,
+                entries: Vec::new(),
+            };
+            let mut last = 0;
+            let mut flush = |group: &mut FeedGroup, last: u64| -> Result<(), StorageError> {
+                if !group.entries.is_empty() {
+                    new.insert(last, codec::encode(&*group).as_slice())?;
+                    group.entries.clear();
+                }
+                Ok(())
+            };
+            for entry in old.iter()? {
+                let (lsn, bytes) = entry?;
+                let rec: v1::FeedRecord = tables::decode(v1::FEED.name(), bytes.value())?;
+                if rec.source != group.source {
+                    flush(&mut group, last)?;
+                    group.source = rec.source;
+                }
+                last = lsn.value();
+                group.entries.push(FeedItem {
+                    id: rec.id,
+                    collection: rec.collection,
+                    key: rec.key,
+                    stamp: rec.stamp,
+                });
+                if rec.group_end {
+                    flush(&mut group, last)?;
+                }
+            }
+            flush(&mut group, last)?;
             txn.open_table(META)?
                 .insert("format", FORMAT_VERSION.to_le_bytes().as_slice())?;
         }
+        txn.delete_table(v1::FEED)?;
         txn.delete_table(v1::CHANGES)?;
         txn.delete_table(v1::CONFLICTS)?;
         txn.delete_table(v1::RECORDS)?;
@@ -480,13 +517,9 @@ impl Replica {
         let listened = self.has_listeners();
         {
             let mut w = Writer::open(&txn)?;
-            let last = changes.len().saturating_sub(1);
-            // Whether the last change stored went in marked as the group's end.
-            let mut ended = false;
-            for (i, (change, rule)) in changes.iter().zip(&policies).enumerate() {
-                match w.store(&mut state, rule, change, source, i == last)? {
+            for (change, rule) in changes.iter().zip(&policies) {
+                match w.store(&mut state, rule, change)? {
                     Some((lsn, conflicts)) => {
-                        ended = i == last;
                         report.applied += 1;
                         report.conflicts += conflicts;
                         if listened {
@@ -506,12 +539,8 @@ impl Replica {
                     state.seq = state.seq.max(change.id.seq);
                 }
             }
-            // A group whose last change was a duplicate (of a stored change
-            // or of one earlier in the batch) still needs an end.
-            if report.applied > 0 && !ended {
-                w.mark_group_end(state.lsn)?;
-            }
-            w.save_counters(&state)?;
+            // The changes stored, duplicates left out, are one group.
+            w.finish(&state, source)?;
         }
         if let Some(peer) = source {
             let (before, after) = (guard.lsn, state.lsn);
@@ -601,41 +630,33 @@ impl Replica {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut key = Vec::with_capacity(64);
-        for entry in feed
-            .range(lsn.saturating_add(1)..)
-            .map_err(StorageError::from)?
-        {
-            let (k, v) = entry.map_err(StorageError::from)?;
-            let rec: FeedRecord = tables::decode(FEED.name(), v.value())?;
+        tables::walk_feed::<ReadError>(&feed, lsn, |lsn, source, item, group_end| {
             keys::log_into(
                 &mut key,
-                &rec.collection,
-                rec.key.as_bytes(),
-                rec.stamp.as_u64(),
-                rec.id.origin.as_bytes(),
+                &item.collection,
+                item.key.as_bytes(),
+                item.stamp.as_u64(),
+                item.id.origin.as_bytes(),
             );
             let body = changes
                 .get(key.as_slice())
                 .map_err(StorageError::from)?
                 .ok_or_else(|| {
-                    StorageError::Inconsistent(format!("feed entry {} has no change", k.value()))
+                    StorageError::Inconsistent(format!("feed entry {lsn} has no change"))
                 })?;
             // The stored body plus the names and fixed fields: close to the
             // change's size on the wire.
             bytes = bytes
-                .saturating_add(body.value().len() + rec.collection.len() + rec.key.len() + 48);
+                .saturating_add(body.value().len() + item.collection.len() + item.key.len() + 48);
             let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
-            let group_end = rec.group_end;
             out.push(FeedEntry {
-                lsn: k.value(),
-                source: rec.source,
-                change: rec.into_change(body),
+                lsn,
+                source,
+                change: item.into_change(body),
                 group_end,
             });
-            if (out.len() >= limit || bytes >= max_bytes) && group_end {
-                break;
-            }
-        }
+            Ok(!((out.len() >= limit || bytes >= max_bytes) && group_end))
+        })?;
         Ok(out)
     }
 

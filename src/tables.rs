@@ -4,7 +4,7 @@
 //! bumps [`FORMAT_VERSION`]. Values are encoded by [`crate::codec`] unless a
 //! table says otherwise. `docs/design.md` repeats this layout.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -48,10 +48,14 @@ pub(crate) const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// with the winning version.
 pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records-2");
 
-/// `feed-1`: local sequence number (lsn, gap-free from 1) -> encoded
-/// [`FeedRecord`]. Every change stored here, local or received, gets the next
-/// lsn in the transaction that stores it. The outbox and the change stream.
-pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-1");
+/// `feed-2`: the last lsn of an atomic group -> encoded [`FeedGroup`].
+/// Every change stored here, local or received, gets the next local
+/// sequence number (lsn, gap-free from 1) in the transaction that stores it.
+/// The changes of one commit (a local transaction, or a remote batch) are
+/// one group, written as one entry: a commit writes the feed once, whatever
+/// its size. A group of n changes under key `last` holds lsns
+/// `last - n + 1 ..= last`. The outbox and the change stream.
+pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-2");
 
 /// `peers-1`: peer replica id -> encoded peer state (cursors, last seen).
 /// Filled by the sync engine.
@@ -62,10 +66,29 @@ pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new
 /// changes that no other change has seen.
 pub(crate) const CONFLICTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conflicts-2");
 
-/// Format 1's tables that format 2 replaced, for the upgrade. Their values
-/// are the same encodings as in format 2; only the keys differ.
+/// Format 1's tables that format 2 replaced, for the upgrade. The values of
+/// the change log, records and conflicts are the same encodings as in format
+/// 2; only the keys differ. The feed had an entry per change.
 pub(crate) mod v1 {
     use redb::TableDefinition;
+    use serde::Deserialize;
+
+    use crate::clock::Stamp;
+    use crate::model::{ChangeId, Key, ReplicaId};
+
+    /// `feed-1`: lsn -> encoded [`FeedRecord`].
+    pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-1");
+
+    /// A `feed-1` entry.
+    #[derive(Debug, Deserialize)]
+    pub(crate) struct FeedRecord {
+        pub(crate) id: ChangeId,
+        pub(crate) collection: String,
+        pub(crate) key: Key,
+        pub(crate) stamp: Stamp,
+        pub(crate) source: Option<ReplicaId>,
+        pub(crate) group_end: bool,
+    }
 
     /// A format 1 log key: (collection, key, stamp, origin).
     pub(crate) type LogKey = (&'static str, &'static [u8], u64, &'static [u8; 16]);
@@ -111,10 +134,19 @@ pub(crate) struct ConflictBody {
     pub(crate) value: Option<crate::value::Value>,
 }
 
-/// The value of a `feed-1` entry: which change, where it is stored, and how
-/// it arrived.
+/// The value of a `feed-2` entry: one atomic group (a local transaction or
+/// a remote batch), in lsn order. Readers of the feed never split a group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct FeedRecord {
+pub(crate) struct FeedGroup {
+    /// The peer the group was received from, `None` when made here.
+    pub(crate) source: Option<ReplicaId>,
+    /// Its changes: which, and where each is stored.
+    pub(crate) entries: Vec<FeedItem>,
+}
+
+/// One change of a [`FeedGroup`]: enough to find its body in `changes-2`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FeedItem {
     /// The change.
     pub(crate) id: ChangeId,
     /// Its collection.
@@ -123,26 +155,9 @@ pub(crate) struct FeedRecord {
     pub(crate) key: Key,
     /// Its stamp.
     pub(crate) stamp: Stamp,
-    /// The peer it was received from, `None` when made here.
-    pub(crate) source: Option<ReplicaId>,
-    /// Whether it is the last change of an atomic group (a transaction or a
-    /// remote batch): readers of the feed never split a group.
-    pub(crate) group_end: bool,
 }
 
-/// [`FeedRecord`] borrowing its names: encodes to the same bytes without a
-/// copy.
-#[derive(Serialize)]
-pub(crate) struct FeedRecordRef<'a> {
-    pub(crate) id: ChangeId,
-    pub(crate) collection: &'a str,
-    pub(crate) key: &'a Key,
-    pub(crate) stamp: Stamp,
-    pub(crate) source: Option<ReplicaId>,
-    pub(crate) group_end: bool,
-}
-
-impl FeedRecord {
+impl FeedItem {
     /// The whole change, from this entry and its `changes-2` body.
     pub(crate) fn into_change(self, body: ChangeBody) -> crate::Change {
         crate::Change {
@@ -154,6 +169,39 @@ impl FeedRecord {
             op: body.op,
         }
     }
+}
+
+/// Calls `visit` with each change in the feed after `after`, in lsn order:
+/// (lsn, source, the change's entry, whether it ends its group). `visit`
+/// returns false to stop.
+pub(crate) fn walk_feed<E: From<StorageError>>(
+    feed: &impl ReadableTable<u64, &'static [u8]>,
+    after: u64,
+    mut visit: impl FnMut(u64, Option<ReplicaId>, FeedItem, bool) -> Result<bool, E>,
+) -> Result<(), E> {
+    // The group holding lsn `after + 1` is the first whose last lsn is at
+    // least that.
+    let groups = feed
+        .range(after.saturating_add(1)..)
+        .map_err(StorageError::from)?;
+    for group in groups {
+        let (last, bytes) = group.map_err(StorageError::from)?;
+        let last = last.value();
+        let group: FeedGroup = decode(FEED.name(), bytes.value())?;
+        let len = group.entries.len() as u64;
+        let first = (last + 1)
+            .checked_sub(len)
+            .filter(|_| len > 0)
+            .ok_or_else(|| {
+                StorageError::Inconsistent(format!("feed group at {last} holds {len} changes"))
+            })?;
+        for (lsn, item) in (first..=last).zip(group.entries) {
+            if lsn > after && !visit(lsn, group.source, item, lsn == last)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a stored value, naming the table in the error.

@@ -172,9 +172,7 @@ impl Transaction {
         let mut conflict_count = 0;
         {
             let mut w = Writer::open(&txn)?;
-            let last = self.ops.len() - 1;
-            for (i, ((collection, key, op), rule)) in self.ops.into_iter().zip(policies).enumerate()
-            {
+            for ((collection, key, op), rule) in self.ops.into_iter().zip(policies) {
                 let current = w.record(&collection, &key)?;
                 let op = match (op, &rule) {
                     (Op::Patch(fields), rule) if rule.is_record_level() => {
@@ -207,7 +205,7 @@ impl Transaction {
                     op,
                 };
                 let (lsn, conflicts) = w
-                    .store_fresh(&mut state, &rule, &change, current, i == last)
+                    .store_fresh(&mut state, &rule, &change, current)
                     .map_err(local_store_error)?;
                 conflict_count += conflicts;
                 ids.push(change.id);
@@ -219,7 +217,7 @@ impl Transaction {
                     });
                 }
             }
-            w.save_counters(&state)?;
+            w.finish(&state, None)?;
         }
         txn.commit().map_err(StorageError::from)?;
         *guard = state;

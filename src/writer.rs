@@ -12,8 +12,7 @@ use crate::merge::{RecordState, Rule, merge_one, record_value};
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op, ReplicaId, Version};
 use crate::replica::WriteState;
 use crate::tables::{
-    self, CHANGES, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedRecord, FeedRecordRef, META,
-    RECORDS,
+    self, CHANGES, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedGroup, FeedItem, META, RECORDS,
 };
 
 /// Which ops a collection's policy accepts; the reason when it does not.
@@ -97,6 +96,8 @@ pub(crate) struct Writer<'txn> {
     /// transaction.
     scratch: Vec<u8>,
     key: Vec<u8>,
+    /// The feed group of this commit, written once by [`Writer::finish`].
+    group: Vec<FeedItem>,
 }
 
 impl<'txn> Writer<'txn> {
@@ -109,6 +110,7 @@ impl<'txn> Writer<'txn> {
             meta: txn.open_table(META)?,
             scratch: Vec::with_capacity(256),
             key: Vec::with_capacity(64),
+            group: Vec::new(),
         })
     }
 
@@ -144,23 +146,21 @@ impl<'txn> Writer<'txn> {
         }
     }
 
-    /// Stores a change unless it is already stored: change log, feed entry
-    /// with the next lsn, merged record, conflicts. Returns its lsn and the
-    /// number of conflicts it recorded, or `None` for a duplicate.
+    /// Stores a change unless it is already stored: change log, the next lsn
+    /// in this commit's feed group, merged record, conflicts. Returns its
+    /// lsn and the number of conflicts it recorded, or `None` for a
+    /// duplicate.
     pub(crate) fn store(
         &mut self,
         state: &mut WriteState,
         rule: &Rule,
         change: &Change,
-        source: Option<ReplicaId>,
-        group_end: bool,
     ) -> Result<Option<(u64, usize)>, ApplyError> {
         if !self.log(change)? {
             return Ok(None);
         }
         let current = self.record(&change.collection, &change.key)?;
-        self.insert(state, rule, change, current, source, group_end)
-            .map(Some)
+        self.insert(state, rule, change, current).map(Some)
     }
 
     /// Stores a change made here just now: its stamp is new by construction,
@@ -171,13 +171,12 @@ impl<'txn> Writer<'txn> {
         rule: &Rule,
         change: &Change,
         current: Option<RecordState>,
-        group_end: bool,
     ) -> Result<(u64, usize), ApplyError> {
         if !self.log(change)? {
             // Only a stamp issued twice could get here: a clock bug.
             return Err(ApplyError::ConflictingDuplicate { id: change.id });
         }
-        self.insert(state, rule, change, current, None, group_end)
+        self.insert(state, rule, change, current)
     }
 
     /// Puts a change into its record's log. Returns false when that slot
@@ -214,32 +213,22 @@ impl<'txn> Writer<'txn> {
         }
     }
 
-    /// Everything after the change log: feed, merged record, conflicts.
+    /// Everything after the change log: feed group, merged record,
+    /// conflicts.
     fn insert(
         &mut self,
         state: &mut WriteState,
         rule: &Rule,
         change: &Change,
         current: Option<RecordState>,
-        source: Option<ReplicaId>,
-        group_end: bool,
     ) -> Result<(u64, usize), ApplyError> {
         state.lsn += 1;
-        self.scratch.clear();
-        codec::encode_into(
-            &FeedRecordRef {
-                id: change.id,
-                collection: &change.collection,
-                key: &change.key,
-                stamp: change.stamp,
-                source,
-                group_end,
-            },
-            &mut self.scratch,
-        );
-        self.feed
-            .insert(state.lsn, self.scratch.as_slice())
-            .map_err(StorageError::from)?;
+        self.group.push(FeedItem {
+            id: change.id,
+            collection: change.collection.clone(),
+            key: change.key.clone(),
+            stamp: change.stamp,
+        });
         let next = merge_one(rule, current.as_ref(), change);
         if let Some(next) = &next {
             self.scratch.clear();
@@ -312,20 +301,28 @@ impl<'txn> Writer<'txn> {
         }
     }
 
-    /// Marks the feed entry at `lsn` as the end of its atomic group.
-    pub(crate) fn mark_group_end(&mut self, lsn: u64) -> Result<(), StorageError> {
-        let bytes = match self.feed.get(lsn)? {
-            Some(g) => g.value().to_vec(),
-            None => return Ok(()),
-        };
-        let mut rec: FeedRecord = tables::decode(FEED.name(), &bytes)?;
-        rec.group_end = true;
-        self.feed.insert(lsn, codec::encode(&rec).as_slice())?;
-        Ok(())
+    /// Ends the commit's writes: the feed group (when anything was stored)
+    /// under the last lsn, then the clock's high-water mark and the
+    /// sequence counter.
+    pub(crate) fn finish(
+        &mut self,
+        state: &WriteState,
+        source: Option<ReplicaId>,
+    ) -> Result<(), StorageError> {
+        if !self.group.is_empty() {
+            let group = FeedGroup {
+                source,
+                entries: std::mem::take(&mut self.group),
+            };
+            self.scratch.clear();
+            codec::encode_into(&group, &mut self.scratch);
+            self.feed.insert(state.lsn, self.scratch.as_slice())?;
+        }
+        self.save_counters(state)
     }
 
     /// Persists the clock's high-water mark and the sequence counter.
-    pub(crate) fn save_counters(&mut self, state: &WriteState) -> Result<(), StorageError> {
+    fn save_counters(&mut self, state: &WriteState) -> Result<(), StorageError> {
         self.meta
             .insert("clock", state.hlc.last().as_u64().to_le_bytes().as_slice())?;
         self.meta

@@ -427,7 +427,7 @@ fn a_format_1_file_is_upgraded_in_place_and_keeps_everything() {
         .unwrap()
         .map(|t| redb::TableHandle::name(&t).to_string())
         .collect();
-    for gone in ["ids-1", "changes-1", "records-1", "conflicts-1"] {
+    for gone in ["ids-1", "changes-1", "records-1", "conflicts-1", "feed-1"] {
         assert!(
             !names.iter().any(|n| n == gone),
             "{gone} is left: {names:?}"
