@@ -85,6 +85,14 @@ pub(crate) fn check_key(key: &Key, max: usize) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// A record's state before a change, when known.
+enum Current {
+    /// Read by the caller (`None`: no such record).
+    Read(Option<RecordState>),
+    /// Not read yet.
+    Unread,
+}
+
 /// The tables of one write transaction, and the one way changes enter them.
 pub(crate) struct Writer<'txn> {
     changes: redb::Table<'txn, &'static [u8], &'static [u8]>,
@@ -159,7 +167,12 @@ impl<'txn> Writer<'txn> {
         if !self.log(change)? {
             return Ok(None);
         }
-        let current = self.record(&change.collection, &change.key)?;
+        let current = if matches!(rule, Rule::Lww) {
+            // Read by the record's own insert (see `merge_into_record`).
+            Current::Unread
+        } else {
+            Current::Read(self.record(&change.collection, &change.key)?)
+        };
         self.insert(state, rule, change, current).map(Some)
     }
 
@@ -176,7 +189,7 @@ impl<'txn> Writer<'txn> {
             // Only a stamp issued twice could get here: a clock bug.
             return Err(ApplyError::ConflictingDuplicate { id: change.id });
         }
-        self.insert(state, rule, change, current)
+        self.insert(state, rule, change, Current::Read(current))
     }
 
     /// Puts a change into its record's log. Returns false when that slot
@@ -220,7 +233,7 @@ impl<'txn> Writer<'txn> {
         state: &mut WriteState,
         rule: &Rule,
         change: &Change,
-        current: Option<RecordState>,
+        current: Current,
     ) -> Result<(u64, usize), ApplyError> {
         state.lsn += 1;
         self.group.push(FeedItem {
@@ -229,21 +242,77 @@ impl<'txn> Writer<'txn> {
             key: change.key.clone(),
             stamp: change.stamp,
         });
-        let next = merge_one(rule, current.as_ref(), change);
-        if let Some(next) = &next {
-            self.scratch.clear();
-            codec::encode_into(next, &mut self.scratch);
-            keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
-            self.records
-                .insert(self.key.as_slice(), self.scratch.as_slice())
-                .map_err(StorageError::from)?;
-        }
+        let (before, next) = self.merge_into_record(rule, change, current)?;
         let conflicts = if rule.is_record_level() {
-            self.track_conflicts(change, current.as_ref(), next.as_ref())?
+            self.track_conflicts(change, before.as_ref(), next.as_ref())?
         } else {
             0
         };
         Ok((state.lsn, conflicts))
+    }
+
+    /// Merges a change into its record and writes the record if it
+    /// changed. Returns the state before and the new state (`None` when it
+    /// did not change).
+    ///
+    /// When the state before is [`Current::Unread`] (last-writer-wins,
+    /// remote changes), the record's insert reads it: the state the change
+    /// makes on its own is written first, and redb returns the one it
+    /// replaced. That is the right state whenever the record is new here,
+    /// and whenever the change wins without raising `seen` above its own
+    /// `base`: the common cases, one B-tree walk instead of two. Otherwise
+    /// the right state is written over it in the same transaction.
+    fn merge_into_record(
+        &mut self,
+        rule: &Rule,
+        change: &Change,
+        current: Current,
+    ) -> Result<(Option<RecordState>, Option<RecordState>), StorageError> {
+        keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
+        let (before, next) = match current {
+            Current::Read(before) => {
+                let next = merge_one(rule, before.as_ref(), change);
+                if let Some(next) = &next {
+                    self.write_record(next)?;
+                }
+                (before, next)
+            }
+            Current::Unread => {
+                let alone = merge_one(rule, None, change).ok_or_else(|| {
+                    StorageError::Inconsistent("a first change made no state".into())
+                })?;
+                self.scratch.clear();
+                codec::encode_into(&alone, &mut self.scratch);
+                let before: Option<RecordState> = match self
+                    .records
+                    .insert(self.key.as_slice(), self.scratch.as_slice())?
+                {
+                    Some(old) => Some(tables::decode(RECORDS.name(), old.value())?),
+                    None => None,
+                };
+                let Some(old) = &before else {
+                    return Ok((None, Some(alone)));
+                };
+                let next = merge_one(rule, Some(old), change);
+                match &next {
+                    Some(next) if *next == alone => {}
+                    Some(next) => self.write_record(next)?,
+                    // The change lost and changed nothing: put back the old state.
+                    None => self.write_record(old)?,
+                }
+                (before, next)
+            }
+        };
+        Ok((before, next))
+    }
+
+    /// Writes a record's state under the key in `self.key`.
+    fn write_record(&mut self, state: &RecordState) -> Result<(), StorageError> {
+        self.scratch.clear();
+        codec::encode_into(state, &mut self.scratch);
+        self.records
+            .insert(self.key.as_slice(), self.scratch.as_slice())?;
+        Ok(())
     }
 
     /// Keeps `conflicts-2` equal to the record's losing changes that no

@@ -264,6 +264,40 @@ fn remote_changes_for_unknown_or_local_collections_are_refused() {
     assert_eq!(b.last_lsn(), 0);
 }
 
+/// Remote last-writer-wins changes write the record speculatively and read
+/// the old state back from the same insert: a change that loses must leave
+/// the record exactly as it was, and one that wins must replace it.
+#[test]
+fn remote_changes_that_lose_leave_the_record_as_it_was() {
+    let time = ManualTime::new(T0);
+    let a = memory_replica(1, &time);
+    let b = memory_replica(2, &time);
+    let todos = a.collection("todos").unwrap();
+    todos.put("k", 1i64).unwrap();
+    time.advance(std::time::Duration::from_millis(5));
+    todos.put("k", 2i64).unwrap();
+    let changes: Vec<_> = a
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+    // Newest first: the older change arrives second and loses.
+    assert_eq!(b.apply_remote(&changes[1..]).unwrap().applied, 1);
+    let after_newest = b.collection("todos").unwrap().record("k").unwrap();
+    assert_eq!(b.apply_remote(&changes[..1]).unwrap().applied, 1);
+    let bt = b.collection("todos").unwrap();
+    assert_eq!(bt.record("k").unwrap(), after_newest);
+    assert_eq!(bt.get("k").unwrap(), Some(Value::Int(2)));
+    assert_eq!(bt.history("k").unwrap().len(), 2);
+    assert_eq!(
+        bt.record("k").unwrap(),
+        todos.record("k").unwrap(),
+        "same state as the origin"
+    );
+    assert!(bt.conflicts().unwrap().is_empty());
+}
+
 #[test]
 fn forged_duplicate_is_refused() {
     let time = ManualTime::new(T0);
