@@ -231,14 +231,21 @@ impl Replica {
                 .map_err(|_| OpenError::Foreign("malformed replica id".into()))?,
             None => return Err(OpenError::Foreign("no replica id".into())),
         };
-        let clock = tables::meta_u64(&meta, "clock")?.unwrap_or(0);
-        let seq = tables::meta_u64(&meta, "seq")?.unwrap_or(0);
-        let lsn = read
-            .open_table(FEED)
-            .map_err(StorageError::from)?
-            .last()
-            .map_err(StorageError::from)?
-            .map_or(0, |(k, _)| k.value());
+        // The counters as of the last commit that stored changes live in its
+        // feed group; meta holds them as of creation or the format upgrade.
+        let mut clock = tables::meta_u64(&meta, "clock")?.unwrap_or(0);
+        let mut seq = tables::meta_u64(&meta, "seq")?.unwrap_or(0);
+        let feed = read.open_table(FEED).map_err(StorageError::from)?;
+        let lsn = match feed.last().map_err(StorageError::from)? {
+            Some((last, bytes)) => {
+                let group: FeedGroup = tables::decode(FEED.name(), bytes.value())?;
+                clock = clock.max(group.clock.as_u64());
+                seq = seq.max(group.seq);
+                last.value()
+            }
+            None => 0,
+        };
+        drop(feed);
         let mut collections = HashMap::new();
         for entry in read
             .open_table(COLLECTIONS)
@@ -331,7 +338,11 @@ impl Replica {
             // 1 wrote), and after the last entry.
             let old = txn.open_table(v1::FEED)?;
             let mut new = txn.open_table(FEED)?;
+            // Format 1 kept the counters in meta only, and they stay there;
+            // a migrated group carries the greatest stamp so far.
             let mut group = FeedGroup {
+                clock: Stamp::ZERO,
+                seq: 0,
                 source: None,
                 entries: Vec::new(),
             };
@@ -351,6 +362,7 @@ impl Replica {
                     group.source = rec.source;
                 }
                 last = lsn.value();
+                group.clock = group.clock.max(rec.stamp);
                 group.entries.push(FeedItem {
                     id: rec.id,
                     collection: rec.collection,

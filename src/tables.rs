@@ -28,9 +28,10 @@ pub(crate) const FORMAT_VERSION: u32 = 2;
 /// - `"format"`: u32 little-endian, [`FORMAT_VERSION`].
 /// - `"replica"`: the 16 bytes of this replica's id.
 /// - `"clock"`: u64 little-endian, the clock's high-water mark (the greatest
-///   stamp issued or received), written in every write transaction.
+///   stamp issued or received) as of creation or the format 1 upgrade; later
+///   marks are in the last [`FeedGroup`], and opening takes the greater.
 /// - `"seq"`: u64 little-endian, the last sequence number this replica gave
-///   one of its own changes.
+///   one of its own changes, kept the same way.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 
 /// `collections-1`: collection name -> encoded [`crate::CollectionConfig`].
@@ -138,6 +139,14 @@ pub(crate) struct ConflictBody {
 /// a remote batch), in lsn order. Readers of the feed never split a group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct FeedGroup {
+    /// The clock's high-water mark (the greatest stamp issued or received)
+    /// when the group was committed. With `seq`, what a restart resumes from:
+    /// every commit that stores a change writes a group, so the counters
+    /// cost no extra write.
+    pub(crate) clock: Stamp,
+    /// The last sequence number this replica gave one of its own changes
+    /// when the group was committed.
+    pub(crate) seq: u64,
     /// The peer the group was received from, `None` when made here.
     pub(crate) source: Option<ReplicaId>,
     /// Its changes: which, and where each is stored.

@@ -12,7 +12,7 @@ use crate::merge::{RecordState, Rule, merge_one, record_value};
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op, ReplicaId, Version};
 use crate::replica::WriteState;
 use crate::tables::{
-    self, CHANGES, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedGroup, FeedItem, META, RECORDS,
+    self, CHANGES, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedGroup, FeedItem, RECORDS,
 };
 
 /// Which ops a collection's policy accepts; the reason when it does not.
@@ -99,7 +99,6 @@ pub(crate) struct Writer<'txn> {
     records: redb::Table<'txn, &'static [u8], &'static [u8]>,
     feed: redb::Table<'txn, u64, &'static [u8]>,
     conflicts: redb::Table<'txn, &'static [u8], &'static [u8]>,
-    meta: redb::Table<'txn, &'static str, &'static [u8]>,
     /// One buffer for encoded values and one for keys, for the whole
     /// transaction.
     scratch: Vec<u8>,
@@ -115,7 +114,6 @@ impl<'txn> Writer<'txn> {
             records: txn.open_table(RECORDS)?,
             feed: txn.open_table(FEED)?,
             conflicts: txn.open_table(CONFLICTS)?,
-            meta: txn.open_table(META)?,
             scratch: Vec::with_capacity(256),
             key: Vec::with_capacity(64),
             group: Vec::new(),
@@ -370,32 +368,27 @@ impl<'txn> Writer<'txn> {
         }
     }
 
-    /// Ends the commit's writes: the feed group (when anything was stored)
-    /// under the last lsn, then the clock's high-water mark and the
-    /// sequence counter.
+    /// Ends the commit's writes: the feed group, when anything was stored,
+    /// under the last lsn, with the clock's high-water mark and the sequence
+    /// counter. A commit that stored nothing moved neither past what is
+    /// stored already.
     pub(crate) fn finish(
         &mut self,
         state: &WriteState,
         source: Option<ReplicaId>,
     ) -> Result<(), StorageError> {
-        if !self.group.is_empty() {
-            let group = FeedGroup {
-                source,
-                entries: std::mem::take(&mut self.group),
-            };
-            self.scratch.clear();
-            codec::encode_into(&group, &mut self.scratch);
-            self.feed.insert(state.lsn, self.scratch.as_slice())?;
+        if self.group.is_empty() {
+            return Ok(());
         }
-        self.save_counters(state)
-    }
-
-    /// Persists the clock's high-water mark and the sequence counter.
-    fn save_counters(&mut self, state: &WriteState) -> Result<(), StorageError> {
-        self.meta
-            .insert("clock", state.hlc.last().as_u64().to_le_bytes().as_slice())?;
-        self.meta
-            .insert("seq", state.seq.to_le_bytes().as_slice())?;
+        let group = FeedGroup {
+            clock: state.hlc.last(),
+            seq: state.seq,
+            source,
+            entries: std::mem::take(&mut self.group),
+        };
+        self.scratch.clear();
+        codec::encode_into(&group, &mut self.scratch);
+        self.feed.insert(state.lsn, self.scratch.as_slice())?;
         Ok(())
     }
 }

@@ -40,6 +40,51 @@ fn stamps_increase_across_reopen_with_clock_stepped_back() {
     );
 }
 
+/// The counters a restart resumes from are saved with each commit's feed
+/// group: a remote batch's stamps and the sequence number must survive it,
+/// even when the last commit applied only duplicates.
+#[test]
+fn clock_and_sequence_survive_a_reopen_after_remote_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.redb");
+    let time = ManualTime::new(T0);
+    let ahead = ManualTime::new(T0 + 30_000);
+    let remote = memory_replica(2, &ahead);
+    remote
+        .collection("todos")
+        .unwrap()
+        .put("theirs", 1i64)
+        .unwrap();
+    let theirs: Vec<Change> = remote
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+
+    let r = Replica::open(&path, manual_config(1, &time)).unwrap();
+    let todos = r
+        .define_collection("todos", CollectionConfig::default())
+        .unwrap();
+    let first = todos.put("mine", 1i64).unwrap();
+    assert_eq!(r.apply_remote(&theirs).unwrap().applied, 1);
+    assert_eq!(r.apply_remote(&theirs).unwrap().duplicates, 1);
+    let clock = r.clock();
+    assert!(clock >= theirs[0].stamp);
+    drop((todos, r));
+
+    let r = Replica::open(&path, manual_config(1, &time)).unwrap();
+    assert_eq!(r.clock(), clock, "the clock resumes where it was");
+    let todos = r.collection("todos").unwrap();
+    let second = todos.put("mine", 2i64).unwrap();
+    assert_eq!(
+        second.seq,
+        first.seq + 1,
+        "the sequence resumes where it was"
+    );
+    assert!(todos.record("mine").unwrap().unwrap().version.stamp > theirs[0].stamp);
+}
+
 #[test]
 fn remote_stamp_too_far_ahead_moves_neither_clock_nor_data() {
     let time = ManualTime::new(T0);
