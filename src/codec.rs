@@ -51,13 +51,6 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) {
         .expect("syncline types always encode");
 }
 
-/// Feeds the encoding of `value` to `sink` without building it in memory
-/// (a hasher, say).
-pub(crate) fn encode_to<T: Serialize + ?Sized>(value: &T, sink: &mut impl std::io::Write) {
-    bincode::serde::encode_into_std_write(value, sink, config::standard())
-        .expect("syncline types always encode, and the sinks used cannot fail");
-}
-
 /// The length of `value`'s encoding, counted without building it.
 pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
     let mut size = bincode::enc::write::SizeWriter::default();
@@ -107,9 +100,6 @@ mod tests {
         let mut buf = vec![9];
         encode_into(&value, &mut buf);
         assert_eq!(&buf[1..], whole.as_slice());
-        let mut sink = Vec::new();
-        encode_to(&value, &mut sink);
-        assert_eq!(sink, whole);
         assert_eq!(encoded_len(&value), whole.len());
     }
 

@@ -98,7 +98,9 @@ pub(crate) struct Writer<'txn> {
     changes: redb::Table<'txn, &'static [u8], &'static [u8]>,
     records: redb::Table<'txn, &'static [u8], &'static [u8]>,
     feed: redb::Table<'txn, u64, &'static [u8]>,
-    conflicts: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    /// Opened on first use: most commits never touch it.
+    conflicts: Option<redb::Table<'txn, &'static [u8], &'static [u8]>>,
+    txn: &'txn WriteTransaction,
     /// One buffer for encoded values and one for keys, for the whole
     /// transaction.
     scratch: Vec<u8>,
@@ -113,7 +115,8 @@ impl<'txn> Writer<'txn> {
             changes: txn.open_table(CHANGES)?,
             records: txn.open_table(RECORDS)?,
             feed: txn.open_table(FEED)?,
-            conflicts: txn.open_table(CONFLICTS)?,
+            conflicts: None,
+            txn,
             scratch: Vec::with_capacity(256),
             key: Vec::with_capacity(64),
             group: Vec::new(),
@@ -313,6 +316,15 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
+    fn conflicts(
+        &mut self,
+    ) -> Result<&mut redb::Table<'txn, &'static [u8], &'static [u8]>, StorageError> {
+        match &mut self.conflicts {
+            Some(table) => Ok(table),
+            slot @ None => Ok(slot.insert(self.txn.open_table(CONFLICTS)?)),
+        }
+    }
+
     /// Keeps `conflicts-2` equal to the record's losing changes that no
     /// change has seen (stamp above the record's `seen`): clears the ones the
     /// new change saw and records the one it made lose, if any.
@@ -327,16 +339,16 @@ impl<'txn> Writer<'txn> {
         };
         let (coll, key) = (change.collection.as_str(), change.key.as_bytes());
         // Most databases hold no conflicts at all: skip the lookup then.
-        if before.is_some_and(|b| after.seen > b.seen) && !self.conflicts.is_empty()? {
+        if before.is_some_and(|b| after.seen > b.seen) && !self.conflicts()?.is_empty()? {
             let lo = keys::log_prefix(coll, key);
             let hi = keys::log(coll, key, after.seen.as_u64(), &[0xff; 16]);
-            let seen: Vec<Vec<u8>> = self
-                .conflicts
+            let table = self.conflicts()?;
+            let seen: Vec<Vec<u8>> = table
                 .range(lo.as_slice()..=hi.as_slice())?
                 .map(|e| e.map(|(k, _)| k.value().to_vec()))
                 .collect::<Result<_, _>>()?;
             for k in seen {
-                self.conflicts.remove(k.as_slice())?;
+                table.remove(k.as_slice())?;
             }
         }
         let loser: Option<(Version, Option<crate::value::Value>)> =
@@ -353,15 +365,15 @@ impl<'txn> Writer<'txn> {
                     seq: version.id.seq,
                     value,
                 };
-                keys::log_into(
-                    &mut self.key,
+                // Conflicts are rare: a fresh key buffer is fine here.
+                let k = keys::log(
                     coll,
                     key,
                     version.stamp.as_u64(),
                     version.id.origin.as_bytes(),
                 );
-                self.conflicts
-                    .insert(self.key.as_slice(), codec::encode(&body).as_slice())?;
+                self.conflicts()?
+                    .insert(k.as_slice(), codec::encode(&body).as_slice())?;
                 Ok(1)
             }
             _ => Ok(0),
