@@ -139,6 +139,18 @@ pub(crate) fn split_log(
     parts.ok_or_else(|| StorageError::Inconsistent(format!("malformed key in {table}: {bytes:?}")))
 }
 
+/// Splits a whole log key into (collection, record key, stamp, origin).
+pub(crate) fn parse_log(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<(String, Key, u64, [u8; 16]), StorageError> {
+    let bad = || StorageError::Inconsistent(format!("malformed key in {table}: {bytes:?}"));
+    let (collection, rest) = split_name(bytes).ok_or_else(bad)?;
+    let collection = String::from_utf8(collection).map_err(|_| bad())?;
+    let (key, stamp, origin) = split_log(table, rest, 0)?;
+    Ok((collection, key, stamp, origin))
+}
+
 /// The log key of a change, from a `changes-2` key of the same record:
 /// (stamp, origin) only, the record being known.
 pub(crate) fn split_log_tail(
@@ -198,6 +210,7 @@ mod tests {
             let skip = collection(&c).len();
             prop_assert_eq!(split_log("t", &a, skip).unwrap(), (Key::new(k1.clone()), s1, o1));
             prop_assert_eq!(split_log_tail("t", &a).unwrap(), (s1, o1));
+            prop_assert_eq!(parse_log("t", &a).unwrap(), (c.clone(), Key::new(k1.clone()), s1, o1));
             let prefix = log_prefix(&c, &k1);
             prop_assert!(a.starts_with(&prefix) && a < prefix_end(&prefix));
             prop_assert_eq!(b.starts_with(&prefix), k1 == k2);

@@ -74,7 +74,7 @@ impl Replica {
         {
             let feed = txn.open_table(FEED)?;
             tables::walk_feed::<StorageError>(&feed, pushed, |lsn, source, item, _| {
-                if source != Some(peer) && item.id.origin != peer {
+                if source != Some(peer) && item.origin()? != peer {
                     return Ok(false);
                 }
                 through = lsn;

@@ -364,10 +364,12 @@ impl Replica {
                 last = lsn.value();
                 group.clock = group.clock.max(rec.stamp);
                 group.entries.push(FeedItem {
-                    id: rec.id,
-                    collection: rec.collection,
-                    key: rec.key,
-                    stamp: rec.stamp,
+                    log_key: crate::Key::new(keys::log(
+                        &rec.collection,
+                        rec.key.as_bytes(),
+                        rec.stamp.as_u64(),
+                        rec.id.origin.as_bytes(),
+                    )),
                 });
                 if rec.group_end {
                     flush(&mut group, last)?;
@@ -641,30 +643,21 @@ impl Replica {
         let changes = read.open_table(CHANGES).map_err(StorageError::from)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let mut key = Vec::with_capacity(64);
         tables::walk_feed::<ReadError>(&feed, lsn, |lsn, source, item, group_end| {
-            keys::log_into(
-                &mut key,
-                &item.collection,
-                item.key.as_bytes(),
-                item.stamp.as_u64(),
-                item.id.origin.as_bytes(),
-            );
             let body = changes
-                .get(key.as_slice())
+                .get(item.log_key.as_bytes())
                 .map_err(StorageError::from)?
                 .ok_or_else(|| {
                     StorageError::Inconsistent(format!("feed entry {lsn} has no change"))
                 })?;
-            // The stored body plus the names and fixed fields: close to the
-            // change's size on the wire.
-            bytes = bytes
-                .saturating_add(body.value().len() + item.collection.len() + item.key.len() + 48);
+            // The stored body plus the log key (names, stamp, origin) and
+            // the sequence number: close to the change's size on the wire.
+            bytes = bytes.saturating_add(body.value().len() + item.log_key.len() + 8);
             let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
             out.push(FeedEntry {
                 lsn,
                 source,
-                change: item.into_change(body),
+                change: item.into_change(body)?,
                 group_end,
             });
             Ok(!((out.len() >= limit || bytes >= max_bytes) && group_end))

@@ -153,30 +153,36 @@ pub(crate) struct FeedGroup {
     pub(crate) entries: Vec<FeedItem>,
 }
 
-/// One change of a [`FeedGroup`]: enough to find its body in `changes-2`.
+/// One change of a [`FeedGroup`]: its `changes-2` key, which names the
+/// change's collection, record key, stamp and origin, and finds its body.
+/// (A [`Key`] only for its compact byte-string encoding.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct FeedItem {
-    /// The change.
-    pub(crate) id: ChangeId,
-    /// Its collection.
-    pub(crate) collection: String,
-    /// Its key.
-    pub(crate) key: Key,
-    /// Its stamp.
-    pub(crate) stamp: Stamp,
+    pub(crate) log_key: Key,
 }
 
 impl FeedItem {
+    /// The origin replica of the change.
+    pub(crate) fn origin(&self) -> Result<ReplicaId, StorageError> {
+        let (_, origin) = crate::keys::split_log_tail(FEED.name(), self.log_key.as_bytes())?;
+        Ok(ReplicaId::from_bytes(origin))
+    }
+
     /// The whole change, from this entry and its `changes-2` body.
-    pub(crate) fn into_change(self, body: ChangeBody) -> crate::Change {
-        crate::Change {
-            id: self.id,
-            collection: self.collection,
-            key: self.key,
-            stamp: self.stamp,
+    pub(crate) fn into_change(self, body: ChangeBody) -> Result<crate::Change, StorageError> {
+        let (collection, key, stamp, origin) =
+            crate::keys::parse_log(FEED.name(), self.log_key.as_bytes())?;
+        Ok(crate::Change {
+            id: ChangeId {
+                origin: ReplicaId::from_bytes(origin),
+                seq: body.seq,
+            },
+            collection,
+            key,
+            stamp: Stamp::from_u64(stamp),
             base: body.base,
             op: body.op,
-        }
+        })
     }
 }
 

@@ -193,10 +193,11 @@ impl<'txn> Writer<'txn> {
         self.insert(state, rule, change, Current::Read(current))
     }
 
-    /// Puts a change into its record's log. Returns false when that slot
-    /// already holds the same change; a different change in the slot (same
-    /// record, stamp and origin) is refused, and the error aborts the whole
-    /// transaction, so the overwrite is never committed.
+    /// Puts a change into its record's log and, when new, into this
+    /// commit's feed group. Returns false when that slot already holds the
+    /// same change; a different change in the slot (same record, stamp and
+    /// origin) is refused, and the error aborts the whole transaction, so the
+    /// overwrite is never committed.
     fn log(&mut self, change: &Change) -> Result<bool, ApplyError> {
         keys::log_into(
             &mut self.key,
@@ -221,7 +222,13 @@ impl<'txn> Writer<'txn> {
             .insert(self.key.as_slice(), self.scratch.as_slice())
             .map_err(StorageError::from)?;
         match old {
-            None => Ok(true),
+            None => {
+                // New: it takes the next place in this commit's feed group.
+                self.group.push(FeedItem {
+                    log_key: Key::new(self.key.as_slice()),
+                });
+                Ok(true)
+            }
             Some(old) if old.value() == self.scratch.as_slice() => Ok(false),
             Some(_) => Err(ApplyError::ConflictingDuplicate { id: change.id }),
         }
@@ -237,12 +244,6 @@ impl<'txn> Writer<'txn> {
         current: Current,
     ) -> Result<(u64, usize), ApplyError> {
         state.lsn += 1;
-        self.group.push(FeedItem {
-            id: change.id,
-            collection: change.collection.clone(),
-            key: change.key.clone(),
-            stamp: change.stamp,
-        });
         let (before, next) = self.merge_into_record(rule, change, current)?;
         let conflicts = if rule.is_record_level() {
             self.track_conflicts(change, before.as_ref(), next.as_ref())?
