@@ -300,13 +300,13 @@ fn syncline_run(w: Workload, durable: bool, shared: &mut SynclineShared) -> Row 
     syncline_check(&b, w);
     row.merged_state = Some(protocol::encode(&changes_of(&b)).len());
     row.file_merged = store.file_len("merged");
-    {
-        let b2 = store.open("merged-each", 4);
+    row.merge_each = Some(crate::median_phase(|i| {
+        let b2 = store.open(&format!("merged-each-{i}"), 4);
         syncline_own_writes(&b2, w);
         let ((), p) = measure(|| apply_frames(&b2, &shared.each_frames));
-        row.merge_each = Some(p);
         syncline_check(&b2, w);
-    }
+        p
+    }));
 
     let ((wire, change), p) = measure(|| syncline_one_more(&a, &b, w));
     row.one_more = Some(p);
@@ -503,15 +503,15 @@ fn automerge_run(w: Workload) -> Row {
     row.merge_txn = Some(p);
     am_check(&b, w);
     row.merged_state = Some(b.save().len());
-    {
+    row.merge_each = Some(crate::median_phase(|_| {
         let mut b2 = am_doc(4);
         am_own_writes(&mut b2, w);
         let ((), p) = measure(|| {
             b2.load_incremental(&saved_each).expect("load");
         });
-        row.merge_each = Some(p);
         am_check(&b2, w);
-    }
+        p
+    }));
     drop((saved, saved_each));
     let (wire, p) = measure(|| am_one_more(&mut a, &mut b, w));
     row.one_more = Some(p);
@@ -651,13 +651,13 @@ fn yrs_run(w: Workload) -> Row {
     row.merge_txn = Some(p);
     y_check(&b, &bm, w);
     row.merged_state = Some(y_full(&b).len());
-    {
+    row.merge_each = Some(crate::median_phase(|_| {
         let (b2, bm2) = y_doc(4);
         y_own_writes(&b2, &bm2, w);
         let ((), p) = measure(|| y_apply(&b2, &full_each));
-        row.merge_each = Some(p);
         y_check(&b2, &bm2, w);
-    }
+        p
+    }));
     drop((full, full_each));
     let (wire, p) = measure(|| y_one_more(&a, &am, &b, w));
     row.one_more = Some(p);
@@ -784,15 +784,15 @@ fn loro_run(w: Workload) -> Row {
     row.merge_txn = Some(p);
     l_check(&b, w);
     row.merged_state = Some(b.export(ExportMode::Snapshot).expect("export").len());
-    {
+    row.merge_each = Some(crate::median_phase(|_| {
         let b2 = l_doc(4);
         l_own_writes(&b2, w);
         let ((), p) = measure(|| {
             b2.import(&snap_each).expect("import");
         });
-        row.merge_each = Some(p);
         l_check(&b2, w);
-    }
+        p
+    }));
     drop((snap, snap_each));
     let (wire, p) = measure(|| l_one_more(&a, &b, w));
     row.one_more = Some(p);
