@@ -261,9 +261,10 @@ impl<'txn> Writer<'txn> {
     /// remote changes), the record's insert reads it: the state the change
     /// makes on its own is written first, and redb returns the one it
     /// replaced. That is the right state whenever the record is new here,
-    /// and whenever the change wins without raising `seen` above its own
-    /// `base`: the common cases, one B-tree walk instead of two. Otherwise
-    /// the right state is written over it in the same transaction.
+    /// and whenever the change wins over a state whose `seen` is not above
+    /// the change's `base`: the common cases, one B-tree walk instead of
+    /// two. Otherwise the right state is written over it in the same
+    /// transaction.
     fn merge_into_record(
         &mut self,
         rule: &Rule,
