@@ -199,6 +199,17 @@ fn feed_reads_never_split_a_group() {
     let rest = r.feed_after(first.last().unwrap().lsn, 2).unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].change.key, Key::from("x"));
+
+    // A cursor inside a group (a peer's acknowledgement can leave one
+    // there) reads the rest of that group, with gap-free lsns.
+    let tail = r.feed_after(2, 100).unwrap();
+    let lsns: Vec<u64> = tail.iter().map(|e| e.lsn).collect();
+    assert_eq!(lsns, vec![3, 4, 5, 6]);
+    let keys: Vec<Key> = tail.iter().map(|e| e.change.key.clone()).collect();
+    assert_eq!(keys, ["k2", "k3", "k4", "x"].map(Key::from));
+    let ends: Vec<bool> = tail.iter().map(|e| e.group_end).collect();
+    assert_eq!(ends, vec![false, false, true, true]);
+    assert!(r.feed_after(6, 100).unwrap().is_empty());
 }
 
 #[test]
