@@ -58,6 +58,13 @@ pub struct SyncConfig {
     /// Keep a subscription open so remote changes arrive in milliseconds.
     /// Default on.
     pub live: bool,
+    /// How long a subscription may stay silent before it is presumed dead
+    /// (say, a network path that died without closing the connection) and
+    /// replaced: the engine reconnects as after any failure. Servers send a
+    /// heartbeat every [`crate::ServerConfig::heartbeat`] (15 s by default),
+    /// so keep this a few times that. `None` trusts the stream forever.
+    /// Default 45 s.
+    pub subscription_timeout: Option<Duration>,
     /// Also sync on this interval, as a safety net. Default 30 s.
     pub poll_interval: Option<Duration>,
     /// Sync only when asked ([`SyncEngine::sync_now`], `push`, `pull`): no
@@ -84,6 +91,7 @@ impl Default for SyncConfig {
             batch_size: 1000,
             max_batch_bytes: 4 << 20,
             live: true,
+            subscription_timeout: Some(Duration::from_secs(45)),
             poll_interval: Some(Duration::from_secs(30)),
             on_demand: false,
             backoff_initial: Duration::from_millis(100),
@@ -413,6 +421,11 @@ struct Session {
     remote: ReplicaId,
     collections: Vec<String>,
     subscription: Option<Subscription>,
+    /// The greatest lsn the subscription announced (at first, the cursor it
+    /// was opened after): a notification at or below it is a heartbeat.
+    notified: u64,
+    /// When the subscription last delivered a frame.
+    heard: Instant,
 }
 
 struct Worker {
@@ -500,6 +513,13 @@ impl Worker {
             .unwrap_or_else(|p| p.into_inner())
             .to_owned();
         loop {
+            // A subscription silent for too long is presumed dead.
+            let silence = self
+                .session
+                .as_ref()
+                .filter(|s| online && s.subscription.is_some())
+                .zip(self.config.subscription_timeout)
+                .map(|(s, timeout)| (s.heard + timeout, timeout));
             tokio::select! {
                 // Deterministic order (simulations replay exactly): commands
                 // first, then local commits, notifications, timers.
@@ -526,13 +546,29 @@ impl Worker {
                 },
                 frame = next_frame(&mut self.session), if online => match frame {
                     Some(Ok(frame)) => match protocol::decode::<Notify>(&frame) {
-                        Ok(_) => return Wake::Remote,
+                        Ok(notify) => {
+                            if let Some(s) = self.session.as_mut() {
+                                s.heard = Instant::now();
+                                if notify.last_lsn <= s.notified {
+                                    // A heartbeat: alive, and nothing new.
+                                    continue;
+                                }
+                                s.notified = notify.last_lsn;
+                            }
+                            return Wake::Remote;
+                        }
                         Err(e) => return Wake::SubscriptionLost(SyncError::Protocol(format!("bad notification: {e}"))),
                     },
                     Some(Err(e)) => return Wake::SubscriptionLost(e.into()),
                     None => return Wake::SubscriptionLost(SyncError::Protocol("the subscription ended".into())),
                 },
                 () = sleep_until(timer) => return Wake::Timer,
+                () = sleep_until(silence.map(|(at, _)| at)), if silence.is_some() => {
+                    let timeout = silence.map(|(_, t)| t).unwrap_or_default();
+                    return Wake::SubscriptionLost(SyncError::Transport(TransportError::network(
+                        format!("the subscription was silent for {timeout:?}, heartbeats included"),
+                    )));
+                }
             }
         }
     }
@@ -656,13 +692,13 @@ impl Worker {
         )
         .map_err(|r| SyncError::Protocol(r.reason))?;
         *self.shared.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some(remote);
-        let subscription =
+        let (subscription, notified) =
             if self.config.live && !self.config.on_demand && self.config.direction.pulls() {
                 let after = self.blocking(move |r| r.peer_state(remote)).await?.pulled;
                 let frame = self.request(RequestBody::Subscribe { after });
-                Some(conn.subscribe(frame).await?)
+                (Some(conn.subscribe(frame).await?), after)
             } else {
-                None
+                (None, 0)
             };
         tracing::debug!(remote = %remote, "connected");
         Ok(Session {
@@ -670,6 +706,8 @@ impl Worker {
             remote,
             collections: ours.into_iter().map(|s| s.name).collect(),
             subscription,
+            notified,
+            heard: Instant::now(),
         })
     }
 

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use syncline_transport::{BoxFuture, Frame, PeerInfo, Service, ServiceError};
 use tokio::sync::mpsc;
@@ -34,7 +35,15 @@ pub struct ServerConfig {
     /// Only for deterministic simulations on a current-thread runtime: it
     /// blocks the runtime while redb commits. Default off.
     pub inline_store: bool,
+    /// How often a subscription with nothing new still gets a notification
+    /// (the unchanged last lsn): a heartbeat, so that subscribers can tell a
+    /// quiet stream from a dead one (see [`crate::SyncConfig::subscription_timeout`],
+    /// which should be a few times this). `None` sends none. Default 15 s.
+    pub heartbeat: Option<Duration>,
 }
+
+/// The default [`ServerConfig::heartbeat`].
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -42,6 +51,7 @@ impl Default for ServerConfig {
             max_pull_changes: 1000,
             max_pull_bytes: 4 << 20,
             inline_store: false,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
         }
     }
 }
@@ -356,17 +366,20 @@ impl Service for SyncServer {
             let (tx, rx) = mpsc::channel(16);
             let mut watch = self.replica.watch();
             let replica = self.replica.clone();
+            let heartbeat = self.config.heartbeat;
             tokio::spawn(async move {
                 let mut sent = after;
+                let mut beat = false;
                 loop {
                     let last = replica.last_lsn();
-                    if last > sent {
+                    if last > sent || beat {
                         let frame = Frame::from(protocol::encode(&Notify { last_lsn: last }));
                         if tx.send(frame).await.is_err() {
                             return; // the subscriber went away
                         }
-                        sent = last;
+                        sent = sent.max(last);
                     }
+                    beat = false;
                     tokio::select! {
                         biased;
                         // The subscriber or the transport went away: let go of the replica.
@@ -375,10 +388,19 @@ impl Service for SyncServer {
                             Ok(_) | Err(WatchError::Lagged(_)) => {}
                             Err(WatchError::Closed) => return,
                         },
+                        () = sleep_for(heartbeat) => beat = true,
                     }
                 }
             });
             Ok(rx)
         })
+    }
+}
+
+/// Sleeps for `period`, or forever when there is none.
+async fn sleep_for(period: Option<Duration>) {
+    match period {
+        Some(period) => tokio::time::sleep(period).await,
+        None => std::future::pending().await,
     }
 }

@@ -4,12 +4,18 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{converged, eventually, open_node, quick_sync, states};
-use syncline::transport::Limits;
 use syncline::transport::loopback::LoopbackNetwork;
-use syncline::{Replica, SyncEngine, SyncServer, Value};
+use syncline::transport::{
+    BoxFuture, Connection, Connector, Frame, Limits, Subscription, TransportError,
+};
+use syncline::{
+    Replica, ServerConfig, Status, SyncConfig, SyncEngine, SyncEvent, SyncServer, Value,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -43,7 +49,7 @@ async fn lossy_duplicating_reordering_network_still_converges() {
     let mut engines = Vec::new();
     for i in 0..3u8 {
         let c = open_node(dir.path(), &format!("c{i}"), i + 1).await;
-        let config = syncline::SyncConfig {
+        let config = SyncConfig {
             batch_size: 7,
             poll_interval: Some(Duration::from_millis(50)),
             ..quick_sync(u64::from(i))
@@ -100,7 +106,7 @@ async fn batches_stay_under_the_frame_limit_by_bytes() {
     let net = LoopbackNetwork::new(29);
     let hub = open_node(dir.path(), "hub", 100).await;
     let limits = Limits::default().with_max_frame_len(1 << 20);
-    let server_config = syncline::ServerConfig {
+    let server_config = ServerConfig {
         max_pull_bytes: 512 << 10,
         ..Default::default()
     };
@@ -113,7 +119,7 @@ async fn batches_stay_under_the_frame_limit_by_bytes() {
             limits,
         )
         .unwrap();
-    let config = || syncline::SyncConfig {
+    let config = || SyncConfig {
         on_demand: true,
         max_batch_bytes: 512 << 10,
         ..quick_sync(5)
@@ -139,4 +145,125 @@ async fn batches_stay_under_the_frame_limit_by_bytes() {
     assert_eq!(ea.sync_now().await.unwrap().pushed, 40);
     assert_eq!(eb.sync_now().await.unwrap().pulled, 40);
     assert!(converged(&[&a, &b, &hub], "todos"));
+}
+
+/// Hands out connections whose first subscription goes silent after it
+/// opens, as when a network path dies without closing the connection: no
+/// frame and no error ever arrive. Later subscriptions work.
+#[derive(Debug)]
+struct Stalling {
+    inner: Arc<dyn Connector>,
+    stalled: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct StallingConnection {
+    inner: Box<dyn Connection>,
+    stalled: Arc<AtomicBool>,
+    /// The real subscription and the silent stream's sender, kept open so
+    /// that neither side sees the stream end.
+    held: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+}
+
+impl Connector for Stalling {
+    fn addr(&self) -> &str {
+        self.inner.addr()
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, TransportError>> {
+        Box::pin(async move {
+            let inner = self.inner.connect().await?;
+            Ok(Box::new(StallingConnection {
+                inner,
+                stalled: self.stalled.clone(),
+                held: Mutex::new(Vec::new()),
+            }) as Box<dyn Connection>)
+        })
+    }
+}
+
+impl Connection for StallingConnection {
+    fn exchange(&self, request: Frame) -> BoxFuture<'_, Result<Frame, TransportError>> {
+        self.inner.exchange(request)
+    }
+
+    fn subscribe(&self, request: Frame) -> BoxFuture<'_, Result<Subscription, TransportError>> {
+        Box::pin(async move {
+            let real = self.inner.subscribe(request).await?;
+            if self.stalled.swap(true, Ordering::SeqCst) {
+                return Ok(real);
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let mut held = self.held.lock().unwrap();
+            held.push(Box::new(real));
+            held.push(Box::new(tx));
+            Ok(Subscription::new(rx))
+        })
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+/// A subscription that goes silent without an error is presumed dead after
+/// `subscription_timeout` and replaced, so live changes flow again; with
+/// no polling, nothing else could bring them. (That heartbeats keep a quiet
+/// subscription alive, and cause no rounds, is checked by every simulation:
+/// its quiet minute outlasts the default timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_subscription_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LoopbackNetwork::new(5);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let _server = net
+        .serve(
+            "hub",
+            SyncServer::new(hub.clone())
+                .with_config(ServerConfig {
+                    heartbeat: Some(Duration::from_millis(50)),
+                    ..ServerConfig::default()
+                })
+                .into_service(),
+            Limits::default(),
+        )
+        .unwrap();
+    let client = open_node(dir.path(), "client", 1).await;
+    let connector = Arc::new(Stalling {
+        inner: net.connector("client", "hub"),
+        stalled: Arc::default(),
+    });
+    let engine = SyncEngine::start(
+        client.clone(),
+        connector.clone(),
+        SyncConfig {
+            subscription_timeout: Some(Duration::from_millis(300)),
+            ..quick_sync(9)
+        },
+    );
+    let mut events = engine.events();
+    // Idle after the first round: connected, the (stalled) subscription open.
+    let mut status = engine.status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| *s == Status::Idle))
+        .await
+        .expect("the first round")
+        .unwrap();
+    assert!(connector.stalled.load(Ordering::SeqCst));
+    hub.collection("todos").unwrap().put("k", 1i64).unwrap();
+    eventually(&[&client], WAIT, "the write to arrive", || {
+        client.collection("todos").unwrap().get("k").unwrap() == Some(Value::Int(1))
+    })
+    .await;
+    let mut silent = false;
+    while let Ok(event) = events.try_recv() {
+        if let SyncEvent::Error { message, .. } = event {
+            silent |= message.contains("silent");
+        }
+    }
+    assert!(silent, "the engine reported the silent subscription");
+    engine.stop().await;
 }
