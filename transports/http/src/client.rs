@@ -22,7 +22,7 @@ use syncline_transport::{
 use tokio::sync::{mpsc, watch};
 
 use crate::body::FullBody;
-use crate::tls::{self, Trust};
+use crate::tls::{self, ClientIdentityPem, Trust};
 use crate::wire::{self, BodyError, BodyReader, Record};
 
 /// The default [`HttpClientConfig::with_connect_timeout`]: 10 seconds.
@@ -42,6 +42,7 @@ pub struct HttpClientConfig {
     limits: Limits,
     bearer_token: Option<String>,
     trust: Trust,
+    identity: Option<ClientIdentityPem>,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
 }
@@ -56,6 +57,7 @@ impl fmt::Debug for HttpClientConfig {
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
             )
             .field("trust", &self.trust)
+            .field("identity", &self.identity)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .finish()
@@ -76,6 +78,7 @@ impl HttpClientConfig {
             limits: Limits::new(),
             bearer_token: None,
             trust: Trust::WebRoots,
+            identity: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
         }
@@ -111,6 +114,23 @@ impl HttpClientConfig {
     /// and the validity period are not checked. Replaces root certificates.
     pub fn with_pinned_certificate_sha256(mut self, fingerprint: [u8; 32]) -> Self {
         self.trust = Trust::Pinned(fingerprint);
+        self
+    }
+
+    /// Presents this certificate chain (the client's certificate first) and
+    /// its private key (PKCS#8, PKCS#1 or SEC1), as PEM, to servers that
+    /// require mutual TLS
+    /// ([`ServerTlsConfig::with_client_roots_pem`](crate::ServerTlsConfig::with_client_roots_pem)).
+    /// [`HttpClient::new`] checks the PEM.
+    pub fn with_client_identity_pem(
+        mut self,
+        certificate_chain: impl Into<Vec<u8>>,
+        private_key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some(ClientIdentityPem {
+            chain: certificate_chain.into(),
+            key: private_key.into(),
+        });
         self
     }
 
@@ -187,7 +207,7 @@ impl HttpClient {
         // Plain HTTP never uses the TLS settings; an empty trust store keeps
         // the root certificates from being loaded for nothing.
         let tls = if https {
-            tls::client_config(&config.trust)?
+            tls::client_config(&config.trust, config.identity.as_ref())?
         } else {
             tls::plain_http_config()?
         };

@@ -26,6 +26,14 @@
 //! [`PeerInfo::bearer_token`](syncline_transport::PeerInfo::bearer_token); the
 //! service decides what it allows.
 //!
+//! Over HTTPS, a server can require mutual TLS with
+//! [`ServerTlsConfig::with_client_roots_pem`]: clients present a certificate
+//! issued by one of those CAs
+//! ([`HttpClientConfig::with_client_identity_pem`]), and its DER reaches the
+//! service as
+//! [`PeerInfo::tls_identity`](syncline_transport::PeerInfo::tls_identity)
+//! with every request on that connection.
+//!
 //! The health check works with any HTTP client:
 //!
 //! ```text

@@ -285,7 +285,11 @@ async fn serve_tcp(
     // Pushed frames are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = acceptor else {
-        return serve_http(stream, remote, shared).await;
+        let caller = Caller {
+            addr: remote,
+            certificate: None,
+        };
+        return serve_http(stream, caller, shared).await;
     };
     let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
     let tls = tokio::select! {
@@ -293,22 +297,47 @@ async fn serve_tcp(
         tls = handshake => tls,
     };
     match tls {
-        Ok(Ok(tls)) => serve_http(tls, remote, shared).await,
+        Ok(Ok(tls)) => {
+            // Under mutual TLS, the client's end-entity certificate, verified
+            // by the handshake, names the caller of every request on it.
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|certificate| certificate.to_vec());
+            let caller = Caller {
+                addr: remote,
+                certificate,
+            };
+            serve_http(tls, caller, shared).await;
+        }
         Ok(Err(error)) => tracing::debug!(%remote, %error, "http transport: TLS handshake failed"),
         Err(_) => tracing::debug!(%remote, "http transport: TLS handshake timed out"),
     }
 }
 
+/// Who is at the other end of a connection.
+#[derive(Debug)]
+struct Caller {
+    addr: SocketAddr,
+    /// The client's certificate (DER) under mutual TLS.
+    certificate: Option<Vec<u8>>,
+}
+
 /// Serves one connection until the client closes it or the server shuts down,
 /// then lets it finish gracefully.
-async fn serve_http<I>(io: I, remote: SocketAddr, shared: Arc<Shared>)
+async fn serve_http<I>(io: I, caller: Caller, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let remote = caller.addr;
+    let caller = Arc::new(caller);
     let handler = shared.clone();
     let service = service_fn(move |request| {
         let shared = handler.clone();
-        async move { Ok::<_, Infallible>(route(request, remote, &shared).await) }
+        let caller = caller.clone();
+        async move { Ok::<_, Infallible>(route(request, &caller, &shared).await) }
     });
     let connection = shared.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
@@ -326,7 +355,7 @@ where
 
 async fn route(
     request: Request<Incoming>,
-    remote: SocketAddr,
+    caller: &Caller,
     shared: &Shared,
 ) -> Response<ServerBody> {
     let path = request.uri().path();
@@ -336,10 +365,10 @@ async fn route(
             text(StatusCode::OK, "ok")
         }
         wire::EXCHANGE_PATH if method == Method::POST => {
-            until_shutdown(shared, exchange(request, remote, shared)).await
+            until_shutdown(shared, exchange(request, caller, shared)).await
         }
         wire::SUBSCRIBE_PATH if method == Method::POST => {
-            until_shutdown(shared, subscribe(request, remote, shared)).await
+            until_shutdown(shared, subscribe(request, caller, shared)).await
         }
         wire::HEALTH_PATH => method_not_allowed("GET, HEAD"),
         wire::EXCHANGE_PATH | wire::SUBSCRIBE_PATH => method_not_allowed("POST"),
@@ -369,10 +398,10 @@ async fn until_shutdown(
 
 async fn exchange(
     request: Request<Incoming>,
-    remote: SocketAddr,
+    caller: &Caller,
     shared: &Shared,
 ) -> Response<ServerBody> {
-    let (peer, frame) = match read_request(request, remote, shared).await {
+    let (peer, frame) = match read_request(request, caller, shared).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -404,10 +433,10 @@ async fn exchange(
 
 async fn subscribe(
     request: Request<Incoming>,
-    remote: SocketAddr,
+    caller: &Caller,
     shared: &Shared,
 ) -> Response<ServerBody> {
-    let (peer, frame) = match read_request(request, remote, shared).await {
+    let (peer, frame) = match read_request(request, caller, shared).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -428,13 +457,17 @@ async fn subscribe(
 /// The peer and the request frame, or the response refusing the request.
 async fn read_request(
     request: Request<Incoming>,
-    remote: SocketAddr,
+    caller: &Caller,
     shared: &Shared,
 ) -> Result<(PeerInfo, Frame), Response<ServerBody>> {
+    let remote = caller.addr;
     let (parts, mut body) = request.into_parts();
     let mut peer = PeerInfo::new(remote.to_string());
     if let Some(token) = wire::bearer_token(&parts.headers) {
         peer = peer.with_bearer_token(token);
+    }
+    if let Some(certificate) = &caller.certificate {
+        peer = peer.with_tls_identity(certificate.clone());
     }
     let max = shared.limits.max_frame_len();
     // A declared length over the limit is refused before anything is read,

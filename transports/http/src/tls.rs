@@ -29,16 +29,20 @@ pub fn sha256_fingerprint(certificate_der: &[u8]) -> [u8; 32] {
 }
 
 /// The server side of HTTPS: a certificate chain and its private key, with
-/// HTTP/2 and HTTP/1.1 offered through ALPN.
+/// HTTP/2 and HTTP/1.1 offered through ALPN, and optionally mutual TLS.
 #[derive(Clone)]
 pub struct ServerTlsConfig {
     config: Arc<rustls::ServerConfig>,
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+    client_roots: usize,
 }
 
 impl fmt::Debug for ServerTlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerTlsConfig")
             .field("alpn", &["h2", "http/1.1"])
+            .field("client_roots", &self.client_roots)
             .finish_non_exhaustive()
     }
 }
@@ -54,21 +58,93 @@ impl ServerTlsConfig {
         let chain = parse_certificates(certificate_chain, "certificate chain")?;
         let key = PrivateKeyDer::from_pem_slice(private_key)
             .map_err(|error| local(format!("bad private key PEM: {error}")))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|error| local(format!("TLS setup: {error}")))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|error| local(format!("bad TLS identity: {error}")))?;
-        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        let config = server_config(&chain, &key, None)?;
         Ok(ServerTlsConfig {
             config: Arc::new(config),
+            chain,
+            key: Arc::new(key),
+            client_roots: 0,
         })
+    }
+
+    /// Requires mutual TLS: every client must present a certificate that
+    /// chains to one of the CA certificates in `pem`, or the handshake fails.
+    /// The client's end-entity certificate (DER) reaches the service as
+    /// [`PeerInfo::tls_identity`](syncline_transport::PeerInfo::tls_identity)
+    /// with every request on that connection, so the service's access
+    /// control can map it to a principal.
+    ///
+    /// Fails with [`TransportError::Local`] when the PEM holds no usable
+    /// certificate.
+    pub fn with_client_roots_pem(mut self, pem: &[u8]) -> Result<Self, TransportError> {
+        let roots = root_store(pem, "client root certificates")?;
+        self.client_roots = roots.len();
+        self.config = Arc::new(server_config(&self.chain, &self.key, Some(roots))?);
+        Ok(self)
     }
 
     /// The rustls configuration the server's acceptor uses.
     pub(crate) fn rustls(&self) -> Arc<rustls::ServerConfig> {
         self.config.clone()
+    }
+}
+
+/// The rustls server configuration: the identity, ALPN, and client
+/// certificates checked against `client_roots` when there are any.
+fn server_config(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    client_roots: Option<RootCertStore>,
+) -> Result<rustls::ServerConfig, TransportError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| local(format!("TLS setup: {error}")))?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|error| local(format!("client certificate verifier: {error}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain.to_vec(), key.clone_key())
+        .map_err(|error| local(format!("bad TLS identity: {error}")))?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The PEM certificates in `pem` as a root store.
+fn root_store(pem: &[u8], what: &str) -> Result<RootCertStore, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in parse_certificates(pem, what)? {
+        roots
+            .add(certificate)
+            .map_err(|error| local(format!("bad certificate in the {what}: {error}")))?;
+    }
+    Ok(roots)
+}
+
+/// A client's own certificate chain and key, for servers that require
+/// mutual TLS, as PEM text (parsed when the client is built).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ClientIdentityPem {
+    pub(crate) chain: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+}
+
+impl fmt::Debug for ClientIdentityPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        write!(
+            f,
+            "ClientIdentityPem(<{} bytes of certificates>)",
+            self.chain.len()
+        )
     }
 }
 
@@ -99,37 +175,46 @@ impl fmt::Debug for Trust {
     }
 }
 
-/// The rustls client configuration for `trust`, without ALPN (the connector
+/// The rustls client configuration for `trust`, presenting `identity` to
+/// servers that ask for a client certificate; without ALPN (the connector
 /// sets it).
-pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TransportError> {
+pub(crate) fn client_config(
+    trust: &Trust,
+    identity: Option<&ClientIdentityPem>,
+) -> Result<rustls::ClientConfig, TransportError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|error| local(format!("TLS setup: {error}")))?;
-    let config = match trust {
+    let builder = match trust {
         Trust::WebRoots => {
             let roots = RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
         Trust::RootsPem(pem) => {
-            let mut roots = RootCertStore::empty();
-            for certificate in parse_certificates(pem, "root certificates")? {
-                roots
-                    .add(certificate)
-                    .map_err(|error| local(format!("bad root certificate: {error}")))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(root_store(pem, "root certificates")?)
         }
-        Trust::Pinned(fingerprint) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                fingerprint: *fingerprint,
-                algorithms: provider().signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
+        Trust::Pinned(fingerprint) => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                    fingerprint: *fingerprint,
+                    algorithms: provider().signature_verification_algorithms,
+                }))
+        }
     };
-    Ok(config)
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some(identity) => {
+            let chain = parse_certificates(&identity.chain, "client certificate chain")?;
+            let key = PrivateKeyDer::from_pem_slice(&identity.key)
+                .map_err(|error| local(format!("bad client private key PEM: {error}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|error| local(format!("bad client TLS identity: {error}")))
+        }
+    }
 }
 
 /// A client configuration that trusts nobody, for a plain-HTTP client whose
@@ -227,8 +312,15 @@ mod tests {
             matches!(error, Err(TransportError::Local { .. })),
             "{error:?}"
         );
-        let error = client_config(&Trust::RootsPem(b"nothing".to_vec()));
+        let error = client_config(&Trust::RootsPem(b"nothing".to_vec()), None);
         assert!(matches!(error, Err(TransportError::Local { .. })));
+        let identity = ClientIdentityPem {
+            chain: b"no pem".to_vec(),
+            key: b"no pem".to_vec(),
+        };
+        let error = client_config(&Trust::WebRoots, Some(&identity));
+        assert!(matches!(error, Err(TransportError::Local { .. })));
+        assert!(!format!("{identity:?}").contains("no pem"));
     }
 
     #[test]
@@ -244,7 +336,7 @@ mod tests {
 
     #[test]
     fn client_configs_build() {
-        assert!(client_config(&Trust::WebRoots).is_ok());
-        assert!(client_config(&Trust::Pinned([0; 32])).is_ok());
+        assert!(client_config(&Trust::WebRoots, None).is_ok());
+        assert!(client_config(&Trust::Pinned([0; 32]), None).is_ok());
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP transport's own behaviour beyond the conformance suite: bearer
-//! tokens, the body limit, the health check, routing, and HTTPS trust.
+//! tokens, the body limit, the health check, routing, HTTPS trust and
+//! mutual TLS.
 
 mod common;
 
@@ -328,6 +329,74 @@ async fn https_with_a_trusted_root_works_and_untrusted_clients_are_refused() {
 
     assert_eq!(service.exchanges.load(Ordering::SeqCst), 1);
     within("shutdown", server.shutdown()).await;
+}
+
+/// Connects with `config` and makes one exchange: under TLS 1.3 a refused
+/// client certificate may surface on either step.
+async fn connect_and_exchange(
+    url: &str,
+    config: HttpClientConfig,
+) -> Result<Frame, TransportError> {
+    let client = HttpClient::new(url, config)?;
+    within("a connect and an exchange", async {
+        let conn = client.connect().await?;
+        conn.exchange(Frame::from_static(b"knock")).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn mutual_tls_hands_the_client_certificate_to_the_service_and_refuses_others() {
+    let service = Arc::new(Recorder::default());
+    let cert = common::self_signed();
+    let clients = common::client_ca();
+    let tls = ServerTlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+        .expect("rcgen's PEM parses")
+        .with_client_roots_pem(clients.ca_pem.as_bytes())
+        .expect("the CA PEM parses");
+    let server = serve(service.clone(), HttpServerConfig::new().with_tls(tls)).await;
+    let pin = sha256_fingerprint(&cert.cert_der);
+
+    let alice = HttpClientConfig::new()
+        .with_pinned_certificate_sha256(pin)
+        .with_client_identity_pem(clients.cert_pem.clone(), clients.key_pem.clone());
+    let conn = connect(&server.url(), alice).await;
+    let reply = within(
+        "an exchange under mutual TLS",
+        conn.exchange(Frame::from_static(b"mine")),
+    )
+    .await;
+    assert!(matches!(&reply, Ok(r) if r == "mine"), "{reply:?}");
+    let peer = service.last_peer().expect("the service saw a peer");
+    assert_eq!(
+        peer.tls_identity.as_deref(),
+        Some(clients.cert_der.as_slice())
+    );
+
+    // No certificate, or one from another CA: refused before the service.
+    let anonymous = HttpClientConfig::new().with_pinned_certificate_sha256(pin);
+    let result = connect_and_exchange(&server.url(), anonymous).await;
+    assert!(result.is_err(), "{result:?}");
+    let stranger = common::client_ca();
+    let stranger = HttpClientConfig::new()
+        .with_pinned_certificate_sha256(pin)
+        .with_client_identity_pem(stranger.cert_pem, stranger.key_pem);
+    let result = connect_and_exchange(&server.url(), stranger).await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(service.exchanges.load(Ordering::SeqCst), 1);
+
+    // A server without client roots sees no identity.
+    let (plain_tls, plain_cert) = serve_https(service.clone()).await;
+    let config = HttpClientConfig::new()
+        .with_pinned_certificate_sha256(sha256_fingerprint(&plain_cert.cert_der))
+        .with_client_identity_pem(clients.cert_pem, clients.key_pem);
+    connect_and_exchange(&plain_tls.url(), config)
+        .await
+        .expect("a client certificate nobody asked for is not sent");
+    assert_eq!(service.last_peer().expect("a peer").tls_identity, None);
+
+    within("shutdown", server.shutdown()).await;
+    within("shutdown", plain_tls.shutdown()).await;
 }
 
 #[tokio::test]

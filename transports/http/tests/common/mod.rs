@@ -42,3 +42,44 @@ pub fn self_signed() -> SelfSigned {
         cert_der: certified.cert.der().to_vec(),
     }
 }
+
+/// A certificate authority and one client certificate it issued, for
+/// mutual TLS.
+pub struct ClientCa {
+    /// The CA certificate, PEM: what the server trusts.
+    pub ca_pem: String,
+    /// The client's certificate, PEM.
+    pub cert_pem: String,
+    /// The client's private key, PEM.
+    pub key_pem: String,
+    /// The client's certificate, DER.
+    pub cert_der: Vec<u8>,
+}
+
+/// Makes a fresh CA with rcgen, and a client certificate signed by it.
+pub fn client_ca() -> ClientCa {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test client CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let ca = params.self_signed(&ca_key).expect("a CA certificate");
+    let issuer = Issuer::new(params, ca_key);
+    let mut leaf = CertificateParams::new(vec!["alice".to_owned()]).expect("leaf parameters");
+    leaf.distinguished_name.push(DnType::CommonName, "alice");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("a client key");
+    let cert = leaf.signed_by(&key, &issuer).expect("a client certificate");
+    ClientCa {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_der: cert.der().to_vec(),
+    }
+}
