@@ -519,7 +519,7 @@ impl Worker {
                 .as_ref()
                 .filter(|s| online && s.subscription.is_some())
                 .zip(self.config.subscription_timeout)
-                .map(|(s, timeout)| (s.heard + timeout, timeout));
+                .map(|(s, timeout)| s.heard + timeout);
             tokio::select! {
                 // Deterministic order (simulations replay exactly): commands
                 // first, then local commits, notifications, timers.
@@ -563,8 +563,8 @@ impl Worker {
                     None => return Wake::SubscriptionLost(SyncError::Protocol("the subscription ended".into())),
                 },
                 () = sleep_until(timer) => return Wake::Timer,
-                () = sleep_until(silence.map(|(at, _)| at)), if silence.is_some() => {
-                    let timeout = silence.map(|(_, t)| t).unwrap_or_default();
+                () = sleep_until(silence) => {
+                    let timeout = self.config.subscription_timeout.unwrap_or_default();
                     return Wake::SubscriptionLost(SyncError::Transport(TransportError::network(
                         format!("the subscription was silent for {timeout:?}, heartbeats included"),
                     )));

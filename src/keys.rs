@@ -151,22 +151,16 @@ pub(crate) fn parse_log(
     Ok((collection, key, stamp, origin))
 }
 
-/// The log key of a change, from a `changes-2` key of the same record:
-/// (stamp, origin) only, the record being known.
+/// The (stamp, origin) at the end of a log key, for callers that know its
+/// record.
 pub(crate) fn split_log_tail(
     table: &'static str,
     bytes: &[u8],
 ) -> Result<(u64, [u8; 16]), StorageError> {
-    let tail = bytes
-        .len()
-        .checked_sub(24)
-        .map(|at| &bytes[at..])
-        .ok_or_else(|| StorageError::Inconsistent(format!("short key in {table}: {bytes:?}")))?;
-    let (stamp, origin) = tail.split_at(8);
-    Ok((
-        u64::from_be_bytes(stamp.try_into().expect("8 bytes")),
-        origin.try_into().expect("16 bytes"),
-    ))
+    let short = || StorageError::Inconsistent(format!("short key in {table}: {bytes:?}"));
+    let (rest, origin) = bytes.split_last_chunk::<16>().ok_or_else(short)?;
+    let (_, stamp) = rest.split_last_chunk::<8>().ok_or_else(short)?;
+    Ok((u64::from_be_bytes(*stamp), *origin))
 }
 
 #[cfg(test)]

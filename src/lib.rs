@@ -86,6 +86,7 @@ mod tables;
 pub mod testing;
 pub mod transport;
 mod txn;
+mod upgrade;
 mod value;
 mod watch;
 mod wire;

@@ -14,12 +14,11 @@ use crate::clock::{Hlc, Stamp, SystemTimeSource, TimeSource};
 use crate::codec;
 use crate::collection::Collection;
 use crate::error::{ApplyError, OpenError, ReadError, StorageError, WriteError};
-use crate::keys;
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
 use crate::tables::{
-    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedGroup, FeedItem,
-    META, PEERS, RECORDS, v1,
+    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedGroup, META,
+    PEERS, RECORDS,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -214,7 +213,7 @@ impl Replica {
             Some(1) => {
                 drop(meta);
                 drop(read);
-                Self::upgrade_from_1(&db)?;
+                crate::upgrade::from_1(&db)?;
                 return Self::init(db, config);
             }
             Some(found) => {
@@ -296,96 +295,6 @@ impl Replica {
             txn.open_table(CONFLICTS)?;
         }
         txn.commit()?;
-        Ok(())
-    }
-
-    /// Format 1 to 2, in one durable transaction: the change log, records
-    /// and conflicts move to flat keys (the values are the same bytes), the
-    /// feed to one entry per group, and the id index goes.
-    fn upgrade_from_1(db: &Database) -> Result<(), StorageError> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let old = txn.open_table(v1::CHANGES)?;
-            let mut new = txn.open_table(CHANGES)?;
-            for entry in old.iter()? {
-                let (k, v) = entry?;
-                let (collection, key, stamp, origin) = k.value();
-                new.insert(
-                    keys::log(collection, key, stamp, origin).as_slice(),
-                    v.value(),
-                )?;
-            }
-            let old = txn.open_table(v1::CONFLICTS)?;
-            let mut new = txn.open_table(CONFLICTS)?;
-            for entry in old.iter()? {
-                let (k, v) = entry?;
-                let (collection, key, stamp, origin) = k.value();
-                new.insert(
-                    keys::log(collection, key, stamp, origin).as_slice(),
-                    v.value(),
-                )?;
-            }
-            let old = txn.open_table(v1::RECORDS)?;
-            let mut new = txn.open_table(RECORDS)?;
-            for entry in old.iter()? {
-                let (k, v) = entry?;
-                let (collection, key) = k.value();
-                new.insert(keys::record(collection, key).as_slice(), v.value())?;
-            }
-            // One entry per change becomes one per group; a group is cut
-            // where its source changes too (never the case in files format
-            // 1 wrote), and after the last entry.
-            let old = txn.open_table(v1::FEED)?;
-            let mut new = txn.open_table(FEED)?;
-            // Format 1 kept the counters in meta only, and they stay there;
-            // a migrated group carries the greatest stamp so far.
-            let mut group = FeedGroup {
-                clock: Stamp::ZERO,
-                seq: 0,
-                source: None,
-                entries: Vec::new(),
-            };
-            let mut last = 0;
-            let mut flush = |group: &mut FeedGroup, last: u64| -> Result<(), StorageError> {
-                if !group.entries.is_empty() {
-                    new.insert(last, codec::encode(&*group).as_slice())?;
-                    group.entries.clear();
-                }
-                Ok(())
-            };
-            for entry in old.iter()? {
-                let (lsn, bytes) = entry?;
-                let rec: v1::FeedRecord = tables::decode(v1::FEED.name(), bytes.value())?;
-                if rec.source != group.source {
-                    flush(&mut group, last)?;
-                    group.source = rec.source;
-                }
-                last = lsn.value();
-                group.clock = group.clock.max(rec.stamp);
-                group.entries.push(FeedItem {
-                    log_key: crate::Key::new(keys::log(
-                        &rec.collection,
-                        rec.key.as_bytes(),
-                        rec.stamp.as_u64(),
-                        rec.id.origin.as_bytes(),
-                    )),
-                });
-                if rec.group_end {
-                    flush(&mut group, last)?;
-                }
-            }
-            flush(&mut group, last)?;
-            txn.open_table(META)?
-                .insert("format", FORMAT_VERSION.to_le_bytes().as_slice())?;
-        }
-        txn.delete_table(v1::FEED)?;
-        txn.delete_table(v1::CHANGES)?;
-        txn.delete_table(v1::CONFLICTS)?;
-        txn.delete_table(v1::RECORDS)?;
-        txn.delete_table(v1::IDS)?;
-        txn.commit()?;
-        tracing::info!("upgraded the replica file from format 1 to {FORMAT_VERSION}");
         Ok(())
     }
 
