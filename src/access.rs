@@ -32,13 +32,36 @@ pub struct Credentials<'a> {
     pub peer: &'a PeerInfo,
 }
 
+/// Why [`AccessControl::authenticate`] refused a caller. The server refuses
+/// the request with [`syncline_transport::RefusalCode::UNAUTHORIZED`] and
+/// this error's message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The caller sent no token, and one is required.
+    #[error("a token is required")]
+    MissingToken,
+    /// The caller's token is not known here.
+    #[error("unknown token")]
+    UnknownToken,
+    /// The caller presented no TLS client certificate, and one is required.
+    #[error("a client certificate is required")]
+    MissingCertificate,
+    /// The caller's TLS client certificate is not accepted here.
+    #[error("unknown client certificate")]
+    UnknownCertificate,
+    /// Refused for a reason of the implementation's own.
+    #[error("{0}")]
+    Denied(String),
+}
+
 /// The serving side's hooks: map credentials to a principal, then allow or
 /// deny each collection read and write.
 ///
 /// A denied push stores nothing, and the caller receives the reason.
 pub trait AccessControl: Send + Sync + fmt::Debug {
-    /// Decides who the caller is, or refuses it with a reason.
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String>;
+    /// Decides who the caller is, or refuses it.
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, AuthError>;
 
     /// Whether `principal` may read or write `collection`. Allows all by default.
     fn authorize(&self, principal: &Principal, collection: &str, access: Access) -> bool {
@@ -54,7 +77,7 @@ pub trait AccessControl: Send + Sync + fmt::Debug {
 pub struct AllowAll;
 
 impl AccessControl for AllowAll {
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String> {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, AuthError> {
         Ok(Principal(credentials.replica.to_string()))
     }
 }
@@ -163,8 +186,8 @@ impl Tokens {
 }
 
 impl AccessControl for Tokens {
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String> {
-        let token = credentials.token.ok_or("a token is required")?;
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, AuthError> {
+        let token = credentials.token.ok_or(AuthError::MissingToken)?;
         // Compare every token in full so the time taken does not leak how much
         // of a guess matched.
         let mut found = None;
@@ -173,7 +196,7 @@ impl AccessControl for Tokens {
                 found = Some(principal.clone());
             }
         }
-        found.ok_or_else(|| "unknown token".to_string())
+        found.ok_or(AuthError::UnknownToken)
     }
 
     fn authorize(&self, principal: &Principal, collection: &str, access: Access) -> bool {
@@ -208,8 +231,14 @@ mod tests {
             replica: ReplicaId::from_bytes([0; 16]),
             peer: &peer,
         };
-        assert!(access.authenticate(&creds(None)).is_err());
-        assert!(access.authenticate(&creds(Some("nope"))).is_err());
+        assert_eq!(
+            access.authenticate(&creds(None)),
+            Err(AuthError::MissingToken)
+        );
+        assert_eq!(
+            access.authenticate(&creds(Some("nope"))),
+            Err(AuthError::UnknownToken)
+        );
         let viewer = access.authenticate(&creds(Some("v"))).unwrap();
         assert_eq!(viewer, Principal("viewer".into()));
         assert!(access.authorize(&viewer, "todos", Access::Read));

@@ -18,7 +18,7 @@ const STORED_LIMIT: usize = 256 << 20;
 pub(crate) const PEER_LIMIT: usize = 64 << 20;
 
 /// A byte string that does not decode as the expected type.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed encoding: {reason}")]
 pub struct DecodeError {
     reason: String,
@@ -67,6 +67,14 @@ pub(crate) fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Deco
 /// Decodes bytes from a peer, bounded by [`PEER_LIMIT`].
 pub(crate) fn decode_peer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_with(bytes, config::standard().with_limit::<PEER_LIMIT>())
+}
+
+/// Decodes a value from the start of bytes from a peer, ignoring what
+/// follows it: for reading a message's leading field on its own.
+pub(crate) fn decode_peer_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    bincode::serde::decode_from_slice::<T, _>(bytes, config::standard().with_limit::<PEER_LIMIT>())
+        .map(|(value, _)| value)
+        .map_err(|e| DecodeError::new(e.to_string()))
 }
 
 fn decode_with<T: DeserializeOwned>(bytes: &[u8], config: impl Config) -> Result<T, DecodeError> {

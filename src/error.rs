@@ -4,20 +4,7 @@ use crate::clock::ClockDriftError;
 use crate::codec::DecodeError;
 use crate::model::ChangeId;
 use crate::value::ValueError;
-
-/// Whose fault an error is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Fault {
-    /// The caller passed something invalid (a bad key, an unknown collection).
-    Caller,
-    /// A remote peer sent something invalid; nothing of it was stored.
-    Peer,
-    /// The network failed; retrying later may succeed.
-    Network,
-    /// The local database failed (I/O, corruption).
-    Storage,
-}
+use syncline_transport::Fault;
 
 /// The local database failed.
 #[derive(Debug, thiserror::Error)]

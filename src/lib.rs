@@ -72,15 +72,13 @@ mod automerge_policy;
 mod clock;
 mod codec;
 mod collection;
-mod engine;
 mod error;
 mod keys;
 mod merge;
 mod model;
 mod peers;
-pub mod protocol;
 mod replica;
-mod server;
+mod sync;
 mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -89,7 +87,6 @@ mod txn;
 mod upgrade;
 mod value;
 mod watch;
-mod wire;
 mod writer;
 
 /// The automerge crate, re-exported for [`Collection::automerge_change`]
@@ -97,27 +94,30 @@ mod writer;
 #[cfg(feature = "automerge")]
 pub use ::automerge;
 pub use access::{
-    Access, AccessControl, AllowAll, Collections, Credentials, Permissions, Principal, Tokens,
+    Access, AccessControl, AllowAll, AuthError, Collections, Credentials, Permissions, Principal,
+    Tokens,
 };
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
 pub use collection::{Collection, Conflict, Scan};
-pub use engine::{
-    Direction, Status, SyncConfig, SyncEngine, SyncError, SyncEvent, SyncReport, SyncStats,
-};
-pub use error::{
-    ApplyError, Error, Fault, KeyError, OpenError, ReadError, StorageError, WriteError,
-};
+pub use error::{ApplyError, Error, KeyError, OpenError, ReadError, StorageError, WriteError};
 pub use merge::{Candidate, RecordState, Resolver, Rule, merge_all, merge_one};
 pub use model::{
     Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, Ranks, ReplicaId, Version,
 };
 pub use peers::PeerState;
-pub use protocol::{Refusal, RefusalCode};
 pub use replica::{
     ApplyReport, FeedEntry, MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig,
 };
-pub use server::{ServerConfig, SyncServer};
+pub use sync::config::{Direction, SyncConfig};
+pub use sync::engine::SyncEngine;
+pub use sync::error::{ClockDrift, ProtocolViolation, SyncError};
+pub use sync::protocol;
+pub use sync::server::{ServerConfig, SyncServer};
+pub use sync::status::{Status, SyncEvent, SyncReport, SyncStats};
+/// Whose fault an error is, and how a remote refuses a request: one
+/// vocabulary shared with the transport crates.
+pub use syncline_transport::{Fault, RefusalCode, ServiceError};
 pub use txn::{Committed, Transaction};
 pub use value::{MAX_DEPTH, Value, ValueError, from_value, to_value};
 pub use watch::{ChangeEvent, Watch, WatchError};

@@ -373,11 +373,11 @@ async fn the_handshake_refuses_a_collection_whose_policy_differs() {
     );
     match engine.sync_now().await.unwrap_err() {
         SyncError::Refused(r) => {
-            assert_eq!(r.code, RefusalCode::CollectionMismatch);
+            assert_eq!(r.code(), RefusalCode::CONFLICT);
             assert!(
-                r.reason.contains("notes") && r.reason.contains("FieldLww"),
+                r.reason().contains("notes") && r.reason().contains("FieldLww"),
                 "{}",
-                r.reason
+                r.reason()
             );
         }
         other => panic!("expected a refusal, got {other}"),

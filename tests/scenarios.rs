@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{T0, manual_config, memory_replica, open_node, quick_sync};
 use syncline::{
-    Change, CollectionConfig, ManualTime, Op, RefusalCode, Replica, ReplicaConfig, ReplicaId,
+    Change, ClockDrift, CollectionConfig, ManualTime, Op, RefusalCode, Replica, ReplicaConfig, ReplicaId,
     Stamp, SyncConfig, SyncEngine, SyncError, Value,
 };
 
@@ -174,7 +174,9 @@ async fn a_peer_a_year_ahead_is_refused_and_nobody_else_notices() {
     let e_ahead = SyncEngine::start(ahead.clone(), net.connector("ahead", "hub"), on_demand());
     let e_honest = SyncEngine::start(honest.clone(), net.connector("honest", "hub"), on_demand());
     match e_ahead.sync_now().await.unwrap_err() {
-        SyncError::Refused(r) => assert_eq!(r.code, RefusalCode::ClockDrift),
+        SyncError::ClockDrift(ClockDrift::LocalAhead(r)) => {
+            assert_eq!(r.code(), RefusalCode::UNPROCESSABLE)
+        }
         other => panic!("expected a clock drift refusal, got {other}"),
     }
     e_honest.sync_now().await.unwrap();

@@ -61,10 +61,8 @@ async fn setup(
 }
 
 fn refusal(e: &SyncError) -> RefusalCode {
-    match e {
-        SyncError::Refused(r) => r.code,
-        other => panic!("expected a refusal, got {other}"),
-    }
+    e.refusal_code()
+        .unwrap_or_else(|| panic!("expected a refusal, got {e}"))
 }
 
 /// The hub still serves a well-behaved client, end to end.
@@ -93,7 +91,7 @@ async fn bad_token_is_refused() {
     for token in ["wrong", ""] {
         let engine = SyncEngine::start(client.clone(), net.connector("c", "hub"), on_demand(token));
         let err = engine.sync_now().await.unwrap_err();
-        assert_eq!(refusal(&err), RefusalCode::Unauthenticated);
+        assert_eq!(refusal(&err), RefusalCode::UNAUTHORIZED);
         engine.stop().await;
     }
     let engine = SyncEngine::start(
@@ -106,7 +104,7 @@ async fn bad_token_is_refused() {
     );
     assert_eq!(
         refusal(&engine.sync_now().await.unwrap_err()),
-        RefusalCode::Unauthenticated
+        RefusalCode::UNAUTHORIZED
     );
     assert_eq!(hub.last_lsn(), 0);
     hub_still_serves(&net, &hub, dir.path(), "after-bad-token").await;
@@ -122,7 +120,7 @@ async fn denied_push_stores_nothing_and_says_why() {
         let engine =
             SyncEngine::start(client.clone(), net.connector(name, "hub"), on_demand(token));
         let err = engine.sync_now().await.unwrap_err();
-        assert_eq!(refusal(&err), RefusalCode::Forbidden);
+        assert_eq!(refusal(&err), RefusalCode::FORBIDDEN);
         assert!(err.to_string().contains("may not write"), "{err}");
         assert_eq!(engine.stats().pending, 1, "the change stays pending");
         engine.stop().await;
@@ -174,9 +172,11 @@ fn change(stamp: Stamp, seq: u64) -> Change {
     }
 }
 
-fn refused_with(response: Response) -> RefusalCode {
-    match response {
-        Response::Refused(r) => r.code,
+/// The refusal code of a raw exchange's answer: refusals travel as the
+/// transport's refusal, never inside a response.
+fn refused_with(answer: Result<Response, TransportError>) -> RefusalCode {
+    match answer {
+        Err(TransportError::Refused { code, .. }) => code,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -196,8 +196,8 @@ async fn malformed_frames_and_bad_batches_are_refused() {
         vec![0x26, 0xfc, 0x6f, 0x30, 0x2f, 0xfd],
     ] {
         assert_eq!(
-            refused_with(raw(&net, frame).await.unwrap()),
-            RefusalCode::BadRequest
+            refused_with(raw(&net, frame).await),
+            RefusalCode::BAD_REQUEST
         );
     }
     // A wrong protocol version.
@@ -212,8 +212,8 @@ async fn malformed_frames_and_bad_batches_are_refused() {
         },
     };
     assert_eq!(
-        refused_with(raw(&net, protocol::encode(&old)).await.unwrap()),
-        RefusalCode::Version
+        refused_with(raw(&net, protocol::encode(&old)).await),
+        RefusalCode::UPGRADE_REQUIRED
     );
     old.version = PROTOCOL_VERSION;
     // A pull of a collection the hub does not have.
@@ -223,24 +223,24 @@ async fn malformed_frames_and_bad_batches_are_refused() {
         collections: vec!["nope".into()],
     };
     assert_eq!(
-        refused_with(raw(&net, protocol::encode(&old)).await.unwrap()),
-        RefusalCode::CollectionMismatch
+        refused_with(raw(&net, protocol::encode(&old)).await),
+        RefusalCode::CONFLICT
     );
 
     // A digest that does not match the changes.
     let mut batch = Batch::new(vec![change(now, 1)], 1);
     batch.changes[0].op = Op::Delete;
     assert_eq!(
-        refused_with(raw(&net, request(RequestBody::Push(batch))).await.unwrap()),
-        RefusalCode::BadRequest
+        refused_with(raw(&net, request(RequestBody::Push(batch))).await),
+        RefusalCode::BAD_REQUEST
     );
 
     // A stamp a year ahead, in an otherwise valid batch.
     let year = Stamp::new(now.millis() + 365 * 24 * 3600 * 1000, 0);
     let batch = Batch::new(vec![change(now, 1), change(year, 2)], 2);
     assert_eq!(
-        refused_with(raw(&net, request(RequestBody::Push(batch))).await.unwrap()),
-        RefusalCode::ClockDrift
+        refused_with(raw(&net, request(RequestBody::Push(batch))).await),
+        RefusalCode::UNPROCESSABLE
     );
 
     // An over-limit frame is refused by the transport on receipt.
@@ -283,7 +283,7 @@ async fn a_client_whose_clock_is_a_year_ahead_is_refused_at_handshake() {
     );
     assert_eq!(
         refusal(&engine.sync_now().await.unwrap_err()),
-        RefusalCode::ClockDrift
+        RefusalCode::UNPROCESSABLE
     );
     let clock = hub.clock();
     assert!(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::protocol::{
     self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
 };
-use crate::{Change, ChangeId, Key, MergePolicy, Op, Ranks, Refusal, RefusalCode, Stamp, Value};
+use crate::{Change, ChangeId, Key, MergePolicy, Op, Ranks, Stamp, Value};
 
 use super::T0;
 use super::apply::ApplyStep;
@@ -230,23 +230,11 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
             applied: 11,
         }),
     );
-    for (i, code) in [
-        RefusalCode::Version,
-        RefusalCode::Unauthenticated,
-        RefusalCode::Forbidden,
-        RefusalCode::CollectionMismatch,
-        RefusalCode::ClockDrift,
-        RefusalCode::BadRequest,
-        RefusalCode::ServerError,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        add(
-            &format!("refused-{i}"),
-            protocol::encode(&Response::Refused(Refusal::new(code, "no"))),
-        );
-    }
+    // A protocol 1 server's refusal, which this build still reads.
+    add(
+        "refused-v1",
+        crate::codec::encode(&(3u32, 0u32, "this server speaks 1".to_string())),
+    );
     for (label, lsn) in [("notify-0", 0), ("notify-1", 1), ("notify-max", u64::MAX)] {
         add(label, protocol::encode(&Notify { last_lsn: lsn }));
     }

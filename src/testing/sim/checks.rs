@@ -11,7 +11,7 @@ use syncline_loopback::Faults;
 
 use super::world::{DRAFTS, Sim, TODOS};
 use super::{MaxValue, SimReport};
-use crate::engine::Status;
+use crate::sync::status::Status;
 use crate::model::{ChangeId, Key, MergePolicy, Op};
 
 impl Sim<'_> {

@@ -11,10 +11,11 @@ use syncline_transport::Limits;
 
 use super::{MaxValue, SimConfig, Step, Topology, replica_id};
 use crate::clock::{Stamp, TimeSource};
-use crate::engine::{SyncConfig, SyncEngine};
+use crate::sync::config::SyncConfig;
+use crate::sync::engine::SyncEngine;
 use crate::model::{ChangeId, CollectionConfig, MergePolicy, ReplicaId};
 use crate::replica::{Replica, ReplicaConfig};
-use crate::server::{ServerConfig, SyncServer};
+use crate::sync::server::{ServerConfig, SyncServer};
 use crate::value::Value;
 
 /// A temporary directory removed on drop (no dependency on `tempfile`).
@@ -159,9 +160,9 @@ impl<'a> Sim<'a> {
             let service = SyncServer::new(replica.clone())
                 .with_config(ServerConfig {
                     max_pull_changes: 5,
-                    inline_store: true,
                     ..ServerConfig::default()
                 })
+                .inline()
                 .into_service();
             Some(
                 self.net
@@ -185,11 +186,10 @@ impl<'a> Sim<'a> {
                         .wrapping_mul(31)
                         .wrapping_add(self.engine_seq),
                 ),
-                inline_store: true,
                 ..SyncConfig::default()
             };
             let connector = self.net.connector(&self.nodes[i].name, &self.nodes[j].name);
-            engines.push(SyncEngine::start(replica.clone(), connector, config));
+            engines.push(SyncEngine::start_inline(replica.clone(), connector, config));
         }
         let node = &mut self.nodes[i];
         node.replica = Some(replica);

@@ -11,6 +11,9 @@ use std::sync::Arc;
 pub const MAX_REASON_LEN: usize = 1024;
 
 /// Whose fault an error is; it decides whether retrying can help.
+///
+/// One vocabulary for the whole of syncline: the transports use it, and the
+/// `syncline` crate re-exports it for its own errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Fault {
@@ -24,8 +27,12 @@ pub enum Fault {
     /// closed connection, a request the service refused as bad or unauthorized.
     /// The same call fails the same way again.
     Caller,
-    /// A local resource failed: no runtime, no socket, a bad local setup.
+    /// A local resource failed: no runtime, no socket, a bad local setup (a
+    /// clock far off, say).
     Local,
+    /// The local database failed (I/O, corruption). Transports never report
+    /// it; the store does.
+    Storage,
 }
 
 /// One end of a connection, as seen from the side reporting an error.
@@ -231,10 +238,16 @@ impl RefusalCode {
     pub const NOT_FOUND: Self = Self(404);
     /// The service gave up waiting for the request.
     pub const TIMEOUT: Self = Self(408);
-    /// The request conflicts with the service's state (a version mismatch).
+    /// The request conflicts with the service's state (syncline: the
+    /// collections or their merge policies differ).
     pub const CONFLICT: Self = Self(409);
     /// The request is larger than the service accepts.
     pub const TOO_LARGE: Self = Self(413);
+    /// The request is well formed but cannot be applied (syncline: a clock
+    /// or a stamp too far ahead of the service's time).
+    pub const UNPROCESSABLE: Self = Self(422);
+    /// The caller speaks another protocol version.
+    pub const UPGRADE_REQUIRED: Self = Self(426);
     /// The peer sends too many requests; retry later.
     pub const TOO_MANY_REQUESTS: Self = Self(429);
     /// The service failed.
@@ -273,6 +286,8 @@ impl RefusalCode {
             408 => "timeout",
             409 => "conflict",
             413 => "too large",
+            422 => "unprocessable",
+            426 => "upgrade required",
             429 => "too many requests",
             500 => "internal error",
             501 => "not implemented",

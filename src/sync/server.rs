@@ -3,23 +3,26 @@
 //! Every replica can serve; a hub is a replica that serves many clients.
 //! Each request is checked on its own: protocol version, credentials, the
 //! collections it touches, the batch digest and limits. A refused request
-//! stores nothing and the caller receives a [`Refusal`] with the reason.
+//! stores nothing, and the caller receives the transport's refusal
+//! ([`ServiceError`]: a [`RefusalCode`] and the reason), on exchanges and
+//! subscriptions alike.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncline_transport::{BoxFuture, Frame, PeerInfo, Service, ServiceError};
+use syncline_transport::{BoxFuture, Frame, PeerInfo, RefusalCode, Service, ServiceError};
 use tokio::sync::mpsc;
 
 use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal};
+use crate::clock::Stamp;
 use crate::error::ApplyError;
 use crate::model::ReplicaId;
-use crate::protocol::{
-    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Refusal, RefusalCode, Request,
-    RequestBody, Response,
-};
 use crate::replica::Replica;
+use crate::sync::protocol::{
+    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
+    synced_specs,
+};
 use crate::watch::WatchError;
 
 /// How a replica serves.
@@ -31,10 +34,6 @@ pub struct ServerConfig {
     /// About the most bytes of changes one pull answer carries (whole groups
     /// may exceed it); keep it below the transport's frame limit. Default 4 MiB.
     pub max_pull_bytes: usize,
-    /// Handle requests on the calling task instead of tokio's blocking pool.
-    /// Only for deterministic simulations on a current-thread runtime: it
-    /// blocks the runtime while redb commits. Default off.
-    pub inline_store: bool,
     /// How often a subscription with nothing new still gets a notification
     /// (the unchanged last lsn): a heartbeat, so that subscribers can tell a
     /// quiet stream from a dead one (see [`crate::SyncConfig::subscription_timeout`],
@@ -50,7 +49,6 @@ impl Default for ServerConfig {
         Self {
             max_pull_changes: 1000,
             max_pull_bytes: 4 << 20,
-            inline_store: false,
             heartbeat: Some(DEFAULT_HEARTBEAT),
         }
     }
@@ -73,6 +71,9 @@ pub struct SyncServer {
     replica: Replica,
     access: Arc<dyn AccessControl>,
     config: ServerConfig,
+    /// Handle requests on the calling task instead of tokio's blocking pool
+    /// (simulations only: see [`SyncServer::inline`]).
+    inline_store: bool,
 }
 
 impl fmt::Debug for SyncServer {
@@ -92,7 +93,17 @@ impl SyncServer {
             replica,
             access: Arc::new(AllowAll),
             config: ServerConfig::default(),
+            inline_store: false,
         }
+    }
+
+    /// Handles requests on the calling task instead of tokio's blocking
+    /// pool: for deterministic simulations on a current-thread runtime (it
+    /// blocks the runtime while redb commits).
+    #[cfg(feature = "testing")]
+    pub(crate) fn inline(mut self) -> Self {
+        self.inline_store = true;
+        self
     }
 
     /// Uses `access` to authenticate and authorize callers.
@@ -113,17 +124,15 @@ impl SyncServer {
     }
 
     /// Handles one exchange; blocking (it reads and commits to redb).
-    fn handle(&self, peer: &PeerInfo, frame: &[u8]) -> Response {
-        match self.handle_inner(peer, frame) {
-            Ok(response) => response,
-            Err(refusal) => {
-                tracing::debug!(peer = %peer.remote, %refusal, "refused request");
-                Response::Refused(refusal)
-            }
+    fn handle(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, ServiceError> {
+        let result = self.answer(peer, frame);
+        if let Err(refusal) = &result {
+            tracing::debug!(peer = %peer.remote, %refusal, "refused request");
         }
+        result
     }
 
-    fn handle_inner(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, Refusal> {
+    fn answer(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, ServiceError> {
         let (request, principal) = self.admit(peer, frame)?;
         let from = request.from;
         match request.body {
@@ -134,26 +143,30 @@ impl SyncServer {
                 collections,
             } => self.pull(from, &principal, after, limit, &collections),
             RequestBody::Push(batch) => self.push(from, &principal, batch),
-            RequestBody::Subscribe { .. } => Err(Refusal::new(
-                RefusalCode::BadRequest,
+            RequestBody::Subscribe { .. } => Err(ServiceError::bad_request(
                 "subscribe is a stream, not an exchange",
             )),
         }
     }
 
-    /// Decodes, checks the version and authenticates.
-    fn admit(&self, peer: &PeerInfo, frame: &[u8]) -> Result<(Request, Principal), Refusal> {
-        let request: Request = protocol::decode(frame)
-            .map_err(|e| Refusal::new(RefusalCode::BadRequest, e.to_string()))?;
-        if request.version != PROTOCOL_VERSION {
-            return Err(Refusal::new(
-                RefusalCode::Version,
-                format!(
-                    "protocol version {} is not spoken here; this server speaks {PROTOCOL_VERSION}",
-                    request.version
-                ),
-            ));
+    /// Checks the version, decodes and authenticates.
+    fn admit(&self, peer: &PeerInfo, frame: &[u8]) -> Result<(Request, Principal), ServiceError> {
+        // The version first, on its own: a caller of another version gets a
+        // clear reason even if the rest of its envelope differs.
+        match protocol::request_version(frame) {
+            Some(PROTOCOL_VERSION) => {}
+            Some(version) => {
+                return Err(ServiceError::new(
+                    RefusalCode::UPGRADE_REQUIRED,
+                    format!(
+                        "protocol version {version} is not spoken here; this server speaks {PROTOCOL_VERSION}"
+                    ),
+                ));
+            }
+            None => return Err(ServiceError::bad_request("not a syncline request")),
         }
+        let request: Request =
+            protocol::decode(frame).map_err(|e| ServiceError::bad_request(e.to_string()))?;
         let credentials = Credentials {
             token: request.token.as_deref().or(peer.bearer_token.as_deref()),
             replica: request.from,
@@ -162,31 +175,31 @@ impl SyncServer {
         let principal = self
             .access
             .authenticate(&credentials)
-            .map_err(|reason| Refusal::new(RefusalCode::Unauthenticated, reason))?;
+            .map_err(|e| ServiceError::unauthorized(e.to_string()))?;
         if request.from == self.replica.id() {
-            return Err(Refusal::new(
-                RefusalCode::BadRequest,
+            return Err(ServiceError::bad_request(
                 "the caller claims this server's own replica id",
             ));
         }
         Ok((request, principal))
     }
 
-    fn hello(&self, clock: crate::Stamp, theirs: &[CollectionSpec]) -> Result<Response, Refusal> {
+    fn hello(&self, clock: Stamp, theirs: &[CollectionSpec]) -> Result<Response, ServiceError> {
         let max = self.replica.config().max_clock_drift;
         let now = self.replica.now_millis();
         let ahead = clock.millis().saturating_sub(now);
         if u128::from(ahead) > max.as_millis() {
-            return Err(Refusal::new(
-                RefusalCode::ClockDrift,
+            return Err(ServiceError::new(
+                RefusalCode::UNPROCESSABLE,
                 format!(
                     "the caller's clock is {ahead} ms ahead of the server's, more than the {} ms allowed",
                     max.as_millis()
                 ),
             ));
         }
-        let ours = synced_specs(&self.replica);
-        check_collections(theirs, &ours)?;
+        let ours = synced_specs(self.replica.collections());
+        protocol::check_collections(theirs, &ours)
+            .map_err(|d| ServiceError::new(RefusalCode::CONFLICT, d.to_string()))?;
         Ok(Response::Welcome {
             replica: self.replica.id(),
             clock: self.replica.clock(),
@@ -202,7 +215,7 @@ impl SyncServer {
         after: u64,
         limit: u32,
         wanted: &[String],
-    ) -> Result<Response, Refusal> {
+    ) -> Result<Response, ServiceError> {
         for name in wanted {
             self.check_collection(principal, name, Access::Read)?;
         }
@@ -212,7 +225,7 @@ impl SyncServer {
             .feed_for(from, after, limit, self.config.max_pull_bytes, &|c| {
                 wanted.iter().any(|w| w == c)
             })
-            .map_err(|e| Refusal::new(RefusalCode::ServerError, e.to_string()))?;
+            .map_err(|e| ServiceError::internal(e.to_string()))?;
         Ok(Response::Changes {
             batch: Batch::new(slice.changes, slice.through),
             has_more: slice.has_more,
@@ -224,10 +237,9 @@ impl SyncServer {
         from: ReplicaId,
         principal: &Principal,
         batch: Batch,
-    ) -> Result<Response, Refusal> {
+    ) -> Result<Response, ServiceError> {
         if !batch.verify() {
-            return Err(Refusal::new(
-                RefusalCode::BadRequest,
+            return Err(ServiceError::bad_request(
                 "the batch digest does not match its changes",
             ));
         }
@@ -238,9 +250,11 @@ impl SyncServer {
             .replica
             .apply_remote_from(Some(from), &batch.changes)
             .map_err(|e| match e {
-                ApplyError::ClockDrift(_) => Refusal::new(RefusalCode::ClockDrift, e.to_string()),
-                ApplyError::Storage(_) => Refusal::new(RefusalCode::ServerError, e.to_string()),
-                _ => Refusal::new(RefusalCode::BadRequest, e.to_string()),
+                ApplyError::ClockDrift(_) => {
+                    ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string())
+                }
+                ApplyError::Storage(_) => ServiceError::internal(e.to_string()),
+                _ => ServiceError::bad_request(e.to_string()),
             })?;
         Ok(Response::Ack {
             through: batch.through,
@@ -254,12 +268,12 @@ impl SyncServer {
         principal: &Principal,
         name: &str,
         access: Access,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), ServiceError> {
         match self.replica.collection_config(name) {
             Some(c) if c.sync => {}
             _ => {
-                return Err(Refusal::new(
-                    RefusalCode::CollectionMismatch,
+                return Err(ServiceError::new(
+                    RefusalCode::CONFLICT,
                     format!("no synced collection {name:?} here"),
                 ));
             }
@@ -269,54 +283,13 @@ impl SyncServer {
                 Access::Read => "read",
                 Access::Write => "write",
             };
-            return Err(Refusal::new(
-                RefusalCode::Forbidden,
-                format!("{} may not {verb} collection {name:?}", principal.0),
-            ));
+            return Err(ServiceError::forbidden(format!(
+                "{} may not {verb} collection {name:?}",
+                principal.0
+            )));
         }
         Ok(())
     }
-}
-
-/// The synced collections of a replica with their policies.
-pub(crate) fn synced_specs(replica: &Replica) -> Vec<CollectionSpec> {
-    replica
-        .collections()
-        .into_iter()
-        .filter(|(_, c)| c.sync)
-        .map(|(name, c)| CollectionSpec {
-            name,
-            policy: c.policy,
-        })
-        .collect()
-}
-
-/// Every collection the caller syncs must be synced here with the same policy.
-pub(crate) fn check_collections(
-    theirs: &[CollectionSpec],
-    ours: &[CollectionSpec],
-) -> Result<(), Refusal> {
-    for spec in theirs {
-        match ours.iter().find(|o| o.name == spec.name) {
-            None => {
-                return Err(Refusal::new(
-                    RefusalCode::CollectionMismatch,
-                    format!("collection {:?} is not synced on the server", spec.name),
-                ));
-            }
-            Some(o) if o.policy != spec.policy => {
-                return Err(Refusal::new(
-                    RefusalCode::CollectionMismatch,
-                    format!(
-                        "collection {:?} merges by {:?} here and by {:?} on the caller",
-                        spec.name, o.policy, spec.policy
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }
 
 impl Service for SyncServer {
@@ -326,15 +299,16 @@ impl Service for SyncServer {
         request: Frame,
     ) -> BoxFuture<'a, Result<Frame, ServiceError>> {
         Box::pin(async move {
-            if self.config.inline_store {
-                return Ok(Frame::from(protocol::encode(&self.handle(peer, &request))));
-            }
-            let this = self.clone();
-            let peer_owned = peer.clone();
-            // redb reads and durable commits block: keep them off the async workers.
-            let response = tokio::task::spawn_blocking(move || this.handle(&peer_owned, &request))
-                .await
-                .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))?;
+            let response = if self.inline_store {
+                self.handle(peer, &request)?
+            } else {
+                let this = self.clone();
+                let peer_owned = peer.clone();
+                // redb reads and durable commits block: keep them off the async workers.
+                tokio::task::spawn_blocking(move || this.handle(&peer_owned, &request))
+                    .await
+                    .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))??
+            };
             Ok(Frame::from(protocol::encode(&response)))
         })
     }
@@ -345,16 +319,13 @@ impl Service for SyncServer {
         request: Frame,
     ) -> BoxFuture<'a, Result<mpsc::Receiver<Frame>, ServiceError>> {
         Box::pin(async move {
-            let (request, principal) = self.admit(peer, &request).map_err(|r| match r.code {
-                RefusalCode::Unauthenticated => ServiceError::unauthorized(r.reason),
-                _ => ServiceError::bad_request(r.reason),
-            })?;
+            let (request, principal) = self.admit(peer, &request)?;
             let RequestBody::Subscribe { after } = request.body else {
                 return Err(ServiceError::bad_request("expected a subscribe request"));
             };
             // Notifications reveal when the feed moves: only for callers that
             // may read something here.
-            let readable = synced_specs(&self.replica)
+            let readable = synced_specs(self.replica.collections())
                 .iter()
                 .any(|c| self.access.authorize(&principal, &c.name, Access::Read));
             if !readable {

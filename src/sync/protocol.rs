@@ -1,22 +1,30 @@
-//! The sync protocol: versioned messages and their encoding.
+//! The sync protocol: versioned messages, their encoding, and the rules
+//! both sides check in the handshake.
 //!
-//! Public so that tools, tests and fuzzers can speak it; the sync engine and
-//! [`crate::SyncServer`] are its normal users. `docs/design.md` describes the
-//! exchanges.
+//! The messages are public so that tools, tests and fuzzers can speak the
+//! protocol; the sync engine and [`crate::SyncServer`] are its normal users.
+//! `docs/design.md` describes the exchanges.
 //!
 //! Every request is a [`Request`] envelope carrying the protocol version, the
 //! caller's replica id and its token, so a server can check each exchange on
-//! its own (HTTP has no connection state). Frames are encoded by
-//! the crate's codec module (bincode 2) and decoded with a bounded allocation.
+//! its own (HTTP has no connection state). A request refused as a whole gets
+//! the transport's refusal ([`ServiceError`]), never a [`Response`]. Frames
+//! are encoded by the crate's codec module (bincode 2, compact forms in
+//! `wire.rs`) and decoded with a bounded allocation.
 
 use serde::{Deserialize, Serialize};
+use syncline_transport::{RefusalCode, ServiceError};
 
 use crate::clock::Stamp;
 use crate::codec;
-use crate::model::{Change, MergePolicy, ReplicaId};
+use crate::model::{Change, CollectionConfig, MergePolicy, ReplicaId};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// - 1: the first version; refusals travelled inside a `Response`.
+/// - 2: refusals travel as the transport's refusal ([`ServiceError`]) with
+///   one [`RefusalCode`] vocabulary, on exchanges and subscriptions alike.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A request envelope. Its encoding leaves out the origin of pushed
 /// changes made by the sender (see `docs/design.md`).
@@ -123,7 +131,10 @@ pub fn digest(changes: &[Change]) -> [u8; 8] {
     out
 }
 
-/// A response.
+/// A response. A request refused as a whole never gets one: the server
+/// answers with the transport's refusal instead (a [`ServiceError`] with a
+/// [`RefusalCode`], an HTTP status on HTTP), so exchanges and subscriptions
+/// refuse the same way.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     /// The handshake was accepted.
@@ -152,8 +163,17 @@ pub enum Response {
         /// How many changes were new to the server.
         applied: u64,
     },
-    /// The request was refused; nothing was stored.
-    Refused(Refusal),
+}
+
+impl Response {
+    /// The variant's name, for error messages that must not print a whole batch.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Welcome { .. } => "a welcome",
+            Self::Changes { .. } => "changes",
+            Self::Ack { .. } => "an ack",
+        }
+    }
 }
 
 /// A frame on a subscription: the server's feed has moved.
@@ -161,46 +181,6 @@ pub enum Response {
 pub struct Notify {
     /// The server's last lsn.
     pub last_lsn: u64,
-}
-
-/// Why a server refused a request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code:?}: {reason}")]
-pub struct Refusal {
-    /// What kind of refusal.
-    pub code: RefusalCode,
-    /// A human-readable reason.
-    pub reason: String,
-}
-
-/// The kinds of refusal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum RefusalCode {
-    /// The protocol versions differ.
-    Version,
-    /// The token is missing or wrong.
-    Unauthenticated,
-    /// The principal may not read or write a collection.
-    Forbidden,
-    /// The collections or their policies differ.
-    CollectionMismatch,
-    /// A clock or a stamp is too far ahead.
-    ClockDrift,
-    /// The request was malformed, over a limit, or its digest did not match.
-    BadRequest,
-    /// The server failed to store or read.
-    ServerError,
-}
-
-impl Refusal {
-    /// A refusal with a code and a reason.
-    pub fn new(code: RefusalCode, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
-    }
 }
 
 /// Encodes a protocol message ([`Request`], [`Response`], [`Notify`]).
@@ -212,6 +192,99 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 /// hostile bytes give an error, never a panic or an out-of-memory abort.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::DecodeError> {
     codec::decode_peer(bytes)
+}
+
+/// The protocol version a request frame claims: its first field, read
+/// without decoding the rest, so that a server refuses a caller of another
+/// version with a clear reason whatever the rest of its envelope looks like.
+pub(crate) fn request_version(frame: &[u8]) -> Option<u32> {
+    codec::decode_peer_prefix::<u32>(frame).ok()
+}
+
+/// The refusal a server of protocol version 1 sent inside its answer
+/// (`Response::Refused { code, reason }`, variant 3 of that version's
+/// `Response`), read so that this build can say why an old server refused it.
+pub(crate) fn legacy_refusal(frame: &[u8]) -> Option<ServiceError> {
+    let (tag, code, reason): (u32, u32, String) = codec::decode_peer(frame).ok()?;
+    if tag != 3 {
+        return None;
+    }
+    // Version 1's refusal kinds, in their order.
+    let code = match code {
+        0 => RefusalCode::UPGRADE_REQUIRED,
+        1 => RefusalCode::UNAUTHORIZED,
+        2 => RefusalCode::FORBIDDEN,
+        3 => RefusalCode::CONFLICT,
+        4 => RefusalCode::UNPROCESSABLE,
+        5 => RefusalCode::BAD_REQUEST,
+        _ => RefusalCode::INTERNAL,
+    };
+    Some(ServiceError::new(
+        code,
+        format!("the remote speaks an older protocol: {reason}"),
+    ))
+}
+
+/// The synced collections among `collections`, with their policies: what a
+/// replica announces in the handshake.
+pub(crate) fn synced_specs(collections: Vec<(String, CollectionConfig)>) -> Vec<CollectionSpec> {
+    collections
+        .into_iter()
+        .filter(|(_, c)| c.sync)
+        .map(|(name, c)| CollectionSpec {
+            name,
+            policy: c.policy,
+        })
+        .collect()
+}
+
+/// Why two replicas cannot sync a collection.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Disagreement {
+    /// One side syncs a collection the other does not.
+    #[error("collection {collection:?} is not synced on the server")]
+    Missing {
+        /// The collection.
+        collection: String,
+    },
+    /// Both sync the collection, with different merge policies.
+    #[error("collection {collection:?} merges by {server:?} on the server and by {caller:?} on the caller")]
+    Policy {
+        /// The collection.
+        collection: String,
+        /// The server's policy.
+        server: MergePolicy,
+        /// The caller's policy.
+        caller: MergePolicy,
+    },
+}
+
+/// Every collection the caller syncs must be synced on the server with the
+/// same policy. Both sides check it: the server on the caller's hello, the
+/// caller on the server's welcome.
+pub(crate) fn check_collections(
+    caller: &[CollectionSpec],
+    server: &[CollectionSpec],
+) -> Result<(), Disagreement> {
+    for spec in caller {
+        match server.iter().find(|o| o.name == spec.name) {
+            None => {
+                return Err(Disagreement::Missing {
+                    collection: spec.name.clone(),
+                });
+            }
+            Some(o) if o.policy != spec.policy => {
+                return Err(Disagreement::Policy {
+                    collection: spec.name.clone(),
+                    server: o.policy.clone(),
+                    caller: spec.policy.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -255,6 +328,28 @@ mod tests {
         let mut batch = Batch::new(vec![change(1), change(2)], 2);
         batch.changes.swap(0, 1);
         assert!(!batch.verify());
+    }
+
+    #[test]
+    fn a_version_1_refusal_is_read() {
+        // Response::Refused(Refusal { code: Version, reason }) as version 1 encoded it.
+        let frame = codec::encode(&(3u32, 0u32, "this server speaks 1".to_string()));
+        let refusal = legacy_refusal(&frame).expect("read");
+        assert_eq!(refusal.code(), RefusalCode::UPGRADE_REQUIRED);
+        assert!(refusal.reason().contains("this server speaks 1"));
+        assert_eq!(legacy_refusal(&encode(&Notify { last_lsn: 3 })), None);
+    }
+
+    #[test]
+    fn the_version_is_read_from_any_envelope() {
+        let req = Request {
+            version: 77_000,
+            from: ReplicaId::from_bytes([2; 16]),
+            token: None,
+            body: RequestBody::Subscribe { after: 1 },
+        };
+        assert_eq!(request_version(&encode(&req)), Some(77_000));
+        assert_eq!(request_version(&[]), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::clock::Stamp;
 use crate::model::{Change, ChangeId, Key, Op, ReplicaId};
-use crate::protocol::{Batch, CollectionSpec, Request, RequestBody};
+use crate::sync::protocol::{Batch, CollectionSpec, Request, RequestBody};
 
 /// The most elements preallocated for a sequence whose length a peer claims.
 const MAX_PREALLOC: usize = 1024;
@@ -400,7 +400,7 @@ impl<'de> Deserialize<'de> for Tag {
 mod tests {
     use super::*;
     use crate::codec;
-    use crate::protocol::PROTOCOL_VERSION;
+    use crate::sync::protocol::PROTOCOL_VERSION;
     use crate::value::Value;
 
     fn change(origin: u8, base: Stamp) -> Change {

@@ -1,0 +1,96 @@
+//! How an engine syncs with one remote.
+
+use std::time::Duration;
+
+/// Which way changes flow between this replica and the remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Send local changes only.
+    Push,
+    /// Receive remote changes only.
+    Pull,
+    /// Both ways.
+    Both,
+}
+
+impl Direction {
+    /// Whether local changes are sent.
+    pub fn pushes(self) -> bool {
+        matches!(self, Self::Push | Self::Both)
+    }
+
+    /// Whether remote changes are received.
+    pub fn pulls(self) -> bool {
+        matches!(self, Self::Pull | Self::Both)
+    }
+}
+
+/// How an engine syncs with one remote.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Which way changes flow. Default both.
+    pub direction: Direction,
+    /// The token presented to the server, if it wants one.
+    pub token: Option<String>,
+    /// The most changes per push or pull batch (whole transactions may
+    /// exceed it). Default 1,000.
+    pub batch_size: usize,
+    /// About the most bytes of changes per push batch (whole transactions
+    /// may exceed it); keep it below the transport's frame limit. Default 4 MiB.
+    pub max_batch_bytes: usize,
+    /// Keep a subscription open so remote changes arrive in milliseconds.
+    /// Default on.
+    pub live: bool,
+    /// How long a subscription may stay silent before it is presumed dead
+    /// (say, a network path that died without closing the connection) and
+    /// replaced: the engine reconnects as after any failure. Servers send a
+    /// heartbeat every [`crate::ServerConfig::heartbeat`] (15 s by default),
+    /// so keep this a few times that. `None` trusts the stream forever.
+    /// Default 45 s.
+    pub subscription_timeout: Option<Duration>,
+    /// Also sync on this interval, as a safety net. Default 30 s.
+    pub poll_interval: Option<Duration>,
+    /// Sync only when asked ([`crate::SyncEngine::sync_now`], `push`,
+    /// `pull`): no connection at start, no subscription, no polling, no
+    /// retries, and local writes wait for the next call. Default off.
+    pub on_demand: bool,
+    /// The first retry delay after a failure; it doubles up to `backoff_max`,
+    /// with jitter. Default 100 ms.
+    pub backoff_initial: Duration,
+    /// The longest retry delay. Default 30 s.
+    pub backoff_max: Duration,
+    /// Seed of the jitter, for reproducible simulations; `None` draws one.
+    pub seed: Option<u64>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            direction: Direction::Both,
+            token: None,
+            batch_size: 1000,
+            max_batch_bytes: 4 << 20,
+            live: true,
+            subscription_timeout: Some(Duration::from_secs(45)),
+            poll_interval: Some(Duration::from_secs(30)),
+            on_demand: false,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            seed: None,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// This config with a token.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// This config with a direction.
+    pub fn with_direction(mut self, direction: Direction) -> Self {
+        self.direction = direction;
+        self
+    }
+}

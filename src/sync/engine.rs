@@ -1,0 +1,441 @@
+//! The sync engine: the tokio driver around a [`Session`]. It connects,
+//! runs the exchanges and the store work the session asks for, reads the
+//! subscription and the local change stream, sleeps until the session's
+//! timeout, and publishes status, statistics and events.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use syncline_transport::{Connection, Connector, Frame, Subscription, TransportError};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::error::StorageError;
+use crate::model::ReplicaId;
+use crate::replica::Replica;
+use crate::sync::config::SyncConfig;
+use crate::sync::error::SyncError;
+use crate::sync::protocol::{self, synced_specs};
+use crate::sync::session::{Action, Commit, Local, Now, Outbox, Session};
+use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
+use crate::watch::{Watch, WatchError};
+
+/// A running sync engine for one remote. Dropping it stops the engine.
+///
+/// ```no_run
+/// # async fn demo(replica: syncline::Replica, hub: std::sync::Arc<dyn syncline_transport::Connector>) {
+/// use syncline::{SyncConfig, SyncEngine, Status};
+///
+/// let engine = SyncEngine::start(replica, hub, SyncConfig::default());
+/// let mut status = engine.status();
+/// status.wait_for(|s| *s == Status::Idle).await.unwrap();
+/// println!("{:?}", engine.stats());
+/// # }
+/// ```
+pub struct SyncEngine {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+    events: broadcast::Sender<SyncEvent>,
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for SyncEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("replica", &self.shared.replica.id())
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the handle and the driver share.
+struct Shared {
+    replica: Replica,
+    stats: Mutex<SyncStats>,
+    /// The remote's replica id, once a handshake told it.
+    remote: Mutex<Option<ReplicaId>>,
+}
+
+enum Command {
+    Sync {
+        push: bool,
+        pull: bool,
+        reply: oneshot::Sender<Result<SyncReport, SyncError>>,
+    },
+}
+
+impl SyncEngine {
+    /// Starts syncing `replica` with the server behind `connector`. Must be
+    /// called inside a tokio runtime.
+    pub fn start(replica: Replica, connector: Arc<dyn Connector>, config: SyncConfig) -> Self {
+        Self::spawn(replica, connector, config, false)
+    }
+
+    /// [`SyncEngine::start`], running store work on the engine's own task
+    /// instead of tokio's blocking pool: for deterministic simulations on a
+    /// current-thread runtime (it blocks the runtime while redb commits).
+    #[cfg(feature = "testing")]
+    pub(crate) fn start_inline(
+        replica: Replica,
+        connector: Arc<dyn Connector>,
+        config: SyncConfig,
+    ) -> Self {
+        Self::spawn(replica, connector, config, true)
+    }
+
+    fn spawn(
+        replica: Replica,
+        connector: Arc<dyn Connector>,
+        config: SyncConfig,
+        inline_store: bool,
+    ) -> Self {
+        let (commands, rx) = mpsc::channel(16);
+        let (status_tx, status) = watch::channel(Status::Offline);
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            replica: replica.clone(),
+            stats: Mutex::new(SyncStats::default()),
+            remote: Mutex::new(None),
+        });
+        let seed = config.seed.unwrap_or_else(rand::random);
+        let session = Session::new(replica.id(), config, seed, Instant::now().into_std());
+        let driver = Driver {
+            local: replica.watch(),
+            replica,
+            connector,
+            session,
+            inline_store,
+            conn: None,
+            subscription: None,
+            reply: None,
+            commands: rx,
+            status: status_tx,
+            events: events.clone(),
+            shared: shared.clone(),
+        };
+        let task = tokio::spawn(driver.run());
+        Self {
+            commands,
+            status,
+            events,
+            shared,
+            task: Some(task),
+        }
+    }
+
+    /// The status, as a watch channel.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// A stream of events from now on.
+    pub fn events(&self) -> broadcast::Receiver<SyncEvent> {
+        self.events.subscribe()
+    }
+
+    /// The statistics so far.
+    pub fn stats(&self) -> SyncStats {
+        let mut stats = lock(&self.shared.stats).clone();
+        let remote = *lock(&self.shared.remote);
+        let pushed = remote
+            .and_then(|r| self.shared.replica.peer_state(r).ok())
+            .map_or(0, |p| p.pushed);
+        stats.pending = self.shared.replica.last_lsn().saturating_sub(pushed);
+        stats
+    }
+
+    /// The remote's replica id, once a handshake succeeded.
+    pub fn remote(&self) -> Option<ReplicaId> {
+        *lock(&self.shared.remote)
+    }
+
+    /// Pushes and pulls now (as configured by the direction), connecting if
+    /// needed, and returns what the round did.
+    pub async fn sync_now(&self) -> Result<SyncReport, SyncError> {
+        self.command(true, true).await
+    }
+
+    /// Pushes now.
+    pub async fn push(&self) -> Result<SyncReport, SyncError> {
+        self.command(true, false).await
+    }
+
+    /// Pulls now.
+    pub async fn pull(&self) -> Result<SyncReport, SyncError> {
+        self.command(false, true).await
+    }
+
+    async fn command(&self, push: bool, pull: bool) -> Result<SyncReport, SyncError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Sync { push, pull, reply })
+            .await
+            .map_err(|_| SyncError::Stopped)?;
+        rx.await.map_err(|_| SyncError::Stopped)?
+    }
+
+    /// Stops the engine and waits for its task to end. Cursors are already
+    /// durable; a new engine resumes from them.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SyncEngine {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The engine's task: performs the session's actions and feeds it inputs.
+struct Driver {
+    replica: Replica,
+    connector: Arc<dyn Connector>,
+    session: Session,
+    inline_store: bool,
+    conn: Option<Box<dyn Connection>>,
+    subscription: Option<Subscription>,
+    /// The command whose round is running.
+    reply: Option<oneshot::Sender<Result<SyncReport, SyncError>>>,
+    local: Watch,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<Status>,
+    events: broadcast::Sender<SyncEvent>,
+    shared: Arc<Shared>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        loop {
+            self.perform().await;
+            if !self.wait().await {
+                return;
+            }
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            at: Instant::now().into_std(),
+            millis: self.replica.now_millis(),
+        }
+    }
+
+    /// Performs the session's actions until it has none.
+    async fn perform(&mut self) {
+        while let Some(action) = self.session.poll_action() {
+            self.publish();
+            match action {
+                Action::Connect => {
+                    let result = match self.connector.connect().await {
+                        Ok(conn) => {
+                            self.conn = Some(conn);
+                            Ok(Local {
+                                clock: self.replica.clock(),
+                                collections: synced_specs(self.replica.collections()),
+                            })
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let now = self.now();
+                    self.session.handle_connected(result, now);
+                }
+                Action::Exchange(request) => {
+                    let frame = Frame::from(protocol::encode(&request));
+                    let answer = match &self.conn {
+                        Some(conn) => conn.exchange(frame).await,
+                        None => Err(TransportError::Closed {
+                            by: syncline_transport::Side::Local,
+                        }),
+                    };
+                    let now = self.now();
+                    match &answer {
+                        Ok(frame) => self.session.handle_response(Ok(frame), now),
+                        Err(e) => self.session.handle_response(Err(e.clone()), now),
+                    }
+                }
+                Action::Subscribe(request) => {
+                    let frame = Frame::from(protocol::encode(&request));
+                    let result = match &self.conn {
+                        Some(conn) => conn.subscribe(frame).await.map(|s| {
+                            self.subscription = Some(s);
+                        }),
+                        None => Err(TransportError::Closed {
+                            by: syncline_transport::Side::Local,
+                        }),
+                    };
+                    let now = self.now();
+                    self.session.handle_subscribed(result, now);
+                }
+                Action::ReadPullCursor { remote } => {
+                    let result = self
+                        .blocking(move |r| r.peer_state(remote).map(|p| p.pulled))
+                        .await
+                        .map_err(SyncError::from);
+                    let now = self.now();
+                    self.session.handle_pull_cursor(result, now);
+                }
+                Action::ReadOutbox {
+                    remote,
+                    limit,
+                    max_bytes,
+                    collections,
+                } => {
+                    let result = self
+                        .blocking(move |r| {
+                            let acked = r.peer_state(remote)?.pushed;
+                            let slice = r.feed_for(remote, acked, limit, max_bytes, &|c| {
+                                collections.iter().any(|w| w == c)
+                            })?;
+                            Ok::<_, crate::ReadError>(Outbox {
+                                acked,
+                                changes: slice.changes,
+                                through: slice.through,
+                                has_more: slice.has_more,
+                            })
+                        })
+                        .await
+                        .map_err(SyncError::from);
+                    let now = self.now();
+                    self.session.handle_outbox(result, now);
+                }
+                Action::RecordPushed {
+                    remote,
+                    through,
+                    now_ms,
+                } => {
+                    let result = self
+                        .blocking(move |r| r.record_pushed(remote, through, now_ms))
+                        .await
+                        .map_err(SyncError::from);
+                    let now = self.now();
+                    self.session.handle_pushed(result, now);
+                }
+                Action::Apply {
+                    remote,
+                    changes,
+                    through,
+                } => {
+                    let result = self
+                        .blocking(move |r| r.apply_batch(Some(remote), &changes, Some(through)))
+                        .await;
+                    let now = self.now();
+                    self.session.handle_applied(result, now);
+                }
+                Action::Disconnect => {
+                    self.subscription = None;
+                    self.conn = None;
+                }
+                Action::Finished(result) => {
+                    if let Some(reply) = self.reply.take() {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// Waits for the next input and feeds it to the session. False when the
+    /// engine is dropped.
+    async fn wait(&mut self) -> bool {
+        let timeout = self.session.poll_timeout().map(Instant::from_std);
+        let commits = self.session.wants_commits();
+        let notifications = self.session.wants_notifications();
+        tokio::select! {
+            // Deterministic order (simulations replay exactly): commands
+            // first, then local commits, notifications, timers.
+            biased;
+            command = self.commands.recv() => match command {
+                Some(Command::Sync { push, pull, reply }) => {
+                    self.reply = Some(reply);
+                    let now = self.now();
+                    self.session.handle_command(push, pull, now);
+                }
+                None => return false,
+            },
+            event = self.local.recv(), if commits => {
+                let commit = match event {
+                    Ok(e) => Commit::Change { lsn: e.lsn, source: e.source },
+                    Err(WatchError::Lagged(_)) => Commit::Lagged,
+                    Err(WatchError::Closed) => return false,
+                };
+                let now = self.now();
+                self.session.handle_local_commit(commit, now);
+            },
+            frame = next_frame(&mut self.subscription), if notifications => {
+                let now = self.now();
+                let frame = frame.as_ref().map(|r| match r {
+                    Ok(frame) => Ok(&frame[..]),
+                    Err(e) => Err(e.clone()),
+                });
+                self.session.handle_notification(frame, now);
+            },
+            () = sleep_until(timeout) => {
+                let now = self.now();
+                self.session.handle_timeout(now);
+            }
+        }
+        true
+    }
+
+    /// Hands the session's events, status, statistics and remote to the
+    /// handle's channels.
+    fn publish(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            if let SyncEvent::StatusChanged(status) = event {
+                self.status.send_replace(status);
+            }
+            let _ = self.events.send(event);
+        }
+        *lock(&self.shared.stats) = self.session.stats().clone();
+        *lock(&self.shared.remote) = self.session.remote();
+    }
+
+    /// Runs blocking store work off the async workers.
+    async fn blocking<T, E>(
+        &self,
+        f: impl FnOnce(&Replica) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        if self.inline_store {
+            return f(&self.replica);
+        }
+        let replica = self.replica.clone();
+        match tokio::task::spawn_blocking(move || f(&replica)).await {
+            Ok(result) => result,
+            Err(e) => Err(E::from(StorageError::Inconsistent(format!(
+                "store task failed: {e}"
+            )))),
+        }
+    }
+}
+
+/// A mutex's contents; a panic elsewhere cannot leave these half-written.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn next_frame(sub: &mut Option<Subscription>) -> Option<Result<Frame, TransportError>> {
+    match sub.as_mut() {
+        Some(sub) => sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

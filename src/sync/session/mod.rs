@@ -1,0 +1,880 @@
+//! The client side of sync with one remote, as a state machine that does no
+//! I/O and reads no clock.
+//!
+//! After quinn-proto's `Connection`: the [`Session`] is driven from outside.
+//! The driver (the engine, or a test) feeds it what happened, each input
+//! with the time ([`Now`]): a command, a local commit, a notification, a
+//! timeout, and the result of each [`Action`] it asked for (a connection,
+//! an exchange's answer frame, a store read or write). It says what to do
+//! next through [`Session::poll_action`], what happened through
+//! [`Session::poll_event`], and when it wants to be woken through
+//! [`Session::poll_timeout`]. Every protocol rule lives here: the
+//! handshake's checks, the push and pull loops with their cursor, digest
+//! and ack checks, heartbeats, the silent-subscription timeout, backoff
+//! with jitter (from a seed), status and statistics.
+//!
+//! One action is outstanding at a time, and a round runs to its end before
+//! the next input of the idle kinds (command, commit, notification,
+//! timeout) is taken. Inputs that do not fit the current phase are ignored,
+//! so that no sequence of inputs can panic it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use syncline_transport::{Fault, TransportError};
+
+use crate::clock::Stamp;
+use crate::error::ApplyError;
+use crate::model::{Change, ReplicaId};
+use crate::sync::config::SyncConfig;
+use crate::sync::error::{ProtocolViolation, SyncError};
+use crate::sync::protocol::{
+    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
+};
+use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
+
+#[cfg(test)]
+mod tests;
+
+/// The time, as the driver read it: a monotonic instant for timers and the
+/// wall clock for what is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Now {
+    /// For timers (backoff, polling, the subscription's silence).
+    pub(crate) at: Instant,
+    /// Milliseconds since the Unix epoch, for cursors' last contact and
+    /// [`SyncStats::last_sync_ms`].
+    pub(crate) millis: u64,
+}
+
+/// What the session asks its driver to do. Each action's result is fed back
+/// through the `handle_*` method its doc names.
+#[derive(Clone, Debug)]
+pub(crate) enum Action {
+    /// Open a connection to the remote; then [`Session::handle_connected`]
+    /// with this replica's clock and synced collections.
+    Connect,
+    /// Send a request and wait for its answer; then
+    /// [`Session::handle_response`].
+    Exchange(Request),
+    /// Open the subscription stream; then [`Session::handle_subscribed`].
+    Subscribe(Request),
+    /// Read the cursor pulled through from `remote`; then
+    /// [`Session::handle_pull_cursor`].
+    ReadPullCursor {
+        /// The remote.
+        remote: ReplicaId,
+    },
+    /// Read the local feed after what `remote` acknowledged, leaving out its
+    /// own changes and other collections; then [`Session::handle_outbox`].
+    ReadOutbox {
+        /// The remote.
+        remote: ReplicaId,
+        /// The most changes (whole groups may exceed it).
+        limit: usize,
+        /// About the most bytes (whole groups may exceed it).
+        max_bytes: usize,
+        /// The collections to include.
+        collections: Vec<String>,
+    },
+    /// Record, durably, that `remote` holds the local feed through
+    /// `through`; then [`Session::handle_pushed`].
+    RecordPushed {
+        /// The remote.
+        remote: ReplicaId,
+        /// The local lsn acknowledged through.
+        through: u64,
+        /// The time of the acknowledgement.
+        now_ms: u64,
+    },
+    /// Apply a pulled batch and move the pull cursor to `through` in the
+    /// same commit; then [`Session::handle_applied`].
+    Apply {
+        /// The remote the changes came from.
+        remote: ReplicaId,
+        /// The changes, verified.
+        changes: Vec<Change>,
+        /// The remote's lsn the batch covers through.
+        through: u64,
+    },
+    /// Drop the connection and its subscription.
+    Disconnect,
+    /// The round is over: answer the command that started it, if any.
+    Finished(Result<SyncReport, SyncError>),
+}
+
+/// What the handshake needs from the local replica.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Local {
+    /// The replica's clock reading.
+    pub(crate) clock: Stamp,
+    /// Its synced collections and their policies.
+    pub(crate) collections: Vec<CollectionSpec>,
+}
+
+/// The answer to [`Action::ReadOutbox`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Outbox {
+    /// The local lsn the remote has acknowledged through.
+    pub(crate) acked: u64,
+    /// The changes to send, whole groups only.
+    pub(crate) changes: Vec<Change>,
+    /// The lsn the slice covers through (skipped entries included).
+    pub(crate) through: u64,
+    /// Whether the feed goes on after `through`.
+    pub(crate) has_more: bool,
+}
+
+/// A local commit, as the replica's change stream reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// A change at `lsn`, received from `source` (`None`: made here).
+    Change {
+        /// Its lsn.
+        lsn: u64,
+        /// The peer it came from.
+        source: Option<ReplicaId>,
+    },
+    /// The stream fell behind and lost some: assume they were local.
+    Lagged,
+}
+
+/// A connection that passed the handshake.
+#[derive(Clone, Debug)]
+struct Link {
+    remote: ReplicaId,
+    collections: Vec<String>,
+    subscribed: bool,
+    /// The greatest lsn the subscription announced (at first, the cursor it
+    /// was opened after): a notification at or below it is a heartbeat.
+    notified: u64,
+    /// When the subscription last delivered a frame.
+    heard: Instant,
+}
+
+/// Where a round is, and what it waits for.
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    /// No round.
+    Idle,
+    /// Waiting for [`Session::handle_connected`].
+    Connecting,
+    /// Waiting for the welcome.
+    Hello { ours: Vec<CollectionSpec> },
+    /// Waiting for the pull cursor to subscribe after.
+    SubscribeCursor { link: Link },
+    /// Waiting for the subscription to open.
+    Subscribing { link: Link, after: u64 },
+    /// Waiting for the outbox.
+    Outbox,
+    /// Waiting for the ack of a push.
+    Pushing {
+        through: u64,
+        count: usize,
+        has_more: bool,
+    },
+    /// Waiting for the ack to be recorded.
+    RecordingPush {
+        through: u64,
+        count: usize,
+        has_more: bool,
+    },
+    /// Waiting for the pull cursor.
+    PullCursor,
+    /// Waiting for a pull's answer.
+    Pulling { after: u64 },
+    /// Waiting for a pulled batch to be applied.
+    Applying {
+        after: u64,
+        through: u64,
+        has_more: bool,
+    },
+}
+
+// `Link` holds an `Instant`; phases compare only in tests.
+impl PartialEq for Link {
+    fn eq(&self, other: &Self) -> bool {
+        self.remote == other.remote && self.collections == other.collections
+    }
+}
+
+/// What a round still has to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Push,
+    Pull,
+    Done,
+}
+
+/// The client side of sync with one remote. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Session {
+    local: ReplicaId,
+    config: SyncConfig,
+    rng: StdRng,
+    phase: Phase,
+    stage: Stage,
+    /// Whether the round pulls after it pushes.
+    pulls: bool,
+    report: SyncReport,
+    link: Option<Link>,
+    /// The remote's id, once a handshake told it; kept across reconnects.
+    remote: Option<ReplicaId>,
+    /// Failed rounds in a row.
+    failures: u32,
+    retry_at: Option<Instant>,
+    poll_at: Option<Instant>,
+    status: Status,
+    stats: SyncStats,
+    actions: VecDeque<Action>,
+    events: VecDeque<SyncEvent>,
+}
+
+impl Session {
+    /// A session of replica `local`, started at `now`: unless it syncs on
+    /// demand, it connects at once.
+    pub(crate) fn new(local: ReplicaId, config: SyncConfig, seed: u64, now: Instant) -> Self {
+        let retry_at = (!config.on_demand).then_some(now);
+        Self {
+            local,
+            config,
+            rng: StdRng::seed_from_u64(seed),
+            phase: Phase::Idle,
+            stage: Stage::Done,
+            pulls: false,
+            report: SyncReport::default(),
+            link: None,
+            remote: None,
+            failures: 0,
+            retry_at,
+            poll_at: None,
+            status: Status::Offline,
+            stats: SyncStats::default(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    // ---- what the driver reads ----
+
+    /// The next thing to do, if any.
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next thing that happened, if any.
+    pub(crate) fn poll_event(&mut self) -> Option<SyncEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Session::handle_timeout`] next, if ever. Only
+    /// meaningful between rounds.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_busy() {
+            return None;
+        }
+        let timer = self.retry_at.or(self.poll_at);
+        match (timer, self.silence_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether a round is under way.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.phase != Phase::Idle
+    }
+
+    /// The status (the driver follows it through the status events).
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The statistics (without `pending`, which the store knows).
+    pub(crate) fn stats(&self) -> &SyncStats {
+        &self.stats
+    }
+
+    /// The remote's replica id, once a handshake told it.
+    pub(crate) fn remote(&self) -> Option<ReplicaId> {
+        self.remote
+    }
+
+    /// Whether the driver should report local commits
+    /// ([`Session::handle_local_commit`]).
+    pub(crate) fn wants_commits(&self) -> bool {
+        self.config.direction.pushes()
+    }
+
+    /// Whether the driver should read the subscription
+    /// ([`Session::handle_notification`]).
+    pub(crate) fn wants_notifications(&self) -> bool {
+        self.online() && self.link.as_ref().is_some_and(|l| l.subscribed)
+    }
+
+    // ---- idle inputs ----
+
+    /// The user asked for a round.
+    pub(crate) fn handle_command(&mut self, push: bool, pull: bool, now: Now) {
+        if !self.is_busy() {
+            self.begin(push, pull, now);
+        }
+    }
+
+    /// A commit happened on the local replica.
+    pub(crate) fn handle_local_commit(&mut self, commit: Commit, now: Now) {
+        if let Commit::Change { lsn, source: None } = commit {
+            self.events.push_back(SyncEvent::Captured { lsn });
+        }
+        // Only a connected, automatic engine pushes by itself; changes
+        // pulled from this remote need no push back.
+        let watching = self.online() && self.config.direction.pushes() && !self.config.on_demand;
+        let ours = match commit {
+            Commit::Lagged => true,
+            Commit::Change { source, .. } => source.is_none() || source != self.remote,
+        };
+        if watching && ours && !self.is_busy() {
+            self.begin(true, false, now);
+        }
+    }
+
+    /// The subscription delivered a frame (`Some(Ok)`), failed (`Some(Err)`)
+    /// or ended (`None`).
+    pub(crate) fn handle_notification(
+        &mut self,
+        frame: Option<Result<&[u8], TransportError>>,
+        now: Now,
+    ) {
+        if self.is_busy() || !self.wants_notifications() {
+            return;
+        }
+        let notify = match frame {
+            Some(Ok(bytes)) => match protocol::decode::<Notify>(bytes) {
+                Ok(notify) => notify,
+                Err(source) => {
+                    return self.lost(
+                        ProtocolViolation::Undecodable {
+                            what: "notification",
+                            source,
+                        }
+                        .into(),
+                        now,
+                    );
+                }
+            },
+            Some(Err(e)) => return self.lost(e.into(), now),
+            None => return self.lost(ProtocolViolation::SubscriptionEnded.into(), now),
+        };
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        link.heard = now.at;
+        if notify.last_lsn <= link.notified {
+            // A heartbeat: alive, and nothing new.
+            return;
+        }
+        link.notified = notify.last_lsn;
+        self.begin(false, true, now);
+    }
+
+    /// Time passed: a retry or poll may be due, or the subscription silent
+    /// for too long.
+    pub(crate) fn handle_timeout(&mut self, now: Now) {
+        if self.is_busy() {
+            return;
+        }
+        if self.retry_at.or(self.poll_at).is_some_and(|t| t <= now.at) {
+            self.begin(true, true, now);
+        } else if self.silence_deadline().is_some_and(|t| t <= now.at) {
+            let timeout = self.config.subscription_timeout.unwrap_or_default();
+            self.lost(
+                SyncError::Transport(TransportError::network(format!(
+                    "the subscription was silent for {timeout:?}, heartbeats included"
+                ))),
+                now,
+            );
+        }
+    }
+
+    // ---- results of actions ----
+
+    /// The result of [`Action::Connect`].
+    pub(crate) fn handle_connected(&mut self, result: Result<Local, TransportError>, now: Now) {
+        if self.phase != Phase::Connecting {
+            return;
+        }
+        match result {
+            Ok(local) => {
+                let request = self.request(RequestBody::Hello {
+                    clock: local.clock,
+                    collections: local.collections.clone(),
+                });
+                self.phase = Phase::Hello {
+                    ours: local.collections,
+                };
+                self.actions.push_back(Action::Exchange(request));
+            }
+            Err(e) => self.finish(Err(e.into()), now),
+        }
+    }
+
+    /// The answer to [`Action::Exchange`]: the response frame, or how the
+    /// transport failed (a refusal included).
+    pub(crate) fn handle_response(&mut self, answer: Result<&[u8], TransportError>, now: Now) {
+        let expected = match &self.phase {
+            Phase::Hello { .. } => "a welcome",
+            Phase::Pushing { .. } => "an ack",
+            Phase::Pulling { .. } => "changes",
+            _ => return,
+        };
+        let response = match answer {
+            Ok(bytes) => match protocol::decode::<Response>(bytes) {
+                Ok(response) => response,
+                Err(source) => {
+                    let error = match protocol::legacy_refusal(bytes) {
+                        Some(refusal) => refusal.into(),
+                        None => ProtocolViolation::Undecodable {
+                            what: "response",
+                            source,
+                        }
+                        .into(),
+                    };
+                    return self.finish(Err(error), now);
+                }
+            },
+            Err(e) => return self.finish(Err(e.into()), now),
+        };
+        let phase = std::mem::replace(&mut self.phase, Phase::Idle);
+        let next = match (phase, response) {
+            (Phase::Hello { ours }, Response::Welcome { replica, collections, .. }) => {
+                self.welcome(ours, replica, &collections, now)
+            }
+            (
+                Phase::Pushing {
+                    through,
+                    count,
+                    has_more,
+                },
+                Response::Ack { through: acked, .. },
+            ) => {
+                if acked == through {
+                    self.record_push(through, count, has_more, now);
+                    Ok(())
+                } else {
+                    Err(ProtocolViolation::AckMismatch {
+                        expected: through,
+                        got: acked,
+                    }
+                    .into())
+                }
+            }
+            (Phase::Pulling { after }, Response::Changes { batch, has_more }) => {
+                self.changes(after, batch, has_more)
+            }
+            (_, other) => Err(ProtocolViolation::Unexpected {
+                expected,
+                got: other.kind(),
+            }
+            .into()),
+        };
+        if let Err(e) = next {
+            self.finish(Err(e), now);
+        }
+    }
+
+    /// The result of [`Action::Subscribe`].
+    pub(crate) fn handle_subscribed(&mut self, result: Result<(), TransportError>, now: Now) {
+        let Phase::Subscribing { .. } = self.phase else {
+            return;
+        };
+        let Phase::Subscribing { mut link, after } = std::mem::replace(&mut self.phase, Phase::Idle)
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                link.subscribed = true;
+                link.notified = after;
+                link.heard = now.at;
+                self.link = Some(link);
+                self.next(now);
+            }
+            Err(e) => self.finish(Err(e.into()), now),
+        }
+    }
+
+    /// The result of [`Action::ReadPullCursor`].
+    pub(crate) fn handle_pull_cursor(&mut self, result: Result<u64, SyncError>, now: Now) {
+        let after = match result {
+            Ok(after) => after,
+            Err(e) => {
+                if matches!(self.phase, Phase::SubscribeCursor { .. } | Phase::PullCursor) {
+                    self.finish(Err(e), now);
+                }
+                return;
+            }
+        };
+        match std::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::SubscribeCursor { link } => {
+                let request = self.request(RequestBody::Subscribe { after });
+                self.phase = Phase::Subscribing { link, after };
+                self.actions.push_back(Action::Subscribe(request));
+            }
+            Phase::PullCursor => {
+                let collections = self.link_collections();
+                let request = self.request(RequestBody::Pull {
+                    after,
+                    limit: u32::try_from(self.config.batch_size).unwrap_or(u32::MAX),
+                    collections,
+                });
+                self.phase = Phase::Pulling { after };
+                self.actions.push_back(Action::Exchange(request));
+            }
+            other => self.phase = other,
+        }
+    }
+
+    /// The result of [`Action::ReadOutbox`].
+    pub(crate) fn handle_outbox(&mut self, result: Result<Outbox, SyncError>, now: Now) {
+        if self.phase != Phase::Outbox {
+            return;
+        }
+        let outbox = match result {
+            Ok(outbox) => outbox,
+            Err(e) => return self.finish(Err(e), now),
+        };
+        if outbox.through <= outbox.acked {
+            self.stage = self.after_push();
+            return self.next(now);
+        }
+        let count = outbox.changes.len();
+        if count == 0 {
+            // Nothing to send, only entries to step over (say, changes that
+            // came from the remote itself).
+            return self.record_push(outbox.through, 0, outbox.has_more, now);
+        }
+        self.phase = Phase::Pushing {
+            through: outbox.through,
+            count,
+            has_more: outbox.has_more,
+        };
+        let request = self.request(RequestBody::Push(Batch::new(outbox.changes, outbox.through)));
+        self.actions.push_back(Action::Exchange(request));
+    }
+
+    /// The result of [`Action::RecordPushed`].
+    pub(crate) fn handle_pushed(&mut self, result: Result<(), SyncError>, now: Now) {
+        let Phase::RecordingPush {
+            through,
+            count,
+            has_more,
+        } = self.phase
+        else {
+            return;
+        };
+        if let Err(e) = result {
+            return self.finish(Err(e), now);
+        }
+        self.report.pushed += count;
+        if count > 0 {
+            self.stats.pushed += count as u64;
+            self.events.push_back(SyncEvent::Pushed { count, through });
+        }
+        if !has_more {
+            self.stage = self.after_push();
+        }
+        self.phase = Phase::Idle;
+        self.next(now);
+    }
+
+    /// The result of [`Action::Apply`].
+    pub(crate) fn handle_applied(
+        &mut self,
+        result: Result<crate::ApplyReport, ApplyError>,
+        now: Now,
+    ) {
+        let Phase::Applying {
+            after,
+            through,
+            has_more,
+        } = self.phase
+        else {
+            return;
+        };
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => return self.finish(Err(e.into()), now),
+        };
+        self.report.pulled += report.applied;
+        if report.conflicts > 0 {
+            self.stats.conflicts += report.conflicts as u64;
+            self.events.push_back(SyncEvent::Conflict {
+                count: report.conflicts,
+            });
+        }
+        if report.applied > 0 {
+            self.stats.pulled += report.applied as u64;
+            self.events.push_back(SyncEvent::Pulled {
+                count: report.applied,
+                through,
+            });
+        }
+        if !has_more || through == after {
+            self.stage = Stage::Done;
+        }
+        self.phase = Phase::Idle;
+        self.next(now);
+    }
+
+    // ---- the round ----
+
+    /// Starts a round: connect if needed, push, then pull (as the direction
+    /// allows).
+    fn begin(&mut self, push: bool, pull: bool, now: Now) {
+        let push = push && self.config.direction.pushes();
+        let pull = pull && self.config.direction.pulls();
+        self.report = SyncReport::default();
+        self.stage = match (push, pull) {
+            (true, _) => Stage::Push,
+            (false, true) => Stage::Pull,
+            (false, false) => Stage::Done,
+        };
+        self.pulls = pull;
+        self.set_status(Status::Syncing);
+        if self.link.is_none() {
+            self.phase = Phase::Connecting;
+            self.actions.push_back(Action::Connect);
+        } else {
+            self.next(now);
+        }
+    }
+
+    /// The next step of the round, from the idle phase.
+    fn next(&mut self, now: Now) {
+        let Some(link) = &self.link else {
+            return self.finish(Err(SyncError::Stopped), now);
+        };
+        let remote = link.remote;
+        match self.stage {
+            Stage::Push => {
+                self.phase = Phase::Outbox;
+                self.actions.push_back(Action::ReadOutbox {
+                    remote,
+                    limit: self.config.batch_size,
+                    max_bytes: self.config.max_batch_bytes,
+                    collections: link.collections.clone(),
+                });
+            }
+            Stage::Pull => {
+                self.phase = Phase::PullCursor;
+                self.actions.push_back(Action::ReadPullCursor { remote });
+            }
+            Stage::Done => self.finish(Ok(self.report), now),
+        }
+    }
+
+    /// Checks the welcome, then subscribes or goes on with the round.
+    fn welcome(
+        &mut self,
+        ours: Vec<CollectionSpec>,
+        remote: ReplicaId,
+        theirs: &[CollectionSpec],
+        now: Now,
+    ) -> Result<(), SyncError> {
+        if remote == self.local {
+            return Err(ProtocolViolation::OwnReplicaId.into());
+        }
+        // The server compared our collections with its own; check its side
+        // too, for the collections both sync.
+        let shared: Vec<CollectionSpec> = ours
+            .iter()
+            .filter(|o| theirs.iter().any(|t| t.name == o.name))
+            .cloned()
+            .collect();
+        protocol::check_collections(&shared, theirs)
+            .map_err(|d| SyncError::Protocol(ProtocolViolation::Disagreement(d)))?;
+        self.remote = Some(remote);
+        let link = Link {
+            remote,
+            collections: ours.into_iter().map(|s| s.name).collect(),
+            subscribed: false,
+            notified: 0,
+            heard: now.at,
+        };
+        let subscribe =
+            self.config.live && !self.config.on_demand && self.config.direction.pulls();
+        if subscribe {
+            self.phase = Phase::SubscribeCursor { link: link.clone() };
+            self.actions.push_back(Action::ReadPullCursor { remote });
+        } else {
+            self.link = Some(link);
+            self.next(now);
+        }
+        Ok(())
+    }
+
+    /// Checks a pull's answer and asks for it to be applied.
+    fn changes(&mut self, after: u64, batch: Batch, has_more: bool) -> Result<(), SyncError> {
+        if !batch.verify() {
+            return Err(ProtocolViolation::DigestMismatch.into());
+        }
+        if batch.through < after {
+            return Err(ProtocolViolation::CursorBackwards {
+                from: after,
+                to: batch.through,
+            }
+            .into());
+        }
+        let link = self.link.as_ref().ok_or(SyncError::Stopped)?;
+        if let Some(c) = batch
+            .changes
+            .iter()
+            .find(|c| !link.collections.contains(&c.collection))
+        {
+            return Err(ProtocolViolation::UnrequestedCollection {
+                collection: c.collection.clone(),
+            }
+            .into());
+        }
+        self.phase = Phase::Applying {
+            after,
+            through: batch.through,
+            has_more,
+        };
+        self.actions.push_back(Action::Apply {
+            remote: link.remote,
+            changes: batch.changes,
+            through: batch.through,
+        });
+        Ok(())
+    }
+
+    /// The stage after pushing: pulling, if the round pulls.
+    fn after_push(&self) -> Stage {
+        if self.pulls { Stage::Pull } else { Stage::Done }
+    }
+
+    /// Asks for an ack to be recorded.
+    fn record_push(&mut self, through: u64, count: usize, has_more: bool, now: Now) {
+        let Some(link) = &self.link else {
+            return self.finish(Err(SyncError::Stopped), now);
+        };
+        self.phase = Phase::RecordingPush {
+            through,
+            count,
+            has_more,
+        };
+        self.actions.push_back(Action::RecordPushed {
+            remote: link.remote,
+            through,
+            now_ms: now.millis,
+        });
+    }
+
+    /// Ends the round.
+    fn finish(&mut self, result: Result<SyncReport, SyncError>, now: Now) {
+        self.phase = Phase::Idle;
+        self.stage = Stage::Done;
+        match &result {
+            Ok(_) => {
+                self.stats.last_sync_ms = Some(now.millis);
+                self.stats.rounds += 1;
+                self.stats.last_error = None;
+                self.failures = 0;
+                self.retry_at = None;
+                self.poll_at = self
+                    .config
+                    .poll_interval
+                    .filter(|_| !self.config.on_demand)
+                    .map(|p| now.at + p);
+                self.set_status(Status::Idle);
+            }
+            Err(e) => {
+                self.disconnect();
+                self.failed(e);
+                if !self.config.on_demand {
+                    self.retry_at = Some(now.at + self.backoff());
+                }
+            }
+        }
+        self.actions.push_back(Action::Finished(result));
+    }
+
+    /// The subscription failed between rounds: reconnect after a backoff.
+    fn lost(&mut self, e: SyncError, now: Now) {
+        self.disconnect();
+        self.failed(&e);
+        self.retry_at = Some(now.at + self.backoff());
+    }
+
+    fn disconnect(&mut self) {
+        self.link = None;
+        self.actions.push_back(Action::Disconnect);
+    }
+
+    fn failed(&mut self, e: &SyncError) {
+        self.failures = self.failures.saturating_add(1);
+        tracing::debug!(error = %e, failures = self.failures, "sync round failed");
+        self.stats.last_error = Some(e.to_string());
+        self.events.push_back(SyncEvent::Error {
+            fault: e.fault(),
+            message: e.to_string(),
+        });
+        self.set_status(match e.fault() {
+            Fault::Network => Status::Offline,
+            _ => Status::Error,
+        });
+    }
+
+    fn set_status(&mut self, status: Status) {
+        if self.status != status {
+            self.status = status;
+            self.events.push_back(SyncEvent::StatusChanged(status));
+        }
+    }
+
+    /// The next retry delay: doubling from `backoff_initial` up to
+    /// `backoff_max`, with jitter in its upper half.
+    fn backoff(&mut self) -> Duration {
+        let exp = self.failures.saturating_sub(1).min(20);
+        let base = self
+            .config
+            .backoff_initial
+            .saturating_mul(1u32 << exp)
+            .min(self.config.backoff_max);
+        base.mul_f64(0.5 + self.rng.random::<f64>() * 0.5)
+    }
+
+    /// Connected, and not waiting out a backoff.
+    fn online(&self) -> bool {
+        self.link.is_some() && self.retry_at.is_none()
+    }
+
+    /// When the subscription has been silent for too long.
+    fn silence_deadline(&self) -> Option<Instant> {
+        let link = self.link.as_ref().filter(|l| l.subscribed)?;
+        if !self.online() {
+            return None;
+        }
+        Some(link.heard + self.config.subscription_timeout?)
+    }
+
+    fn link_collections(&self) -> Vec<String> {
+        self.link
+            .as_ref()
+            .map(|l| l.collections.clone())
+            .unwrap_or_default()
+    }
+
+    fn request(&self, body: RequestBody) -> Request {
+        Request {
+            version: PROTOCOL_VERSION,
+            from: self.local,
+            token: self.config.token.clone(),
+            body,
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! What an engine reports: its status, statistics, events and round reports.
+
+use syncline_transport::Fault;
+
+/// What an engine is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Connected and up to date, waiting for changes.
+    Idle,
+    /// Exchanging changes.
+    Syncing,
+    /// The remote cannot be reached; retrying with backoff.
+    Offline,
+    /// The remote refused or misbehaved, or local storage failed; retrying
+    /// with backoff. The error is in [`SyncStats::last_error`].
+    Error,
+}
+
+/// Counters of an engine since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Local changes the remote acknowledged.
+    pub pushed: u64,
+    /// Remote changes applied here for the first time.
+    pub pulled: u64,
+    /// Conflicts that pulled changes recorded here.
+    pub conflicts: u64,
+    /// Sync rounds completed without error.
+    pub rounds: u64,
+    /// When the last round finished without error, in ms since the epoch.
+    pub last_sync_ms: Option<u64>,
+    /// The last error, if the last round failed.
+    pub last_error: Option<String>,
+    /// Local feed entries not yet acknowledged by the remote (including some
+    /// that will be skipped because they came from it).
+    pub pending: u64,
+}
+
+/// Something that happened in an engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncEvent {
+    /// A local change was committed and will be pushed.
+    Captured {
+        /// Its lsn.
+        lsn: u64,
+    },
+    /// The remote acknowledged changes.
+    Pushed {
+        /// How many changes the batch carried.
+        count: usize,
+        /// The local lsn acknowledged through.
+        through: u64,
+    },
+    /// Remote changes were applied.
+    Pulled {
+        /// How many were new here.
+        count: usize,
+        /// The remote lsn pulled through.
+        through: u64,
+    },
+    /// A round failed.
+    Error {
+        /// Whose fault.
+        fault: Fault,
+        /// What happened.
+        message: String,
+    },
+    /// Pulled changes made concurrent changes lose; see [`crate::Collection::conflicts`].
+    Conflict {
+        /// How many conflicts the batch recorded.
+        count: usize,
+    },
+    /// The status changed.
+    StatusChanged(Status),
+}
+
+/// What one sync round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Local changes the remote acknowledged.
+    pub pushed: usize,
+    /// Remote changes applied here for the first time.
+    pub pulled: usize,
+}
