@@ -288,7 +288,7 @@ impl Session {
     }
 
     /// The status (the driver follows it through the status events).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn status(&self) -> Status {
         self.status
     }

@@ -10,6 +10,8 @@
 //!   last-writer-wins, refusals included.
 //! - [`converge`]: three replicas under an arbitrary schedule of local
 //!   writes, clock moves and partial, reordered, duplicated deliveries.
+//! - [`drive_session`]: the client's sync state machine fed arbitrary
+//!   answers, store results, notifications and timings.
 //!
 //! The repository's `fuzz/` directory is the cargo-fuzz crate that runs them
 //! (see its README), and `tests/fuzz_corpus.rs` replays its corpus, the saved
@@ -31,6 +33,7 @@ mod frame;
 mod input;
 mod model;
 mod seeds;
+mod session;
 mod setup;
 #[cfg(test)]
 mod tests;
@@ -40,6 +43,7 @@ use crate::protocol::{Notify, Request, RequestBody, Response};
 use crate::{ManualTime, Replica, merge_all, protocol};
 
 use frame::{check_digest, round_trip};
+pub use session::drive_session;
 
 /// The most steps [`apply_changes`] and [`converge`] read from one input;
 /// the bytes after them are ignored.
@@ -50,10 +54,11 @@ pub type Target = fn(&[u8]);
 
 /// Every target by name, as the cargo-fuzz crate and the corpus replay name
 /// them (`fuzz/corpus/<name>/`).
-pub const TARGETS: [(&str, Target); 3] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("decode_frame", decode_frame),
     ("apply_changes", apply_changes),
     ("converge", converge),
+    ("drive_session", drive_session),
 ];
 
 /// The physical time the replicas start at, in milliseconds since the epoch.

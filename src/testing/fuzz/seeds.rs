@@ -37,6 +37,7 @@ pub(super) fn corpus(name: &str) -> Vec<(String, Vec<u8>)> {
         "decode_frame" => frame_seeds(),
         "apply_changes" => apply_seeds(),
         "converge" => converge_seeds(),
+        "drive_session" => session_seeds(),
         _ => return Vec::new(),
     };
     let mut rng = SplitMix(name.len() as u64);
@@ -589,4 +590,22 @@ pub(super) fn converge_seeds() -> Vec<(String, Vec<u8>)> {
         seeds.push((format!("mix-{i}"), ConvergeStep::encode(skews, &steps)));
     }
     seeds
+}
+
+/// Seeds of the session target: answers that mostly succeed (choice bytes
+/// of 7 and up are answers, not failures), then patterns that fail often.
+pub(super) fn session_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (label, flags) in [("both", 0u8), ("push", 1), ("pull", 2), ("on-demand", 8)] {
+        let mut bytes = vec![flags, 1];
+        for i in 0..120u8 {
+            bytes.push(1);
+            bytes.push(7 + i % 9);
+            bytes.push(2 + i % 5);
+        }
+        out.push((format!("mostly-ok-{label}"), bytes));
+    }
+    out.push(("zeros".into(), vec![0; 200]));
+    out.push(("ones".into(), vec![1; 200]));
+    out
 }
