@@ -215,6 +215,16 @@ async fn malformed_frames_and_bad_batches_are_refused() {
         refused_with(raw(&net, protocol::encode(&old)).await),
         RefusalCode::UPGRADE_REQUIRED
     );
+    // A caller of protocol 1 is told, by the transport's refusal that every
+    // version reads, which version this server speaks.
+    old.version = 1;
+    match raw(&net, protocol::encode(&old)).await {
+        Err(TransportError::Refused { code, reason }) => {
+            assert_eq!(code, RefusalCode::UPGRADE_REQUIRED);
+            assert!(reason.contains("this server speaks 2"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     old.version = PROTOCOL_VERSION;
     // A pull of a collection the hub does not have.
     old.body = RequestBody::Pull {

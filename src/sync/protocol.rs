@@ -195,8 +195,8 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::
 }
 
 /// The protocol version a request frame claims: its first field, read
-/// without decoding the rest, so that a server refuses a caller of another
-/// version with a clear reason whatever the rest of its envelope looks like.
+/// without decoding the rest, so that a server can name it when a caller of
+/// another version shaped the rest of its envelope otherwise.
 pub(crate) fn request_version(frame: &[u8]) -> Option<u32> {
     codec::decode_peer_prefix::<u32>(frame).ok()
 }

@@ -149,24 +149,31 @@ impl SyncServer {
         }
     }
 
-    /// Checks the version, decodes and authenticates.
+    /// Decodes, checks the version and authenticates.
     fn admit(&self, peer: &PeerInfo, frame: &[u8]) -> Result<(Request, Principal), ServiceError> {
-        // The version first, on its own: a caller of another version gets a
-        // clear reason even if the rest of its envelope differs.
-        match protocol::request_version(frame) {
-            Some(PROTOCOL_VERSION) => {}
-            Some(version) => {
-                return Err(ServiceError::new(
-                    RefusalCode::UPGRADE_REQUIRED,
-                    format!(
-                        "protocol version {version} is not spoken here; this server speaks {PROTOCOL_VERSION}"
+        let request: Request = match protocol::decode(frame) {
+            Ok(request) => request,
+            Err(e) => {
+                // A caller of another version may shape its envelope
+                // otherwise: say which version it claims.
+                let reason = match protocol::request_version(frame) {
+                    Some(v) if v != PROTOCOL_VERSION => format!(
+                        "{e} (the request claims protocol version {v}; this server speaks {PROTOCOL_VERSION})"
                     ),
-                ));
+                    _ => e.to_string(),
+                };
+                return Err(ServiceError::bad_request(reason));
             }
-            None => return Err(ServiceError::bad_request("not a syncline request")),
+        };
+        if request.version != PROTOCOL_VERSION {
+            return Err(ServiceError::new(
+                RefusalCode::UPGRADE_REQUIRED,
+                format!(
+                    "protocol version {} is not spoken here; this server speaks {PROTOCOL_VERSION}",
+                    request.version
+                ),
+            ));
         }
-        let request: Request =
-            protocol::decode(frame).map_err(|e| ServiceError::bad_request(e.to_string()))?;
         let credentials = Credentials {
             token: request.token.as_deref().or(peer.bearer_token.as_deref()),
             replica: request.from,

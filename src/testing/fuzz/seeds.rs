@@ -199,7 +199,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     );
     let mut future = request(None, RequestBody::Subscribe { after: 0 });
     future.version = PROTOCOL_VERSION + 1;
-    add("version-2", protocol::encode(&future));
+    add("version-next", protocol::encode(&future));
 
     add(
         "welcome",
