@@ -209,8 +209,7 @@ impl QuicServerConfig {
 
     /// The quinn configuration this describes.
     pub(crate) fn quinn_config(&self) -> Result<quinn::ServerConfig, TransportError> {
-        let crypto =
-            tls::server_config(&self.identity, &self.client_auth, &[ALPN], TLS_VERSIONS)?;
+        let crypto = tls::server_config(&self.identity, &self.client_auth, &[ALPN], TLS_VERSIONS)?;
         let crypto =
             QuinnServerCrypto::try_from(crypto).map_err(|error| TransportError::Local {
                 reason: format!("the TLS configuration cannot carry QUIC: {error}"),
