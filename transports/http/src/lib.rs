@@ -157,6 +157,7 @@ mod wire;
 pub use client::{HttpClient, HttpClientConfig};
 pub use server::{HttpServer, HttpServerConfig};
 pub use syncline_transport::tls::{
-    ClientAuth, Fingerprint, Identity, ParseFingerprintError, SelfSigned, ServerTrust, TlsError,
+    ClientAuth, Fingerprint, Identity, Material, ParseFingerprintError, SelfSigned, ServerTrust,
+    TlsError,
 };
 pub use wire::{EXCHANGE_PATH, HEALTH_PATH, SUBSCRIBE_PATH};

@@ -125,7 +125,8 @@ impl HttpServer {
     /// Binds `addr` (port 0 picks a free port) and serves `service` there.
     ///
     /// Fails with [`TransportError::Local`] when the address cannot be bound
-    /// or rustls refuses the TLS identity. Must be called inside a tokio runtime with I/O and time enabled.
+    /// or rustls refuses the TLS identity. Must be called inside a tokio
+    /// runtime with I/O and time enabled.
     pub async fn bind(
         addr: SocketAddr,
         service: Arc<dyn Service>,

@@ -136,7 +136,8 @@ pub use config::{
 };
 pub use server::QuicServer;
 pub use syncline_transport::tls::{
-    ClientAuth, Fingerprint, Identity, ParseFingerprintError, SelfSigned, ServerTrust, TlsError,
+    ClientAuth, Fingerprint, Identity, Material, ParseFingerprintError, SelfSigned, ServerTrust,
+    TlsError,
 };
 
 /// The ALPN protocol name both sides require: `syncline/1`.
