@@ -3,12 +3,14 @@
 //!
 //! ```sh
 //! cargo run --example client --features quic,http -- --http http://127.0.0.1:8080 --put milk="buy milk"
-//! cargo run --example client --features quic,http -- --quic 127.0.0.1:4433 --pin AB:CD:... --db phone.redb
+//! cargo run --example client --features quic,http -- --quic 127.0.0.1:4433 --pin 3f1c... --db phone.redb
 //! ```
 //!
 //! Options: `--db PATH` (default `client.redb`), `--token SECRET`,
-//! `--http URL` or `--quic ADDR --pin FINGERPRINT`, `--put KEY=VALUE`
-//! (repeatable), `--delete KEY` (repeatable).
+//! `--http URL` (an `https://` URL trusts the Mozilla roots, or the
+//! certificate `--pin` names) or `--quic ADDR --pin FINGERPRINT`,
+//! `--put KEY=VALUE` (repeatable), `--delete KEY` (repeatable). The
+//! fingerprint is the hex the hub prints (colons between bytes are fine).
 
 use std::sync::Arc;
 
@@ -46,6 +48,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut config = HttpClientConfig::new();
             if let Some(t) = &token {
                 config = config.with_bearer_token(t.clone());
+            }
+            if let Some(pin) = pin {
+                let pin: Fingerprint = pin.parse()?;
+                config = config.with_server_trust(ServerTrust::pinned(pin));
             }
             Arc::new(HttpClient::new(&url, config)?)
         }

@@ -1,4 +1,5 @@
-//! A hub: one replica serving clients over QUIC and/or HTTP until Ctrl-C.
+//! A hub: one replica serving clients over QUIC, HTTP and/or HTTPS until
+//! Ctrl-C.
 //!
 //! ```sh
 //! cargo run --example hub --features quic,http -- --http 127.0.0.1:8080 --quic 127.0.0.1:4433
@@ -7,14 +8,19 @@
 //!
 //! Options: `--db PATH` (default `hub.redb`), `--token SECRET` (require this
 //! bearer token; without it every caller is allowed), `--http ADDR`,
-//! `--quic ADDR` (a development certificate is generated and its
-//! fingerprint printed for clients to pin), `--collection NAME` (default
-//! `todos`; repeatable).
+//! `--https ADDR`, `--quic ADDR`, `--collection NAME` (default `todos`;
+//! repeatable).
+//!
+//! QUIC and HTTPS present a self-signed development certificate, kept as PEM
+//! next to the database (`hub.cert.pem` and `hub.key.pem` for `hub.redb`) so
+//! that its fingerprint, which the hub prints for clients to pin, stays the
+//! same across restarts.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
-use syncline::transport::http::{HttpServer, HttpServerConfig};
-use syncline::transport::quic::{QuicServer, QuicServerConfig, SelfSigned};
+use syncline::transport::http::{ClientAuth, HttpServer, HttpServerConfig};
+use syncline::transport::quic::{Identity, QuicServer, QuicServerConfig};
 use syncline::{CollectionConfig, Permissions, Replica, ReplicaConfig, SyncServer, Tokens};
 
 #[tokio::main]
@@ -22,6 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut db = "hub.redb".to_string();
     let mut token = None;
     let mut http: Option<SocketAddr> = None;
+    let mut https: Option<SocketAddr> = None;
     let mut quic: Option<SocketAddr> = None;
     let mut collections = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -31,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--db" => db = value()?,
             "--token" => token = Some(value()?),
             "--http" => http = Some(value()?.parse()?),
+            "--https" => https = Some(value()?.parse()?),
             "--quic" => quic = Some(value()?.parse()?),
             "--collection" => collections.push(value()?),
             other => return Err(format!("unknown option {other}").into()),
@@ -39,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if collections.is_empty() {
         collections.push("todos".to_string());
     }
-    if http.is_none() && quic.is_none() {
+    if http.is_none() && https.is_none() && quic.is_none() {
         http = Some("127.0.0.1:8080".parse()?);
     }
 
@@ -62,27 +70,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    let quic_server = match quic {
-        Some(addr) => {
-            let cert = SelfSigned::generate(vec!["localhost".to_string()])?;
-            let s = QuicServer::bind(
-                addr,
-                server.into_service(),
-                QuicServerConfig::new(cert.identity()),
-            )?;
-            println!(
-                "quic: {} (server name localhost, pin {})",
-                s.local_addr(),
-                cert.fingerprint()
-            );
+    let identity = if https.is_some() || quic.is_some() {
+        let (cert, key) = (
+            Path::new(&db).with_extension("cert.pem"),
+            Path::new(&db).with_extension("key.pem"),
+        );
+        let identity = Identity::load_or_generate(&cert, &key, vec!["localhost".to_string()])?;
+        println!(
+            "tls: {} (server name localhost, pin {})",
+            cert.display(),
+            identity.fingerprint()
+        );
+        Some(identity)
+    } else {
+        None
+    };
+    let https_server = match (https, &identity) {
+        (Some(addr), Some(identity)) => {
+            let config = HttpServerConfig::new().with_tls(identity.clone(), ClientAuth::none());
+            let s = HttpServer::bind(addr, server.clone().into_service(), config).await?;
+            println!("https: {}", s.url());
             Some(s)
         }
-        None => None,
+        _ => None,
+    };
+    let quic_server = match (quic, identity) {
+        (Some(addr), Some(identity)) => {
+            let config = QuicServerConfig::new(identity);
+            let s = QuicServer::bind(addr, server.into_service(), config)?;
+            println!("quic: {}", s.local_addr());
+            Some(s)
+        }
+        _ => None,
     };
 
     tokio::signal::ctrl_c().await?;
     println!("shutting down");
     if let Some(s) = http_server {
+        s.shutdown().await;
+    }
+    if let Some(s) = https_server {
         s.shutdown().await;
     }
     if let Some(s) = quic_server {

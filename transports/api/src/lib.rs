@@ -58,6 +58,10 @@
 //! - `conformance` (off by default): the `conformance` module, a test suite that
 //!   every transport runs from its own tests through a small harness, with the
 //!   `conformance_tests!` macro that turns it into one test per check.
+//! - `tls` (off by default): the `tls` module, the TLS vocabulary the QUIC and
+//!   HTTP transports share (identities, fingerprints, server trust, client
+//!   authentication, rustls configurations), on rustls and rcgen with the ring
+//!   provider.
 
 mod client;
 mod codec;
@@ -67,6 +71,8 @@ mod server;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::{BoxFuture, Connection, Connector, Subscription};
 pub use codec::FrameCodec;

@@ -15,6 +15,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use syncline_transport::tls::{Identity, ServerTrust};
 use syncline_transport::{
     BoxFuture, Connection, Connector, Frame, FrameCodec, Limits, MAX_REASON_LEN, RefusalCode,
     ServiceError, Side, Subscription, TransportError,
@@ -22,7 +23,7 @@ use syncline_transport::{
 use tokio::sync::{mpsc, watch};
 
 use crate::body::FullBody;
-use crate::tls::{self, ClientIdentityPem, Trust};
+use crate::tls;
 use crate::wire::{self, BodyError, BodyReader, Record};
 
 /// The default [`HttpClientConfig::with_connect_timeout`]: 10 seconds.
@@ -41,8 +42,8 @@ const USER_AGENT_VALUE: &str = concat!("syncline-http/", env!("CARGO_PKG_VERSION
 pub struct HttpClientConfig {
     limits: Limits,
     bearer_token: Option<String>,
-    trust: Trust,
-    identity: Option<ClientIdentityPem>,
+    trust: Option<ServerTrust>,
+    identity: Option<Identity>,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
 }
@@ -77,7 +78,7 @@ impl HttpClientConfig {
         HttpClientConfig {
             limits: Limits::new(),
             bearer_token: None,
-            trust: Trust::WebRoots,
+            trust: None,
             identity: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
@@ -100,37 +101,20 @@ impl HttpClientConfig {
         self
     }
 
-    /// Trusts only the root certificates in `pem` (one or more `CERTIFICATE`
-    /// blocks) for HTTPS, instead of the Mozilla roots. Replaces a pinned
-    /// certificate. [`HttpClient::new`] checks the PEM.
-    pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.trust = Trust::RootsPem(pem.into());
+    /// Trusts HTTPS servers by `trust` (CA roots, or a pinned
+    /// [`Fingerprint`](crate::Fingerprint) for a development server with a
+    /// self-signed certificate) instead of the Mozilla root certificates.
+    pub fn with_server_trust(mut self, trust: ServerTrust) -> Self {
+        self.trust = Some(trust);
         self
     }
 
-    /// Trusts exactly one server certificate, known by its SHA-256
-    /// fingerprint (see [`sha256_fingerprint`](crate::sha256_fingerprint)),
-    /// for development servers with a self-signed certificate. The server name
-    /// and the validity period are not checked. Replaces root certificates.
-    pub fn with_pinned_certificate_sha256(mut self, fingerprint: [u8; 32]) -> Self {
-        self.trust = Trust::Pinned(fingerprint);
-        self
-    }
-
-    /// Presents this certificate chain (the client's certificate first) and
-    /// its private key (PKCS#8, PKCS#1 or SEC1), as PEM, to servers that
-    /// require mutual TLS
-    /// ([`ServerTlsConfig::with_client_roots_pem`](crate::ServerTlsConfig::with_client_roots_pem)).
-    /// [`HttpClient::new`] checks the PEM.
-    pub fn with_client_identity_pem(
-        mut self,
-        certificate_chain: impl Into<Vec<u8>>,
-        private_key: impl Into<Vec<u8>>,
-    ) -> Self {
-        self.identity = Some(ClientIdentityPem {
-            chain: certificate_chain.into(),
-            key: private_key.into(),
-        });
+    /// Presents `identity` to HTTPS servers that require mutual TLS
+    /// ([`ClientAuth`](crate::ClientAuth) on
+    /// [`HttpServerConfig::with_tls`](crate::HttpServerConfig::with_tls)).
+    /// A server that asks for no certificate is sent none.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -171,8 +155,8 @@ impl HttpClient {
     /// `https://example.com/sync/v1/exchange`).
     ///
     /// Fails with [`TransportError::Local`] for a URL that is not `http` or
-    /// `https` with a host, a bearer token that cannot go in a header, or bad
-    /// root certificate PEM. Nothing is connected yet.
+    /// `https` with a host, a bearer token that cannot go in a header, or a
+    /// client identity rustls cannot use. Nothing is connected yet.
     pub fn new(base_url: &str, config: HttpClientConfig) -> Result<HttpClient, TransportError> {
         let uri: Uri = base_url
             .parse()
@@ -207,7 +191,7 @@ impl HttpClient {
         // Plain HTTP never uses the TLS settings; an empty trust store keeps
         // the root certificates from being loaded for nothing.
         let tls = if https {
-            tls::client_config(&config.trust, config.identity.as_ref())?
+            tls::client_config(config.trust.as_ref(), config.identity.as_ref())?
         } else {
             tls::plain_http_config()?
         };

@@ -26,11 +26,9 @@
 //! [`PeerInfo::bearer_token`](syncline_transport::PeerInfo::bearer_token); the
 //! service decides what it allows.
 //!
-//! Over HTTPS, a server can require mutual TLS with
-//! [`ServerTlsConfig::with_client_roots_pem`]: clients present a certificate
-//! issued by one of those CAs
-//! ([`HttpClientConfig::with_client_identity_pem`]), and its DER reaches the
-//! service as
+//! Over HTTPS, a server can require mutual TLS with a [`ClientAuth`]: clients
+//! present a certificate ([`HttpClientConfig::with_identity`]), and its DER
+//! reaches the service as
 //! [`PeerInfo::tls_identity`](syncline_transport::PeerInfo::tls_identity)
 //! with every request on that connection.
 //!
@@ -98,13 +96,52 @@
 //! #     .expect("the demo runs");
 //! ```
 //!
-//! For HTTPS, give the server a [`ServerTlsConfig`] and the client a root
-//! store ([`HttpClientConfig::with_root_certificates_pem`]) or, for a
-//! development server with a self-signed certificate, its fingerprint
-//! ([`HttpClientConfig::with_pinned_certificate_sha256`] with
-//! [`sha256_fingerprint`]). Without either the client trusts the Mozilla
-//! root certificates. HTTP/2 is negotiated through ALPN over HTTPS; plain
-//! HTTP uses HTTP/1.1.
+//! For HTTPS, give the server an [`Identity`] and a [`ClientAuth`]
+//! ([`HttpServerConfig::with_tls`]) and the client a [`ServerTrust`]
+//! ([`HttpClientConfig::with_server_trust`]): CA roots, or for a development
+//! server with a [`SelfSigned`] certificate its pinned [`Fingerprint`].
+//! Without one the client trusts the Mozilla root certificates. These TLS
+//! types are [`syncline_transport::tls`]'s, re-exported here: the QUIC
+//! transport takes the same ones. HTTP/2 is negotiated through ALPN over
+//! HTTPS; plain HTTP uses HTTP/1.1.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! # use std::sync::Arc;
+//! use syncline_http::{
+//!     ClientAuth, HttpClient, HttpClientConfig, HttpServer, HttpServerConfig, SelfSigned,
+//!     ServerTrust,
+//! };
+//! # use syncline_transport::{BoxFuture, Connector, Frame, PeerInfo, Service, ServiceError};
+//! # #[derive(Debug)]
+//! # struct Echo;
+//! # impl Service for Echo {
+//! #     fn exchange<'a>(&'a self, _: &'a PeerInfo, request: Frame)
+//! #         -> BoxFuture<'a, Result<Frame, ServiceError>> {
+//! #         Box::pin(async move { Ok(request) })
+//! #     }
+//! # }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let cert = SelfSigned::generate(vec!["localhost".to_owned()])?;
+//! let config = HttpServerConfig::new().with_tls(cert.identity(), ClientAuth::none());
+//! let server = HttpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(Echo), config)
+//!     .await?;
+//!
+//! let trust = ServerTrust::pinned(cert.fingerprint());
+//! let client = HttpClient::new(&server.url(), HttpClientConfig::new().with_server_trust(trust))?;
+//! let conn = client.connect().await?;
+//! assert_eq!(conn.exchange(Frame::from_static(b"sealed")).await?, "sealed");
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Builder::new_current_thread()
+//! #     .enable_all()
+//! #     .build()
+//! #     .expect("a runtime")
+//! #     .block_on(demo())
+//! #     .expect("the demo runs");
+//! ```
 //!
 //! # Cargo features
 //!
@@ -119,5 +156,8 @@ mod wire;
 
 pub use client::{HttpClient, HttpClientConfig};
 pub use server::{HttpServer, HttpServerConfig};
-pub use tls::{ServerTlsConfig, sha256_fingerprint};
+pub use syncline_transport::tls::{
+    ClientAuth, Fingerprint, Identity, Material, ParseFingerprintError, SelfSigned, ServerTrust,
+    TlsError,
+};
 pub use wire::{EXCHANGE_PATH, HEALTH_PATH, SUBSCRIBE_PATH};

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use syncline_transport::tls::{self as shared_tls, ClientAuth, Identity};
 use syncline_transport::{
     BoxFuture, Frame, Limits, PeerInfo, ServerHandle, Service, ServiceError, TransportError,
 };
@@ -24,7 +25,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{FrameStreamBody, FullBody, ServerBody, ShutdownSignal};
-use crate::tls::ServerTlsConfig;
+use crate::tls;
 use crate::wire::{self, BodyError};
 
 /// The default [`HttpServerConfig::with_shutdown_grace`]: 5 seconds.
@@ -46,7 +47,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct HttpServerConfig {
     limits: Limits,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<(Identity, ClientAuth)>,
     shutdown_grace: Duration,
     handshake_timeout: Duration,
 }
@@ -76,9 +77,14 @@ impl HttpServerConfig {
         self
     }
 
-    /// Serves HTTPS with `tls` instead of plain HTTP.
-    pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
-        self.tls = Some(tls);
+    /// Serves HTTPS instead of plain HTTP: the server presents `identity`
+    /// (HTTP/2 and HTTP/1.1 offered through ALPN) and asks clients for
+    /// certificates as `client_auth` says. Under mutual TLS the client's
+    /// end-entity certificate (DER) reaches the service as
+    /// [`PeerInfo::tls_identity`] with every request on that connection, so
+    /// the service's access control can map it to a principal.
+    pub fn with_tls(mut self, identity: Identity, client_auth: ClientAuth) -> Self {
+        self.tls = Some((identity, client_auth));
         self
     }
 
@@ -118,13 +124,21 @@ pub struct HttpServer {
 impl HttpServer {
     /// Binds `addr` (port 0 picks a free port) and serves `service` there.
     ///
-    /// Fails with [`TransportError::Local`] when the address cannot be bound.
-    /// Must be called inside a tokio runtime with I/O and time enabled.
+    /// Fails with [`TransportError::Local`] when the address cannot be bound
+    /// or rustls refuses the TLS identity. Must be called inside a tokio
+    /// runtime with I/O and time enabled.
     pub async fn bind(
         addr: SocketAddr,
         service: Arc<dyn Service>,
         config: HttpServerConfig,
     ) -> Result<HttpServer, TransportError> {
+        let acceptor = match &config.tls {
+            Some((identity, client_auth)) => Some(TlsAcceptor::from(Arc::new(tls::server_config(
+                identity,
+                client_auth,
+            )?))),
+            None => None,
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|error| TransportError::Local {
@@ -136,11 +150,7 @@ impl HttpServer {
                 reason: format!("cannot read the bound address: {error}"),
             })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let scheme = if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
@@ -150,7 +160,6 @@ impl HttpServer {
             builder,
             shutdown: shutdown_rx,
         });
-        let acceptor = config.tls.map(|tls| TlsAcceptor::from(tls.rustls()));
         let accept_task = tokio::spawn(accept_loop(
             listener,
             shared,
@@ -300,12 +309,7 @@ async fn serve_tcp(
         Ok(Ok(tls)) => {
             // Under mutual TLS, the client's end-entity certificate, verified
             // by the handshake, names the caller of every request on it.
-            let certificate = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|certificate| certificate.to_vec());
+            let certificate = shared_tls::peer_identity(tls.get_ref().1.peer_certificates());
             let caller = Caller {
                 addr: remote,
                 certificate,

@@ -5,7 +5,9 @@ mod common;
 
 use std::sync::Arc;
 
-use syncline_http::{HttpClient, HttpClientConfig, HttpServer, HttpServerConfig, ServerTlsConfig};
+use syncline_http::{
+    ClientAuth, HttpClient, HttpClientConfig, HttpServer, HttpServerConfig, Identity, ServerTrust,
+};
 use syncline_transport::conformance::{Endpoints, Harness};
 use syncline_transport::{BoxFuture, Limits, Service, TransportError};
 
@@ -27,10 +29,11 @@ impl Harness for Http {
             let mut client_config = HttpClientConfig::new().with_limits(client_limits);
             if self.tls {
                 let cert = common::self_signed();
-                let tls =
-                    ServerTlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())?;
-                server_config = server_config.with_tls(tls);
-                client_config = client_config.with_root_certificates_pem(cert.cert_pem);
+                let identity =
+                    Identity::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())?;
+                server_config = server_config.with_tls(identity, ClientAuth::none());
+                let trust = ServerTrust::roots_from_pem(cert.cert_pem.as_bytes())?;
+                client_config = client_config.with_server_trust(trust);
             }
             let server = HttpServer::bind(common::loopback(), service, server_config).await?;
             let client = HttpClient::new(&server.url(), client_config)?;

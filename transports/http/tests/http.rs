@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use syncline_http::{
-    HttpClient, HttpClientConfig, HttpServer, HttpServerConfig, ServerTlsConfig, sha256_fingerprint,
+    ClientAuth, Fingerprint, HttpClient, HttpClientConfig, HttpServer, HttpServerConfig,
+    ServerTrust,
 };
 use syncline_transport::{
     BoxFuture, Connection, Connector, Fault, Frame, Limits, PeerInfo, RefusalCode, Service,
@@ -270,9 +271,8 @@ async fn connecting_to_a_closed_port_is_a_connect_error() {
 /// An HTTPS server with a fresh self-signed certificate, and that certificate.
 async fn serve_https(service: Arc<Recorder>) -> (HttpServer, common::SelfSigned) {
     let cert = common::self_signed();
-    let tls = ServerTlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
-        .expect("rcgen's PEM parses");
-    let server = serve(service, HttpServerConfig::new().with_tls(tls)).await;
+    let config = HttpServerConfig::new().with_tls(cert.identity(), ClientAuth::none());
+    let server = serve(service, config).await;
     assert!(
         server.url().starts_with("https://127.0.0.1:"),
         "{}",
@@ -287,7 +287,7 @@ async fn https_with_a_trusted_root_works_and_untrusted_clients_are_refused() {
     let (server, cert) = serve_https(service.clone()).await;
 
     let trusted = HttpClientConfig::new()
-        .with_root_certificates_pem(cert.cert_pem.clone())
+        .with_server_trust(cert.as_root())
         .with_bearer_token("tls-token");
     let conn = connect(&server.url(), trusted).await;
     let reply = within(
@@ -309,8 +309,7 @@ async fn https_with_a_trusted_root_works_and_untrusted_clients_are_refused() {
         other => panic!("expected a Connect error, got {other:?}"),
     }
     // Another certificate as the only root is no better.
-    let other_root =
-        HttpClientConfig::new().with_root_certificates_pem(common::self_signed().cert_pem);
+    let other_root = HttpClientConfig::new().with_server_trust(common::self_signed().as_root());
     let client = HttpClient::new(&server.url(), other_root).expect("a valid client config");
     let result = within("a connect with the wrong root", client.connect()).await;
     assert!(
@@ -350,16 +349,13 @@ async fn mutual_tls_hands_the_client_certificate_to_the_service_and_refuses_othe
     let service = Arc::new(Recorder::default());
     let cert = common::self_signed();
     let clients = common::client_ca();
-    let tls = ServerTlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
-        .expect("rcgen's PEM parses")
-        .with_client_roots_pem(clients.ca_pem.as_bytes())
-        .expect("the CA PEM parses");
-    let server = serve(service.clone(), HttpServerConfig::new().with_tls(tls)).await;
-    let pin = sha256_fingerprint(&cert.cert_der);
+    let config = HttpServerConfig::new().with_tls(cert.identity(), clients.client_auth());
+    let server = serve(service.clone(), config).await;
+    let pin = cert.pinned();
 
     let alice = HttpClientConfig::new()
-        .with_pinned_certificate_sha256(pin)
-        .with_client_identity_pem(clients.cert_pem.clone(), clients.key_pem.clone());
+        .with_server_trust(pin.clone())
+        .with_identity(clients.identity());
     let conn = connect(&server.url(), alice).await;
     let reply = within(
         "an exchange under mutual TLS",
@@ -374,13 +370,13 @@ async fn mutual_tls_hands_the_client_certificate_to_the_service_and_refuses_othe
     );
 
     // No certificate, or one from another CA: refused before the service.
-    let anonymous = HttpClientConfig::new().with_pinned_certificate_sha256(pin);
+    let anonymous = HttpClientConfig::new().with_server_trust(pin.clone());
     let result = connect_and_exchange(&server.url(), anonymous).await;
     assert!(result.is_err(), "{result:?}");
     let stranger = common::client_ca();
     let stranger = HttpClientConfig::new()
-        .with_pinned_certificate_sha256(pin)
-        .with_client_identity_pem(stranger.cert_pem, stranger.key_pem);
+        .with_server_trust(pin)
+        .with_identity(stranger.identity());
     let result = connect_and_exchange(&server.url(), stranger).await;
     assert!(result.is_err(), "{result:?}");
     assert_eq!(service.exchanges.load(Ordering::SeqCst), 1);
@@ -388,8 +384,8 @@ async fn mutual_tls_hands_the_client_certificate_to_the_service_and_refuses_othe
     // A server without client roots sees no identity.
     let (plain_tls, plain_cert) = serve_https(service.clone()).await;
     let config = HttpClientConfig::new()
-        .with_pinned_certificate_sha256(sha256_fingerprint(&plain_cert.cert_der))
-        .with_client_identity_pem(clients.cert_pem, clients.key_pem);
+        .with_server_trust(plain_cert.pinned())
+        .with_identity(clients.identity());
     connect_and_exchange(&plain_tls.url(), config)
         .await
         .expect("a client certificate nobody asked for is not sent");
@@ -404,10 +400,10 @@ async fn pinned_fingerprint_is_checked() {
     let service = Arc::new(Recorder::default());
     let (server, cert) = serve_https(service.clone()).await;
 
-    let pin = sha256_fingerprint(&cert.cert_der);
+    let pin = Fingerprint::of_certificate(&cert.cert_der);
     let conn = connect(
         &server.url(),
-        HttpClientConfig::new().with_pinned_certificate_sha256(pin),
+        HttpClientConfig::new().with_server_trust(ServerTrust::pinned(pin)),
     )
     .await;
     let reply = within(
@@ -417,15 +413,19 @@ async fn pinned_fingerprint_is_checked() {
     .await;
     assert!(matches!(&reply, Ok(r) if r == "pinned"), "{reply:?}");
 
-    let mut wrong = pin;
+    let mut wrong = *pin.as_bytes();
     wrong[0] ^= 0xff;
+    let wrong = ServerTrust::pinned(Fingerprint::from_bytes(wrong));
     let client = HttpClient::new(
         &server.url(),
-        HttpClientConfig::new().with_pinned_certificate_sha256(wrong),
+        HttpClientConfig::new().with_server_trust(wrong),
     )
     .expect("a valid client config");
     match within("a connect with the wrong pin", client.connect()).await {
-        Err(error @ TransportError::Connect { .. }) => assert_eq!(error.fault(), Fault::Network),
+        Err(error @ TransportError::Connect { .. }) => {
+            assert_eq!(error.fault(), Fault::Network);
+            assert!(error.to_string().contains("pinned"), "{error}");
+        }
         other => panic!("expected a Connect error, got {other:?}"),
     }
     assert_eq!(service.exchanges.load(Ordering::SeqCst), 1);

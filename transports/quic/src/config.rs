@@ -8,9 +8,13 @@ use quinn::crypto::rustls::{
     QuicClientConfig as QuinnClientCrypto, QuicServerConfig as QuinnServerCrypto,
 };
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+use syncline_transport::tls::{self, ClientAuth, Identity, ServerTrust};
 use syncline_transport::{Limits, TransportError};
 
-use crate::tls::{self, ClientAuth, Identity, ServerTrust};
+use crate::ALPN;
+
+/// QUIC carries TLS 1.3 only (RFC 9001).
+const TLS_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
 /// The default keep-alive interval of clients and servers: 5 seconds.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -106,7 +110,8 @@ impl QuicClientConfig {
 
     /// The quinn configuration this describes.
     pub(crate) fn quinn_config(&self) -> Result<quinn::ClientConfig, TransportError> {
-        let crypto = tls::client_crypto(&self.trust, self.identity.as_ref())?;
+        let crypto =
+            tls::client_config(&self.trust, self.identity.as_ref(), &[ALPN], TLS_VERSIONS)?;
         let crypto =
             QuinnClientCrypto::try_from(crypto).map_err(|error| TransportError::Local {
                 reason: format!("the TLS configuration cannot carry QUIC: {error}"),
@@ -204,7 +209,7 @@ impl QuicServerConfig {
 
     /// The quinn configuration this describes.
     pub(crate) fn quinn_config(&self) -> Result<quinn::ServerConfig, TransportError> {
-        let crypto = tls::server_crypto(&self.identity, &self.client_auth)?;
+        let crypto = tls::server_config(&self.identity, &self.client_auth, &[ALPN], TLS_VERSIONS)?;
         let crypto =
             QuinnServerCrypto::try_from(crypto).map_err(|error| TransportError::Local {
                 reason: format!("the TLS configuration cannot carry QUIC: {error}"),

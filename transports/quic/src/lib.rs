@@ -9,6 +9,8 @@
 //! [`Fingerprint`]), and a server can require client certificates
 //! ([`ClientAuth`]), whose end-entity DER reaches the service as
 //! [`PeerInfo::tls_identity`](syncline_transport::PeerInfo::tls_identity).
+//! These TLS types are [`syncline_transport::tls`]'s, re-exported here: the
+//! HTTP transport takes the same ones.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -63,9 +65,11 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
-//! For a deployment, load a certificate chain and key with
-//! [`Identity::from_pem_files`] and give clients the CA with
-//! [`ServerTrust::roots_from_pem_file`].
+//! A hub that should keep its development certificate (and so its
+//! fingerprint) across restarts keeps it in PEM files next to its database
+//! with [`Identity::load_or_generate`]. For a deployment, load a certificate
+//! chain and key with [`Identity::from_pem_files`] and give clients the CA
+//! with [`ServerTrust::roots_from_pem_file`].
 //!
 //! # Wire format
 //!
@@ -123,8 +127,6 @@ mod client;
 mod config;
 mod error;
 mod server;
-mod tls;
-mod verify;
 mod wire;
 
 pub use client::QuicConnector;
@@ -133,7 +135,10 @@ pub use config::{
     DEFAULT_MAX_CONCURRENT_STREAMS, QuicClientConfig, QuicServerConfig,
 };
 pub use server::QuicServer;
-pub use tls::{ClientAuth, Fingerprint, Identity, SelfSigned, ServerTrust, TlsError};
+pub use syncline_transport::tls::{
+    ClientAuth, Fingerprint, Identity, Material, ParseFingerprintError, SelfSigned, ServerTrust,
+    TlsError,
+};
 
 /// The ALPN protocol name both sides require: `syncline/1`.
 pub const ALPN: &[u8] = b"syncline/1";

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use quinn::{RecvStream, SendStream, VarInt};
 use rustls::pki_types::CertificateDer;
+use syncline_transport::tls;
 use syncline_transport::{
     BoxFuture, Frame, FrameCodec, Limits, PeerInfo, ServerHandle, Service, ServiceError,
     TransportError,
@@ -179,11 +180,10 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<dyn Service>, 
 /// and its end-entity certificate under mutual TLS.
 fn peer_info(connection: &quinn::Connection) -> PeerInfo {
     let peer = PeerInfo::new(connection.remote_address().to_string());
-    let leaf = connection
+    let chain = connection
         .peer_identity()
-        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|chain| chain.first().map(|leaf| leaf.to_vec()));
-    match leaf {
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok());
+    match tls::peer_identity(chain.as_deref().map(Vec::as_slice)) {
         Some(der) => peer.with_tls_identity(der),
         None => peer,
     }

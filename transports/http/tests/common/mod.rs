@@ -6,6 +6,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use syncline_http::{ClientAuth, Fingerprint, Identity, ServerTrust};
+
 /// The longest a test waits for one step.
 pub const STEP: Duration = Duration::from_secs(10);
 
@@ -40,6 +42,24 @@ pub fn self_signed() -> SelfSigned {
         cert_pem: certified.cert.pem(),
         key_pem: certified.signing_key.serialize_pem(),
         cert_der: certified.cert.der().to_vec(),
+    }
+}
+
+impl SelfSigned {
+    /// The certificate and key as a server identity, through the PEM API.
+    pub fn identity(&self) -> Identity {
+        Identity::from_pem(self.cert_pem.as_bytes(), self.key_pem.as_bytes())
+            .expect("rcgen's PEM parses")
+    }
+
+    /// Trust in this certificate as the only root.
+    pub fn as_root(&self) -> ServerTrust {
+        ServerTrust::roots_from_pem(self.cert_pem.as_bytes()).expect("rcgen's PEM parses")
+    }
+
+    /// Trust in exactly this certificate, by its fingerprint.
+    pub fn pinned(&self) -> ServerTrust {
+        ServerTrust::pinned(Fingerprint::of_certificate(&self.cert_der))
     }
 }
 
@@ -81,5 +101,18 @@ pub fn client_ca() -> ClientCa {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         cert_der: cert.der().to_vec(),
+    }
+}
+
+impl ClientCa {
+    /// Client certificates must chain to this CA.
+    pub fn client_auth(&self) -> ClientAuth {
+        ClientAuth::roots_from_pem(self.ca_pem.as_bytes()).expect("the CA PEM parses")
+    }
+
+    /// The client's certificate and key, through the PEM API.
+    pub fn identity(&self) -> Identity {
+        Identity::from_pem(self.cert_pem.as_bytes(), self.key_pem.as_bytes())
+            .expect("rcgen's PEM parses")
     }
 }

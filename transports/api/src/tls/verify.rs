@@ -16,7 +16,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
 
-use crate::tls::Fingerprint;
+use crate::tls::fingerprint::Fingerprint;
 
 /// Accepts exactly the server certificate with a given SHA-256 fingerprint.
 ///
