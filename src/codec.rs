@@ -95,7 +95,9 @@ mod tests {
 
     #[test]
     fn hostile_length_is_refused_not_allocated() {
-        // A varint length of about 4 GB (see STACK.md): must be an error.
+        // Six bytes known to make an unbounded bincode decode try to
+        // allocate about 4 GB (`0xfc` starts a u32 varint length): bounded,
+        // they must be an error.
         let bytes = [0x26, 0xfc, 0x6f, 0x30, 0x2f, 0xfd];
         assert!(decode_peer::<Vec<u8>>(&bytes).is_err());
         assert!(decode_stored::<String>(&bytes).is_err());
