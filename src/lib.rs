@@ -67,30 +67,24 @@
 #![warn(missing_docs)]
 
 mod access;
-#[cfg(feature = "automerge")]
-mod automerge_policy;
 mod clock;
 mod codec;
 mod collection;
 mod engine;
 mod error;
-mod keys;
 mod merge;
 mod model;
-mod peers;
 pub mod protocol;
 mod replica;
 mod server;
-mod tables;
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
 mod txn;
-mod upgrade;
 mod value;
 mod watch;
 mod wire;
-mod writer;
 
 /// The automerge crate, re-exported for [`Collection::automerge_change`]
 /// (feature `automerge`).
@@ -101,23 +95,26 @@ pub use access::{
 };
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
-pub use collection::{Collection, Conflict, Scan};
+pub use collection::{Collection, Scan};
 pub use engine::{
     Direction, Status, SyncConfig, SyncEngine, SyncError, SyncEvent, SyncReport, SyncStats,
 };
 pub use error::{
-    ApplyError, Error, Fault, KeyError, OpenError, ReadError, StorageError, WriteError,
+    ApplyError, CollectionNameError, ConfigError, Error, Fault, ForeignReason, Inconsistency,
+    InvalidReason, KeyError, OpenError, ReadError, StorageError, WriteError,
 };
-pub use merge::{Candidate, RecordState, Resolver, Rule, merge_all, merge_one};
+#[cfg(feature = "automerge")]
+pub use merge::AutomergeOpError;
+pub use merge::{
+    Candidate, OpError, OpKind, PolicyError, RecordState, Resolver, Rule, merge_all, merge_one,
+};
 pub use model::{
     Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, Ranks, ReplicaId, Version,
 };
-pub use peers::PeerState;
 pub use protocol::{Refusal, RefusalCode};
-pub use replica::{
-    ApplyReport, FeedEntry, MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig,
-};
+pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};
 pub use server::{ServerConfig, SyncServer};
+pub use store::{ApplyReport, Conflict, FeedEntry, PeerState};
 pub use txn::{Committed, Transaction};
 pub use value::{MAX_DEPTH, Value, ValueError, from_value, to_value};
 pub use watch::{ChangeEvent, Watch, WatchError};
