@@ -121,7 +121,6 @@ pub struct Replica {
 
 struct Inner {
     store: Store,
-    id: ReplicaId,
     config: ReplicaConfig,
     /// The configuration's limits, checked on open.
     limits: Limits,
@@ -135,7 +134,7 @@ struct Inner {
 impl fmt::Debug for Replica {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replica")
-            .field("id", &self.inner.id)
+            .field("id", &self.inner.store.id())
             .finish_non_exhaustive()
     }
 }
@@ -177,7 +176,6 @@ impl Replica {
         Ok(Self {
             inner: Arc::new(Inner {
                 store: opened.store,
-                id: opened.id,
                 limits,
                 collections: RwLock::new(collections),
                 events,
@@ -190,7 +188,7 @@ impl Replica {
 
     /// This replica's id.
     pub fn id(&self) -> ReplicaId {
-        self.inner.id
+        self.inner.store.id()
     }
 
     /// The configuration the replica was opened with.
@@ -308,7 +306,6 @@ impl Replica {
     ) -> Result<ApplyReport, ApplyError> {
         let rules = check_remote(&self.inner.limits, &self.read_collections(), changes)?;
         let stored = self.inner.store.apply_remote(
-            self.inner.id,
             &*self.inner.config.time,
             source,
             changes,

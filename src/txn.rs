@@ -122,7 +122,6 @@ impl Transaction {
         let replica = &self.replica;
         let rules = check_local(replica.limits(), &replica.read_collections(), &self.ops)?;
         let stored = replica.store().write_local(
-            replica.id(),
             replica.limits(),
             &*replica.config().time,
             self.ops,

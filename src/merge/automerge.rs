@@ -1,6 +1,6 @@
 //! The automerge merge policy (feature `automerge`).
 //!
-//! A record of a [`MergePolicy::Automerge`] collection is an automerge
+//! A record of a [`crate::MergePolicy::Automerge`] collection is an automerge
 //! document. Every write is an [`Op::Automerge`]: one or more automerge
 //! changes, each an *uncompressed* change chunk (what
 //! `automerge::Change::raw_bytes` returns), concatenated. The store keeps the

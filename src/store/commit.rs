@@ -137,7 +137,6 @@ impl Store {
     /// here. Returns the ids in order and the conflicts recorded.
     pub(crate) fn write_local(
         &self,
-        id: ReplicaId,
         limits: &Limits,
         time: &dyn TimeSource,
         ops: Vec<LocalOp>,
@@ -196,7 +195,7 @@ impl Store {
                     _ => c.writer.latest_stamp(&collection, &key)?,
                 };
                 let change = Change {
-                    id: next_id(id, &mut c.state),
+                    id: next_id(self.id, &mut c.state),
                     collection,
                     key,
                     stamp: c.state.hlc.tick(now),
@@ -226,10 +225,8 @@ impl Store {
     /// is checked against the drift bound first, under the lock; duplicates
     /// are skipped; a forged duplicate refuses the batch. The report's
     /// `last_lsn` is the lsn after the commit.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn apply_remote(
         &self,
-        id: ReplicaId,
         time: &dyn TimeSource,
         source: Option<ReplicaId>,
         changes: &[Change],
@@ -262,7 +259,7 @@ impl Store {
                     }
                 }
                 c.state.hlc.observe(change.stamp);
-                if change.id.origin == id {
+                if change.id.origin == self.id {
                     // Our own change coming back (say, after a restore from an
                     // old backup): never reuse its sequence number.
                     c.state.seq = c.state.seq.max(change.id.seq);

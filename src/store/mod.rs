@@ -47,6 +47,8 @@ pub(crate) use validate::{Collections, Limits, check_key, check_local, check_rem
 /// A replica's database and the counters that advance with its commits.
 pub(crate) struct Store {
     db: Database,
+    /// The replica's id, from `meta-1`: the origin of the changes made here.
+    id: ReplicaId,
     /// Held for the whole of every write transaction: redb admits one writer
     /// at a time anyway, and the counters must move with the commit.
     write: Mutex<WriteState>,
@@ -68,8 +70,6 @@ pub(crate) struct WriteState {
 pub(crate) struct Opened {
     /// The store.
     pub(crate) store: Store,
-    /// The replica's id.
-    pub(crate) id: ReplicaId,
     /// The collections defined, as stored.
     pub(crate) collections: Vec<(String, CollectionConfig)>,
 }
@@ -77,6 +77,7 @@ pub(crate) struct Opened {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
+            .field("id", &self.id)
             .field("write", &self.write)
             .finish_non_exhaustive()
     }
@@ -151,11 +152,16 @@ impl Store {
         Ok(Opened {
             store: Self {
                 db,
+                id,
                 write: Mutex::new(WriteState { hlc, seq, lsn }),
             },
-            id,
             collections,
         })
+    }
+
+    /// The replica's id.
+    pub(crate) fn id(&self) -> ReplicaId {
+        self.id
     }
 
     /// Locks the counters: the lock every write transaction holds. A panic
