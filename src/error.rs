@@ -93,22 +93,30 @@ pub enum Inconsistency {
     EmptyCommit,
 }
 
-macro_rules! storage_from_redb {
-    ($($ty:ty),* $(,)?) => {$(
-        impl From<$ty> for StorageError {
+/// `From` each of redb's error types for an error that holds a
+/// [`StorageError`], so that `?` works wherever redb's errors enter.
+macro_rules! from_redb {
+    ($target:ident: $($ty:ty),* $(,)?) => {$(
+        impl From<$ty> for $target {
             fn from(e: $ty) -> Self {
-                Self::Database(e.into())
+                Self::from(StorageError::Database(e.into()))
             }
         }
     )*};
 }
-storage_from_redb!(
-    redb::DatabaseError,
+from_redb!(
+    StorageError: redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
     redb::SetDurabilityError,
+);
+from_redb!(
+    OpenError: redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
 );
 
 /// A key the store refuses.
@@ -227,12 +235,6 @@ impl OpenError {
             Self::Config(_) => Fault::Caller,
             _ => Fault::Storage,
         }
-    }
-}
-
-impl From<redb::DatabaseError> for OpenError {
-    fn from(e: redb::DatabaseError) -> Self {
-        Self::Storage(e.into())
     }
 }
 

@@ -223,8 +223,17 @@ impl Replica {
             }
             .into());
         }
-        if let Some(existing) = self.collection_config(name) {
-            return if existing == config {
+        // Held across the check, the commit and the insert, so that two
+        // definitions of one name cannot both pass the check, and the map
+        // always says what the table says. Nothing takes this lock while
+        // holding the store's write lock, so the order cannot deadlock.
+        let mut collections = self
+            .inner
+            .collections
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((existing, _)) = collections.get(name) {
+            return if *existing == config {
                 Ok(Collection::new(self.clone(), name.to_string()))
             } else {
                 Err(WriteError::CollectionMismatch(name.to_string()))
@@ -232,11 +241,8 @@ impl Replica {
         }
         let rule = Rule::for_policy(&config.policy, &self.inner.config.resolvers)?;
         self.inner.store.define_collection(name, &config)?;
-        self.inner
-            .collections
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), (config, rule));
+        collections.insert(name.to_string(), (config, rule));
+        drop(collections);
         Ok(Collection::new(self.clone(), name.to_string()))
     }
 

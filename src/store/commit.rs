@@ -120,7 +120,7 @@ impl Store {
             }
             (value, state, events)
         };
-        txn.commit().map_err(StorageError::from)?;
+        commit_txn(txn)?;
         let stored = Stored {
             value,
             events,
@@ -310,4 +310,9 @@ impl Store {
         })
         .map(drop)
     }
+}
+
+/// Commits a write transaction (durably: [`Store::commit`] began it so).
+fn commit_txn(txn: redb::WriteTransaction) -> Result<(), StorageError> {
+    Ok(txn.commit()?)
 }

@@ -93,10 +93,8 @@ impl Store {
         max_clock_drift: Duration,
     ) -> Result<Opened, OpenError> {
         let existing: Vec<String> = db
-            .begin_read()
-            .map_err(StorageError::from)?
-            .list_tables()
-            .map_err(StorageError::from)?
+            .begin_read()?
+            .list_tables()?
             .map(|t| t.name().to_string())
             .collect();
         if !existing.iter().any(|n| n == META.name()) {
@@ -126,9 +124,9 @@ impl Store {
     /// Reads the replica id, the counters and the collections of a file in
     /// the current format.
     fn load(db: Database, max_clock_drift: Duration) -> Result<Opened, OpenError> {
-        let read = db.begin_read().map_err(StorageError::from)?;
-        let meta = read.open_table(META).map_err(StorageError::from)?;
-        let id = match meta.get("replica").map_err(StorageError::from)? {
+        let read = db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let id = match meta.get("replica")? {
             Some(g) => <[u8; 16]>::try_from(g.value())
                 .map(ReplicaId::from_bytes)
                 .map_err(|_| OpenError::Foreign(ForeignReason::MalformedReplicaId))?,
@@ -140,9 +138,9 @@ impl Store {
         let mut seq = tables::meta_u64(&meta, "seq")?.unwrap_or(0);
         let lsn = last_group(&read, &mut clock, &mut seq)?;
         let mut collections = Vec::new();
-        let table = read.open_table(COLLECTIONS).map_err(StorageError::from)?;
-        for entry in table.iter().map_err(StorageError::from)? {
-            let (name, bytes) = entry.map_err(StorageError::from)?;
+        let table = read.open_table(COLLECTIONS)?;
+        for entry in table.iter()? {
+            let (name, bytes) = entry?;
             let config: CollectionConfig = tables::decode(COLLECTIONS.name(), bytes.value())?;
             collections.push((name.value().to_string(), config));
         }
