@@ -120,11 +120,15 @@ pub struct Replica {
 }
 
 struct Inner {
+    /// The database and the write counters.
     store: Store,
     config: ReplicaConfig,
     /// The configuration's limits, checked on open.
     limits: Limits,
+    /// The defined collections with their rules; a collection, once
+    /// defined, never changes or goes.
     collections: RwLock<Collections>,
+    /// Change events, published after each commit.
     events: broadcast::Sender<Arc<ChangeEvent>>,
     /// Serializes automerge writes (read the document, change, commit).
     #[cfg(feature = "automerge")]
@@ -142,21 +146,21 @@ impl fmt::Debug for Replica {
 impl Replica {
     /// Opens the replica stored at `path`, creating it if the file does not exist.
     pub fn open(path: impl AsRef<Path>, config: ReplicaConfig) -> Result<Self, OpenError> {
-        config.limits()?;
+        let limits = config.limits()?;
         let db = Database::create(path)?;
-        Self::init(db, config)
+        Self::init(db, config, limits)
     }
 
     /// Opens a replica held in memory only (redb's in-memory backend): for
     /// tests, simulations and benchmarks.
     pub fn in_memory(config: ReplicaConfig) -> Result<Self, OpenError> {
-        config.limits()?;
+        let limits = config.limits()?;
         let db = Database::builder().create_with_backend(InMemoryBackend::new())?;
-        Self::init(db, config)
+        Self::init(db, config, limits)
     }
 
-    fn init(db: Database, config: ReplicaConfig) -> Result<Self, OpenError> {
-        let limits = config.limits()?;
+    /// Opens the store in `db` and finds each stored collection's rule.
+    fn init(db: Database, config: ReplicaConfig, limits: Limits) -> Result<Self, OpenError> {
         let opened = Store::open(
             db,
             || config.replica_id.unwrap_or_else(ReplicaId::random),

@@ -1,6 +1,8 @@
 //! The one commit path, and the commits made through it: local
 //! transactions, remote batches, peer cursors, collection definitions.
 
+use std::collections::BTreeMap;
+
 use super::tables::{self, PeerState};
 use super::writer::{Outcome, Writer, next_id};
 use super::{Limits, Store, WriteState, check_value};
@@ -10,8 +12,6 @@ use crate::merge::Rule;
 use crate::model::{Change, ChangeId, CollectionConfig, Key, Op, ReplicaId};
 use crate::value::Value;
 use crate::watch::ChangeEvent;
-
-use std::collections::BTreeMap;
 
 /// One queued local write: an op on a record.
 #[derive(Clone, Debug)]

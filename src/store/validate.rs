@@ -212,3 +212,125 @@ fn encoded_len(op: &Op) -> usize {
         Op::Delete => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::clock::Stamp;
+    use crate::model::{ChangeId, ReplicaId};
+    use crate::value::Value;
+
+    const LIMITS: Limits = Limits {
+        max_key_len: 4,
+        max_value_len: 64,
+        max_batch_changes: 2,
+    };
+
+    fn collections() -> Collections {
+        let lww = CollectionConfig::default();
+        let fields = CollectionConfig::default().with_policy(MergePolicy::FieldLww);
+        let local = CollectionConfig {
+            sync: false,
+            ..CollectionConfig::default()
+        };
+        HashMap::from([
+            ("lww".to_string(), (lww, Rule::Lww)),
+            ("fields".to_string(), (fields, Rule::FieldLww)),
+            ("local".to_string(), (local, Rule::Lww)),
+        ])
+    }
+
+    fn local(collection: &str, key: &str, op: Op) -> LocalOp {
+        LocalOp {
+            collection: collection.into(),
+            key: key.into(),
+            op,
+        }
+    }
+
+    fn remote(collection: &str, key: &str, seq: u64, base: u64, op: Op) -> Change {
+        Change {
+            id: ChangeId {
+                origin: ReplicaId::from_bytes([1; 16]),
+                seq,
+            },
+            collection: collection.into(),
+            key: key.into(),
+            stamp: Stamp::from_u64(10),
+            base: Stamp::from_u64(base),
+            op,
+        }
+    }
+
+    #[test]
+    fn one_pass_refuses_the_same_things_with_each_side_s_error() {
+        let colls = collections();
+        let scalar = || Op::Put(Value::Int(1));
+        let patch = || Op::Patch(BTreeMap::from([("f".to_string(), Value::Int(1))]));
+        // Local: a patch on a record-level collection is a read-modify-write.
+        assert!(check_local(&LIMITS, &colls, &[local("lww", "k", patch())]).is_ok());
+        assert!(matches!(
+            check_local(&LIMITS, &colls, &[local("fields", "k", scalar())]),
+            Err(WriteError::NotAMap)
+        ));
+        assert!(matches!(
+            check_local(&LIMITS, &colls, &[local("lww", "", scalar())]),
+            Err(WriteError::Key(KeyError::Empty))
+        ));
+        assert!(matches!(
+            check_local(
+                &LIMITS,
+                &colls,
+                &[local("lww", "k", Op::Put(Value::Bytes(vec![0; 80])))]
+            ),
+            Err(WriteError::ValueTooLarge { max: 64, .. })
+        ));
+        assert!(matches!(
+            check_local(&LIMITS, &colls, &[local("nope", "k", scalar())]),
+            Err(WriteError::UnknownCollection(_))
+        ));
+        // Remote: the same checks, as typed reasons, plus the remote-only ones.
+        let reason = |change: Change| match check_remote(&LIMITS, &colls, &[change]) {
+            Err(ApplyError::InvalidChange { reason, .. }) => Some(reason),
+            _ => None,
+        };
+        assert!(matches!(
+            reason(remote("lww", "k", 1, 0, patch())),
+            Some(InvalidReason::Op(OpError::NotAllowed {
+                op: OpKind::Patch,
+                policy: MergePolicy::Lww
+            }))
+        ));
+        assert!(matches!(
+            reason(remote("fields", "k", 1, 0, scalar())),
+            Some(InvalidReason::Op(OpError::NotAllowed {
+                op: OpKind::PutOther,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            reason(remote("lww", "toolong", 1, 0, scalar())),
+            Some(InvalidReason::Key(KeyError::TooLong { len: 7, max: 4 }))
+        ));
+        assert!(matches!(
+            reason(remote("lww", "k", 0, 0, scalar())),
+            Some(InvalidReason::ZeroSeq)
+        ));
+        assert!(matches!(
+            reason(remote("lww", "k", 1, 11, scalar())),
+            Some(InvalidReason::BaseAfterStamp)
+        ));
+        assert!(matches!(
+            check_remote(&LIMITS, &colls, &[remote("local", "k", 1, 0, scalar())]),
+            Err(ApplyError::LocalOnlyCollection { .. })
+        ));
+        let three = vec![remote("lww", "k", 1, 0, scalar()); 3];
+        assert!(matches!(
+            check_remote(&LIMITS, &colls, &three),
+            Err(ApplyError::BatchTooLarge { len: 3, max: 2 })
+        ));
+        assert!(check_remote(&LIMITS, &colls, &three[..2]).is_ok());
+    }
+}
