@@ -19,7 +19,7 @@
 mod commit;
 mod keys;
 mod read;
-pub(crate) mod tables;
+mod tables;
 mod upgrade;
 mod validate;
 mod writer;
