@@ -2,6 +2,7 @@
 
 use crate::clock::ClockDriftError;
 use crate::codec::DecodeError;
+use crate::merge::{OpError, PolicyError};
 use crate::model::ChangeId;
 use crate::value::ValueError;
 use syncline_transport::Fault;
@@ -23,26 +24,86 @@ pub enum StorageError {
         source: DecodeError,
     },
     /// The stored state contradicts itself.
+    #[error("inconsistent table {table}: {reason}")]
+    Invalid {
+        /// The table where the contradiction showed.
+        table: &'static str,
+        /// What contradicts what.
+        reason: Inconsistency,
+    },
+    /// Something that should not fail did, outside the tables (a worker
+    /// task of the sync engine, an error of another kind where only storage
+    /// errors are expected); the message says what.
     #[error("inconsistent database: {0}")]
     Inconsistent(String),
 }
 
-macro_rules! storage_from_redb {
-    ($($ty:ty),* $(,)?) => {$(
-        impl From<$ty> for StorageError {
+/// How the stored state contradicts itself ([`StorageError::Invalid`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Inconsistency {
+    /// A flat key does not parse (`src/store/keys.rs` has the layout).
+    #[error("malformed key {key:?}")]
+    MalformedKey {
+        /// The key's bytes.
+        key: Vec<u8>,
+    },
+    /// A `meta-1` counter is not 8 bytes long.
+    #[error("meta entry {name:?} is not 8 bytes")]
+    MetaEntryLength {
+        /// The entry's name.
+        name: &'static str,
+    },
+    /// A feed group is empty, or holds more changes than lsns below it.
+    #[error("feed group at {last} holds {len} changes")]
+    FeedGroup {
+        /// The group's key: its last lsn.
+        last: u64,
+        /// The number of changes it holds.
+        len: u64,
+    },
+    /// A feed entry names a change the change log does not hold.
+    #[error("feed entry {lsn} has no change")]
+    MissingChange {
+        /// The entry's lsn.
+        lsn: u64,
+    },
+    /// Merging a change into an empty record gave no state.
+    #[error("a first change made no state")]
+    NoFirstState,
+    /// A change made here just now found its slot taken: the clock issued a
+    /// stamp twice.
+    #[error("a fresh change found its slot taken")]
+    StampReused,
+    /// A one-write transaction committed no change.
+    #[error("a single write committed nothing")]
+    EmptyCommit,
+}
+
+/// `From` each of redb's error types for an error that holds a
+/// [`StorageError`], so that `?` works wherever redb's errors enter.
+macro_rules! from_redb {
+    ($target:ident: $($ty:ty),* $(,)?) => {$(
+        impl From<$ty> for $target {
             fn from(e: $ty) -> Self {
-                Self::Database(e.into())
+                Self::from(StorageError::Database(e.into()))
             }
         }
     )*};
 }
-storage_from_redb!(
-    redb::DatabaseError,
+from_redb!(
+    StorageError: redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
     redb::SetDurabilityError,
+);
+from_redb!(
+    OpenError: redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
 );
 
 /// A key the store refuses.
@@ -62,6 +123,75 @@ pub enum KeyError {
     },
 }
 
+/// A collection name the store refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectionNameError {
+    /// Collection names must not be empty.
+    #[error("empty collection name")]
+    Empty,
+    /// The name is longer than [`crate::MAX_COLLECTION_NAME_LEN`].
+    #[error("collection name of {len} bytes exceeds the maximum of {max}")]
+    TooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+}
+
+/// A [`crate::ReplicaConfig`] (or what it must provide) is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A limit is zero where at least 1 is needed.
+    #[error("{field} must be at least 1")]
+    Zero {
+        /// The configuration field.
+        field: &'static str,
+    },
+    /// A limit is above what the store can carry.
+    #[error("{field} {value} exceeds the limit of {limit}")]
+    TooLarge {
+        /// The configuration field.
+        field: &'static str,
+        /// The configured value.
+        value: usize,
+        /// The largest value allowed.
+        limit: usize,
+    },
+    /// A stored collection's policy has no rule with this configuration
+    /// (a custom resolver not registered, a feature not enabled).
+    #[error("collection {collection:?}: {source}")]
+    Policy {
+        /// The collection.
+        collection: String,
+        /// What is missing.
+        source: PolicyError,
+    },
+}
+
+/// Why a file is a database but not one of syncline's ([`OpenError::Foreign`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForeignReason {
+    /// The file holds tables, but no `meta-1`.
+    #[error("the file holds tables {tables:?} but no \"meta-1\"")]
+    NoMeta {
+        /// The names of the tables it holds.
+        tables: Vec<String>,
+    },
+    /// `meta-1` has no readable format version.
+    #[error("no readable format version")]
+    NoFormat,
+    /// `meta-1` has no replica id.
+    #[error("no replica id")]
+    NoReplicaId,
+    /// `meta-1`'s replica id is not 16 bytes.
+    #[error("malformed replica id")]
+    MalformedReplicaId,
+}
+
 /// Opening a replica failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -71,7 +201,7 @@ pub enum OpenError {
     Storage(#[from] StorageError),
     /// The file is a database, but not one of syncline's.
     #[error("not a syncline database: {0}")]
-    Foreign(String),
+    Foreign(ForeignReason),
     /// The file was written by a newer or unknown format version.
     #[error("unsupported format version {found}; this build reads version {supported}")]
     UnsupportedFormat {
@@ -82,12 +212,16 @@ pub enum OpenError {
     },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
 }
 
-impl From<redb::DatabaseError> for OpenError {
-    fn from(e: redb::DatabaseError) -> Self {
-        Self::Storage(e.into())
+impl OpenError {
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Config(_) => Fault::Caller,
+            _ => Fault::Storage,
+        }
     }
 }
 
@@ -104,7 +238,7 @@ pub enum WriteError {
     CollectionMismatch(String),
     /// The collection name is empty or too long.
     #[error("invalid collection name: {0}")]
-    InvalidCollectionName(String),
+    InvalidCollectionName(#[from] CollectionNameError),
     /// The key is invalid.
     #[error("invalid key: {0}")]
     Key(#[from] KeyError),
@@ -120,10 +254,18 @@ pub enum WriteError {
     /// collection holds maps only.
     #[error("the record's value must be a map")]
     NotAMap,
-    /// The collection's merge policy does not allow this, or is not
-    /// available (a custom resolver not registered, a feature not enabled).
+    /// The collection's merge policy is not available (a custom resolver not
+    /// registered, a feature not enabled).
+    #[error("policy unavailable: {0}")]
+    Policy(#[from] PolicyError),
+    /// The collection's merge policy does not allow this op, or the op is
+    /// malformed for it.
     #[error("not supported: {0}")]
-    Unsupported(String),
+    Op(#[from] OpError),
+    /// The closure given to [`crate::Collection::automerge_change`] failed.
+    #[cfg(feature = "automerge")]
+    #[error("automerge: {0}")]
+    Automerge(#[source] ::automerge::AutomergeError),
     /// A transaction holds more changes than one batch may carry.
     #[error("transaction of {len} changes exceeds the maximum of {max}")]
     TransactionTooLarge {
@@ -163,6 +305,10 @@ pub enum ReadError {
     /// The stored value did not convert to the requested type.
     #[error("value conversion: {0}")]
     Value(#[from] ValueError),
+    /// The collection's merge policy does not offer this read (an automerge
+    /// document of a collection of another policy).
+    #[error("not supported: {0}")]
+    Op(#[from] OpError),
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -176,6 +322,36 @@ impl ReadError {
             _ => Fault::Caller,
         }
     }
+}
+
+/// Why a remote change is malformed ([`ApplyError::InvalidChange`]); local
+/// writes fail with the matching [`WriteError`] variants instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidReason {
+    /// Sequence numbers start at 1.
+    #[error("sequence numbers start at 1")]
+    ZeroSeq,
+    /// The change claims to be made on top of a change stamped after it.
+    #[error("made on top of a later change")]
+    BaseAfterStamp,
+    /// The key is empty or too long.
+    #[error("invalid key: {0}")]
+    Key(#[from] KeyError),
+    /// The encoded value is larger than the configured maximum.
+    #[error("value of {len} bytes exceeds the maximum of {max}")]
+    ValueTooLarge {
+        /// The encoded length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The value nests too deep.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// The collection's policy does not allow the op, or the op is malformed.
+    #[error(transparent)]
+    Op(#[from] OpError),
 }
 
 /// Applying a batch of remote changes failed; nothing of the batch was
@@ -208,7 +384,7 @@ pub enum ApplyError {
         /// The change.
         id: ChangeId,
         /// What is wrong with it.
-        reason: String,
+        reason: InvalidReason,
     },
     /// A change takes the slot (record, stamp and origin) of a different
     /// change already stored: an origin never stamps two changes alike, so
@@ -265,9 +441,7 @@ impl Error {
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::Open(OpenError::Storage(_)) => Fault::Storage,
-            Self::Open(OpenError::Config(_)) => Fault::Caller,
-            Self::Open(_) => Fault::Storage,
+            Self::Open(e) => e.fault(),
             Self::Write(e) => e.fault(),
             Self::Read(e) => e.fault(),
             Self::Apply(e) => e.fault(),

@@ -67,27 +67,21 @@
 #![warn(missing_docs)]
 
 mod access;
-#[cfg(feature = "automerge")]
-mod automerge_policy;
 mod clock;
 mod codec;
 mod collection;
 mod error;
-mod keys;
 mod merge;
 mod model;
-mod peers;
 mod replica;
+mod store;
 mod sync;
-mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
 mod txn;
-mod upgrade;
 mod value;
 mod watch;
-mod writer;
 
 /// The automerge crate, re-exported for [`Collection::automerge_change`]
 /// (feature `automerge`).
@@ -99,16 +93,21 @@ pub use access::{
 };
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
-pub use collection::{Collection, Conflict, Scan};
-pub use error::{ApplyError, Error, KeyError, OpenError, ReadError, StorageError, WriteError};
-pub use merge::{Candidate, RecordState, Resolver, Rule, merge_all, merge_one};
+pub use collection::{Collection, Scan};
+pub use error::{
+    ApplyError, CollectionNameError, ConfigError, Error, ForeignReason, Inconsistency,
+    InvalidReason, KeyError, OpenError, ReadError, StorageError, WriteError,
+};
+#[cfg(feature = "automerge")]
+pub use merge::AutomergeOpError;
+pub use merge::{
+    Candidate, OpError, OpKind, PolicyError, RecordState, Resolver, Rule, merge_all, merge_one,
+};
 pub use model::{
     Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, Ranks, ReplicaId, Version,
 };
-pub use peers::PeerState;
-pub use replica::{
-    ApplyReport, FeedEntry, MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig,
-};
+pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};
+pub use store::{ApplyReport, Conflict, FeedEntry, PeerState};
 pub use sync::config::{Direction, SyncConfig};
 pub use sync::engine::SyncEngine;
 pub use sync::error::{ClockDrift, ProtocolViolation, SyncError};

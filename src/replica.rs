@@ -1,28 +1,28 @@
 //! A replica: one redb database, its clock, its collections and its feed.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+#[cfg(feature = "automerge")]
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use redb::Database;
 use redb::backends::InMemoryBackend;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 use tokio::sync::broadcast;
 
-use crate::clock::{Hlc, Stamp, SystemTimeSource, TimeSource};
-use crate::codec;
+use crate::clock::{Stamp, SystemTimeSource, TimeSource};
 use crate::collection::Collection;
-use crate::error::{ApplyError, OpenError, ReadError, StorageError, WriteError};
+use crate::error::{
+    ApplyError, CollectionNameError, ConfigError, OpenError, ReadError, StorageError, WriteError,
+};
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
-use crate::tables::{
-    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBody, FEED, FORMAT_VERSION, FeedGroup, META,
-    PEERS, RECORDS,
+use crate::store::{
+    ApplyReport, Collections, FeedEntry, FeedSlice, Limits, PeerState, Store, check_remote,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
-use crate::writer::{Writer, check_key, check_op_for_policy};
 
 /// The longest collection name, in bytes.
 pub const MAX_COLLECTION_NAME_LEN: usize = 255;
@@ -82,49 +82,32 @@ impl ReplicaConfig {
         self
     }
 
-    fn validate(&self) -> Result<(), OpenError> {
+    /// The limits every change must keep, checked against what the store
+    /// can carry.
+    fn limits(&self) -> Result<Limits, ConfigError> {
         if self.max_key_len == 0 {
-            return Err(OpenError::Config("max_key_len must be at least 1".into()));
+            return Err(ConfigError::Zero {
+                field: "max_key_len",
+            });
         }
         if self.max_value_len > MAX_VALUE_LEN_LIMIT {
-            return Err(OpenError::Config(format!(
-                "max_value_len {} exceeds the limit of {MAX_VALUE_LEN_LIMIT}",
-                self.max_value_len
-            )));
+            return Err(ConfigError::TooLarge {
+                field: "max_value_len",
+                value: self.max_value_len,
+                limit: MAX_VALUE_LEN_LIMIT,
+            });
         }
         if self.max_batch_changes == 0 {
-            return Err(OpenError::Config(
-                "max_batch_changes must be at least 1".into(),
-            ));
+            return Err(ConfigError::Zero {
+                field: "max_batch_changes",
+            });
         }
-        Ok(())
+        Ok(Limits {
+            max_key_len: self.max_key_len,
+            max_value_len: self.max_value_len,
+            max_batch_changes: self.max_batch_changes,
+        })
     }
-}
-
-/// What [`Replica::apply_remote`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ApplyReport {
-    /// Changes stored for the first time.
-    pub applied: usize,
-    /// Changes already stored, skipped.
-    pub duplicates: usize,
-    /// Conflicts recorded: concurrent changes that lost.
-    pub conflicts: usize,
-    /// The lsn of the last change stored, or the previous last lsn if none was.
-    pub last_lsn: u64,
-}
-
-/// One entry of a replica's feed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FeedEntry {
-    /// The local sequence number.
-    pub lsn: u64,
-    /// The change.
-    pub change: Change,
-    /// The peer it came from, `None` when made on this replica.
-    pub source: Option<ReplicaId>,
-    /// Whether this is the last change of an atomic group.
-    pub group_end: bool,
 }
 
 /// A local-first replica: a redb database of collections of records.
@@ -137,33 +120,25 @@ pub struct Replica {
 }
 
 struct Inner {
-    db: Database,
-    id: ReplicaId,
+    /// The database and the write counters.
+    store: Store,
     config: ReplicaConfig,
-    /// Held for the whole of every write transaction: redb admits one writer
-    /// at a time anyway, and the counters must move with the commit.
-    write: Mutex<WriteState>,
-    collections: RwLock<HashMap<String, (CollectionConfig, Rule)>>,
+    /// The configuration's limits, checked on open.
+    limits: Limits,
+    /// The defined collections with their rules; a collection, once
+    /// defined, never changes or goes.
+    collections: RwLock<Collections>,
+    /// Change events, published after each commit.
     events: broadcast::Sender<Arc<ChangeEvent>>,
     /// Serializes automerge writes (read the document, change, commit).
     #[cfg(feature = "automerge")]
     automerge: Mutex<()>,
 }
 
-/// Counters that advance with each commit; restored from the database on open.
-#[derive(Clone, Debug)]
-pub(crate) struct WriteState {
-    pub(crate) hlc: Hlc,
-    /// The last sequence number given to one of this replica's own changes.
-    pub(crate) seq: u64,
-    /// The last lsn in the feed.
-    pub(crate) lsn: u64,
-}
-
 impl fmt::Debug for Replica {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replica")
-            .field("id", &self.inner.id)
+            .field("id", &self.inner.store.id())
             .finish_non_exhaustive()
     }
 }
@@ -171,104 +146,41 @@ impl fmt::Debug for Replica {
 impl Replica {
     /// Opens the replica stored at `path`, creating it if the file does not exist.
     pub fn open(path: impl AsRef<Path>, config: ReplicaConfig) -> Result<Self, OpenError> {
-        config.validate()?;
+        let limits = config.limits()?;
         let db = Database::create(path)?;
-        Self::init(db, config)
+        Self::init(db, config, limits)
     }
 
     /// Opens a replica held in memory only (redb's in-memory backend): for
     /// tests, simulations and benchmarks.
     pub fn in_memory(config: ReplicaConfig) -> Result<Self, OpenError> {
-        config.validate()?;
+        let limits = config.limits()?;
         let db = Database::builder().create_with_backend(InMemoryBackend::new())?;
-        Self::init(db, config)
+        Self::init(db, config, limits)
     }
 
-    fn init(db: Database, config: ReplicaConfig) -> Result<Self, OpenError> {
-        let read = db.begin_read().map_err(StorageError::from)?;
-        let existing: Vec<String> = read
-            .list_tables()
-            .map_err(StorageError::from)?
-            .map(|t| t.name().to_string())
-            .collect();
-        drop(read);
-        if !existing.iter().any(|n| n == META.name()) {
-            if !existing.is_empty() {
-                return Err(OpenError::Foreign(format!(
-                    "the file holds tables {existing:?} but no {:?}",
-                    META.name()
-                )));
-            }
-            Self::create_tables(&db, config.replica_id.unwrap_or_else(ReplicaId::random))?;
+    /// Opens the store in `db` and finds each stored collection's rule.
+    fn init(db: Database, config: ReplicaConfig, limits: Limits) -> Result<Self, OpenError> {
+        let opened = Store::open(
+            db,
+            || config.replica_id.unwrap_or_else(ReplicaId::random),
+            config.max_clock_drift,
+        )?;
+        let mut collections = Collections::new();
+        for (name, cfg) in opened.collections {
+            let rule = Rule::for_policy(&cfg.policy, &config.resolvers).map_err(|source| {
+                ConfigError::Policy {
+                    collection: name.clone(),
+                    source,
+                }
+            })?;
+            collections.insert(name, (cfg, rule));
         }
-
-        let read = db.begin_read().map_err(StorageError::from)?;
-        let meta = read.open_table(META).map_err(StorageError::from)?;
-        let format = match meta.get("format").map_err(StorageError::from)? {
-            Some(g) => <[u8; 4]>::try_from(g.value()).map(u32::from_le_bytes).ok(),
-            None => None,
-        };
-        match format {
-            Some(FORMAT_VERSION) => {}
-            Some(1) => {
-                drop(meta);
-                drop(read);
-                crate::upgrade::from_1(&db)?;
-                return Self::init(db, config);
-            }
-            Some(found) => {
-                return Err(OpenError::UnsupportedFormat {
-                    found,
-                    supported: FORMAT_VERSION,
-                });
-            }
-            None => return Err(OpenError::Foreign("no readable format version".into())),
-        }
-        let id = match meta.get("replica").map_err(StorageError::from)? {
-            Some(g) => <[u8; 16]>::try_from(g.value())
-                .map(ReplicaId::from_bytes)
-                .map_err(|_| OpenError::Foreign("malformed replica id".into()))?,
-            None => return Err(OpenError::Foreign("no replica id".into())),
-        };
-        // The counters as of the last commit that stored changes live in its
-        // feed group; meta holds them as of creation or the format upgrade.
-        let mut clock = tables::meta_u64(&meta, "clock")?.unwrap_or(0);
-        let mut seq = tables::meta_u64(&meta, "seq")?.unwrap_or(0);
-        let feed = read.open_table(FEED).map_err(StorageError::from)?;
-        let lsn = match feed.last().map_err(StorageError::from)? {
-            Some((last, bytes)) => {
-                let group: FeedGroup = tables::decode(FEED.name(), bytes.value())?;
-                clock = clock.max(group.clock.as_u64());
-                seq = seq.max(group.seq);
-                last.value()
-            }
-            None => 0,
-        };
-        drop(feed);
-        let mut collections = HashMap::new();
-        for entry in read
-            .open_table(COLLECTIONS)
-            .map_err(StorageError::from)?
-            .iter()
-            .map_err(StorageError::from)?
-        {
-            let (name, bytes) = entry.map_err(StorageError::from)?;
-            let cfg: CollectionConfig = tables::decode(COLLECTIONS.name(), bytes.value())?;
-            let rule = Rule::for_policy(&cfg.policy, &config.resolvers)
-                .map_err(|e| OpenError::Config(format!("collection {:?}: {e}", name.value())))?;
-            collections.insert(name.value().to_string(), (cfg, rule));
-        }
-        drop(meta);
-        drop(read);
-
-        let hlc = Hlc::new(Stamp::from_u64(clock), config.max_clock_drift);
         let (events, _) = broadcast::channel(config.watch_capacity.max(1));
-        tracing::debug!(replica = %id, lsn, seq, "opened replica");
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
-                id,
-                write: Mutex::new(WriteState { hlc, seq, lsn }),
+                store: opened.store,
+                limits,
                 collections: RwLock::new(collections),
                 events,
                 config,
@@ -278,29 +190,9 @@ impl Replica {
         })
     }
 
-    fn create_tables(db: &Database, id: ReplicaId) -> Result<(), StorageError> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut meta = txn.open_table(META)?;
-            meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())?;
-            meta.insert("replica", id.as_bytes().as_slice())?;
-            meta.insert("clock", 0u64.to_le_bytes().as_slice())?;
-            meta.insert("seq", 0u64.to_le_bytes().as_slice())?;
-            txn.open_table(COLLECTIONS)?;
-            txn.open_table(CHANGES)?;
-            txn.open_table(RECORDS)?;
-            txn.open_table(FEED)?;
-            txn.open_table(PEERS)?;
-            txn.open_table(CONFLICTS)?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
     /// This replica's id.
     pub fn id(&self) -> ReplicaId {
-        self.inner.id
+        self.inner.store.id()
     }
 
     /// The configuration the replica was opened with.
@@ -310,12 +202,12 @@ impl Replica {
 
     /// The clock's high-water mark: the greatest stamp issued or received.
     pub fn clock(&self) -> Stamp {
-        self.lock_write().hlc.last()
+        self.inner.store.lock().hlc.last()
     }
 
     /// The lsn of the last change in the feed (0 when empty).
     pub fn last_lsn(&self) -> u64 {
-        self.lock_write().lsn
+        self.inner.store.lock().lsn
     }
 
     /// Defines a collection, or opens it if it exists with the same
@@ -325,33 +217,36 @@ impl Replica {
         name: &str,
         config: CollectionConfig,
     ) -> Result<Collection, WriteError> {
-        if name.is_empty() || name.len() > MAX_COLLECTION_NAME_LEN {
-            return Err(WriteError::InvalidCollectionName(format!(
-                "collection names are 1 to {MAX_COLLECTION_NAME_LEN} bytes, got {}",
-                name.len()
-            )));
+        if name.is_empty() {
+            return Err(CollectionNameError::Empty.into());
         }
-        if let Some(existing) = self.collection_config(name) {
-            return if existing == config {
+        if name.len() > MAX_COLLECTION_NAME_LEN {
+            return Err(CollectionNameError::TooLong {
+                len: name.len(),
+                max: MAX_COLLECTION_NAME_LEN,
+            }
+            .into());
+        }
+        // Held across the check, the commit and the insert, so that two
+        // definitions of one name cannot both pass the check, and the map
+        // always says what the table says. Nothing takes this lock while
+        // holding the store's write lock, so the order cannot deadlock.
+        let mut collections = self
+            .inner
+            .collections
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((existing, _)) = collections.get(name) {
+            return if *existing == config {
                 Ok(Collection::new(self.clone(), name.to_string()))
             } else {
                 Err(WriteError::CollectionMismatch(name.to_string()))
             };
         }
-        let rule = Rule::for_policy(&config.policy, &self.inner.config.resolvers)
-            .map_err(WriteError::Unsupported)?;
-        let _guard = self.lock_write();
-        let txn = self.begin_write().map_err(WriteError::Storage)?;
-        txn.open_table(COLLECTIONS)
-            .map_err(StorageError::from)?
-            .insert(name, codec::encode(&config).as_slice())
-            .map_err(StorageError::from)?;
-        txn.commit().map_err(StorageError::from)?;
-        self.inner
-            .collections
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), (config, rule));
+        let rule = Rule::for_policy(&config.policy, &self.inner.config.resolvers)?;
+        self.inner.store.define_collection(name, &config)?;
+        collections.insert(name.to_string(), (config, rule));
+        drop(collections);
         Ok(Collection::new(self.clone(), name.to_string()))
     }
 
@@ -419,182 +314,83 @@ impl Replica {
         changes: &[Change],
         pulled: Option<u64>,
     ) -> Result<ApplyReport, ApplyError> {
-        let max = self.inner.config.max_batch_changes;
-        if changes.len() > max {
-            return Err(ApplyError::BatchTooLarge {
-                len: changes.len(),
-                max,
-            });
-        }
-        let policies = self.validate_remote(changes)?;
-
-        let mut guard = self.lock_write();
-        let now = self.inner.config.time.now_millis();
-        for change in changes {
-            guard.hlc.check(change.stamp, now)?;
-        }
-        let mut state = guard.clone();
-        let txn = self.begin_write()?;
-        let mut report = ApplyReport::default();
-        let mut events = Vec::new();
-        let listened = self.has_listeners();
-        {
-            let mut w = Writer::open(&txn)?;
-            for (change, rule) in changes.iter().zip(&policies) {
-                match w.store(&mut state, rule, change)? {
-                    Some((lsn, conflicts)) => {
-                        report.applied += 1;
-                        report.conflicts += conflicts;
-                        if listened {
-                            events.push(ChangeEvent {
-                                lsn,
-                                change: change.clone(),
-                                source,
-                            });
-                        }
-                    }
-                    None => report.duplicates += 1,
-                }
-                state.hlc.observe(change.stamp);
-                if change.id.origin == self.inner.id {
-                    // Our own change coming back (say, after a restore from an
-                    // old backup): never reuse its sequence number.
-                    state.seq = state.seq.max(change.id.seq);
-                }
-            }
-            // The changes stored, duplicates left out, are one group.
-            w.finish(&state, source)?;
-        }
-        if let Some(peer) = source {
-            let (before, after) = (guard.lsn, state.lsn);
-            crate::peers::update(&txn, peer, |p| {
-                if let Some(pulled) = pulled {
-                    p.pulled = p.pulled.max(pulled);
-                }
-                // Everything this batch added came from `peer` and never needs
-                // pushing back: if nothing was pending for it before, nothing is now.
-                if p.pushed >= before {
-                    p.pushed = after;
-                }
-            })?;
-        }
-        txn.commit().map_err(StorageError::from)?;
-        *guard = state;
-        report.last_lsn = guard.lsn;
-        drop(guard);
-        self.publish(events);
-        Ok(report)
-    }
-
-    fn validate_remote(&self, changes: &[Change]) -> Result<Vec<Rule>, ApplyError> {
-        let cfg = &self.inner.config;
-        let collections = self
-            .inner
-            .collections
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        changes
-            .iter()
-            .map(|change| {
-                let invalid = |reason: String| ApplyError::InvalidChange {
-                    id: change.id,
-                    reason,
-                };
-                let Some((coll, rule)) = collections.get(&change.collection) else {
-                    return Err(ApplyError::UnknownCollection {
-                        id: change.id,
-                        collection: change.collection.clone(),
-                    });
-                };
-                if !coll.sync {
-                    return Err(ApplyError::LocalOnlyCollection {
-                        id: change.id,
-                        collection: change.collection.clone(),
-                    });
-                }
-                if change.id.seq == 0 {
-                    return Err(invalid("sequence numbers start at 1".into()));
-                }
-                if change.base > change.stamp {
-                    return Err(invalid("made on top of a later change".into()));
-                }
-                check_key(&change.key, cfg.max_key_len).map_err(|e| invalid(e.to_string()))?;
-                crate::writer::check_op_depth(&change.op).map_err(|e| invalid(e.to_string()))?;
-                let len = crate::writer::encoded_len(&change.op);
-                if len > cfg.max_value_len {
-                    return Err(invalid(format!(
-                        "value of {len} bytes exceeds the maximum of {}",
-                        cfg.max_value_len
-                    )));
-                }
-                check_op_for_policy(&change.op, &coll.policy).map_err(invalid)?;
-                Ok(rule.clone())
-            })
-            .collect()
+        let rules = check_remote(&self.inner.limits, &self.read_collections(), changes)?;
+        let stored = self.inner.store.apply_remote(
+            &*self.inner.config.time,
+            source,
+            changes,
+            rules,
+            pulled,
+            &|| self.has_listeners(),
+        )?;
+        self.publish(stored.events);
+        Ok(stored.value)
     }
 
     /// Reads up to `limit` feed entries after `lsn`, never splitting an atomic
     /// group: the result may run past `limit` to the end of the group it is in.
     pub fn feed_after(&self, lsn: u64, limit: usize) -> Result<Vec<FeedEntry>, ReadError> {
-        self.feed_scan(lsn, limit, usize::MAX)
+        Ok(self.inner.store.feed_scan(lsn, limit, usize::MAX)?)
     }
 
-    /// [`Replica::feed_after`], also stopping at the end of the group in which
-    /// the encoded changes pass about `max_bytes` (at least one group).
-    pub(crate) fn feed_scan(
+    /// The cursors kept for `peer` (zeros if it was never synced).
+    pub fn peer_state(&self, peer: ReplicaId) -> Result<PeerState, ReadError> {
+        Ok(self.inner.store.peer_state(peer)?)
+    }
+
+    /// Records that `peer` acknowledged holding this replica's feed through `pushed`.
+    pub(crate) fn record_pushed(
         &self,
-        lsn: u64,
+        peer: ReplicaId,
+        pushed: u64,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        self.inner.store.record_pushed(peer, pushed, now_ms)
+    }
+
+    /// The feed after `after` as `peer` should see it: at most about `limit`
+    /// changes and `max_bytes` (whole groups), leaving out what came from `peer` and
+    /// collections not in `wanted`.
+    pub(crate) fn feed_for(
+        &self,
+        peer: ReplicaId,
+        after: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<FeedEntry>, ReadError> {
-        let read = self.begin_read()?;
-        let feed = read.open_table(FEED).map_err(StorageError::from)?;
-        let changes = read.open_table(CHANGES).map_err(StorageError::from)?;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        tables::walk_feed::<ReadError>(&feed, lsn, |lsn, source, item, group_end| {
-            let body = changes
-                .get(item.log_key.as_bytes())
-                .map_err(StorageError::from)?
-                .ok_or_else(|| {
-                    StorageError::Inconsistent(format!("feed entry {lsn} has no change"))
-                })?;
-            // The stored body plus the log key (names, stamp, origin) and
-            // the sequence number: close to the change's size on the wire.
-            bytes = bytes.saturating_add(body.value().len() + item.log_key.len() + 8);
-            let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
-            out.push(FeedEntry {
-                lsn,
-                source,
-                change: item.into_change(body)?,
-                group_end,
-            });
-            Ok(!((out.len() >= limit || bytes >= max_bytes) && group_end))
-        })?;
-        Ok(out)
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<FeedSlice, ReadError> {
+        Ok(self
+            .inner
+            .store
+            .feed_for(peer, after, limit, max_bytes, wanted)?)
     }
 
     // ---- crate-internal plumbing used by collections and transactions ----
 
+    /// A defined collection's configuration.
     pub(crate) fn collection_config(&self, name: &str) -> Option<CollectionConfig> {
-        self.collection_rule(name).map(|(c, _)| c)
+        self.read_collections().get(name).map(|(c, _)| c.clone())
     }
 
-    pub(crate) fn collection_rule(&self, name: &str) -> Option<(CollectionConfig, Rule)> {
+    /// The defined collections, read-locked.
+    pub(crate) fn read_collections(&self) -> RwLockReadGuard<'_, Collections> {
         self.inner
             .collections
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
     }
 
-    pub(crate) fn lock_write(&self) -> MutexGuard<'_, WriteState> {
-        // A panic while holding the lock cannot leave the counters ahead of
-        // the database: they are replaced only after a successful commit.
-        self.inner.write.lock().unwrap_or_else(|p| p.into_inner())
+    /// The store.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
     }
 
+    /// The limits every change must keep.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Serializes automerge writes on this replica.
     #[cfg(feature = "automerge")]
     pub(crate) fn automerge_lock(&self) -> MutexGuard<'_, ()> {
         self.inner
@@ -603,20 +399,12 @@ impl Replica {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn begin_write(&self) -> Result<WriteTransaction, StorageError> {
-        let mut txn = self.inner.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        Ok(txn)
-    }
-
-    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, StorageError> {
-        Ok(self.inner.db.begin_read()?)
-    }
-
+    /// Physical time now, from the configured time source.
     pub(crate) fn now_millis(&self) -> u64 {
         self.inner.config.time.now_millis()
     }
 
+    /// Publishes the events of a commit, after it.
     pub(crate) fn publish(&self, events: Vec<ChangeEvent>) {
         for event in events {
             // No receivers is fine: nobody is watching.
@@ -625,15 +413,17 @@ impl Replica {
     }
 
     /// Whether anyone listens for change events: commits skip building them
-    /// when nobody does. Asked under the write lock, which subscribing takes
-    /// too, so a commit either sees a new listener or is already visible to
-    /// it (and events are published only after the commit).
+    /// when nobody does. The store asks under the write lock, which
+    /// subscribing takes too, so a commit either sees a new listener or is
+    /// already visible to it (and events are published only after the
+    /// commit).
     pub(crate) fn has_listeners(&self) -> bool {
         self.inner.events.receiver_count() > 0
     }
 
+    /// A receiver of every change event from now on.
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
-        let _guard = self.lock_write();
+        let _guard = self.inner.store.lock();
         self.inner.events.subscribe()
     }
 }

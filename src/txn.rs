@@ -1,4 +1,5 @@
-//! Multi-record transactions: the one local write path.
+//! Multi-record transactions: the handle that queues local writes and
+//! hands them to the store's commit path.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -6,20 +7,18 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::clock::Stamp;
-use crate::error::{ApplyError, StorageError, WriteError};
-use crate::merge::Rule;
-use crate::model::{Change, ChangeId, Key, MergePolicy, Op};
+use crate::error::WriteError;
+use crate::model::{ChangeId, Key, Op};
 use crate::replica::Replica;
+use crate::store::{LocalOp, check_local};
 use crate::value::{Value, to_value};
-use crate::watch::ChangeEvent;
-use crate::writer::{Writer, check_key, check_op_depth, check_op_for_policy, encoded_len, next_id};
 
 /// A multi-record transaction: queued writes that [`Transaction::commit`]
 /// stores atomically and durably, as one atomic group that travels in one
 /// batch. Dropping it uncommitted writes nothing.
 pub struct Transaction {
     replica: Replica,
-    ops: Vec<(String, Key, Op)>,
+    ops: Vec<LocalOp>,
 }
 
 impl fmt::Debug for Transaction {
@@ -60,9 +59,7 @@ impl Transaction {
         key: impl Into<Key>,
         value: impl Into<Value>,
     ) -> &mut Self {
-        self.ops
-            .push((collection.to_string(), key.into(), Op::Put(value.into())));
-        self
+        self.push(collection, key.into(), Op::Put(value.into()))
     }
 
     /// Queues setting a record to a serde value converted to a [`Value`].
@@ -86,16 +83,12 @@ impl Transaction {
         key: impl Into<Key>,
         fields: BTreeMap<String, Value>,
     ) -> &mut Self {
-        self.ops
-            .push((collection.to_string(), key.into(), Op::Patch(fields)));
-        self
+        self.push(collection, key.into(), Op::Patch(fields))
     }
 
     /// Queues deleting a record (leaving a tombstone).
     pub fn delete(&mut self, collection: &str, key: impl Into<Key>) -> &mut Self {
-        self.ops
-            .push((collection.to_string(), key.into(), Op::Delete));
-        self
+        self.push(collection, key.into(), Op::Delete)
     }
 
     /// Queues automerge changes (uncompressed change chunks, concatenated)
@@ -108,9 +101,7 @@ impl Transaction {
         key: impl Into<Key>,
         changes: Vec<u8>,
     ) -> &mut Self {
-        self.ops
-            .push((collection.to_string(), key.into(), Op::Automerge(changes)));
-        self
+        self.push(collection, key.into(), Op::Automerge(changes))
     }
 
     /// The number of queued writes.
@@ -129,124 +120,31 @@ impl Transaction {
     /// see them after the commit. An empty transaction commits nothing.
     pub fn commit(self) -> Result<Committed, WriteError> {
         let replica = &self.replica;
-        let cfg = replica.config();
-        if self.ops.len() > cfg.max_batch_changes {
-            return Err(WriteError::TransactionTooLarge {
-                len: self.ops.len(),
-                max: cfg.max_batch_changes,
-            });
-        }
-        let mut policies = Vec::with_capacity(self.ops.len());
-        for (collection, key, op) in &self.ops {
-            let (coll, rule) = replica
-                .collection_rule(collection)
-                .ok_or_else(|| WriteError::UnknownCollection(collection.clone()))?;
-            check_key(key, cfg.max_key_len)?;
-            check_value_len(op, cfg.max_value_len)?;
-            match (op, &coll.policy) {
-                // A patch on a record-level collection is a read-modify-write.
-                (Op::Patch(_), p) if p.is_record_level() => {}
-                (Op::Put(v), MergePolicy::FieldLww) if !matches!(v, Value::Map(_)) => {
-                    return Err(WriteError::NotAMap);
-                }
-                (op, policy) => check_op_for_policy(op, policy).map_err(WriteError::Unsupported)?,
-            }
-            policies.push(rule);
-        }
-
-        let mut guard = replica.lock_write();
-        if self.ops.is_empty() {
-            return Ok(Committed {
-                ids: Vec::new(),
-                stamp: guard.hlc.last(),
-                lsn: guard.lsn,
-                conflicts: 0,
-            });
-        }
-        let mut state = guard.clone();
-        let now = replica.now_millis();
-        let txn = replica.begin_write()?;
-        let listened = replica.has_listeners();
-        let mut events = Vec::with_capacity(if listened { self.ops.len() } else { 0 });
-        let mut ids = Vec::with_capacity(self.ops.len());
-        let mut conflict_count = 0;
-        {
-            let mut w = Writer::open(&txn)?;
-            for ((collection, key, op), rule) in self.ops.into_iter().zip(policies) {
-                let current = w.record(&collection, &key)?;
-                let op = match (op, &rule) {
-                    (Op::Patch(fields), rule) if rule.is_record_level() => {
-                        let mut map = match current.as_ref().and_then(|r| r.value.clone()) {
-                            Some(Value::Map(map)) => map,
-                            None => BTreeMap::new(),
-                            Some(_) => return Err(WriteError::NotAMap),
-                        };
-                        map.extend(fields);
-                        let op = Op::Put(Value::Map(map));
-                        check_value_len(&op, cfg.max_value_len)?;
-                        op
-                    }
-                    (op, _) => op,
-                };
-                // Made on top of the newest change of the record held here:
-                // the winner under last-writer-wins policies, where the
-                // winner's stamp is the greatest; a lookup otherwise.
-                let base = match (&rule, &current) {
-                    (_, None) => Stamp::ZERO,
-                    (Rule::Lww | Rule::FieldLww, Some(c)) => c.version.stamp,
-                    _ => w.latest_stamp(&collection, &key)?,
-                };
-                let change = Change {
-                    id: next_id(replica.id(), &mut state),
-                    collection,
-                    key,
-                    stamp: state.hlc.tick(now),
-                    base,
-                    op,
-                };
-                let (lsn, conflicts) = w
-                    .store_fresh(&mut state, &rule, &change, current)
-                    .map_err(local_store_error)?;
-                conflict_count += conflicts;
-                ids.push(change.id);
-                if listened {
-                    events.push(ChangeEvent {
-                        lsn,
-                        change,
-                        source: None,
-                    });
-                }
-            }
-            w.finish(&state, None)?;
-        }
-        txn.commit().map_err(StorageError::from)?;
-        *guard = state;
-        let committed = Committed {
+        let rules = check_local(replica.limits(), &replica.read_collections(), &self.ops)?;
+        let stored = replica.store().write_local(
+            replica.limits(),
+            &*replica.config().time,
+            self.ops,
+            rules,
+            &|| replica.has_listeners(),
+        )?;
+        let (ids, conflicts) = stored.value;
+        replica.publish(stored.events);
+        Ok(Committed {
             ids,
-            stamp: guard.hlc.last(),
-            lsn: guard.lsn,
-            conflicts: conflict_count,
-        };
-        drop(guard);
-        replica.publish(events);
-        Ok(committed)
+            stamp: stored.clock,
+            lsn: stored.lsn,
+            conflicts,
+        })
     }
-}
 
-fn check_value_len(op: &Op, max: usize) -> Result<(), WriteError> {
-    check_op_depth(op)?;
-    let len = encoded_len(op);
-    if len > max {
-        return Err(WriteError::ValueTooLarge { len, max });
-    }
-    Ok(())
-}
-
-/// Storing a freshly made local change can only fail in storage: its id and
-/// stamp are new by construction.
-fn local_store_error(e: ApplyError) -> WriteError {
-    match e {
-        ApplyError::Storage(e) => WriteError::Storage(e),
-        other => WriteError::Storage(StorageError::Inconsistent(other.to_string())),
+    /// Queues an op.
+    fn push(&mut self, collection: &str, key: Key, op: Op) -> &mut Self {
+        self.ops.push(LocalOp {
+            collection: collection.to_string(),
+            key,
+            op,
+        });
+        self
     }
 }

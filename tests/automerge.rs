@@ -15,8 +15,9 @@ use syncline::automerge::{AutoCommit, ObjType, ROOT, ReadDoc, ScalarValue};
 use syncline::transport::Limits;
 use syncline::transport::loopback::LoopbackNetwork;
 use syncline::{
-    ApplyError, Change, ChangeId, Collection, CollectionConfig, Fault, ManualTime, MergePolicy, Op,
-    Replica, ReplicaConfig, ReplicaId, Stamp, SyncEngine, SyncServer, Value, WriteError,
+    ApplyError, Change, ChangeId, Collection, CollectionConfig, Fault, InvalidReason, ManualTime,
+    MergePolicy, Op, OpError, OpKind, ReadError, Replica, ReplicaConfig, ReplicaId, Stamp,
+    SyncEngine, SyncServer, Value, WriteError,
 };
 
 const DOCS: &str = "docs";
@@ -282,6 +283,16 @@ fn malformed_automerge_bytes_are_refused_and_nothing_is_stored() {
         match r.apply_remote(&batch) {
             Err(e @ ApplyError::InvalidChange { id, .. }) => {
                 assert_eq!(id, batch[1].id, "{what}");
+                assert!(
+                    matches!(
+                        &e,
+                        ApplyError::InvalidChange {
+                            reason: InvalidReason::Op(OpError::Automerge(_)),
+                            ..
+                        }
+                    ),
+                    "{what}: {e}"
+                );
                 assert_eq!(e.fault(), Fault::Peer);
             }
             other => panic!("{what}: expected a refusal, got {other:?}"),
@@ -302,7 +313,10 @@ fn malformed_automerge_bytes_are_refused_and_nothing_is_stored() {
     );
     assert!(matches!(
         docs(&r).put("k1", 1i64),
-        Err(WriteError::Unsupported(_))
+        Err(WriteError::Op(OpError::NotAllowed {
+            op: OpKind::PutOther,
+            policy: MergePolicy::Automerge,
+        }))
     ));
 
     // The automerge API refuses other collections; a failing closure stores nothing.
@@ -311,9 +325,15 @@ fn malformed_automerge_bytes_are_refused_and_nothing_is_stored() {
         .unwrap();
     assert!(matches!(
         todos.automerge_change("k", |_| Ok(())),
-        Err(WriteError::Unsupported(_))
+        Err(WriteError::Op(OpError::NotAllowed {
+            op: OpKind::Automerge,
+            policy: MergePolicy::Lww,
+        }))
     ));
-    assert!(todos.automerge_doc("k").is_err());
+    assert!(matches!(
+        todos.automerge_doc("k"),
+        Err(ReadError::Op(OpError::NotAllowed { .. }))
+    ));
     let lsn = r.last_lsn();
     let failed = docs(&r).automerge_change("k9", |doc| {
         doc.put(ROOT, "y", 1)?;
@@ -321,7 +341,7 @@ fn malformed_automerge_bytes_are_refused_and_nothing_is_stored() {
         doc.splice_text(ROOT, 0, 0, "text")
     });
     assert!(
-        matches!(failed, Err(WriteError::Unsupported(_))),
+        matches!(failed, Err(WriteError::Automerge(_))),
         "{failed:?}"
     );
     assert_eq!(r.last_lsn(), lsn);

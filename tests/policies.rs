@@ -257,7 +257,13 @@ fn a_missing_resolver_is_a_clear_error() {
     }
     let err = Replica::open(&path, ReplicaConfig::default()).unwrap_err();
     assert!(
-        matches!(&err, OpenError::Config(m) if m.contains("max-wins")),
+        matches!(
+            &err,
+            OpenError::Config(syncline::ConfigError::Policy {
+                collection,
+                source: syncline::PolicyError::UnknownResolver { name },
+            }) if collection == "docs" && name == "max-wins"
+        ),
         "{err}"
     );
     let r = Replica::in_memory(ReplicaConfig::default()).unwrap();
@@ -267,7 +273,13 @@ fn a_missing_resolver_is_a_clear_error() {
             CollectionConfig::default().with_policy(MergePolicy::Custom("nope".into())),
         )
         .unwrap_err();
-    assert!(matches!(err, syncline::WriteError::Unsupported(_)), "{err}");
+    assert!(
+        matches!(
+            &err,
+            syncline::WriteError::Policy(syncline::PolicyError::UnknownResolver { name }) if name == "nope"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,7 +132,8 @@ impl Sim<'_> {
         let rule = crate::Rule::for_policy(
             &self.config.policy,
             &[Arc::new(MaxValue) as Arc<dyn crate::Resolver>],
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         // The documented rule, folded over the union of all changes.
         let mut by_key: BTreeMap<Key, Vec<&crate::Change>> = BTreeMap::new();
         for change in all.values().filter(|c| c.collection == TODOS) {

@@ -4,21 +4,20 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{Bound, RangeBounds};
 
-use redb::TableHandle;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::clock::Stamp;
-use crate::error::{ReadError, StorageError, WriteError};
-use crate::keys;
+use crate::error::{Inconsistency, ReadError, StorageError, WriteError};
 use crate::merge::RecordState;
 use crate::model::{Change, ChangeId, CollectionConfig, Key};
 use crate::replica::Replica;
-use crate::tables::{self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, RECORDS};
+use crate::store::{Conflict, check_key};
 use crate::txn::Committed;
 use crate::value::{Value, from_value};
 use crate::watch::Watch;
-use crate::writer::check_key;
+
+#[cfg(feature = "automerge")]
+mod automerge;
 
 /// A handle on one collection of a [`Replica`]. Cheap to clone.
 #[derive(Clone)]
@@ -34,17 +33,6 @@ impl fmt::Debug for Collection {
             .field("name", &self.name)
             .finish()
     }
-}
-
-/// A losing change that was concurrent with the record's winner.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Conflict {
-    /// The record.
-    pub key: Key,
-    /// The losing change's version.
-    pub loser: crate::model::Version,
-    /// The losing value; `None` when a delete lost.
-    pub value: Option<Value>,
 }
 
 /// Which records a [`Collection::scan`] returns: a key range or a prefix,
@@ -208,17 +196,8 @@ impl Collection {
 
     /// A record's merged state, tombstones included, with the winning version.
     pub fn record(&self, key: impl Into<Key>) -> Result<Option<RecordState>, ReadError> {
-        let key = key.into();
-        check_key(&key, self.replica.config().max_key_len)?;
-        let read = self.replica.begin_read()?;
-        let table = read.open_table(RECORDS).map_err(StorageError::from)?;
-        match table
-            .get(keys::record(&self.name, key.as_bytes()).as_slice())
-            .map_err(StorageError::from)?
-        {
-            Some(g) => Ok(Some(tables::decode(RECORDS.name(), g.value())?)),
-            None => Ok(None),
-        }
+        let key = self.checked(key)?;
+        Ok(self.replica.store().record(&self.name, &key)?)
     }
 
     /// Live records in a key range or prefix, forwards or backwards, up to a limit.
@@ -243,90 +222,28 @@ impl Collection {
         Ok(out)
     }
 
-    /// Walks the records table; `visit` returns false to stop.
+    /// Walks the records in `scan`'s range; `visit` returns false to stop.
     fn scan_states(
         &self,
         scan: &Scan,
-        mut visit: impl FnMut(Key, RecordState) -> bool,
+        visit: impl FnMut(Key, RecordState) -> bool,
     ) -> Result<(), ReadError> {
         if scan.limit == Some(0) {
             return Ok(());
         }
-        if range_is_empty(&scan.start, &scan.end) {
-            return Ok(());
-        }
-        // A collection's record keys are its escaped name followed by the
-        // key bytes, so key ranges map onto the prefix.
-        let prefix = keys::collection(&self.name);
-        let with = |k: &Key| keys::record(&self.name, k.as_bytes());
-        let start = match &scan.start {
-            Bound::Included(k) => Bound::Included(with(k)),
-            Bound::Excluded(k) => Bound::Excluded(with(k)),
-            Bound::Unbounded => Bound::Included(prefix.clone()),
-        };
-        let end = match &scan.end {
-            Bound::Included(k) => Bound::Included(with(k)),
-            Bound::Excluded(k) => Bound::Excluded(with(k)),
-            Bound::Unbounded => Bound::Excluded(keys::prefix_end(&prefix)),
-        };
-        let read = self.replica.begin_read()?;
-        let table = read.open_table(RECORDS).map_err(StorageError::from)?;
-        let range = table
-            .range::<&[u8]>((as_slice(&start), as_slice(&end)))
-            .map_err(StorageError::from)?;
-        let mut step = |entry: RecordEntry<'_>| -> Result<bool, ReadError> {
-            let (k, v) = entry.map_err(StorageError::from)?;
-            let state: RecordState = tables::decode(RECORDS.name(), v.value())?;
-            let key = k.value().get(prefix.len()..).ok_or_else(|| {
-                StorageError::Inconsistent(format!("short key in {}", RECORDS.name()))
-            })?;
-            Ok(visit(Key::new(key), state))
-        };
-        if scan.reverse {
-            for entry in range.rev() {
-                if !step(entry)? {
-                    break;
-                }
-            }
-        } else {
-            for entry in range {
-                if !step(entry)? {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        Ok(self.replica.store().scan_records(
+            &self.name,
+            &scan.start,
+            &scan.end,
+            scan.reverse,
+            visit,
+        )?)
     }
 
     /// The change log of one record, in merge order (stamp, then origin).
     pub fn history(&self, key: impl Into<Key>) -> Result<Vec<Change>, ReadError> {
-        let key = key.into();
-        check_key(&key, self.replica.config().max_key_len)?;
-        let read = self.replica.begin_read()?;
-        let table = read.open_table(CHANGES).map_err(StorageError::from)?;
-        let prefix = keys::log_prefix(&self.name, key.as_bytes());
-        let end = keys::prefix_end(&prefix);
-        let mut out = Vec::new();
-        for entry in table
-            .range(prefix.as_slice()..end.as_slice())
-            .map_err(StorageError::from)?
-        {
-            let (k, v) = entry.map_err(StorageError::from)?;
-            let (stamp, origin) = keys::split_log_tail(CHANGES.name(), k.value())?;
-            let body: ChangeBody = tables::decode(CHANGES.name(), v.value())?;
-            out.push(Change {
-                id: ChangeId {
-                    origin: crate::model::ReplicaId::from_bytes(origin),
-                    seq: body.seq,
-                },
-                collection: self.name.clone(),
-                key: key.clone(),
-                stamp: Stamp::from_u64(stamp),
-                base: body.base,
-                op: body.op,
-            });
-        }
-        Ok(out)
+        let key = self.checked(key)?;
+        Ok(self.replica.store().history(&self.name, &key)?)
     }
 
     /// The conflicts of the collection, in key order: losing changes that
@@ -334,43 +251,20 @@ impl Collection {
     /// them). Replicas holding the same changes list the same conflicts.
     /// Only record-level policies (LWW, ranked, custom) record conflicts.
     pub fn conflicts(&self) -> Result<Vec<Conflict>, ReadError> {
-        self.read_conflicts(&keys::collection(&self.name))
+        Ok(self.replica.store().conflicts(&self.name, None)?)
     }
 
     /// The conflicts of one record.
     pub fn conflicts_of(&self, key: impl Into<Key>) -> Result<Vec<Conflict>, ReadError> {
-        let key = key.into();
-        check_key(&key, self.replica.config().max_key_len)?;
-        self.read_conflicts(&keys::log_prefix(&self.name, key.as_bytes()))
+        let key = self.checked(key)?;
+        Ok(self.replica.store().conflicts(&self.name, Some(&key))?)
     }
 
-    /// The conflicts whose keys start with `prefix` (an escaped name).
-    fn read_conflicts(&self, prefix: &[u8]) -> Result<Vec<Conflict>, ReadError> {
-        let read = self.replica.begin_read()?;
-        let table = read.open_table(CONFLICTS).map_err(StorageError::from)?;
-        let end = keys::prefix_end(prefix);
-        let skip = keys::collection(&self.name).len();
-        let mut out = Vec::new();
-        for entry in table
-            .range(prefix..end.as_slice())
-            .map_err(StorageError::from)?
-        {
-            let (k, v) = entry.map_err(StorageError::from)?;
-            let (key, stamp, origin) = keys::split_log(CONFLICTS.name(), k.value(), skip)?;
-            let body: ConflictBody = tables::decode(CONFLICTS.name(), v.value())?;
-            out.push(Conflict {
-                key,
-                loser: crate::model::Version {
-                    stamp: Stamp::from_u64(stamp),
-                    id: ChangeId {
-                        origin: crate::model::ReplicaId::from_bytes(origin),
-                        seq: body.seq,
-                    },
-                },
-                value: body.value,
-            });
-        }
-        Ok(out)
+    /// A key, checked against the configured bounds.
+    fn checked(&self, key: impl Into<Key>) -> Result<Key, ReadError> {
+        let key = key.into();
+        check_key(&key, self.replica.limits().max_key_len)?;
+        Ok(key)
     }
 
     /// Resolves a record's conflicts by writing its final value (`None`
@@ -394,39 +288,13 @@ impl Collection {
     }
 }
 
-/// One entry of a walk over `records-2`.
-type RecordEntry<'a> = Result<
-    (
-        redb::AccessGuard<'a, &'static [u8]>,
-        redb::AccessGuard<'a, &'static [u8]>,
-    ),
-    redb::StorageError,
->;
-
-/// A bound over owned key bytes, as a bound over slices.
-fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(k) => Bound::Included(k.as_slice()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
-/// Whether a key range is empty (redb refuses ranges whose start is after their end).
-fn range_is_empty(start: &Bound<Key>, end: &Bound<Key>) -> bool {
-    match (start, end) {
-        (Bound::Included(a), Bound::Included(b)) => a > b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
-        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
-        _ => false,
-    }
-}
-
+/// The id of a one-write transaction's change.
 fn single(committed: Committed) -> Result<ChangeId, WriteError> {
     committed.ids.first().copied().ok_or_else(|| {
-        WriteError::Storage(StorageError::Inconsistent(
-            "a single write committed nothing".into(),
-        ))
+        WriteError::Storage(StorageError::Invalid {
+            table: "feed-2",
+            reason: Inconsistency::EmptyCommit,
+        })
     })
 }
 

@@ -1,88 +1,48 @@
-//! The write path inside one redb transaction: validation helpers, and the
-//! one way changes enter the tables (change log, feed, merged record,
-//! conflicts).
+//! The write path inside one redb transaction: the one way changes enter
+//! the tables (change log, feed, merged record, conflicts), and the other
+//! writes a commit may make (peer cursors, collection definitions).
 
 use redb::{ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
 
+use super::WriteState;
+use super::keys;
+use super::tables::{
+    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedGroup, FeedItem,
+    PEERS, PeerState, RECORDS,
+};
 use crate::clock::Stamp;
 use crate::codec;
-use crate::error::{ApplyError, KeyError, StorageError};
-use crate::keys;
+use crate::error::{Inconsistency, StorageError};
 use crate::merge::{RecordState, Rule, merge_one, record_value};
-use crate::model::{Change, ChangeId, Key, MergePolicy, Op, ReplicaId, Version};
-use crate::replica::WriteState;
-use crate::tables::{
-    self, CHANGES, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedGroup, FeedItem, RECORDS,
-};
+use crate::model::{Change, ChangeId, CollectionConfig, Key, ReplicaId, Version};
+use crate::value::Value;
 
-/// Which ops a collection's policy accepts; the reason when it does not.
-pub(crate) fn check_op_for_policy(op: &Op, policy: &MergePolicy) -> Result<(), String> {
-    let ok = match (op, policy) {
-        (Op::Delete, _) => true,
-        (Op::Put(_), p) if p.is_record_level() => true,
-        (Op::Put(crate::value::Value::Map(_)) | Op::Patch(_), MergePolicy::FieldLww) => true,
-        (Op::Automerge(_), MergePolicy::Automerge) => true,
-        _ => false,
-    };
-    #[cfg(feature = "automerge")]
-    if let (Op::Automerge(bytes), MergePolicy::Automerge) = (op, policy) {
-        crate::automerge_policy::validate(bytes)?;
-    }
-    if ok {
-        Ok(())
-    } else {
-        let what = match op {
-            Op::Put(crate::value::Value::Map(_)) => "a put",
-            Op::Put(_) => "a put of a value that is not a map",
-            Op::Patch(_) => "a patch",
-            Op::Automerge(_) => "an automerge change",
-            Op::Delete => "a delete",
-        };
-        Err(format!("{what} is not allowed on a {policy:?} collection"))
-    }
+/// What storing one change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Stored under this lsn, recording this many conflicts.
+    Stored {
+        /// The change's lsn.
+        lsn: u64,
+        /// Conflicts recorded (0 or 1).
+        conflicts: usize,
+    },
+    /// Its slot already held the same change: nothing was written.
+    Duplicate,
+    /// Its slot holds a different change. The error this becomes aborts the
+    /// transaction, so the overwritten slot is never committed.
+    Conflicting,
 }
 
-/// Refuses values nested deeper than [`crate::MAX_DEPTH`]: the codec could
-/// not decode them again, and deep recursion could exhaust the stack.
-pub(crate) fn check_op_depth(op: &Op) -> Result<(), crate::ValueError> {
-    match op {
-        Op::Put(v) => v.check_depth(),
-        Op::Patch(fields) => fields.values().try_for_each(|v| {
-            // A patch's fields sit one level below the record.
-            if v.depth() >= crate::MAX_DEPTH {
-                Err(crate::ValueError::TooDeep {
-                    max: crate::MAX_DEPTH,
-                })
-            } else {
-                Ok(())
-            }
-        }),
-        Op::Delete | Op::Automerge(_) => Ok(()),
-    }
-}
-
-/// The encoded length of an op's value (0 for a delete).
-pub(crate) fn encoded_len(op: &Op) -> usize {
-    match op {
-        Op::Put(v) => codec::encoded_len(v),
-        Op::Patch(fields) => codec::encoded_len(fields),
-        Op::Automerge(bytes) => bytes.len(),
-        Op::Delete => 0,
-    }
-}
-
-/// Checks a key against the configured bounds.
-pub(crate) fn check_key(key: &Key, max: usize) -> Result<(), KeyError> {
-    if key.is_empty() {
-        return Err(KeyError::Empty);
-    }
-    if key.len() > max {
-        return Err(KeyError::TooLong {
-            len: key.len(),
-            max,
-        });
-    }
-    Ok(())
+/// What putting a change into its record's log found in its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Logged {
+    /// Nothing: the change is new.
+    New,
+    /// The same change.
+    Same,
+    /// A different change.
+    Different,
 }
 
 /// A record's state before a change, when known.
@@ -156,17 +116,17 @@ impl<'txn> Writer<'txn> {
     }
 
     /// Stores a change unless it is already stored: change log, the next lsn
-    /// in this commit's feed group, merged record, conflicts. Returns its
-    /// lsn and the number of conflicts it recorded, or `None` for a
-    /// duplicate.
+    /// in this commit's feed group, merged record, conflicts.
     pub(crate) fn store(
         &mut self,
         state: &mut WriteState,
         rule: &Rule,
         change: &Change,
-    ) -> Result<Option<(u64, usize)>, ApplyError> {
-        if !self.log(change)? {
-            return Ok(None);
+    ) -> Result<Outcome, StorageError> {
+        match self.log(change)? {
+            Logged::New => {}
+            Logged::Same => return Ok(Outcome::Duplicate),
+            Logged::Different => return Ok(Outcome::Conflicting),
         }
         let current = if matches!(rule, Rule::Lww) {
             // Read by the record's own insert (see `merge_into_record`).
@@ -174,7 +134,8 @@ impl<'txn> Writer<'txn> {
         } else {
             Current::Read(self.record(&change.collection, &change.key)?)
         };
-        self.insert(state, rule, change, current).map(Some)
+        let (lsn, conflicts) = self.insert(state, rule, change, current)?;
+        Ok(Outcome::Stored { lsn, conflicts })
     }
 
     /// Stores a change made here just now: its stamp is new by construction,
@@ -185,20 +146,22 @@ impl<'txn> Writer<'txn> {
         rule: &Rule,
         change: &Change,
         current: Option<RecordState>,
-    ) -> Result<(u64, usize), ApplyError> {
-        if !self.log(change)? {
+    ) -> Result<(u64, usize), StorageError> {
+        if self.log(change)? != Logged::New {
             // Only a stamp issued twice could get here: a clock bug.
-            return Err(ApplyError::ConflictingDuplicate { id: change.id });
+            return Err(StorageError::Invalid {
+                table: CHANGES.name(),
+                reason: Inconsistency::StampReused,
+            });
         }
         self.insert(state, rule, change, Current::Read(current))
     }
 
     /// Puts a change into its record's log and, when new, into this
-    /// commit's feed group. Returns false when that slot already holds the
-    /// same change; a different change in the slot (same record, stamp and
-    /// origin) is refused, and the error aborts the whole transaction, so the
-    /// overwrite is never committed.
-    fn log(&mut self, change: &Change) -> Result<bool, ApplyError> {
+    /// commit's feed group. A different change in the slot (same record,
+    /// stamp and origin) is overwritten here, but the caller's error aborts
+    /// the whole transaction, so the overwrite is never committed.
+    fn log(&mut self, change: &Change) -> Result<Logged, StorageError> {
         keys::log_into(
             &mut self.key,
             &change.collection,
@@ -219,18 +182,17 @@ impl<'txn> Writer<'txn> {
         // changes are the common case.
         let old = self
             .changes
-            .insert(self.key.as_slice(), self.scratch.as_slice())
-            .map_err(StorageError::from)?;
+            .insert(self.key.as_slice(), self.scratch.as_slice())?;
         match old {
             None => {
                 // New: it takes the next place in this commit's feed group.
                 self.group.push(FeedItem {
                     log_key: Key::new(self.key.as_slice()),
                 });
-                Ok(true)
+                Ok(Logged::New)
             }
-            Some(old) if old.value() == self.scratch.as_slice() => Ok(false),
-            Some(_) => Err(ApplyError::ConflictingDuplicate { id: change.id }),
+            Some(old) if old.value() == self.scratch.as_slice() => Ok(Logged::Same),
+            Some(_) => Ok(Logged::Different),
         }
     }
 
@@ -242,7 +204,7 @@ impl<'txn> Writer<'txn> {
         rule: &Rule,
         change: &Change,
         current: Current,
-    ) -> Result<(u64, usize), ApplyError> {
+    ) -> Result<(u64, usize), StorageError> {
         state.lsn += 1;
         let (before, next) = self.merge_into_record(rule, change, current)?;
         let conflicts = if rule.is_record_level() {
@@ -281,8 +243,9 @@ impl<'txn> Writer<'txn> {
                 (before, next)
             }
             Current::Unread => {
-                let alone = merge_one(rule, None, change).ok_or_else(|| {
-                    StorageError::Inconsistent("a first change made no state".into())
+                let alone = merge_one(rule, None, change).ok_or(StorageError::Invalid {
+                    table: RECORDS.name(),
+                    reason: Inconsistency::NoFirstState,
                 })?;
                 self.scratch.clear();
                 codec::encode_into(&alone, &mut self.scratch);
@@ -353,14 +316,13 @@ impl<'txn> Writer<'txn> {
                 table.remove(k.as_slice())?;
             }
         }
-        let loser: Option<(Version, Option<crate::value::Value>)> =
-            if after.version == change.version() {
-                before
-                    .filter(|b| b.version != after.version)
-                    .map(|b| (b.version, b.value.clone()))
-            } else {
-                Some((change.version(), record_value(&change.op)))
-            };
+        let loser: Option<(Version, Option<Value>)> = if after.version == change.version() {
+            before
+                .filter(|b| b.version != after.version)
+                .map(|b| (b.version, b.value.clone()))
+        } else {
+            Some((change.version(), record_value(&change.op)))
+        };
         match loser {
             Some((version, value)) if version.stamp > after.seen => {
                 let body = ConflictBody {
@@ -380,6 +342,39 @@ impl<'txn> Writer<'txn> {
             }
             _ => Ok(0),
         }
+    }
+
+    /// Reads, changes and writes the cursors of `peer`.
+    pub(crate) fn update_peer(
+        &mut self,
+        peer: ReplicaId,
+        change: impl FnOnce(&mut PeerState),
+    ) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(PEERS)?;
+        let mut state = match table.get(peer.as_bytes())? {
+            Some(g) => tables::decode(PEERS.name(), g.value())?,
+            None => PeerState::default(),
+        };
+        change(&mut state);
+        table.insert(peer.as_bytes(), codec::encode(&state).as_slice())?;
+        Ok(())
+    }
+
+    /// Stores a collection's definition.
+    pub(crate) fn define_collection(
+        &mut self,
+        name: &str,
+        config: &CollectionConfig,
+    ) -> Result<(), StorageError> {
+        self.txn
+            .open_table(COLLECTIONS)?
+            .insert(name, codec::encode(config).as_slice())?;
+        Ok(())
+    }
+
+    /// The feed table, to read inside this commit.
+    pub(crate) fn feed(&self) -> &redb::Table<'txn, u64, &'static [u8]> {
+        &self.feed
     }
 
     /// Ends the commit's writes: the feed group, when anything was stored,

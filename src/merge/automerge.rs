@@ -1,18 +1,20 @@
 //! The automerge merge policy (feature `automerge`).
 //!
-//! A record of a [`MergePolicy::Automerge`] collection is an automerge
+//! A record of a [`crate::MergePolicy::Automerge`] collection is an automerge
 //! document. Every write is an [`Op::Automerge`]: one or more automerge
 //! changes, each an *uncompressed* change chunk (what
 //! `automerge::Change::raw_bytes` returns), concatenated. The store keeps the
 //! record's state as the **set** of automerge changes it has seen, so that
 //! replicas holding the same changes hold the same bytes whatever order the
-//! changes arrived in:
+//! changes arrived in. This is the pure rule; the collection methods that
+//! read and write documents are in `src/collection/automerge.rs`.
+//!
 //!
 //! - a live record's value is [`Value::Bytes`]: every change chunk of the
 //!   record, each once, sorted bytewise (which orders them by their checksum,
 //!   the first four bytes of their hash) and concatenated. automerge's
 //!   `AutoCommit::load` reads these bytes as they are, although
-//!   [`Collection::automerge_doc`] is the better way to read the document: it
+//!   `Collection::automerge_doc` is the better way to read the document: it
 //!   also copes with changes that automerge refuses (see below).
 //!   `AutoCommit::save` is *not* used: its output depends on the order in
 //!   which changes were applied.
@@ -31,13 +33,13 @@
 //!
 //! Malformed automerge bytes are refused when a change is stored, locally or
 //! from a peer, by [`validate`]: the store calls it for every
-//! [`Op::Automerge`] in `check_op_for_policy`, so a remote batch holding
+//! [`Op::Automerge`] through [`super::check_op`], so a remote batch holding
 //! one is refused whole with [`crate::ApplyError::InvalidChange`] and nothing
 //! is stored. Well-formed changes that automerge still cannot apply (two
 //! different changes with the same actor and sequence number, changes that
 //! make automerge fail or panic) cannot be told apart without the rest of
 //! the document, so they are stored and skipped when the document is
-//! materialized: [`Collection::automerge_doc`] first applies all changes at
+//! materialized: `Collection::automerge_doc` first applies all changes at
 //! once and, if automerge fails, applies them one at a time in causal order
 //! (ties broken by bytes), leaving out every change that fails and the
 //! changes that depend on it. The result is again a function of the set of
@@ -47,13 +49,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use ::automerge::{ActorId, AutoCommit, AutomergeError, Change as AmChange, ChangeHash};
+use ::automerge::{ActorId, AutoCommit, Change as AmChange, ChangeHash};
 
-use crate::collection::Collection;
-use crate::error::{ReadError, StorageError, WriteError};
-use crate::merge::RecordState;
-use crate::model::{Change, Key, MergePolicy, Op, ReplicaId};
-use crate::value::{Value, ValueError};
+use super::RecordState;
+use crate::model::{Change, Op, ReplicaId};
+use crate::value::Value;
 
 /// The four bytes every automerge chunk starts with.
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
@@ -106,6 +106,68 @@ pub(crate) fn merge(current: Option<&RecordState>, change: &Change) -> Option<Re
     (current != Some(&next)).then_some(next)
 }
 
+/// Why the bytes of an [`Op::Automerge`] are refused; `chunk` counts the
+/// op's chunks from 0.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AutomergeOpError {
+    /// The op holds no bytes at all.
+    #[error("an automerge op holds no change")]
+    Empty,
+    /// A chunk does not start with automerge's magic bytes and a header.
+    #[error("automerge chunk {chunk}: no chunk header")]
+    NoHeader {
+        /// The chunk's index.
+        chunk: usize,
+    },
+    /// A chunk's length is not a minimal LEB128 number.
+    #[error("automerge chunk {chunk}: bad length")]
+    BadLength {
+        /// The chunk's index.
+        chunk: usize,
+    },
+    /// A chunk runs past the end of the bytes.
+    #[error("automerge chunk {chunk}: truncated")]
+    Truncated {
+        /// The chunk's index.
+        chunk: usize,
+    },
+    /// A deflated change chunk: a peer's could inflate far past the size limit.
+    #[error("automerge chunk {chunk}: compressed change chunks are not accepted; send raw_bytes()")]
+    Compressed {
+        /// The chunk's index.
+        chunk: usize,
+    },
+    /// A chunk of another type (a document, a bundle).
+    #[error("automerge chunk {chunk}: chunk type {kind} is not a change")]
+    NotAChange {
+        /// The chunk's index.
+        chunk: usize,
+        /// Its type byte.
+        kind: u8,
+    },
+    /// automerge cannot read the change.
+    #[error("automerge chunk {chunk}: {source}")]
+    Unreadable {
+        /// The chunk's index.
+        chunk: usize,
+        /// automerge's error.
+        source: ::automerge::LoadChangeError,
+    },
+    /// The checksum in the header is not the change's hash.
+    #[error("automerge chunk {chunk}: bad checksum")]
+    BadChecksum {
+        /// The chunk's index.
+        chunk: usize,
+    },
+    /// automerge reads the change, but would write it as other bytes.
+    #[error("automerge chunk {chunk}: not in canonical form")]
+    NotCanonical {
+        /// The chunk's index.
+        chunk: usize,
+    },
+}
+
 /// Checks the bytes of an [`Op::Automerge`]: one or more uncompressed
 /// automerge change chunks, concatenated, each with a valid checksum and
 /// columns automerge can read. Document chunks, bundles and compressed
@@ -113,35 +175,30 @@ pub(crate) fn merge(current: Option<&RecordState>, change: &Change) -> Option<Re
 /// a compressed chunk from a peer could inflate to far more than the size
 /// limit. The error says what is wrong.
 ///
-/// Called by `check_op_for_policy` (src/replica.rs) for local writes and
-/// remote batches alike.
-pub(crate) fn validate(bytes: &[u8]) -> Result<(), String> {
+/// Called by [`super::check_op`] for local writes and remote batches alike.
+pub(crate) fn validate(bytes: &[u8]) -> Result<(), AutomergeOpError> {
     parse_op(bytes).map(drop)
 }
 
 /// The change chunks of an op, checked as [`validate`] says.
-fn parse_op(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+fn parse_op(bytes: &[u8]) -> Result<Vec<&[u8]>, AutomergeOpError> {
     if bytes.is_empty() {
-        return Err("an automerge op holds no change".into());
+        return Err(AutomergeOpError::Empty);
     }
     let chunks = split_chunks(bytes)?;
     for (i, chunk) in chunks.iter().enumerate() {
-        let bad = |what: String| format!("automerge chunk {i}: {what}");
         match chunk[8] {
             CHANGE_CHUNK => {}
-            COMPRESSED_CHUNK => {
-                return Err(bad(
-                    "compressed change chunks are not accepted; send raw_bytes()".into(),
-                ));
-            }
-            other => return Err(bad(format!("chunk type {other} is not a change"))),
+            COMPRESSED_CHUNK => return Err(AutomergeOpError::Compressed { chunk: i }),
+            kind => return Err(AutomergeOpError::NotAChange { chunk: i, kind }),
         }
-        let change = AmChange::try_from(*chunk).map_err(|e| bad(e.to_string()))?;
+        let change = AmChange::try_from(*chunk)
+            .map_err(|source| AutomergeOpError::Unreadable { chunk: i, source })?;
         if chunk[4..8] != change.hash().0[..4] {
-            return Err(bad("bad checksum".into()));
+            return Err(AutomergeOpError::BadChecksum { chunk: i });
         }
         if change.raw_bytes() != *chunk {
-            return Err(bad("not in canonical form".into()));
+            return Err(AutomergeOpError::NotCanonical { chunk: i });
         }
     }
     Ok(chunks)
@@ -149,20 +206,19 @@ fn parse_op(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
 
 /// Splits bytes into automerge chunks by their headers (magic, checksum,
 /// type, minimal unsigned LEB128 length), without reading their contents.
-fn split_chunks(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+fn split_chunks(mut bytes: &[u8]) -> Result<Vec<&[u8]>, AutomergeOpError> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
-        let i = out.len();
+        let chunk = out.len();
         if bytes.len() < 10 || bytes[..4] != MAGIC {
-            return Err(format!("automerge chunk {i}: no chunk header"));
+            return Err(AutomergeOpError::NoHeader { chunk });
         }
-        let (len, leb) =
-            read_uleb(&bytes[9..]).ok_or_else(|| format!("automerge chunk {i}: bad length"))?;
+        let (len, leb) = read_uleb(&bytes[9..]).ok_or(AutomergeOpError::BadLength { chunk })?;
         let end = usize::try_from(len)
             .ok()
             .and_then(|len| len.checked_add(9 + leb))
             .filter(|end| *end <= bytes.len())
-            .ok_or_else(|| format!("automerge chunk {i}: truncated"))?;
+            .ok_or(AutomergeOpError::Truncated { chunk })?;
         out.push(&bytes[..end]);
         bytes = &bytes[end..];
     }
@@ -187,7 +243,7 @@ fn read_uleb(bytes: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// The concatenated change chunks a state holds, live or deleted.
-fn stored_log(state: &RecordState) -> Vec<u8> {
+pub(crate) fn stored_log(state: &RecordState) -> Vec<u8> {
     match &state.value {
         Some(Value::Bytes(bytes)) => bytes.clone(),
         Some(_) => Vec::new(),
@@ -223,7 +279,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// The automerge document of a set of change chunks (see the module docs):
 /// every change automerge accepts, in a result that depends only on the set.
-fn materialize(log: &[u8], actor: ActorId) -> AutoCommit {
+pub(crate) fn materialize(log: &[u8], actor: ActorId) -> AutoCommit {
     let changes: Vec<AmChange> = split_chunks(log)
         .unwrap_or_default()
         .into_iter()
@@ -287,132 +343,8 @@ fn one_by_one(changes: Vec<AmChange>) -> AutoCommit {
 
 /// The automerge actor of a replica's writes: its id's 16 bytes, so that
 /// replicas never share an actor.
-fn actor_of(replica: ReplicaId) -> ActorId {
+pub(crate) fn actor_of(replica: ReplicaId) -> ActorId {
     ActorId::from(&replica.as_bytes()[..])
-}
-
-fn read_to_write(e: ReadError) -> WriteError {
-    match e {
-        ReadError::Key(k) => WriteError::Key(k),
-        ReadError::Storage(s) => WriteError::Storage(s),
-        ReadError::UnknownCollection(c) => WriteError::UnknownCollection(c),
-        other => WriteError::Storage(StorageError::Inconsistent(other.to_string())),
-    }
-}
-
-/// Automerge collections ([`MergePolicy::Automerge`], feature `automerge`).
-impl Collection {
-    /// The automerge document of a record; `None` if it never existed or is
-    /// deleted.
-    ///
-    /// The document holds every change of the record that automerge can
-    /// apply (one that it refuses, such as a second change with the same
-    /// actor and sequence number, is left out with the changes that depend
-    /// on it, the same way on every replica). Its actor is this replica's,
-    /// but changes made to it are not stored: write with
-    /// [`Collection::automerge_change`].
-    ///
-    /// The record's value, as [`Collection::get`] returns it, is
-    /// [`Value::Bytes`]: the record's automerge changes, each once, sorted
-    /// bytewise and concatenated. Replicas that hold the same changes hold
-    /// the same bytes, whatever order the changes came in, and automerge's
-    /// `AutoCommit::load` reads them. A delete newer than every automerge
-    /// change of the record hides it (a tombstone); a change newer than the
-    /// delete brings the document back with all of its history.
-    ///
-    /// Fails with [`ReadError::Value`] on a collection that does not use the
-    /// automerge policy.
-    pub fn automerge_doc(&self, key: impl Into<Key>) -> Result<Option<AutoCommit>, ReadError> {
-        self.require_automerge()
-            .map_err(|e| ReadError::Value(ValueError::Custom(e)))?;
-        Ok(match self.record(key)? {
-            Some(state) if !state.is_tombstone() => Some(materialize(
-                &stored_log(&state),
-                actor_of(self.replica().id()),
-            )),
-            _ => None,
-        })
-    }
-
-    /// Edits a record's automerge document and stores the edit, durably,
-    /// as one change that syncs like any other.
-    ///
-    /// `f` gets the current document (a new, empty one if the record does
-    /// not exist; the whole history if it is deleted, which the write brings
-    /// back) with this replica's actor. The changes it makes, committed or
-    /// not, are stored as one [`Op::Automerge`]; if it makes none, nothing
-    /// is stored. Writes on one replica are serialized: `f` must not call
-    /// `automerge_change` on the same replica.
-    ///
-    /// Fails with [`WriteError::Unsupported`] on a collection that does not
-    /// use the automerge policy, or with the message of the error `f`
-    /// returns (and then stores nothing).
-    ///
-    /// ```
-    /// # use syncline::{CollectionConfig, MergePolicy, Replica, ReplicaConfig};
-    /// use syncline::automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
-    ///
-    /// # fn main() -> Result<(), syncline::Error> {
-    /// let replica = Replica::in_memory(ReplicaConfig::default())?;
-    /// let notes = replica.define_collection(
-    ///     "notes",
-    ///     CollectionConfig::default().with_policy(MergePolicy::Automerge),
-    /// )?;
-    /// notes.automerge_change("n1", |doc| {
-    ///     let text = doc.put_object(ROOT, "text", ObjType::Text)?;
-    ///     doc.splice_text(&text, 0, 0, "hello")
-    /// })?;
-    /// let doc = notes.automerge_doc("n1")?.expect("written");
-    /// let (_, text) = doc.get(ROOT, "text").unwrap().expect("a text");
-    /// assert_eq!(doc.text(&text).unwrap(), "hello");
-    /// # Ok(()) }
-    /// ```
-    pub fn automerge_change<T>(
-        &self,
-        key: impl Into<Key>,
-        f: impl FnOnce(&mut AutoCommit) -> Result<T, AutomergeError>,
-    ) -> Result<T, WriteError> {
-        self.require_automerge().map_err(WriteError::Unsupported)?;
-        let key = key.into();
-        let replica = self.replica();
-        // Two writes that loaded the same document would give two different
-        // changes the same actor and sequence number, which automerge cannot
-        // merge: one automerge write at a time per replica.
-        let _guard = replica.automerge_lock();
-        let log = self
-            .record(&key)
-            .map_err(read_to_write)?
-            .map(|state| stored_log(&state))
-            .unwrap_or_default();
-        let mut doc = materialize(&log, actor_of(replica.id()));
-        let heads = doc.get_heads();
-        let out = f(&mut doc).map_err(|e| WriteError::Unsupported(format!("automerge: {e}")))?;
-        doc.commit();
-        let changes = doc.get_changes(&heads);
-        if changes.is_empty() {
-            return Ok(out);
-        }
-        let bytes: Vec<u8> = changes
-            .iter()
-            .flat_map(|c| c.raw_bytes().iter().copied())
-            .collect();
-        let mut txn = replica.transaction();
-        txn.automerge(self.name(), key, bytes);
-        txn.commit()?;
-        Ok(out)
-    }
-
-    fn require_automerge(&self) -> Result<(), String> {
-        let policy = self.config().policy;
-        if policy == MergePolicy::Automerge {
-            Ok(())
-        } else {
-            Err(format!(
-                "collection {:?} has the {policy:?} policy, not Automerge",
-                self.name()
-            ))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -560,14 +492,24 @@ mod tests {
         assert!(validate(&[base.as_slice(), &[0]].concat()).is_err());
         let mut bad_sum = base.clone();
         bad_sum[5] ^= 1;
-        assert!(validate(&bad_sum).unwrap_err().contains("checksum"));
+        assert!(
+            validate(&bad_sum)
+                .unwrap_err()
+                .to_string()
+                .contains("checksum")
+        );
         let mut bad_body = base.clone();
         let n = bad_body.len();
         bad_body[n - 3] ^= 0x55;
         assert!(validate(&bad_body).is_err());
         let mut doc = AutoCommit::new();
         doc.put(ROOT, "x", 1).unwrap();
-        assert!(validate(&doc.save()).unwrap_err().contains("not a change"));
+        assert!(
+            validate(&doc.save())
+                .unwrap_err()
+                .to_string()
+                .contains("not a change")
+        );
         let mut big = AutoCommit::new();
         let text = big.put_object(ROOT, "t", ObjType::Text).unwrap();
         big.splice_text(&text, 0, 0, &"abcdefgh".repeat(200))
@@ -576,7 +518,12 @@ mod tests {
         let mut change = big.get_last_local_change().unwrap();
         let compressed = change.bytes().to_vec();
         assert_eq!(compressed[8], COMPRESSED_CHUNK);
-        assert!(validate(&compressed).unwrap_err().contains("compressed"));
+        assert!(
+            validate(&compressed)
+                .unwrap_err()
+                .to_string()
+                .contains("compressed")
+        );
         assert!(validate(change.raw_bytes()).is_ok());
     }
 

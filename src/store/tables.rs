@@ -1,4 +1,5 @@
-//! redb table definitions and the layout of what they hold.
+//! redb table definitions, the layout of what they hold, and the stored
+//! body types.
 //!
 //! Every table name carries a version; a layout change makes a new name and
 //! bumps [`FORMAT_VERSION`]. Values are encoded by [`crate::codec`] unless a
@@ -8,16 +9,18 @@ use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::keys;
 use crate::clock::Stamp;
 use crate::codec;
-use crate::error::StorageError;
-use crate::model::{ChangeId, Key, Op, ReplicaId};
+use crate::error::{Inconsistency, StorageError};
+use crate::model::{Change, ChangeId, Key, Op, ReplicaId};
+use crate::value::Value;
 
 /// The on-disk format this build reads and writes.
 ///
 /// - 1: the first layout: tuple keys, and an `ids-1` index from change id
 ///   to lsn.
-/// - 2: flat byte keys ([`crate::keys`]) in `changes-2`, `records-2` and
+/// - 2: flat byte keys ([`super::keys`]) in `changes-2`, `records-2` and
 ///   `conflicts-2`; `ids-1` is gone, because a change's slot in `changes-2`
 ///   (record, stamp, origin) identifies it. Opening a format 1 file rewrites
 ///   it to format 2 ([`v1`]).
@@ -37,14 +40,14 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// `collections-1`: collection name -> encoded [`crate::CollectionConfig`].
 pub(crate) const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("collections-1");
 
-/// `changes-2`: log key of (collection, key, stamp, origin) ([`crate::keys::log`])
+/// `changes-2`: log key of (collection, key, stamp, origin) ([`keys::log`])
 /// -> encoded [`ChangeBody`]. Each record's change log, in merge order of
 /// stamp and origin. Never rewritten once stored. An origin never stamps two
 /// changes alike, so this slot identifies a change: storing one whose slot is
 /// taken is a duplicate when the bodies are equal, and refused otherwise.
 pub(crate) const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes-2");
 
-/// `records-2`: record key of (collection, key) ([`crate::keys::record`]) ->
+/// `records-2`: record key of (collection, key) ([`keys::record`]) ->
 /// encoded [`crate::RecordState`]: the merged state, a value or a tombstone,
 /// with the winning version.
 pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records-2");
@@ -58,11 +61,11 @@ pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// `last - n + 1 ..= last`. The outbox and the change stream.
 pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-2");
 
-/// `peers-1`: peer replica id -> encoded peer state (cursors, last seen).
-/// Filled by the sync engine.
+/// `peers-1`: peer replica id -> encoded [`PeerState`] (cursors, last
+/// seen). Filled by the sync engine.
 pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("peers-1");
 
-/// `conflicts-2`: log key of the losing change ([`crate::keys::log`]) ->
+/// `conflicts-2`: log key of the losing change ([`keys::log`]) ->
 /// encoded [`ConflictBody`]. Record-level policies keep here the losing
 /// changes that no other change has seen.
 pub(crate) const CONFLICTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conflicts-2");
@@ -120,9 +123,23 @@ pub(crate) struct ChangeBody {
 /// [`ChangeBody`] borrowing its op: encodes to the same bytes without a copy.
 #[derive(Serialize)]
 pub(crate) struct ChangeBodyRef<'a> {
+    /// [`ChangeBody::seq`].
     pub(crate) seq: u64,
+    /// [`ChangeBody::base`].
     pub(crate) base: Stamp,
+    /// [`ChangeBody::op`].
     pub(crate) op: &'a Op,
+}
+
+/// The value of a `peers-1` entry: the sync cursors kept for one peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerState {
+    /// The peer's lsn that this replica has pulled and applied through.
+    pub pulled: u64,
+    /// This replica's lsn that the peer has acknowledged holding through.
+    pub pushed: u64,
+    /// When the peer was last heard from, in milliseconds since the epoch.
+    pub last_seen_ms: u64,
 }
 
 /// The value of a `conflicts-2` entry; the key holds the losing change's
@@ -132,7 +149,7 @@ pub(crate) struct ConflictBody {
     /// The losing change's sequence number.
     pub(crate) seq: u64,
     /// Its value; `None` when a delete lost.
-    pub(crate) value: Option<crate::value::Value>,
+    pub(crate) value: Option<Value>,
 }
 
 /// The value of a `feed-2` entry: one atomic group (a local transaction or
@@ -158,21 +175,22 @@ pub(crate) struct FeedGroup {
 /// (A [`Key`] only for its compact byte-string encoding.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct FeedItem {
+    /// The change's `changes-2` key.
     pub(crate) log_key: Key,
 }
 
 impl FeedItem {
     /// The origin replica of the change.
     pub(crate) fn origin(&self) -> Result<ReplicaId, StorageError> {
-        let (_, origin) = crate::keys::split_log_tail(FEED.name(), self.log_key.as_bytes())?;
+        let (_, origin) = keys::split_log_tail(FEED.name(), self.log_key.as_bytes())?;
         Ok(ReplicaId::from_bytes(origin))
     }
 
     /// The whole change, from this entry and its `changes-2` body.
-    pub(crate) fn into_change(self, body: ChangeBody) -> Result<crate::Change, StorageError> {
+    pub(crate) fn into_change(self, body: ChangeBody) -> Result<Change, StorageError> {
         let (collection, key, stamp, origin) =
-            crate::keys::parse_log(FEED.name(), self.log_key.as_bytes())?;
-        Ok(crate::Change {
+            keys::parse_log(FEED.name(), self.log_key.as_bytes())?;
+        Ok(Change {
             id: ChangeId {
                 origin: ReplicaId::from_bytes(origin),
                 seq: body.seq,
@@ -189,27 +207,26 @@ impl FeedItem {
 /// Calls `visit` with each change in the feed after `after`, in lsn order:
 /// (lsn, source, the change's entry, whether it ends its group). `visit`
 /// returns false to stop.
-pub(crate) fn walk_feed<E: From<StorageError>>(
+pub(crate) fn walk_feed(
     feed: &impl ReadableTable<u64, &'static [u8]>,
     after: u64,
-    mut visit: impl FnMut(u64, Option<ReplicaId>, FeedItem, bool) -> Result<bool, E>,
-) -> Result<(), E> {
+    mut visit: impl FnMut(u64, Option<ReplicaId>, FeedItem, bool) -> Result<bool, StorageError>,
+) -> Result<(), StorageError> {
     // The group holding lsn `after + 1` is the first whose last lsn is at
     // least that.
-    let groups = feed
-        .range(after.saturating_add(1)..)
-        .map_err(StorageError::from)?;
-    for group in groups {
-        let (last, bytes) = group.map_err(StorageError::from)?;
+    for group in feed.range(after.saturating_add(1)..)? {
+        let (last, bytes) = group?;
         let last = last.value();
         let group: FeedGroup = decode(FEED.name(), bytes.value())?;
         let len = group.entries.len() as u64;
-        let first = (last + 1)
-            .checked_sub(len)
-            .filter(|_| len > 0)
-            .ok_or_else(|| {
-                StorageError::Inconsistent(format!("feed group at {last} holds {len} changes"))
-            })?;
+        let first =
+            (last + 1)
+                .checked_sub(len)
+                .filter(|_| len > 0)
+                .ok_or(StorageError::Invalid {
+                    table: FEED.name(),
+                    reason: Inconsistency::FeedGroup { last, len },
+                })?;
         for (lsn, item) in (first..=last).zip(group.entries) {
             if lsn > after && !visit(lsn, group.source, item, lsn == last)? {
                 return Ok(());
@@ -230,7 +247,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 /// Reads a u64 meta entry.
 pub(crate) fn meta_u64(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
-    name: &str,
+    name: &'static str,
 ) -> Result<Option<u64>, StorageError> {
     let Some(guard) = table.get(name)? else {
         return Ok(None);
@@ -238,6 +255,9 @@ pub(crate) fn meta_u64(
     let bytes: [u8; 8] = guard
         .value()
         .try_into()
-        .map_err(|_| StorageError::Inconsistent(format!("meta entry {name:?} is not 8 bytes")))?;
+        .map_err(|_| StorageError::Invalid {
+            table: META.name(),
+            reason: Inconsistency::MetaEntryLength { name },
+        })?;
     Ok(Some(u64::from_le_bytes(bytes)))
 }

@@ -14,7 +14,7 @@
 //!   stamp (u64 big-endian) ++ origin (16 bytes)`, so a record's changes
 //!   order by stamp, then origin: merge order.
 
-use crate::error::StorageError;
+use crate::error::{Inconsistency, StorageError};
 use crate::model::Key;
 
 /// Ends an escaped name.
@@ -136,7 +136,17 @@ pub(crate) fn split_log(
                 <[u8; 16]>::try_from(origin).ok()?,
             ))
         });
-    parts.ok_or_else(|| StorageError::Inconsistent(format!("malformed key in {table}: {bytes:?}")))
+    parts.ok_or_else(|| malformed(table, bytes))
+}
+
+/// The error for a key of `table` that does not parse.
+fn malformed(table: &'static str, bytes: &[u8]) -> StorageError {
+    StorageError::Invalid {
+        table,
+        reason: Inconsistency::MalformedKey {
+            key: bytes.to_vec(),
+        },
+    }
 }
 
 /// Splits a whole log key into (collection, record key, stamp, origin).
@@ -144,7 +154,7 @@ pub(crate) fn parse_log(
     table: &'static str,
     bytes: &[u8],
 ) -> Result<(String, Key, u64, [u8; 16]), StorageError> {
-    let bad = || StorageError::Inconsistent(format!("malformed key in {table}: {bytes:?}"));
+    let bad = || malformed(table, bytes);
     let (collection, rest) = split_name(bytes).ok_or_else(bad)?;
     let collection = String::from_utf8(collection).map_err(|_| bad())?;
     let (key, stamp, origin) = split_log(table, rest, 0)?;
@@ -157,7 +167,7 @@ pub(crate) fn split_log_tail(
     table: &'static str,
     bytes: &[u8],
 ) -> Result<(u64, [u8; 16]), StorageError> {
-    let short = || StorageError::Inconsistent(format!("short key in {table}: {bytes:?}"));
+    let short = || malformed(table, bytes);
     let (rest, origin) = bytes.split_last_chunk::<16>().ok_or_else(short)?;
     let (_, stamp) = rest.split_last_chunk::<8>().ok_or_else(short)?;
     Ok((u64::from_be_bytes(*stamp), *origin))

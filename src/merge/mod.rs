@@ -5,6 +5,13 @@
 //! The store applies rules incrementally (current state + one change); the
 //! property tests and [`crate::testing::laws`] (feature `testing`) check that
 //! this agrees with folding the set in any order.
+//!
+//! This layer knows the model and the clock only: nothing here reads or
+//! writes storage, and [`check_op`] is the one place that says which ops a
+//! policy accepts.
+
+#[cfg(feature = "automerge")]
+pub(crate) mod automerge;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -16,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Stamp;
 use crate::model::{Change, MergePolicy, Op, Ranks, Version};
 use crate::value::Value;
+
+#[cfg(feature = "automerge")]
+pub use self::automerge::AutomergeOpError;
 
 /// The merged state of one record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,7 +128,7 @@ impl Rule {
     pub fn for_policy(
         policy: &MergePolicy,
         resolvers: &[Arc<dyn Resolver>],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PolicyError> {
         Ok(match policy {
             MergePolicy::Lww => Self::Lww,
             MergePolicy::FieldLww => Self::FieldLww,
@@ -128,13 +138,15 @@ impl Rule {
                     .iter()
                     .find(|r| r.name() == name)
                     .cloned()
-                    .ok_or_else(|| format!("no resolver named {name:?} is registered"))?,
+                    .ok_or_else(|| PolicyError::UnknownResolver { name: name.clone() })?,
             ),
             #[cfg(feature = "automerge")]
             MergePolicy::Automerge => Self::Automerge,
             #[cfg(not(feature = "automerge"))]
             MergePolicy::Automerge => {
-                return Err("the automerge policy needs the `automerge` feature".into());
+                return Err(PolicyError::FeatureDisabled {
+                    feature: "automerge",
+                });
             }
         })
     }
@@ -144,6 +156,109 @@ impl Rule {
     pub fn is_record_level(&self) -> bool {
         matches!(self, Self::Lww | Self::Ranked(_) | Self::Custom(_))
     }
+}
+
+/// Why a collection's [`MergePolicy`] has no [`Rule`] here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A [`MergePolicy::Custom`] names a resolver that is not registered.
+    #[error("no resolver named {name:?} is registered")]
+    UnknownResolver {
+        /// The name the policy gives.
+        name: String,
+    },
+    /// The policy needs a cargo feature this build was made without.
+    #[error("the policy needs the `{feature}` feature")]
+    FeatureDisabled {
+        /// The feature.
+        feature: &'static str,
+    },
+}
+
+/// What an op does, as far as policies tell ops apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OpKind {
+    /// A put of a map.
+    PutMap,
+    /// A put of a value that is not a map.
+    PutOther,
+    /// A patch of some fields.
+    Patch,
+    /// Automerge changes.
+    Automerge,
+    /// A delete.
+    Delete,
+}
+
+impl OpKind {
+    /// The kind of `op`.
+    pub fn of(op: &Op) -> Self {
+        match op {
+            Op::Put(Value::Map(_)) => Self::PutMap,
+            Op::Put(_) => Self::PutOther,
+            Op::Patch(_) => Self::Patch,
+            Op::Automerge(_) => Self::Automerge,
+            Op::Delete => Self::Delete,
+        }
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::PutMap => "a put",
+            Self::PutOther => "a put of a value that is not a map",
+            Self::Patch => "a patch",
+            Self::Automerge => "an automerge change",
+            Self::Delete => "a delete",
+        })
+    }
+}
+
+/// Why an op may not be stored in a collection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// The collection's policy does not accept this kind of op.
+    #[error("{op} is not allowed on a {policy:?} collection")]
+    NotAllowed {
+        /// What the op does.
+        op: OpKind,
+        /// The collection's policy.
+        policy: MergePolicy,
+    },
+    /// The bytes of an automerge op are malformed.
+    #[cfg(feature = "automerge")]
+    #[error(transparent)]
+    Automerge(#[from] AutomergeOpError),
+}
+
+/// Which ops `policy` accepts (as stored: a local patch on a record-level
+/// collection is turned into a put before it gets here), and whether an
+/// automerge op's bytes are well formed. Local writes and remote batches
+/// both go through here.
+pub(crate) fn check_op(op: &Op, policy: &MergePolicy) -> Result<(), OpError> {
+    let kind = OpKind::of(op);
+    let ok = match (kind, policy) {
+        (OpKind::Delete, _) => true,
+        (OpKind::PutMap | OpKind::PutOther, p) if p.is_record_level() => true,
+        (OpKind::PutMap | OpKind::Patch, MergePolicy::FieldLww) => true,
+        (OpKind::Automerge, MergePolicy::Automerge) => true,
+        _ => false,
+    };
+    if !ok {
+        return Err(OpError::NotAllowed {
+            op: kind,
+            policy: policy.clone(),
+        });
+    }
+    #[cfg(feature = "automerge")]
+    if let Op::Automerge(bytes) = op {
+        automerge::validate(bytes)?;
+    }
+    Ok(())
 }
 
 /// Folds one change into a record's state under `rule`.
@@ -169,7 +284,7 @@ pub fn merge_one(
         }),
         Rule::FieldLww => field_lww(current, change),
         #[cfg(feature = "automerge")]
-        Rule::Automerge => crate::automerge_policy::merge(current, change),
+        Rule::Automerge => automerge::merge(current, change),
     }
 }
 

@@ -1,14 +1,15 @@
-//! Upgrades of replica files written by older formats ([`crate::tables`]).
+//! Upgrades of replica files written by older formats ([`super::tables`]).
 
 use redb::{Database, Durability, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
+use super::keys;
+use super::tables::{
+    self, CHANGES, CONFLICTS, FEED, FORMAT_VERSION, FeedGroup, FeedItem, META, RECORDS, v1,
+};
 use crate::clock::Stamp;
 use crate::codec;
 use crate::error::StorageError;
-use crate::keys;
-use crate::tables::{
-    self, CHANGES, CONFLICTS, FEED, FORMAT_VERSION, FeedGroup, FeedItem, META, RECORDS, v1,
-};
+use crate::model::Key;
 
 /// Format 1 to 2, in one durable transaction: the change log, records and
 /// conflicts move to flat keys (the values are the same bytes), the feed to
@@ -91,7 +92,7 @@ fn regroup_feed(txn: &WriteTransaction) -> Result<(), StorageError> {
         last = lsn.value();
         group.clock = group.clock.max(rec.stamp);
         group.entries.push(FeedItem {
-            log_key: crate::Key::new(keys::log(
+            log_key: Key::new(keys::log(
                 &rec.collection,
                 rec.key.as_bytes(),
                 rec.stamp.as_u64(),

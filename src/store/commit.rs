@@ -1,0 +1,318 @@
+//! The one commit path, and the commits made through it: local
+//! transactions, remote batches, peer cursors, collection definitions.
+
+use std::collections::BTreeMap;
+
+use super::tables::{self, PeerState};
+use super::writer::{Outcome, Writer, next_id};
+use super::{Limits, Store, WriteState, check_value};
+use crate::clock::{Stamp, TimeSource};
+use crate::error::{ApplyError, StorageError, WriteError};
+use crate::merge::Rule;
+use crate::model::{Change, ChangeId, CollectionConfig, Key, Op, ReplicaId};
+use crate::value::Value;
+use crate::watch::ChangeEvent;
+
+/// One queued local write: an op on a record.
+#[derive(Clone, Debug)]
+pub(crate) struct LocalOp {
+    /// The collection.
+    pub(crate) collection: String,
+    /// The record's key.
+    pub(crate) key: Key,
+    /// What to do; a patch on a record-level collection becomes a put.
+    pub(crate) op: Op,
+}
+
+/// What [`crate::Replica::apply_remote`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Changes stored for the first time.
+    pub applied: usize,
+    /// Changes already stored, skipped.
+    pub duplicates: usize,
+    /// Conflicts recorded: concurrent changes that lost.
+    pub conflicts: usize,
+    /// The lsn of the last change stored, or the previous last lsn if none was.
+    pub last_lsn: u64,
+}
+
+/// What a commit stored: the body's answer, the events to publish (built
+/// only when someone listened), and the counters after it.
+#[derive(Debug)]
+pub(crate) struct Stored<T> {
+    /// What the body returned.
+    pub(crate) value: T,
+    /// One event per change stored, in lsn order; empty when nobody listened.
+    pub(crate) events: Vec<ChangeEvent>,
+    /// The clock's high-water mark after the commit.
+    pub(crate) clock: Stamp,
+    /// The last lsn after the commit.
+    pub(crate) lsn: u64,
+}
+
+/// The inside of one commit, handed to its body.
+pub(crate) struct Commit<'txn> {
+    /// The writer over the commit's transaction.
+    pub(crate) writer: Writer<'txn>,
+    /// The counters as the commit moves them; swapped in only if it succeeds.
+    pub(crate) state: WriteState,
+    /// Whether anyone listens for change events, asked under the write lock.
+    pub(crate) listened: bool,
+    /// The events of the changes stored, when someone listens.
+    pub(crate) events: Vec<ChangeEvent>,
+}
+
+impl Store {
+    /// The one commit path: locks the counters, clones them, begins a
+    /// durable write transaction, runs `body` through its [`Writer`], writes
+    /// the commit's feed group, moves the cursors of `source` (when a peer
+    /// sent the batch; `pulled` is its feed position the batch reaches),
+    /// commits, and only then swaps the counters in. Any error before the
+    /// commit drops the transaction: nothing is stored and the counters do
+    /// not move.
+    ///
+    /// `listening` is asked under the lock, which subscribing to events
+    /// takes too: a commit either builds events for a new listener or is
+    /// already visible to it (events are published after the commit).
+    pub(crate) fn commit<T, E>(
+        &self,
+        source: Option<ReplicaId>,
+        pulled: Option<u64>,
+        listening: &dyn Fn() -> bool,
+        body: impl FnOnce(&mut Commit<'_>) -> Result<T, E>,
+    ) -> Result<Stored<T>, E>
+    where
+        E: From<StorageError>,
+    {
+        let mut guard = self.lock();
+        let before = guard.lsn;
+        let txn = self.begin_write()?;
+        let (value, state, events) = {
+            let mut commit = Commit {
+                writer: Writer::open(&txn)?,
+                state: guard.clone(),
+                listened: listening(),
+                events: Vec::new(),
+            };
+            let value = body(&mut commit)?;
+            let Commit {
+                mut writer,
+                state,
+                events,
+                ..
+            } = commit;
+            // The changes stored, duplicates left out, are one group.
+            writer.finish(&state, source)?;
+            if let Some(peer) = source {
+                let after = state.lsn;
+                writer.update_peer(peer, |p| {
+                    if let Some(pulled) = pulled {
+                        p.pulled = p.pulled.max(pulled);
+                    }
+                    // Everything this batch added came from `peer` and never
+                    // needs pushing back: if nothing was pending for it
+                    // before, nothing is now.
+                    if p.pushed >= before {
+                        p.pushed = after;
+                    }
+                })?;
+            }
+            (value, state, events)
+        };
+        commit_txn(txn)?;
+        let stored = Stored {
+            value,
+            events,
+            clock: state.hlc.last(),
+            lsn: state.lsn,
+        };
+        *guard = state;
+        Ok(stored)
+    }
+
+    /// Stores a validated local transaction (`rules` from
+    /// [`super::validate::check_local`]): each write gets its own change,
+    /// id and stamp, made on top of the newest change of its record held
+    /// here. Returns the ids in order and the conflicts recorded.
+    pub(crate) fn write_local(
+        &self,
+        limits: &Limits,
+        time: &dyn TimeSource,
+        ops: Vec<LocalOp>,
+        rules: Vec<Rule>,
+        listening: &dyn Fn() -> bool,
+    ) -> Result<Stored<(Vec<ChangeId>, usize)>, WriteError> {
+        if ops.is_empty() {
+            // Nothing to store: no transaction, no fsync.
+            let state = self.lock();
+            return Ok(Stored {
+                value: (Vec::new(), 0),
+                events: Vec::new(),
+                clock: state.hlc.last(),
+                lsn: state.lsn,
+            });
+        }
+        self.commit(None, None, listening, |c| {
+            let now = time.now_millis();
+            if c.listened {
+                c.events.reserve(ops.len());
+            }
+            let mut ids = Vec::with_capacity(ops.len());
+            let mut conflict_count = 0;
+            for (
+                LocalOp {
+                    collection,
+                    key,
+                    op,
+                },
+                rule,
+            ) in ops.into_iter().zip(rules)
+            {
+                let current = c.writer.record(&collection, &key)?;
+                let op = match op {
+                    // A patch on a record-level collection is a
+                    // read-modify-write that stores a put of the whole map.
+                    Op::Patch(fields) if rule.is_record_level() => {
+                        let mut map = match current.as_ref().and_then(|r| r.value.clone()) {
+                            Some(Value::Map(map)) => map,
+                            None => BTreeMap::new(),
+                            Some(_) => return Err(WriteError::NotAMap),
+                        };
+                        map.extend(fields);
+                        let op = Op::Put(Value::Map(map));
+                        check_value::<WriteError>(limits, &op)?;
+                        op
+                    }
+                    op => op,
+                };
+                // Made on top of the newest change of the record held here:
+                // the winner under last-writer-wins policies, where the
+                // winner's stamp is the greatest; a lookup otherwise.
+                let base = match (&rule, &current) {
+                    (_, None) => Stamp::ZERO,
+                    (Rule::Lww | Rule::FieldLww, Some(c)) => c.version.stamp,
+                    _ => c.writer.latest_stamp(&collection, &key)?,
+                };
+                let change = Change {
+                    id: next_id(self.id, &mut c.state),
+                    collection,
+                    key,
+                    stamp: c.state.hlc.tick(now),
+                    base,
+                    op,
+                };
+                let (lsn, conflicts) =
+                    c.writer
+                        .store_fresh(&mut c.state, &rule, &change, current)?;
+                conflict_count += conflicts;
+                ids.push(change.id);
+                if c.listened {
+                    c.events.push(ChangeEvent {
+                        lsn,
+                        change,
+                        source: None,
+                    });
+                }
+            }
+            Ok((ids, conflict_count))
+        })
+    }
+
+    /// Stores a validated remote batch (`rules` from
+    /// [`super::validate::check_remote`]) from `source`, as one group,
+    /// moving the cursors kept for `source` in the same commit. Every stamp
+    /// is checked against the drift bound first, under the lock; duplicates
+    /// are skipped; a forged duplicate refuses the batch. The report's
+    /// `last_lsn` is the lsn after the commit.
+    pub(crate) fn apply_remote(
+        &self,
+        time: &dyn TimeSource,
+        source: Option<ReplicaId>,
+        changes: &[Change],
+        rules: Vec<Rule>,
+        pulled: Option<u64>,
+        listening: &dyn Fn() -> bool,
+    ) -> Result<Stored<ApplyReport>, ApplyError> {
+        let mut stored = self.commit(source, pulled, listening, |c| {
+            let now = time.now_millis();
+            for change in changes {
+                c.state.hlc.check(change.stamp, now)?;
+            }
+            let mut report = ApplyReport::default();
+            for (change, rule) in changes.iter().zip(&rules) {
+                match c.writer.store(&mut c.state, rule, change)? {
+                    Outcome::Stored { lsn, conflicts } => {
+                        report.applied += 1;
+                        report.conflicts += conflicts;
+                        if c.listened {
+                            c.events.push(ChangeEvent {
+                                lsn,
+                                change: change.clone(),
+                                source,
+                            });
+                        }
+                    }
+                    Outcome::Duplicate => report.duplicates += 1,
+                    Outcome::Conflicting => {
+                        return Err(ApplyError::ConflictingDuplicate { id: change.id });
+                    }
+                }
+                c.state.hlc.observe(change.stamp);
+                if change.id.origin == self.id {
+                    // Our own change coming back (say, after a restore from an
+                    // old backup): never reuse its sequence number.
+                    c.state.seq = c.state.seq.max(change.id.seq);
+                }
+            }
+            Ok(report)
+        })?;
+        stored.value.last_lsn = stored.lsn;
+        Ok(stored)
+    }
+
+    /// Records that `peer` acknowledged holding this replica's feed through
+    /// `pushed`, heard from at `now_ms`.
+    pub(crate) fn record_pushed(
+        &self,
+        peer: ReplicaId,
+        pushed: u64,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        self.commit(None, None, &|| false, |c| {
+            // Entries right after the acknowledged ones that came from the
+            // peer itself never need pushing: step over them too, so that
+            // nothing counts as pending when nothing is.
+            let mut through = pushed;
+            tables::walk_feed(c.writer.feed(), pushed, |lsn, source, item, _| {
+                if source != Some(peer) && item.origin()? != peer {
+                    return Ok(false);
+                }
+                through = lsn;
+                Ok(true)
+            })?;
+            c.writer.update_peer(peer, |p: &mut PeerState| {
+                p.pushed = p.pushed.max(through);
+                p.last_seen_ms = now_ms;
+            })
+        })
+        .map(drop)
+    }
+
+    /// Stores a collection's definition.
+    pub(crate) fn define_collection(
+        &self,
+        name: &str,
+        config: &CollectionConfig,
+    ) -> Result<(), StorageError> {
+        self.commit(None, None, &|| false, |c| {
+            c.writer.define_collection(name, config)
+        })
+        .map(drop)
+    }
+}
+
+/// Commits a write transaction (durably: [`Store::commit`] began it so).
+fn commit_txn(txn: redb::WriteTransaction) -> Result<(), StorageError> {
+    Ok(txn.commit()?)
+}

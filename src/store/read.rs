@@ -1,0 +1,289 @@
+//! Reads: record states, change logs, conflicts, the feed and the peer
+//! cursors. Each read is one snapshot (a redb read transaction).
+
+use std::ops::Bound;
+
+use redb::TableHandle;
+
+use super::Store;
+use super::keys;
+use super::tables::{
+    self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, FEED, PEERS, PeerState, RECORDS,
+};
+use crate::clock::Stamp;
+use crate::error::{Inconsistency, StorageError};
+use crate::merge::RecordState;
+use crate::model::{Change, ChangeId, Key, ReplicaId, Version};
+use crate::value::Value;
+
+/// A losing change that was concurrent with the record's winner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conflict {
+    /// The record.
+    pub key: Key,
+    /// The losing change's version.
+    pub loser: Version,
+    /// The losing value; `None` when a delete lost.
+    pub value: Option<Value>,
+}
+
+/// One entry of a replica's feed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedEntry {
+    /// The local sequence number.
+    pub lsn: u64,
+    /// The change.
+    pub change: Change,
+    /// The peer it came from, `None` when made on this replica.
+    pub source: Option<ReplicaId>,
+    /// Whether this is the last change of an atomic group.
+    pub group_end: bool,
+}
+
+/// A slice of the feed prepared for one peer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct FeedSlice {
+    /// The changes to send, whole groups only.
+    pub(crate) changes: Vec<Change>,
+    /// The lsn the slice covers through (skipped entries included).
+    pub(crate) through: u64,
+    /// Whether the feed goes on after `through`.
+    pub(crate) has_more: bool,
+}
+
+impl Store {
+    /// The cursors kept for `peer` (zeros if it was never synced).
+    pub(crate) fn peer_state(&self, peer: ReplicaId) -> Result<PeerState, StorageError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(PEERS)?;
+        match table.get(peer.as_bytes())? {
+            Some(g) => tables::decode(PEERS.name(), g.value()),
+            None => Ok(PeerState::default()),
+        }
+    }
+
+    /// A record's merged state, tombstones included.
+    pub(crate) fn record(
+        &self,
+        collection: &str,
+        key: &Key,
+    ) -> Result<Option<RecordState>, StorageError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(RECORDS)?;
+        match table.get(keys::record(collection, key.as_bytes()).as_slice())? {
+            Some(g) => Ok(Some(tables::decode(RECORDS.name(), g.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Walks a collection's records with keys in `start..end` (key order,
+    /// or reversed); `visit` returns false to stop.
+    pub(crate) fn scan_records(
+        &self,
+        collection: &str,
+        start: &Bound<Key>,
+        end: &Bound<Key>,
+        reverse: bool,
+        mut visit: impl FnMut(Key, RecordState) -> bool,
+    ) -> Result<(), StorageError> {
+        if range_is_empty(start, end) {
+            return Ok(());
+        }
+        // A collection's record keys are its escaped name followed by the
+        // key bytes, so key ranges map onto the prefix.
+        let prefix = keys::collection(collection);
+        let with = |k: &Key| keys::record(collection, k.as_bytes());
+        let start = match start {
+            Bound::Included(k) => Bound::Included(with(k)),
+            Bound::Excluded(k) => Bound::Excluded(with(k)),
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+        };
+        let end = match end {
+            Bound::Included(k) => Bound::Included(with(k)),
+            Bound::Excluded(k) => Bound::Excluded(with(k)),
+            Bound::Unbounded => Bound::Excluded(keys::prefix_end(&prefix)),
+        };
+        let read = self.begin_read()?;
+        let table = read.open_table(RECORDS)?;
+        let range = table.range::<&[u8]>((as_slice(&start), as_slice(&end)))?;
+        let mut step = |entry: RecordEntry<'_>| -> Result<bool, StorageError> {
+            let (k, v) = entry?;
+            let state: RecordState = tables::decode(RECORDS.name(), v.value())?;
+            let key = k
+                .value()
+                .get(prefix.len()..)
+                .ok_or_else(|| StorageError::Invalid {
+                    table: RECORDS.name(),
+                    reason: Inconsistency::MalformedKey {
+                        key: k.value().to_vec(),
+                    },
+                })?;
+            Ok(visit(Key::new(key), state))
+        };
+        if reverse {
+            for entry in range.rev() {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        } else {
+            for entry in range {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The change log of one record, in merge order (stamp, then origin).
+    pub(crate) fn history(&self, collection: &str, key: &Key) -> Result<Vec<Change>, StorageError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(CHANGES)?;
+        let prefix = keys::log_prefix(collection, key.as_bytes());
+        let end = keys::prefix_end(&prefix);
+        let mut out = Vec::new();
+        for entry in table.range(prefix.as_slice()..end.as_slice())? {
+            let (k, v) = entry?;
+            let (stamp, origin) = keys::split_log_tail(CHANGES.name(), k.value())?;
+            let body: ChangeBody = tables::decode(CHANGES.name(), v.value())?;
+            out.push(Change {
+                id: ChangeId {
+                    origin: ReplicaId::from_bytes(origin),
+                    seq: body.seq,
+                },
+                collection: collection.to_string(),
+                key: key.clone(),
+                stamp: Stamp::from_u64(stamp),
+                base: body.base,
+                op: body.op,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The conflicts of a collection, or of one record of it, in key order.
+    pub(crate) fn conflicts(
+        &self,
+        collection: &str,
+        key: Option<&Key>,
+    ) -> Result<Vec<Conflict>, StorageError> {
+        let prefix = match key {
+            Some(key) => keys::log_prefix(collection, key.as_bytes()),
+            None => keys::collection(collection),
+        };
+        let read = self.begin_read()?;
+        let table = read.open_table(CONFLICTS)?;
+        let end = keys::prefix_end(&prefix);
+        let skip = keys::collection(collection).len();
+        let mut out = Vec::new();
+        for entry in table.range(prefix.as_slice()..end.as_slice())? {
+            let (k, v) = entry?;
+            let (key, stamp, origin) = keys::split_log(CONFLICTS.name(), k.value(), skip)?;
+            let body: ConflictBody = tables::decode(CONFLICTS.name(), v.value())?;
+            out.push(Conflict {
+                key,
+                loser: Version {
+                    stamp: Stamp::from_u64(stamp),
+                    id: ChangeId {
+                        origin: ReplicaId::from_bytes(origin),
+                        seq: body.seq,
+                    },
+                },
+                value: body.value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` feed entries after `after`, never splitting an atomic
+    /// group, also stopping at the end of the group in which the encoded
+    /// changes pass about `max_bytes` (at least one group).
+    pub(crate) fn feed_scan(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<FeedEntry>, StorageError> {
+        let read = self.begin_read()?;
+        let feed = read.open_table(FEED)?;
+        let changes = read.open_table(CHANGES)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        tables::walk_feed(&feed, after, |lsn, source, item, group_end| {
+            let body = changes
+                .get(item.log_key.as_bytes())?
+                .ok_or(StorageError::Invalid {
+                    table: FEED.name(),
+                    reason: Inconsistency::MissingChange { lsn },
+                })?;
+            // The stored body plus the log key (names, stamp, origin) and
+            // the sequence number: close to the change's size on the wire.
+            bytes = bytes.saturating_add(body.value().len() + item.log_key.len() + 8);
+            let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
+            out.push(FeedEntry {
+                lsn,
+                source,
+                change: item.into_change(body)?,
+                group_end,
+            });
+            Ok(!((out.len() >= limit || bytes >= max_bytes) && group_end))
+        })?;
+        Ok(out)
+    }
+
+    /// The feed after `after` as `peer` should see it: at most about `limit`
+    /// changes and `max_bytes` (whole groups), leaving out what came from
+    /// `peer` and collections not in `wanted`.
+    pub(crate) fn feed_for(
+        &self,
+        peer: ReplicaId,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<FeedSlice, StorageError> {
+        let entries = self.feed_scan(after, limit.max(1), max_bytes)?;
+        let through = entries.last().map_or(after, |e| e.lsn);
+        let has_more = through < self.lock().lsn;
+        let changes = entries
+            .into_iter()
+            .filter(|e| e.source != Some(peer) && e.change.id.origin != peer)
+            .filter(|e| wanted(&e.change.collection))
+            .map(|e| e.change)
+            .collect();
+        Ok(FeedSlice {
+            changes,
+            through,
+            has_more,
+        })
+    }
+}
+
+/// One entry of a walk over `records-2`.
+type RecordEntry<'a> = Result<
+    (
+        redb::AccessGuard<'a, &'static [u8]>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+
+/// A bound over owned key bytes, as a bound over slices.
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// Whether a key range is empty (redb refuses ranges whose start is after their end).
+fn range_is_empty(start: &Bound<Key>, end: &Bound<Key>) -> bool {
+    match (start, end) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
+        _ => false,
+    }
+}
