@@ -31,11 +31,10 @@ pub enum StorageError {
         /// What contradicts what.
         reason: Inconsistency,
     },
-    /// Something that should not fail did, outside the tables (a worker
-    /// task of the sync engine, an error of another kind where only storage
-    /// errors are expected); the message says what.
-    #[error("inconsistent database: {0}")]
-    Inconsistent(String),
+    /// A task running store work for the sync engine or server panicked or
+    /// was cancelled; whatever it was writing was not committed.
+    #[error("a store task failed before it finished")]
+    TaskFailed,
 }
 
 /// How the stored state contradicts itself ([`StorageError::Invalid`]).

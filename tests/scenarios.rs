@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{T0, manual_config, memory_replica, open_node, quick_sync};
 use syncline::{
-    Change, ClockDrift, CollectionConfig, ManualTime, Op, RefusalCode, Replica, ReplicaConfig, ReplicaId,
-    Stamp, SyncConfig, SyncEngine, SyncError, Value,
+    Change, ClockDrift, CollectionConfig, ManualTime, Op, RefusalCode, Replica, ReplicaConfig,
+    ReplicaId, Stamp, SyncConfig, SyncEngine, SyncError, Value,
 };
 
 fn feed(r: &Replica) -> Vec<Change> {

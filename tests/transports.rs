@@ -352,10 +352,7 @@ async fn refusals_store_nothing(kind: Kind) {
         syncline::TimeSource::now_millis(&syncline::SystemTimeSource),
         0,
     );
-    assert_eq!(
-        code(ask(vec![0xff; 100]).await),
-        RefusalCode::BAD_REQUEST
-    );
+    assert_eq!(code(ask(vec![0xff; 100]).await), RefusalCode::BAD_REQUEST);
     let mut batch = Batch::new(vec![forged(now, 1, Value::Int(1))], 1);
     batch.changes[0].op = Op::Delete;
     assert_eq!(

@@ -414,9 +414,10 @@ impl Driver {
         let replica = self.replica.clone();
         match tokio::task::spawn_blocking(move || f(&replica)).await {
             Ok(result) => result,
-            Err(e) => Err(E::from(StorageError::Inconsistent(format!(
-                "store task failed: {e}"
-            )))),
+            Err(e) => {
+                tracing::warn!(error = %e, "store task failed");
+                Err(E::from(StorageError::TaskFailed))
+            }
         }
     }
 }

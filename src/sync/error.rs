@@ -38,6 +38,9 @@ pub enum SyncError {
     /// Reading or writing the local database failed.
     #[error("local storage: {0}")]
     Storage(Arc<StorageError>),
+    /// A read of the local replica failed for a reason other than storage.
+    #[error("local read: {0}")]
+    Read(Arc<ReadError>),
     /// The engine was stopped.
     #[error("the engine is stopped")]
     Stopped,
@@ -123,6 +126,7 @@ impl SyncError {
             Self::Protocol(_) => Fault::Peer,
             Self::Apply(e) => e.fault(),
             Self::Storage(_) => Fault::Storage,
+            Self::Read(e) => e.fault(),
             Self::Stopped => Fault::Caller,
         }
     }
@@ -179,9 +183,7 @@ impl From<ReadError> for SyncError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::Storage(s) => Self::Storage(Arc::new(s)),
-            // The engine reads only cursors and the feed, by names it made
-            // itself: any other read error is the store contradicting itself.
-            other => Self::Storage(Arc::new(StorageError::Inconsistent(other.to_string()))),
+            other => Self::Read(Arc::new(other)),
         }
     }
 }

@@ -249,7 +249,9 @@ pub enum Disagreement {
         collection: String,
     },
     /// Both sync the collection, with different merge policies.
-    #[error("collection {collection:?} merges by {server:?} on the server and by {caller:?} on the caller")]
+    #[error(
+        "collection {collection:?} merges by {server:?} on the server and by {caller:?} on the caller"
+    )]
     Policy {
         /// The collection.
         collection: String,

@@ -449,9 +449,14 @@ impl Session {
         };
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         let next = match (phase, response) {
-            (Phase::Hello { ours }, Response::Welcome { replica, collections, .. }) => {
-                self.welcome(ours, replica, &collections, now)
-            }
+            (
+                Phase::Hello { ours },
+                Response::Welcome {
+                    replica,
+                    collections,
+                    ..
+                },
+            ) => self.welcome(ours, replica, &collections, now),
             (
                 Phase::Pushing {
                     through,
@@ -490,7 +495,8 @@ impl Session {
         let Phase::Subscribing { .. } = self.phase else {
             return;
         };
-        let Phase::Subscribing { mut link, after } = std::mem::replace(&mut self.phase, Phase::Idle)
+        let Phase::Subscribing { mut link, after } =
+            std::mem::replace(&mut self.phase, Phase::Idle)
         else {
             return;
         };
@@ -511,7 +517,10 @@ impl Session {
         let after = match result {
             Ok(after) => after,
             Err(e) => {
-                if matches!(self.phase, Phase::SubscribeCursor { .. } | Phase::PullCursor) {
+                if matches!(
+                    self.phase,
+                    Phase::SubscribeCursor { .. } | Phase::PullCursor
+                ) {
                     self.finish(Err(e), now);
                 }
                 return;
@@ -561,7 +570,10 @@ impl Session {
             count,
             has_more: outbox.has_more,
         };
-        let request = self.request(RequestBody::Push(Batch::new(outbox.changes, outbox.through)));
+        let request = self.request(RequestBody::Push(Batch::new(
+            outbox.changes,
+            outbox.through,
+        )));
         self.actions.push_back(Action::Exchange(request));
     }
 
@@ -704,8 +716,7 @@ impl Session {
             notified: 0,
             heard: now.at,
         };
-        let subscribe =
-            self.config.live && !self.config.on_demand && self.config.direction.pulls();
+        let subscribe = self.config.live && !self.config.on_demand && self.config.direction.pulls();
         if subscribe {
             self.phase = Phase::SubscribeCursor { link: link.clone() };
             self.actions.push_back(Action::ReadPullCursor { remote });

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use syncline_transport::{Fault, RefusalCode, ServiceError, TransportError};
 
 use super::*;
+use crate::codec;
 use crate::model::{ChangeId, Key, MergePolicy, Op};
 use crate::sync::config::Direction;
 use crate::sync::error::ClockDrift;
-use crate::codec;
 use crate::value::Value;
 
 const T0: u64 = 1_700_000_000_000;
@@ -252,14 +252,29 @@ fn a_round_connects_pushes_and_pulls_until_caught_up() {
         );
     }
     let report = expect_finished(&mut s).expect("a good round");
-    assert_eq!(report, SyncReport { pushed: 2, pulled: 2 });
+    assert_eq!(
+        report,
+        SyncReport {
+            pushed: 2,
+            pulled: 2
+        }
+    );
     assert_eq!(s.status(), Status::Idle);
     let stats = s.stats();
-    assert_eq!((stats.pushed, stats.pulled, stats.conflicts, stats.rounds), (2, 2, 1, 1));
+    assert_eq!(
+        (stats.pushed, stats.pulled, stats.conflicts, stats.rounds),
+        (2, 2, 1, 1)
+    );
     assert_eq!(stats.last_sync_ms, Some(T0));
     let events = events(&mut s);
-    assert!(events.contains(&SyncEvent::Pushed { count: 2, through: 2 }));
-    assert!(events.contains(&SyncEvent::Pulled { count: 1, through: 8 }));
+    assert!(events.contains(&SyncEvent::Pushed {
+        count: 2,
+        through: 2
+    }));
+    assert!(events.contains(&SyncEvent::Pulled {
+        count: 1,
+        through: 8
+    }));
     assert_eq!(events.last(), Some(&SyncEvent::StatusChanged(Status::Idle)));
     // Idle: the next poll is due in 30 s, and the silence deadline in 45.
     assert_eq!(
@@ -305,7 +320,10 @@ fn a_clock_too_far_ahead_has_one_shape_on_either_side() {
     expect_exchange(&mut s);
     s.handle_response(Err(refused(RefusalCode::UNPROCESSABLE)), clock.now());
     let e = expect_finished(&mut s).unwrap_err();
-    assert!(matches!(e, SyncError::ClockDrift(ClockDrift::LocalAhead(_))), "{e}");
+    assert!(
+        matches!(e, SyncError::ClockDrift(ClockDrift::LocalAhead(_))),
+        "{e}"
+    );
     assert_eq!(e.fault(), Fault::Local);
     // This replica refuses a pulled batch whose stamps run ahead.
     let mut s = connected(config().with_direction(Direction::Pull), &clock);
@@ -611,7 +629,10 @@ fn backoff_doubles_up_to_its_maximum() {
     }
     for (i, d) in delays.iter().enumerate() {
         let base = Duration::from_millis(100 << i.min(20)).min(Duration::from_secs(30));
-        assert!(*d >= base / 2 && *d <= base, "retry {i}: {d:?} for {base:?}");
+        assert!(
+            *d >= base / 2 && *d <= base,
+            "retry {i}: {d:?} for {base:?}"
+        );
     }
     assert_eq!(s.status(), Status::Offline);
 }

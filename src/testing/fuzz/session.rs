@@ -74,7 +74,15 @@ pub fn drive_session(data: &[u8]) {
                     !needs_answer || session.is_busy(),
                     "{action:?} asked for outside a round"
                 );
-                answer(&mut session, &mut input, action, local, remote, at, &mut in_round);
+                answer(
+                    &mut session,
+                    &mut input,
+                    action,
+                    local,
+                    remote,
+                    at,
+                    &mut in_round,
+                );
             }
             None => {
                 assert!(!session.is_busy(), "a round waits with nothing to do");
@@ -170,7 +178,7 @@ fn answer(
         }
         Action::Apply { changes, .. } => {
             let result = match choice % 6 {
-                0 => Err(ApplyError::Storage(StorageError::Inconsistent("fuzz".into()))),
+                0 => Err(ApplyError::Storage(StorageError::TaskFailed)),
                 1 => Err(ApplyError::ClockDrift(ClockDriftError {
                     stamp: Stamp::new(T0 + 3_600_000, 0),
                     ahead_ms: 3_600_000,
@@ -247,7 +255,12 @@ fn idle(session: &mut Session, input: &mut Input<'_>, remote: ReplicaId, now: No
 
 /// A response frame to `body`: garbage, an old server's refusal, or a
 /// response of any kind with fields right or wrong.
-fn response(input: &mut Input<'_>, body: &RequestBody, local: ReplicaId, remote: ReplicaId) -> Vec<u8> {
+fn response(
+    input: &mut Input<'_>,
+    body: &RequestBody,
+    local: ReplicaId,
+    remote: ReplicaId,
+) -> Vec<u8> {
     let choice = input.byte();
     let response = match choice % 8 {
         0 => return bytes(input),
@@ -268,7 +281,8 @@ fn response(input: &mut Input<'_>, body: &RequestBody, local: ReplicaId, remote:
                 1 => after,
                 _ => after + u64::from(input.byte()),
             };
-            let mut changes: Vec<Change> = (0..input.byte() % 3).map(|i| change(i.into())).collect();
+            let mut changes: Vec<Change> =
+                (0..input.byte() % 3).map(|i| change(i.into())).collect();
             if input.byte() % 5 == 0 {
                 if let Some(c) = changes.first_mut() {
                     c.collection = "elsewhere".into();
@@ -345,5 +359,5 @@ fn bytes(input: &mut Input<'_>) -> Vec<u8> {
 }
 
 fn storage() -> SyncError {
-    SyncError::Storage(std::sync::Arc::new(StorageError::Inconsistent("fuzz".into())))
+    SyncError::Storage(std::sync::Arc::new(StorageError::TaskFailed))
 }

@@ -11,8 +11,8 @@ use syncline_loopback::Faults;
 
 use super::world::{DRAFTS, Sim, TODOS};
 use super::{MaxValue, SimReport};
-use crate::sync::status::Status;
 use crate::model::{ChangeId, Key, MergePolicy, Op};
+use crate::sync::status::Status;
 
 impl Sim<'_> {
     /// Heals the network, lets the engines settle, then checks everything.

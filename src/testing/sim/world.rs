@@ -11,10 +11,10 @@ use syncline_transport::Limits;
 
 use super::{MaxValue, SimConfig, Step, Topology, replica_id};
 use crate::clock::{Stamp, TimeSource};
-use crate::sync::config::SyncConfig;
-use crate::sync::engine::SyncEngine;
 use crate::model::{ChangeId, CollectionConfig, MergePolicy, ReplicaId};
 use crate::replica::{Replica, ReplicaConfig};
+use crate::sync::config::SyncConfig;
+use crate::sync::engine::SyncEngine;
 use crate::sync::server::{ServerConfig, SyncServer};
 use crate::value::Value;
 
