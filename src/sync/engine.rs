@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::StorageError;
+use crate::error::{ReadError, StorageError};
 use crate::model::ReplicaId;
 use crate::replica::Replica;
 use crate::sync::config::SyncConfig;
@@ -294,7 +294,7 @@ impl Driver {
                             let slice = r.feed_for(remote, acked, limit, max_bytes, &|c| {
                                 collections.iter().any(|w| w == c)
                             })?;
-                            Ok::<_, crate::ReadError>(Outbox {
+                            Ok::<_, ReadError>(Outbox {
                                 acked,
                                 changes: slice.changes,
                                 through: slice.through,

@@ -25,9 +25,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use syncline_transport::{Fault, TransportError};
 
-use crate::clock::Stamp;
 use crate::error::ApplyError;
-use crate::model::{Change, ReplicaId};
+use crate::store::ApplyReport;
+use crate::model::ReplicaId;
 use crate::sync::config::SyncConfig;
 use crate::sync::error::{ProtocolViolation, SyncError};
 use crate::sync::protocol::{
@@ -35,111 +35,11 @@ use crate::sync::protocol::{
 };
 use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
 
+mod io;
 #[cfg(test)]
 mod tests;
 
-/// The time, as the driver read it: a monotonic instant for timers and the
-/// wall clock for what is recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Now {
-    /// For timers (backoff, polling, the subscription's silence).
-    pub(crate) at: Instant,
-    /// Milliseconds since the Unix epoch, for cursors' last contact and
-    /// [`SyncStats::last_sync_ms`].
-    pub(crate) millis: u64,
-}
-
-/// What the session asks its driver to do. Each action's result is fed back
-/// through the `handle_*` method its doc names.
-#[derive(Clone, Debug)]
-pub(crate) enum Action {
-    /// Open a connection to the remote; then [`Session::handle_connected`]
-    /// with this replica's clock and synced collections.
-    Connect,
-    /// Send a request and wait for its answer; then
-    /// [`Session::handle_response`].
-    Exchange(Request),
-    /// Open the subscription stream; then [`Session::handle_subscribed`].
-    Subscribe(Request),
-    /// Read the cursor pulled through from `remote`; then
-    /// [`Session::handle_pull_cursor`].
-    ReadPullCursor {
-        /// The remote.
-        remote: ReplicaId,
-    },
-    /// Read the local feed after what `remote` acknowledged, leaving out its
-    /// own changes and other collections; then [`Session::handle_outbox`].
-    ReadOutbox {
-        /// The remote.
-        remote: ReplicaId,
-        /// The most changes (whole groups may exceed it).
-        limit: usize,
-        /// About the most bytes (whole groups may exceed it).
-        max_bytes: usize,
-        /// The collections to include.
-        collections: Vec<String>,
-    },
-    /// Record, durably, that `remote` holds the local feed through
-    /// `through`; then [`Session::handle_pushed`].
-    RecordPushed {
-        /// The remote.
-        remote: ReplicaId,
-        /// The local lsn acknowledged through.
-        through: u64,
-        /// The time of the acknowledgement.
-        now_ms: u64,
-    },
-    /// Apply a pulled batch and move the pull cursor to `through` in the
-    /// same commit; then [`Session::handle_applied`].
-    Apply {
-        /// The remote the changes came from.
-        remote: ReplicaId,
-        /// The changes, verified.
-        changes: Vec<Change>,
-        /// The remote's lsn the batch covers through.
-        through: u64,
-    },
-    /// Drop the connection and its subscription.
-    Disconnect,
-    /// The round is over: answer the command that started it, if any.
-    Finished(Result<SyncReport, SyncError>),
-}
-
-/// What the handshake needs from the local replica.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Local {
-    /// The replica's clock reading.
-    pub(crate) clock: Stamp,
-    /// Its synced collections and their policies.
-    pub(crate) collections: Vec<CollectionSpec>,
-}
-
-/// The answer to [`Action::ReadOutbox`].
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Outbox {
-    /// The local lsn the remote has acknowledged through.
-    pub(crate) acked: u64,
-    /// The changes to send, whole groups only.
-    pub(crate) changes: Vec<Change>,
-    /// The lsn the slice covers through (skipped entries included).
-    pub(crate) through: u64,
-    /// Whether the feed goes on after `through`.
-    pub(crate) has_more: bool,
-}
-
-/// A local commit, as the replica's change stream reported it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Commit {
-    /// A change at `lsn`, received from `source` (`None`: made here).
-    Change {
-        /// Its lsn.
-        lsn: u64,
-        /// The peer it came from.
-        source: Option<ReplicaId>,
-    },
-    /// The stream fell behind and lost some: assume they were local.
-    Lagged,
-}
+pub(crate) use io::{Action, Commit, Local, Now, Outbox};
 
 /// A connection that passed the handshake.
 #[derive(Clone, Debug)]
@@ -605,7 +505,7 @@ impl Session {
     /// The result of [`Action::Apply`].
     pub(crate) fn handle_applied(
         &mut self,
-        result: Result<crate::ApplyReport, ApplyError>,
+        result: Result<ApplyReport, ApplyError>,
         now: Now,
     ) {
         let Phase::Applying {

@@ -7,7 +7,8 @@ use syncline_transport::{Fault, RefusalCode, ServiceError, TransportError};
 
 use super::*;
 use crate::codec;
-use crate::model::{ChangeId, Key, MergePolicy, Op};
+use crate::clock::Stamp;
+use crate::model::{Change, ChangeId, Key, MergePolicy, Op};
 use crate::sync::config::Direction;
 use crate::sync::error::ClockDrift;
 use crate::value::Value;
@@ -243,7 +244,7 @@ fn a_round_connects_pushes_and_pulls_until_caught_up() {
             other => panic!("expected an apply, got {other:?}"),
         }
         s.handle_applied(
-            Ok(crate::ApplyReport {
+            Ok(ApplyReport {
                 applied: 1,
                 conflicts: usize::from(has_more),
                 ..Default::default()
@@ -333,7 +334,7 @@ fn a_clock_too_far_ahead_has_one_shape_on_either_side() {
     let batch = Batch::new(vec![change(6, "todos")], 6);
     s.handle_response(Ok(&changes(batch, false)), clock.now());
     action(&mut s);
-    let drift = crate::ClockDriftError {
+    let drift = crate::clock::ClockDriftError {
         stamp: Stamp::new(T0 + 3_600_000, 0),
         ahead_ms: 3_600_000,
         max_ms: 60_000,
