@@ -26,8 +26,8 @@ use rand::{Rng, SeedableRng};
 use syncline_transport::{Fault, TransportError};
 
 use crate::error::ApplyError;
-use crate::store::ApplyReport;
 use crate::model::ReplicaId;
+use crate::store::ApplyReport;
 use crate::sync::config::SyncConfig;
 use crate::sync::error::{ProtocolViolation, SyncError};
 use crate::sync::protocol::{
@@ -503,11 +503,7 @@ impl Session {
     }
 
     /// The result of [`Action::Apply`].
-    pub(crate) fn handle_applied(
-        &mut self,
-        result: Result<ApplyReport, ApplyError>,
-        now: Now,
-    ) {
+    pub(crate) fn handle_applied(&mut self, result: Result<ApplyReport, ApplyError>, now: Now) {
         let Phase::Applying {
             after,
             through,

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use syncline_transport::{Fault, RefusalCode, ServiceError, TransportError};
 
 use super::*;
-use crate::codec;
 use crate::clock::Stamp;
+use crate::codec;
 use crate::model::{Change, ChangeId, Key, MergePolicy, Op};
 use crate::sync::config::Direction;
 use crate::sync::error::ClockDrift;

@@ -162,14 +162,14 @@ fn answer(
                         acked,
                         changes,
                         through,
-                        has_more: input.byte() % 2 == 0,
+                        has_more: input.byte().is_multiple_of(2),
                     })
                 }
             };
             session.handle_outbox(result, now);
         }
         Action::RecordPushed { .. } => {
-            let result = if choice % 8 == 0 {
+            let result = if choice.is_multiple_of(8) {
                 Err(storage())
             } else {
                 Ok(())
@@ -266,7 +266,11 @@ fn response(
         0 => return bytes(input),
         1 => return codec::encode(&(3u32, u32::from(input.byte() % 8), "old".to_string())),
         2 => Response::Welcome {
-            replica: if input.byte() % 4 == 0 { local } else { remote },
+            replica: if input.byte().is_multiple_of(4) {
+                local
+            } else {
+                remote
+            },
             clock: Stamp::new(T0, 0),
             collections: specs(input.byte()),
             last_lsn: u64::from(input.byte()),
@@ -283,23 +287,23 @@ fn response(
             };
             let mut changes: Vec<Change> =
                 (0..input.byte() % 3).map(|i| change(i.into())).collect();
-            if input.byte() % 5 == 0 {
-                if let Some(c) = changes.first_mut() {
-                    c.collection = "elsewhere".into();
-                }
+            if input.byte().is_multiple_of(5)
+                && let Some(c) = changes.first_mut()
+            {
+                c.collection = "elsewhere".into();
             }
             let mut batch = Batch::new(changes, through);
-            if input.byte() % 7 == 0 {
+            if input.byte().is_multiple_of(7) {
                 batch.digest[0] ^= 1;
             }
             Response::Changes {
                 batch,
-                has_more: input.byte() % 2 == 0,
+                has_more: input.byte().is_multiple_of(2),
             }
         }
         _ => {
             let through = match body {
-                RequestBody::Push(batch) if input.byte() % 5 != 0 => batch.through,
+                RequestBody::Push(batch) if !input.byte().is_multiple_of(5) => batch.through,
                 _ => u64::from(input.byte()),
             };
             Response::Ack {
