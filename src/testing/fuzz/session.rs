@@ -21,7 +21,7 @@ use crate::{ApplyReport, SyncError};
 /// The most inputs one run feeds the session.
 const MAX_INPUTS: usize = 256;
 
-/// Drives a [`Session`](crate::sync::session) with inputs read from `data`
+/// Drives the client's sync state machine (`src/sync/session/`) with inputs read from `data`
 /// and checks, after every input:
 ///
 /// - it never panics, whatever the answers;
