@@ -179,6 +179,19 @@ fn nothing_to_push(s: &mut Session, clock: &Clock) {
     );
 }
 
+/// Answers the rest of a round that has nothing to push or pull, with the
+/// pull cursor at 5, and checks that it succeeds.
+fn quiet_round(s: &mut Session, clock: &Clock) {
+    nothing_to_push(s, clock);
+    assert!(matches!(action(s), Action::ReadPullCursor { .. }));
+    s.handle_pull_cursor(Ok(5), clock.now());
+    expect_exchange(s);
+    s.handle_response(Ok(&changes(Batch::new(vec![], 5), false)), clock.now());
+    assert!(matches!(action(s), Action::Apply { .. }));
+    s.handle_applied(Ok(Default::default()), clock.now());
+    expect_finished(s).unwrap();
+}
+
 #[test]
 fn a_round_connects_pushes_and_pulls_until_caught_up() {
     let clock = Clock::new();
@@ -486,14 +499,7 @@ fn an_ack_through_another_lsn_is_refused() {
 fn heartbeats_keep_the_subscription_alive_and_news_pull() {
     let mut clock = Clock::new();
     let mut s = connected(config(), &clock);
-    nothing_to_push(&mut s, &clock);
-    assert!(matches!(action(&mut s), Action::ReadPullCursor { .. }));
-    s.handle_pull_cursor(Ok(5), clock.now());
-    expect_exchange(&mut s);
-    s.handle_response(Ok(&changes(Batch::new(vec![], 5), false)), clock.now());
-    action(&mut s);
-    s.handle_applied(Ok(Default::default()), clock.now());
-    expect_finished(&mut s).unwrap();
+    quiet_round(&mut s, &clock);
     assert!(s.wants_notifications());
     // Heartbeats (the lsn subscribed after, then unchanged) every 15 s:
     // nothing to do, and the 45 s silence never comes.
@@ -502,14 +508,7 @@ fn heartbeats_keep_the_subscription_alive_and_news_pull() {
         // The poll timer (30 s) fires in between; answer its round.
         if s.poll_timeout().is_some_and(|t| t <= now.at) {
             s.handle_timeout(now);
-            nothing_to_push(&mut s, &clock);
-            assert!(matches!(action(&mut s), Action::ReadPullCursor { .. }));
-            s.handle_pull_cursor(Ok(5), now);
-            expect_exchange(&mut s);
-            s.handle_response(Ok(&changes(Batch::new(vec![], 5), false)), now);
-            action(&mut s);
-            s.handle_applied(Ok(Default::default()), now);
-            expect_finished(&mut s).unwrap();
+            quiet_round(&mut s, &clock);
         }
         let beat = protocol::encode(&Notify { last_lsn: 5 });
         s.handle_notification(Some(Ok(&beat)), now);
@@ -532,14 +531,7 @@ fn a_silent_subscription_is_replaced() {
         ..config()
     };
     let mut s = connected(config, &clock);
-    nothing_to_push(&mut s, &clock);
-    action(&mut s);
-    s.handle_pull_cursor(Ok(5), clock.now());
-    expect_exchange(&mut s);
-    s.handle_response(Ok(&changes(Batch::new(vec![], 5), false)), clock.now());
-    action(&mut s);
-    s.handle_applied(Ok(Default::default()), clock.now());
-    expect_finished(&mut s).unwrap();
+    quiet_round(&mut s, &clock);
     let deadline = s.poll_timeout().expect("the silence deadline");
     assert_eq!(deadline, clock.now().at + Duration::from_secs(45));
     s.handle_timeout(clock.advance(44_999));
@@ -559,14 +551,7 @@ fn on_demand_sessions_never_act_by_themselves() {
         ..config()
     };
     let mut s = connected(config, &clock);
-    nothing_to_push(&mut s, &clock);
-    action(&mut s);
-    s.handle_pull_cursor(Ok(5), clock.now());
-    expect_exchange(&mut s);
-    s.handle_response(Ok(&changes(Batch::new(vec![], 5), false)), clock.now());
-    action(&mut s);
-    s.handle_applied(Ok(Default::default()), clock.now());
-    expect_finished(&mut s).unwrap();
+    quiet_round(&mut s, &clock);
     // No subscription, no poll timer, and local writes wait for a command.
     assert!(!s.wants_notifications());
     assert_eq!(s.poll_timeout(), None);
@@ -585,14 +570,7 @@ fn on_demand_sessions_never_act_by_themselves() {
 fn local_commits_push_but_changes_from_the_remote_do_not() {
     let clock = Clock::new();
     let mut s = connected(config(), &clock);
-    nothing_to_push(&mut s, &clock);
-    action(&mut s);
-    s.handle_pull_cursor(Ok(5), clock.now());
-    expect_exchange(&mut s);
-    s.handle_response(Ok(&changes(Batch::new(vec![], 5), false)), clock.now());
-    action(&mut s);
-    s.handle_applied(Ok(Default::default()), clock.now());
-    expect_finished(&mut s).unwrap();
+    quiet_round(&mut s, &clock);
     s.handle_local_commit(
         Commit::Change {
             lsn: 9,
