@@ -108,7 +108,7 @@ pub use model::{
 };
 pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};
 pub use store::{ApplyReport, Conflict, FeedEntry, PeerState};
-pub use sync::config::{Direction, SyncConfig};
+pub use sync::config::{Direction, SyncConfig, TokenProvider};
 pub use sync::engine::SyncEngine;
 pub use sync::error::{ClockDrift, ProtocolViolation, SyncError};
 pub use sync::protocol;

@@ -11,7 +11,7 @@ use syncline::protocol::{self, Batch, PROTOCOL_VERSION, Request, RequestBody, Re
 use syncline::transport::{Limits, ServerHandle, TransportError};
 use syncline::{
     Change, ChangeId, Key, ManualTime, Op, Permissions, RefusalCode, Replica, ReplicaId, Stamp,
-    Status, SyncConfig, SyncEngine, SyncError, SyncServer, Tokens, Value,
+    Status, SyncConfig, SyncEngine, SyncError, SyncEvent, SyncServer, Tokens, Value,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -220,7 +220,7 @@ async fn kill_client_and_hub_mid_sync(kind: Kind) {
     let engine = start(&net, &client, "c1", "hub", small());
     let mut events = engine.events();
     loop {
-        if let syncline::SyncEvent::Pushed { .. } = tokio::time::timeout(WAIT, events.recv())
+        if let SyncEvent::Pushed { .. } = tokio::time::timeout(WAIT, events.recv())
             .await
             .unwrap()
             .unwrap()
@@ -393,6 +393,192 @@ async fn refusals_store_nothing(kind: Kind) {
     engine.stop().await;
 }
 
+/// Waits for the next event that `pick` keeps.
+async fn next_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<SyncEvent>,
+    mut pick: impl FnMut(SyncEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(t) = pick(events.recv().await.expect("the engine runs")) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("the event came")
+}
+
+/// On-demand engines push only when asked; local-only writes never wake an
+/// engine; `wait_synced` returns once both ways are done.
+async fn engine_controls(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 11);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let _server = serve(&net, "hub", SyncServer::new(hub.clone())).await;
+
+    // On demand: a write after a sync waits for the next sync_now.
+    let a = open_node(dir.path(), "a", 1).await;
+    let on_demand = SyncConfig {
+        on_demand: true,
+        ..quick_sync(1)
+    };
+    let engine = start(&net, &a, "a", "hub", on_demand);
+    engine.sync_now().await.unwrap();
+    let mut events = engine.events();
+    a.collection("todos").unwrap().put("later", 1i64).unwrap();
+    next_event(&mut events, |e| {
+        matches!(e, SyncEvent::Captured { .. }).then_some(())
+    })
+    .await;
+    assert_eq!(hub.collection("todos").unwrap().get("later").unwrap(), None);
+    let report = engine.sync_now().await.unwrap();
+    assert_eq!(report.pushed, 1, "the write waited for this sync_now");
+    engine.stop().await;
+
+    // Local-only writes: no capture, no round. The next event after them is
+    // the capture of the synced write that follows.
+    let b = open_node(dir.path(), "b", 2).await;
+    b.define_collection("drafts", syncline::CollectionConfig::local_only())
+        .unwrap();
+    let engine = start(&net, &b, "b", "hub", quick_sync(2));
+    wait_status(&engine, Status::Idle).await;
+    let mut events = engine.events();
+    for i in 0..3 {
+        b.collection("drafts")
+            .unwrap()
+            .put(format!("d{i}"), i as i64)
+            .unwrap();
+    }
+    b.collection("todos")
+        .unwrap()
+        .put("b-synced", 1i64)
+        .unwrap();
+    let synced_lsn = b.last_lsn();
+    let captured = next_event(&mut events, |e| match e {
+        SyncEvent::Captured { lsn } => Some(lsn),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        captured, synced_lsn,
+        "the local-only writes were not captured"
+    );
+
+    // wait_synced: everything local at the call is on the hub, and
+    // everything the hub held at the call is here.
+    for i in 0..50 {
+        b.collection("todos")
+            .unwrap()
+            .put(format!("b{i}"), i as i64)
+            .unwrap();
+        hub.collection("todos")
+            .unwrap()
+            .put(format!("h{i}"), i as i64)
+            .unwrap();
+    }
+    let hub_then = states(&hub, "todos");
+    let local_then = states(&b, "todos");
+    engine.wait_synced(WAIT).await.unwrap();
+    let hub_now = states(&hub, "todos");
+    let here = states(&b, "todos");
+    for (key, state) in &hub_then {
+        assert!(
+            here.iter().any(|(k, s)| k == key && s == state),
+            "pulled {key:?}"
+        );
+    }
+    for (key, _) in &local_then {
+        assert!(hub_now.iter().any(|(k, _)| k == key), "pushed {key:?}");
+    }
+    assert_eq!(engine.stats().pending, 0);
+    engine.stop().await;
+}
+
+/// `max_retry_attempts` gives up with status `Error`; `reconnect_now`
+/// comes back at once, long before the backoff would.
+async fn giving_up_and_reconnecting(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 12);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let server = serve(&net, "hub", SyncServer::new(hub.clone())).await;
+    let c = open_node(dir.path(), "c", 1).await;
+    let gives_up = SyncConfig {
+        max_retry_attempts: Some(2),
+        ..quick_sync(1)
+    };
+    let patient = SyncConfig {
+        // Far longer than the test waits: only reconnect_now brings it back.
+        backoff_initial: Duration::from_secs(600),
+        backoff_max: Duration::from_secs(600),
+        ..quick_sync(2)
+    };
+    let e1 = start(&net, &c, "c", "hub", gives_up);
+    let e2 = start(&net, &c, "c2", "hub", patient);
+    wait_status(&e1, Status::Idle).await;
+    wait_status(&e2, Status::Idle).await;
+    server.shutdown().await;
+    wait_status(&e1, Status::Error).await;
+    wait_status(&e2, Status::Offline).await;
+    assert!(e1.stats().last_error.is_some());
+
+    let _server = serve(&net, "hub", SyncServer::new(hub.clone())).await;
+    c.collection("todos").unwrap().put("back", 1i64).unwrap();
+    e2.reconnect_now().await.unwrap();
+    wait_status(&e2, Status::Idle).await;
+    eventually(&[&hub], WAIT, "the write after reconnect_now", || {
+        hub.collection("todos")
+            .unwrap()
+            .get("back")
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    // The engine that gave up comes back when asked.
+    e1.reconnect_now().await.unwrap();
+    wait_status(&e1, Status::Idle).await;
+    e1.stop().await;
+    e2.stop().await;
+}
+
+/// A token provider is asked at connect and, after an unauthenticated
+/// refusal, once more for a fresh token.
+async fn token_provider_refreshes(kind: Kind) {
+    #[derive(Debug, Default)]
+    struct Expiring(std::sync::atomic::AtomicUsize);
+
+    impl syncline::TokenProvider for Expiring {
+        fn token(&self, refresh: bool) -> syncline::transport::BoxFuture<'_, Option<String>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let token = if refresh { "fresh" } else { "expired" };
+            Box::pin(async move { Some(token.to_string()) })
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 13);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let access = Tokens::new().with_token("fresh", "c", Permissions::all());
+    let _server = serve(
+        &net,
+        "hub",
+        SyncServer::new(hub.clone()).with_access(access),
+    )
+    .await;
+    let c = open_node(dir.path(), "c", 1).await;
+    c.collection("todos").unwrap().put("k", 1i64).unwrap();
+    let provider = std::sync::Arc::new(Expiring::default());
+    let config = SyncConfig {
+        on_demand: true,
+        token_provider: Some(provider.clone()),
+        ..quick_sync(1)
+    };
+    let engine = start(&net, &c, "c", "hub", config);
+    assert_eq!(engine.sync_now().await.unwrap().pushed, 1);
+    assert_eq!(provider.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    engine.stop().await;
+}
+
 macro_rules! over {
     ($module:ident, $kind:expr, $($scenario:ident),* $(,)?) => {
         mod $module {
@@ -417,6 +603,9 @@ macro_rules! every_scenario {
             chain_through_the_middle,
             kill_client_and_hub_mid_sync,
             refusals_store_nothing,
+            engine_controls,
+            giving_up_and_reconnecting,
+            token_provider_refreshes,
         );
     };
 }

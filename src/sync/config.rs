@@ -1,6 +1,10 @@
 //! How an engine syncs with one remote.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use syncline_transport::BoxFuture;
 
 /// Which way changes flow between this replica and the remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,8 +34,13 @@ impl Direction {
 pub struct SyncConfig {
     /// Which way changes flow. Default both.
     pub direction: Direction,
-    /// The token presented to the server, if it wants one.
+    /// The token presented to the server, if it wants one. A
+    /// [`SyncConfig::token_provider`], when set, supplies it instead.
     pub token: Option<String>,
+    /// Supplies the token at each connect, and once more when the remote
+    /// refuses it as unauthenticated (with `refresh`), before the round
+    /// fails: for tokens that expire. Default none.
+    pub token_provider: Option<Arc<dyn TokenProvider>>,
     /// The most changes per push or pull batch (whole transactions may
     /// exceed it). Default 1,000.
     pub batch_size: usize,
@@ -59,6 +68,12 @@ pub struct SyncConfig {
     pub backoff_initial: Duration,
     /// The longest retry delay. Default 30 s.
     pub backoff_max: Duration,
+    /// How many times to retry after failures in a row before giving up:
+    /// then the status stays [`crate::Status::Error`] and nothing happens
+    /// until [`crate::SyncEngine::sync_now`] (or `push`, `pull`) or
+    /// [`crate::SyncEngine::reconnect_now`]. `None` retries forever.
+    /// Default `None`.
+    pub max_retry_attempts: Option<u32>,
     /// Seed of the jitter, for reproducible simulations; `None` draws one.
     pub seed: Option<u64>,
 }
@@ -68,6 +83,7 @@ impl Default for SyncConfig {
         Self {
             direction: Direction::Both,
             token: None,
+            token_provider: None,
             batch_size: 1000,
             max_batch_bytes: 4 << 20,
             live: true,
@@ -76,6 +92,7 @@ impl Default for SyncConfig {
             on_demand: false,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
+            max_retry_attempts: None,
             seed: None,
         }
     }
@@ -88,9 +105,40 @@ impl SyncConfig {
         self
     }
 
+    /// This config with a token provider.
+    pub fn with_token_provider(mut self, provider: impl TokenProvider + 'static) -> Self {
+        self.token_provider = Some(Arc::new(provider));
+        self
+    }
+
     /// This config with a direction.
     pub fn with_direction(mut self, direction: Direction) -> Self {
         self.direction = direction;
         self
     }
+}
+
+/// Supplies the token an engine presents, for credentials that expire.
+///
+/// The engine asks at each connect (`refresh` false) and, when the remote
+/// refuses the token as unauthenticated, once more (`refresh` true) before
+/// it gives the round up; `None` presents no token.
+///
+/// ```
+/// use syncline::TokenProvider;
+/// use syncline::transport::BoxFuture;
+///
+/// #[derive(Debug)]
+/// struct FromEnv;
+///
+/// impl TokenProvider for FromEnv {
+///     fn token(&self, _refresh: bool) -> BoxFuture<'_, Option<String>> {
+///         Box::pin(async { std::env::var("SYNC_TOKEN").ok() })
+///     }
+/// }
+/// ```
+pub trait TokenProvider: Send + Sync + fmt::Debug {
+    /// The token to present; `refresh` is true when the remote just
+    /// refused the last one.
+    fn token(&self, refresh: bool) -> BoxFuture<'_, Option<String>>;
 }

@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use crate::error::{ReadError, StorageError};
 use crate::model::ReplicaId;
 use crate::replica::Replica;
-use crate::sync::config::SyncConfig;
+use crate::sync::config::{SyncConfig, TokenProvider};
 use crate::sync::error::SyncError;
 use crate::sync::protocol::{self, synced_specs};
-use crate::sync::session::{Action, Commit, Local, Now, Outbox, Session};
+use crate::sync::session::{Action, Commit, Local, Now, Outbox, Progress, Session};
 use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
 use crate::watch::{Watch, WatchError};
 
@@ -36,6 +36,8 @@ use crate::watch::{Watch, WatchError};
 pub struct SyncEngine {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
+    progress: watch::Receiver<Progress>,
+    on_demand: bool,
     events: broadcast::Sender<SyncEvent>,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
@@ -64,6 +66,7 @@ enum Command {
         pull: bool,
         reply: oneshot::Sender<Result<SyncReport, SyncError>>,
     },
+    Reconnect,
 }
 
 impl SyncEngine {
@@ -93,6 +96,8 @@ impl SyncEngine {
     ) -> Self {
         let (commands, rx) = mpsc::channel(16);
         let (status_tx, status) = watch::channel(Status::Offline);
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let on_demand = config.on_demand;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             replica: replica.clone(),
@@ -100,8 +105,12 @@ impl SyncEngine {
             remote: Mutex::new(None),
         });
         let seed = config.seed.unwrap_or_else(rand::random);
+        let token = config.token.clone();
+        let token_provider = config.token_provider.clone();
         let session = Session::new(replica.id(), config, seed, Instant::now().into_std());
         let driver = Driver {
+            token,
+            token_provider,
             local: replica.watch(),
             replica,
             connector,
@@ -112,6 +121,7 @@ impl SyncEngine {
             reply: None,
             commands: rx,
             status: status_tx,
+            progress: progress_tx,
             events: events.clone(),
             shared: shared.clone(),
         };
@@ -119,6 +129,8 @@ impl SyncEngine {
         Self {
             commands,
             status,
+            progress,
+            on_demand,
             events,
             shared,
             task: Some(task),
@@ -167,6 +179,49 @@ impl SyncEngine {
         self.command(false, true).await
     }
 
+    /// Waits until everything committed here before the call is pushed and
+    /// everything the remote held at the call is pulled: until a round
+    /// that began after the call succeeds. An automatic engine keeps
+    /// retrying (with its backoff) until then; an on-demand engine runs one
+    /// round and returns its error. Fails with [`SyncError::TimedOut`]
+    /// after `timeout`.
+    ///
+    /// Refused changes do not hold it back: a round that moved them aside
+    /// succeeds.
+    pub async fn wait_synced(&self, timeout: std::time::Duration) -> Result<(), SyncError> {
+        let mut progress = self.progress.clone();
+        let start = progress.borrow().begun;
+        let work = async {
+            match self.sync_now().await {
+                Ok(_) => return Ok(()),
+                Err(e) if self.on_demand || matches!(e, SyncError::Stopped) => return Err(e),
+                Err(_) => {}
+            }
+            // The engine retries by itself: wait for a round begun after
+            // the call to succeed.
+            progress
+                .wait_for(|p| p.synced > start)
+                .await
+                .map_err(|_| SyncError::Stopped)?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| SyncError::TimedOut(timeout))?
+    }
+
+    /// Reconnects now, forgetting the backoff: for an app that learns the
+    /// network is back. The connection is dropped and made again, and an
+    /// automatic engine syncs at once (also after it gave up, see
+    /// [`SyncConfig::max_retry_attempts`]). Returns once the engine took
+    /// the request; a round in progress finishes first.
+    pub async fn reconnect_now(&self) -> Result<(), SyncError> {
+        self.commands
+            .send(Command::Reconnect)
+            .await
+            .map_err(|_| SyncError::Stopped)
+    }
+
     async fn command(&self, push: bool, pull: bool) -> Result<SyncReport, SyncError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -197,6 +252,9 @@ impl Drop for SyncEngine {
 /// The engine's task: performs the session's actions and feeds it inputs.
 struct Driver {
     replica: Replica,
+    token: Option<String>,
+    token_provider: Option<Arc<dyn TokenProvider>>,
+    progress: watch::Sender<Progress>,
     connector: Arc<dyn Connector>,
     session: Session,
     inline_store: bool,
@@ -233,13 +291,18 @@ impl Driver {
         while let Some(action) = self.session.poll_action() {
             self.publish();
             match action {
-                Action::Connect => {
+                Action::Connect { refresh } => {
                     let result = match self.connector.connect().await {
                         Ok(conn) => {
                             self.conn = Some(conn);
+                            let token = match &self.token_provider {
+                                Some(provider) => provider.token(refresh).await,
+                                None => self.token.clone(),
+                            };
                             Ok(Local {
                                 clock: self.replica.clock(),
                                 collections: synced_specs(self.replica.collections()),
+                                token,
                             })
                         }
                         Err(e) => Err(e),
@@ -359,11 +422,22 @@ impl Driver {
                     let now = self.now();
                     self.session.handle_command(push, pull, now);
                 }
+                Some(Command::Reconnect) => {
+                    let now = self.now();
+                    self.session.handle_reconnect(now);
+                }
                 None => return false,
             },
             event = self.local.recv(), if commits => {
                 let commit = match event {
-                    Ok(e) => Commit::Change { lsn: e.lsn, source: e.source },
+                    Ok(e) => Commit::Change {
+                        lsn: e.lsn,
+                        source: e.source,
+                        synced: self
+                            .replica
+                            .collection_config(&e.change.collection)
+                            .is_some_and(|c| c.sync),
+                    },
                     Err(WatchError::Lagged(_)) => Commit::Lagged,
                     Err(WatchError::Closed) => return false,
                 };
@@ -397,6 +471,12 @@ impl Driver {
         }
         *lock(&self.shared.stats) = self.session.stats().clone();
         *lock(&self.shared.remote) = self.session.remote();
+        let progress = self.session.progress();
+        self.progress.send_if_modified(|p| {
+            let changed = *p != progress;
+            *p = progress;
+            changed
+        });
     }
 
     /// Runs blocking store work off the async workers.

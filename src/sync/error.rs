@@ -44,6 +44,9 @@ pub enum SyncError {
     /// The engine was stopped.
     #[error("the engine is stopped")]
     Stopped,
+    /// [`crate::SyncEngine::wait_synced`] gave up waiting.
+    #[error("not synced within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 /// Which clock runs ahead, and by how much when known.
@@ -128,6 +131,7 @@ impl SyncError {
             Self::Storage(_) => Fault::Storage,
             Self::Read(e) => e.fault(),
             Self::Stopped => Fault::Caller,
+            Self::TimedOut(_) => Fault::Network,
         }
     }
 

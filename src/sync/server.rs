@@ -174,8 +174,19 @@ impl SyncServer {
                 ),
             ));
         }
+        // One token: in the request (`SyncConfig`), or in the transport's
+        // bearer header (HTTP); two different ones are refused, not chosen
+        // between.
+        let token = match (request.token.as_deref(), peer.bearer_token.as_deref()) {
+            (Some(ours), Some(header)) if ours != header => {
+                return Err(ServiceError::bad_request(
+                    "the request's token and the transport's bearer token differ",
+                ));
+            }
+            (ours, header) => ours.or(header),
+        };
         let credentials = Credentials {
-            token: request.token.as_deref().or(peer.bearer_token.as_deref()),
+            token,
             replica: request.from,
             peer,
         };

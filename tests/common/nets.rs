@@ -73,7 +73,22 @@ impl TestNet {
             Kind::Quic => {
                 use syncline::transport::quic::{QuicServer, QuicServerConfig};
                 let config = QuicServerConfig::new(self.cert.identity()).with_limits(limits);
-                let server = QuicServer::bind(self.addr(name), service, config).unwrap();
+                // A server shut down a moment ago may still hold the UDP
+                // port until quinn's endpoint task notices: retry the bind
+                // while the port is taken, for a few seconds at most.
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                let server = loop {
+                    match QuicServer::bind(self.addr(name), service.clone(), config.clone()) {
+                        Ok(server) => break server,
+                        Err(e)
+                            if e.to_string().contains("in use")
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                        Err(e) => panic!("bind: {e}"),
+                    }
+                };
                 self.remember(name, server.local_addr());
                 Box::new(server)
             }

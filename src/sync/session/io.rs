@@ -27,8 +27,12 @@ pub(crate) struct Now {
 #[derive(Clone, Debug)]
 pub(crate) enum Action {
     /// Open a connection to the remote; then [`Session::handle_connected`]
-    /// with this replica's clock and synced collections.
-    Connect,
+    /// with this replica's clock, synced collections and token (from the
+    /// token provider, asked to refresh it when `refresh`).
+    Connect {
+        /// The remote refused the last token.
+        refresh: bool,
+    },
     /// Send a request and wait for its answer; then
     /// [`Session::handle_response`].
     Exchange(Request),
@@ -85,6 +89,8 @@ pub(crate) struct Local {
     pub(crate) clock: Stamp,
     /// Its synced collections and their policies.
     pub(crate) collections: Vec<CollectionSpec>,
+    /// The token to present on this connection.
+    pub(crate) token: Option<String>,
 }
 
 /// The answer to [`Action::ReadOutbox`].
@@ -109,7 +115,20 @@ pub(crate) enum Commit {
         lsn: u64,
         /// The peer it came from.
         source: Option<ReplicaId>,
+        /// Whether its collection syncs: a local-only change never wakes
+        /// the engine.
+        synced: bool,
     },
-    /// The stream fell behind and lost some: assume they were local.
+    /// The stream fell behind and lost some: assume they were local and
+    /// synced.
     Lagged,
+}
+
+/// Rounds begun and the last that succeeded ([`Session::progress`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// Rounds begun so far.
+    pub(crate) begun: u64,
+    /// The number of the last round that succeeded (0: none).
+    pub(crate) synced: u64,
 }

@@ -39,7 +39,7 @@ mod io;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use io::{Action, Commit, Local, Now, Outbox};
+pub(crate) use io::{Action, Commit, Local, Now, Outbox, Progress};
 
 /// A connection that passed the handshake.
 #[derive(Clone, Debug)]
@@ -124,6 +124,15 @@ pub(crate) struct Session {
     remote: Option<ReplicaId>,
     /// Failed rounds in a row.
     failures: u32,
+    /// The token presented on the current connection.
+    token: Option<String>,
+    /// Whether this round already asked the token provider for a fresh
+    /// token after a refusal.
+    refreshed: bool,
+    /// Rounds begun so far; the current one is number `begun`.
+    begun: u64,
+    /// The number of the last round that succeeded (0: none).
+    synced: u64,
     retry_at: Option<Instant>,
     poll_at: Option<Instant>,
     status: Status,
@@ -137,6 +146,7 @@ impl Session {
     /// demand, it connects at once.
     pub(crate) fn new(local: ReplicaId, config: SyncConfig, seed: u64, now: Instant) -> Self {
         let retry_at = (!config.on_demand).then_some(now);
+        let token = config.token.clone();
         Self {
             local,
             config,
@@ -148,6 +158,10 @@ impl Session {
             link: None,
             remote: None,
             failures: 0,
+            token,
+            refreshed: false,
+            begun: 0,
+            synced: 0,
             retry_at,
             poll_at: None,
             status: Status::Offline,
@@ -203,6 +217,16 @@ impl Session {
         self.remote
     }
 
+    /// How many rounds have begun, and the number of the last that
+    /// succeeded: a round begun after some moment succeeded once
+    /// `synced` passes the `begun` of that moment.
+    pub(crate) fn progress(&self) -> Progress {
+        Progress {
+            begun: self.begun,
+            synced: self.synced,
+        }
+    }
+
     /// Whether the driver should report local commits
     /// ([`Session::handle_local_commit`]).
     pub(crate) fn wants_commits(&self) -> bool {
@@ -224,18 +248,40 @@ impl Session {
         }
     }
 
+    /// The app says the network is back ([`crate::SyncEngine::reconnect_now`]):
+    /// forget the backoff, drop the connection (it may be dead without
+    /// knowing it), and, unless on demand, sync at once.
+    pub(crate) fn handle_reconnect(&mut self, now: Now) {
+        if self.is_busy() {
+            return;
+        }
+        self.failures = 0;
+        self.retry_at = None;
+        if self.link.take().is_some() {
+            self.actions.push_back(Action::Disconnect);
+        }
+        if !self.config.on_demand {
+            self.begin(true, true, now);
+        }
+    }
+
     /// A commit happened on the local replica.
     pub(crate) fn handle_local_commit(&mut self, commit: Commit, now: Now) {
-        if let Commit::Change { lsn, source: None } = commit {
-            self.events.push_back(SyncEvent::Captured { lsn });
-        }
-        // Only a connected, automatic engine pushes by itself; changes
-        // pulled from this remote need no push back.
-        let watching = self.online() && self.config.direction.pushes() && !self.config.on_demand;
         let ours = match commit {
             Commit::Lagged => true,
-            Commit::Change { source, .. } => source.is_none() || source != self.remote,
+            // A local-only change never leaves: nothing to capture or push.
+            Commit::Change { synced: false, .. } => return,
+            Commit::Change {
+                lsn, source: None, ..
+            } => {
+                self.events.push_back(SyncEvent::Captured { lsn });
+                true
+            }
+            // Changes pulled from this remote need no push back.
+            Commit::Change { source, .. } => source != self.remote,
         };
+        // Only a connected, automatic engine pushes by itself.
+        let watching = self.online() && self.config.direction.pushes() && !self.config.on_demand;
         if watching && ours && !self.is_busy() {
             self.begin(true, false, now);
         }
@@ -308,6 +354,7 @@ impl Session {
         }
         match result {
             Ok(local) => {
+                self.token = local.token;
                 let request = self.request(RequestBody::Hello {
                     clock: local.clock,
                     collections: local.collections.clone(),
@@ -545,6 +592,8 @@ impl Session {
         let push = push && self.config.direction.pushes();
         let pull = pull && self.config.direction.pulls();
         self.report = SyncReport::default();
+        self.begun += 1;
+        self.refreshed = false;
         self.stage = match (push, pull) {
             (true, _) => Stage::Push,
             (false, true) => Stage::Pull,
@@ -554,7 +603,7 @@ impl Session {
         self.set_status(Status::Syncing);
         if self.link.is_none() {
             self.phase = Phase::Connecting;
-            self.actions.push_back(Action::Connect);
+            self.actions.push_back(Action::Connect { refresh: false });
         } else {
             self.next(now);
         }
@@ -683,6 +732,11 @@ impl Session {
 
     /// Ends the round.
     fn finish(&mut self, result: Result<SyncReport, SyncError>, now: Now) {
+        if let Err(e) = &result
+            && self.refresh_token(e)
+        {
+            return;
+        }
         self.phase = Phase::Idle;
         self.stage = Stage::Done;
         match &result {
@@ -691,6 +745,7 @@ impl Session {
                 self.stats.rounds += 1;
                 self.stats.last_error = None;
                 self.failures = 0;
+                self.synced = self.begun;
                 self.retry_at = None;
                 self.poll_at = self
                     .config
@@ -703,18 +758,53 @@ impl Session {
                 self.disconnect();
                 self.failed(e);
                 if !self.config.on_demand {
-                    self.retry_at = Some(now.at + self.backoff());
+                    self.schedule_retry(now);
                 }
             }
         }
         self.actions.push_back(Action::Finished(result));
     }
 
+    /// After a refusal as unauthenticated, once a round: reconnect with a
+    /// fresh token from the provider, and go on with the round from where
+    /// it was (its cursors are durable). True when it did.
+    fn refresh_token(&mut self, e: &SyncError) -> bool {
+        if self.refreshed
+            || self.config.token_provider.is_none()
+            || e.refusal_code() != Some(syncline_transport::RefusalCode::UNAUTHORIZED)
+        {
+            return false;
+        }
+        self.refreshed = true;
+        self.link = None;
+        self.actions.push_back(Action::Disconnect);
+        self.phase = Phase::Connecting;
+        self.actions.push_back(Action::Connect { refresh: true });
+        true
+    }
+
     /// The subscription failed between rounds: reconnect after a backoff.
     fn lost(&mut self, e: SyncError, now: Now) {
         self.disconnect();
         self.failed(&e);
-        self.retry_at = Some(now.at + self.backoff());
+        self.schedule_retry(now);
+    }
+
+    /// After a failure: retry after the backoff, or give up after
+    /// `max_retry_attempts` failures in a row (status `Error` until a
+    /// command or a reconnect).
+    fn schedule_retry(&mut self, now: Now) {
+        self.poll_at = None;
+        if self
+            .config
+            .max_retry_attempts
+            .is_some_and(|max| self.failures > max)
+        {
+            self.retry_at = None;
+            self.set_status(Status::Error);
+        } else {
+            self.retry_at = Some(now.at + self.backoff());
+        }
     }
 
     fn disconnect(&mut self) {
@@ -780,7 +870,7 @@ impl Session {
         Request {
             version: PROTOCOL_VERSION,
             from: self.local,
-            token: self.config.token.clone(),
+            token: self.token.clone(),
             body,
         }
     }

@@ -94,11 +94,9 @@ pub fn drive_session(data: &[u8]) {
                 }
                 idle(&mut session, &mut input, remote, at);
                 next = session.poll_action();
-                // A round started if the input led to anything but a
-                // dropped subscription.
-                in_round = next
-                    .as_ref()
-                    .is_some_and(|a| !matches!(a, Action::Disconnect));
+                // A round started if the session is busy, or if it ended at
+                // once (a round with nothing to do on a live connection).
+                in_round = session.is_busy() || matches!(next, Some(Action::Finished(_)));
             }
         }
         while session.poll_event().is_some() {}
@@ -117,12 +115,13 @@ fn answer(
 ) {
     let choice = input.byte();
     match action {
-        Action::Connect => {
+        Action::Connect { .. } => {
             let result = match choice % 4 {
                 0 => Err(TransportError::network("unreachable")),
                 _ => Ok(Local {
                     clock: Stamp::new(T0, 0),
                     collections: specs(choice),
+                    token: None,
                 }),
             };
             session.handle_connected(result, now);
@@ -217,7 +216,7 @@ fn answer(
 
 /// An input between rounds, chosen by the input.
 fn idle(session: &mut Session, input: &mut Input<'_>, remote: ReplicaId, now: Now) {
-    match input.byte() % 6 {
+    match input.byte() % 7 {
         0 => {
             let b = input.byte();
             session.handle_command(b & 1 != 0, b & 2 != 0, now);
@@ -229,9 +228,18 @@ fn idle(session: &mut Session, input: &mut Input<'_>, remote: ReplicaId, now: No
                 _ => Some(ReplicaId::from_bytes([3; 16])),
             };
             let lsn = u64::from(input.byte());
-            session.handle_local_commit(Commit::Change { lsn, source }, now);
+            let synced = !input.byte().is_multiple_of(4);
+            session.handle_local_commit(
+                Commit::Change {
+                    lsn,
+                    source,
+                    synced,
+                },
+                now,
+            );
         }
         2 => session.handle_local_commit(Commit::Lagged, now),
+        5 if input.byte().is_multiple_of(2) => session.handle_reconnect(now),
         3 => {
             let frame = match input.byte() % 5 {
                 0 => None,
