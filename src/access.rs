@@ -5,7 +5,7 @@ use std::fmt;
 
 use syncline_transport::PeerInfo;
 
-use crate::model::ReplicaId;
+use crate::model::{Change, ReplicaId};
 
 /// Who a caller is, as decided by [`AccessControl::authenticate`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -67,6 +67,56 @@ pub trait AccessControl: Send + Sync + fmt::Debug {
     fn authorize(&self, principal: &Principal, collection: &str, access: Access) -> bool {
         let _ = (principal, collection, access);
         true
+    }
+}
+
+/// A server-side rule on the content of pushed changes, beside
+/// [`AccessControl`]: registered per collection with
+/// [`crate::SyncServer::with_validator`]. A change it rejects refuses its
+/// whole transaction group (code 422, with the rejection's reason); the
+/// push's other groups are judged on their own.
+///
+/// ```
+/// use syncline::{Change, Op, Principal, Rejection, Validator, Value};
+///
+/// /// Titles are strings of at most 100 bytes.
+/// #[derive(Debug)]
+/// struct ShortTitles;
+///
+/// impl Validator for ShortTitles {
+///     fn validate(&self, _who: &Principal, change: &Change) -> Result<(), Rejection> {
+///         match &change.op {
+///             Op::Put(Value::String(s)) if s.len() <= 100 => Ok(()),
+///             Op::Delete => Ok(()),
+///             _ => Err(Rejection::new("titles are strings of at most 100 bytes")),
+///         }
+///     }
+/// }
+/// ```
+pub trait Validator: Send + Sync + fmt::Debug {
+    /// Accepts a change `principal` pushed, or rejects it with a reason.
+    fn validate(&self, principal: &Principal, change: &Change) -> Result<(), Rejection>;
+}
+
+/// Why a [`Validator`] rejected a change: a reason for people, sent to
+/// the caller with the verdict on its group.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Rejection {
+    reason: String,
+}
+
+impl Rejection {
+    /// A rejection with `reason`.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }
 

@@ -67,6 +67,9 @@ pub enum Inconsistency {
         /// The entry's lsn.
         lsn: u64,
     },
+    /// A refused group names a change the change log does not hold.
+    #[error("a refused group names a change the log does not hold")]
+    MissingRejectedChange,
     /// Merging a change into an empty record gave no state.
     #[error("a first change made no state")]
     NoFirstState,

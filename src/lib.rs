@@ -73,6 +73,7 @@ mod collection;
 mod error;
 mod merge;
 mod model;
+mod rejected;
 mod replica;
 mod store;
 mod sync;
@@ -89,7 +90,7 @@ mod watch;
 pub use ::automerge;
 pub use access::{
     Access, AccessControl, AllowAll, AuthError, Collections, Credentials, Permissions, Principal,
-    Tokens,
+    Rejection, Tokens, Validator,
 };
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
@@ -106,6 +107,7 @@ pub use merge::{
 pub use model::{
     Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, Ranks, ReplicaId, Version,
 };
+pub use rejected::Rejected;
 pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};
 pub use store::{ApplyReport, Conflict, FeedEntry, PeerState};
 pub use sync::config::{Direction, SyncConfig, TokenProvider};

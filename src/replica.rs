@@ -19,7 +19,7 @@ use crate::error::{
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
 use crate::store::{
-    ApplyReport, Collections, FeedEntry, FeedSlice, Limits, PeerState, Store, check_remote,
+    ApplyReport, Collections, FeedEntry, FeedSlice, Limits, PeerState, Refused, Store, check_remote,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -305,6 +305,26 @@ impl Replica {
         self.apply_batch(source, changes, None)
     }
 
+    /// Checks remote changes as [`Replica::apply_remote`] would, stamps
+    /// against the drift bound included, without storing anything or
+    /// moving the clock: a server judges each pushed group with it.
+    pub(crate) fn check_remote(&self, changes: &[Change]) -> Result<(), ApplyError> {
+        check_remote(&self.inner.limits, &self.read_collections(), changes)?;
+        let now = self.now_millis();
+        let max_ms = u64::try_from(self.inner.config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
+        for change in changes {
+            let ahead_ms = change.stamp.millis().saturating_sub(now);
+            if ahead_ms > max_ms {
+                return Err(ApplyError::ClockDrift(crate::clock::ClockDriftError {
+                    stamp: change.stamp,
+                    ahead_ms,
+                    max_ms,
+                }));
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a remote batch from `source` and, in the same commit, moves
     /// the pull cursor kept for it to `pulled`: a crash never skips or loses
     /// changes.
@@ -338,14 +358,20 @@ impl Replica {
         Ok(self.inner.store.peer_state(peer)?)
     }
 
-    /// Records that `peer` acknowledged holding this replica's feed through `pushed`.
+    /// Records that `peer` acknowledged holding this replica's feed through
+    /// `pushed`, and, in the same commit, the groups it refused (of the
+    /// collections in `wanted`).
     pub(crate) fn record_pushed(
         &self,
         peer: ReplicaId,
         pushed: u64,
         now_ms: u64,
+        refused: &[Refused],
+        wanted: &dyn Fn(&str) -> bool,
     ) -> Result<(), StorageError> {
-        self.inner.store.record_pushed(peer, pushed, now_ms)
+        self.inner
+            .store
+            .record_pushed(peer, pushed, now_ms, refused, wanted)
     }
 
     /// The feed after `after` as `peer` should see it: at most about `limit`
@@ -370,6 +396,11 @@ impl Replica {
     /// A defined collection's configuration.
     pub(crate) fn collection_config(&self, name: &str) -> Option<CollectionConfig> {
         self.read_collections().get(name).map(|(c, _)| c.clone())
+    }
+
+    /// A defined collection's configuration and merge rule.
+    pub(crate) fn collection_rule(&self, name: &str) -> Option<(CollectionConfig, Rule)> {
+        self.read_collections().get(name).cloned()
     }
 
     /// The defined collections, read-locked.

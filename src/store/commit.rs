@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tables::{self, PeerState};
+use super::tables::{self, PeerState, RejectedBody};
 use super::writer::{Outcome, Writer, next_id};
 use super::{Limits, Store, WriteState, check_value};
 use crate::clock::{Stamp, TimeSource};
@@ -35,6 +35,17 @@ pub struct ApplyReport {
     pub conflicts: usize,
     /// The lsn of the last change stored, or the previous last lsn if none was.
     pub last_lsn: u64,
+}
+
+/// A group a peer refused, as a push's ack named it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    /// The lsn that ends the group in this replica's feed.
+    pub(crate) lsn: u64,
+    /// The refusal code (a `RefusalCode` number).
+    pub(crate) code: u16,
+    /// The peer's reason.
+    pub(crate) reason: String,
 }
 
 /// What a commit stored: the body's answer, the events to publish (built
@@ -278,8 +289,23 @@ impl Store {
         peer: ReplicaId,
         pushed: u64,
         now_ms: u64,
+        refused: &[Refused],
+        wanted: &dyn Fn(&str) -> bool,
     ) -> Result<(), StorageError> {
         self.commit(None, None, &|| false, |c| {
+            // The refused groups move aside in the same commit as the
+            // cursor that goes past them.
+            for r in refused {
+                let log_keys = c.writer.pushed_keys(r.lsn, peer, wanted)?;
+                let body = RejectedBody {
+                    code: r.code,
+                    reason: r.reason.clone(),
+                    at_ms: now_ms,
+                    log_keys,
+                    discarded: false,
+                };
+                c.writer.put_rejected(peer, r.lsn, &body)?;
+            }
             // Entries right after the acknowledged ones that came from the
             // peer itself never need pushing: step over them too, so that
             // nothing counts as pending when nothing is.
@@ -297,6 +323,38 @@ impl Store {
             })
         })
         .map(drop)
+    }
+
+    /// Puts the changes of a group `peer` refused back in the feed, so that
+    /// they are pushed again, and forgets the refusal. False when there is
+    /// no such refusal (or it was discarded).
+    pub(crate) fn retry_rejected(&self, peer: ReplicaId, lsn: u64) -> Result<bool, StorageError> {
+        self.commit(None, None, &|| false, |c| {
+            let Some(body) = c.writer.take_rejected(peer, lsn)? else {
+                return Ok(false);
+            };
+            if body.discarded {
+                c.writer.put_rejected(peer, lsn, &body)?;
+                return Ok(false);
+            }
+            c.writer.refeed(&mut c.state, body.log_keys);
+            Ok(true)
+        })
+        .map(|stored| stored.value)
+    }
+
+    /// Marks a group `peer` refused as discarded. False when there is no
+    /// such refusal.
+    pub(crate) fn mark_discarded(&self, peer: ReplicaId, lsn: u64) -> Result<bool, StorageError> {
+        self.commit(None, None, &|| false, |c| {
+            let Some(mut body) = c.writer.take_rejected(peer, lsn)? else {
+                return Ok(false);
+            };
+            body.discarded = true;
+            c.writer.put_rejected(peer, lsn, &body)?;
+            Ok(true)
+        })
+        .map(|stored| stored.value)
     }
 
     /// Stores a collection's definition.

@@ -37,8 +37,18 @@ use tables::{
 };
 
 pub use commit::ApplyReport;
-pub(crate) use commit::LocalOp;
+pub(crate) use commit::{LocalOp, Refused};
 pub(crate) use read::FeedSlice;
+
+/// The `changes-2` key of a change: its slot, which names it in storage.
+pub(crate) fn log_key(change: &crate::model::Change) -> Vec<u8> {
+    keys::log(
+        &change.collection,
+        change.key.as_bytes(),
+        change.stamp.as_u64(),
+        change.id.origin.as_bytes(),
+    )
+}
 pub use read::{Conflict, FeedEntry};
 pub use tables::PeerState;
 use validate::check_value;

@@ -8,7 +8,8 @@ use redb::TableHandle;
 use super::Store;
 use super::keys;
 use super::tables::{
-    self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, FEED, PEERS, PeerState, RECORDS,
+    self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, FEED, PEERS, PeerState, RECORDS, REJECTED,
+    RejectedBody,
 };
 use crate::clock::Stamp;
 use crate::error::{Inconsistency, StorageError};
@@ -45,6 +46,10 @@ pub struct FeedEntry {
 pub(crate) struct FeedSlice {
     /// The changes to send, whole groups only.
     pub(crate) changes: Vec<Change>,
+    /// The groups of `changes`, in order: how many changes each holds, and
+    /// the lsn that ends it in this replica's feed (its name in
+    /// `rejected-1`). Groups left with no change are left out.
+    pub(crate) groups: Vec<(u32, u64)>,
     /// The lsn the slice covers through (skipped entries included).
     pub(crate) through: u64,
     /// Whether the feed goes on after `through`.
@@ -246,18 +251,101 @@ impl Store {
         let entries = self.feed_scan(after, limit.max(1), max_bytes)?;
         let through = entries.last().map_or(after, |e| e.lsn);
         let has_more = through < self.lock().lsn;
-        let changes = entries
-            .into_iter()
-            .filter(|e| e.source != Some(peer) && e.change.id.origin != peer)
-            .filter(|e| wanted(&e.change.collection))
-            .map(|e| e.change)
-            .collect();
+        let mut changes = Vec::with_capacity(entries.len());
+        let mut groups = Vec::new();
+        let mut in_group = 0u32;
+        for e in entries {
+            if pushable(peer, e.source, e.change.id.origin, &e.change.collection, wanted) {
+                changes.push(e.change);
+                in_group += 1;
+            }
+            if e.group_end && in_group > 0 {
+                groups.push((in_group, e.lsn));
+                in_group = 0;
+            }
+        }
         Ok(FeedSlice {
             changes,
+            groups,
             through,
             has_more,
         })
     }
+}
+
+/// Whether a feed entry goes to `peer`: not received from it, not made by
+/// it, and in a collection it wants.
+pub(crate) fn pushable(
+    peer: ReplicaId,
+    source: Option<ReplicaId>,
+    origin: ReplicaId,
+    collection: &str,
+    wanted: &dyn Fn(&str) -> bool,
+) -> bool {
+    source != Some(peer) && origin != peer && wanted(collection)
+}
+
+/// A group a peer refused, as `rejected-1` keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct RejectedGroup {
+    /// The peer that refused it.
+    pub(crate) peer: ReplicaId,
+    /// The lsn that ends the group in this replica's feed.
+    pub(crate) lsn: u64,
+    /// The refusal code, reason, time and changes.
+    pub(crate) body: RejectedBody,
+}
+
+impl Store {
+    /// Every group a peer refused, in (peer, lsn) order, discarded ones
+    /// included.
+    pub(crate) fn rejected(&self) -> Result<Vec<RejectedGroup>, StorageError> {
+        let read = self.begin_read()?;
+        let table = match read.open_table(REJECTED) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in redb::ReadableTable::iter(&table)? {
+            let (k, v) = entry?;
+            let (peer, lsn) = split_rejected_key(k.value())?;
+            out.push(RejectedGroup {
+                peer,
+                lsn,
+                body: tables::decode(REJECTED.name(), v.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The changes stored under `log_keys`, in order.
+    pub(crate) fn changes_at(&self, log_keys: &[Key]) -> Result<Vec<Change>, StorageError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(CHANGES)?;
+        log_keys
+            .iter()
+            .map(|k| {
+                let body = table.get(k.as_bytes())?.ok_or(StorageError::Invalid {
+                    table: REJECTED.name(),
+                    reason: Inconsistency::MissingRejectedChange,
+                })?;
+                let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
+                tables::FeedItem { log_key: k.clone() }.into_change(body)
+            })
+            .collect()
+    }
+}
+
+/// The (peer, lsn) of a `rejected-1` key.
+fn split_rejected_key(key: &[u8]) -> Result<(ReplicaId, u64), StorageError> {
+    let bad = || StorageError::Invalid {
+        table: REJECTED.name(),
+        reason: Inconsistency::MalformedKey { key: key.to_vec() },
+    };
+    let peer: [u8; 16] = key.get(..16).and_then(|p| p.try_into().ok()).ok_or_else(bad)?;
+    let lsn: [u8; 8] = key.get(16..).and_then(|l| l.try_into().ok()).ok_or_else(bad)?;
+    Ok((ReplicaId::from_bytes(peer), u64::from_be_bytes(lsn)))
 }
 
 /// One entry of a walk over `records-2`.

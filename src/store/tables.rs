@@ -65,6 +65,13 @@ pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-
 /// seen). Filled by the sync engine.
 pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("peers-1");
 
+/// `rejected-1`: peer replica id (16 bytes) ++ the lsn that ends the
+/// refused group in this replica's feed (u64 big-endian) -> encoded
+/// [`RejectedBody`]: the groups a peer refused when this replica pushed
+/// them, written in the commit that moves the push cursor past them.
+/// Created on first use; a file without it has none.
+pub(crate) const REJECTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejected-1");
+
 /// `conflicts-2`: log key of the losing change ([`keys::log`]) ->
 /// encoded [`ConflictBody`]. Record-level policies keep here the losing
 /// changes that no other change has seen.
@@ -140,6 +147,30 @@ pub struct PeerState {
     pub pushed: u64,
     /// When the peer was last heard from, in milliseconds since the epoch.
     pub last_seen_ms: u64,
+}
+
+/// The value of a `rejected-1` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RejectedBody {
+    /// The peer's refusal code (a `RefusalCode` number).
+    pub(crate) code: u16,
+    /// The peer's reason.
+    pub(crate) reason: String,
+    /// When the refusal arrived, in ms since the epoch.
+    pub(crate) at_ms: u64,
+    /// The `changes-2` keys of the changes the group carried to the peer.
+    pub(crate) log_keys: Vec<Key>,
+    /// Whether the app discarded the group (kept so that a later discard
+    /// leaves its changes out too).
+    pub(crate) discarded: bool,
+}
+
+/// The key of a `rejected-1` entry.
+pub(crate) fn rejected_key(peer: ReplicaId, lsn: u64) -> [u8; 24] {
+    let mut key = [0; 24];
+    key[..16].copy_from_slice(peer.as_bytes());
+    key[16..].copy_from_slice(&lsn.to_be_bytes());
+    key
 }
 
 /// The value of a `conflicts-2` entry; the key holds the losing change's

@@ -8,7 +8,7 @@ use super::WriteState;
 use super::keys;
 use super::tables::{
     self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedGroup, FeedItem,
-    PEERS, PeerState, RECORDS,
+    PEERS, PeerState, RECORDS, REJECTED, RejectedBody,
 };
 use crate::clock::Stamp;
 use crate::codec;
@@ -370,6 +370,74 @@ impl<'txn> Writer<'txn> {
             .open_table(COLLECTIONS)?
             .insert(name, codec::encode(config).as_slice())?;
         Ok(())
+    }
+
+    /// The `changes-2` keys of the changes of the feed group ending at
+    /// `lsn` that went to `peer` (see [`super::read::pushable`]).
+    pub(crate) fn pushed_keys(
+        &self,
+        lsn: u64,
+        peer: ReplicaId,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Key>, StorageError> {
+        let Some(bytes) = self.feed.get(lsn)? else {
+            return Ok(Vec::new());
+        };
+        let group: FeedGroup = tables::decode(FEED.name(), bytes.value())?;
+        let mut out = Vec::with_capacity(group.entries.len());
+        for item in group.entries {
+            let (collection, _, _, origin) = keys::parse_log(FEED.name(), item.log_key.as_bytes())?;
+            if super::read::pushable(
+                peer,
+                group.source,
+                ReplicaId::from_bytes(origin),
+                &collection,
+                wanted,
+            ) {
+                out.push(item.log_key);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the `rejected-1` entry of the group ending at `lsn`, refused
+    /// by `peer`.
+    pub(crate) fn put_rejected(
+        &mut self,
+        peer: ReplicaId,
+        lsn: u64,
+        body: &RejectedBody,
+    ) -> Result<(), StorageError> {
+        self.txn.open_table(REJECTED)?.insert(
+            tables::rejected_key(peer, lsn).as_slice(),
+            codec::encode(body).as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Removes and returns the `rejected-1` entry of the group ending at
+    /// `lsn`, refused by `peer`.
+    pub(crate) fn take_rejected(
+        &mut self,
+        peer: ReplicaId,
+        lsn: u64,
+    ) -> Result<Option<RejectedBody>, StorageError> {
+        let mut table = self.txn.open_table(REJECTED)?;
+        let old = table.remove(tables::rejected_key(peer, lsn).as_slice())?;
+        match old {
+            Some(bytes) => Ok(Some(tables::decode(REJECTED.name(), bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts changes already stored into this commit's feed group again,
+    /// each at the next lsn: they go out again to every peer, which keeps
+    /// the ones it holds as duplicates.
+    pub(crate) fn refeed(&mut self, state: &mut WriteState, log_keys: Vec<Key>) {
+        for log_key in log_keys {
+            state.lsn += 1;
+            self.group.push(FeedItem { log_key });
+        }
     }
 
     /// The feed table, to read inside this commit.

@@ -362,6 +362,7 @@ impl Driver {
                                 changes: slice.changes,
                                 through: slice.through,
                                 has_more: slice.has_more,
+                                groups: slice.groups,
                             })
                         })
                         .await
@@ -373,9 +374,15 @@ impl Driver {
                     remote,
                     through,
                     now_ms,
+                    refused,
+                    collections,
                 } => {
                     let result = self
-                        .blocking(move |r| r.record_pushed(remote, through, now_ms))
+                        .blocking(move |r| {
+                            r.record_pushed(remote, through, now_ms, &refused, &|c| {
+                                collections.iter().any(|w| w == c)
+                            })
+                        })
                         .await
                         .map_err(SyncError::from);
                     let now = self.now();

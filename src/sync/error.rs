@@ -107,6 +107,13 @@ pub enum ProtocolViolation {
         /// The collection.
         collection: String,
     },
+    /// A push's ack names a group the push did not carry, or names one
+    /// twice or out of order.
+    #[error("the ack judges group {group}, which the push did not carry")]
+    BadVerdict {
+        /// The group index named.
+        group: u32,
+    },
     /// The remote claims this replica's own id.
     #[error("the remote has this replica's own id")]
     OwnReplicaId,

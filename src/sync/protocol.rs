@@ -81,29 +81,84 @@ pub struct CollectionSpec {
 /// A batch of changes with the digest that lets the receiver check it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    /// The changes, whole groups only; applied in one commit.
+    /// The changes, whole groups only.
     pub changes: Vec<Change>,
     /// The sender's feed lsn this batch covers through (push: the sender's
     /// own lsn; pull: the server's lsn).
     pub through: u64,
     /// blake3 over the encodings of the changes, in order, cut to 64 bits.
     pub digest: [u8; 8],
+    /// The sizes of the batch's atomic groups, in order; empty when the
+    /// whole batch is one group. A server judges each group of a push on
+    /// its own ([`Verdict`]).
+    pub groups: Vec<u32>,
 }
 
 impl Batch {
-    /// A batch of `changes` covering the sender's feed through `through`, with its digest.
+    /// A batch of `changes` covering the sender's feed through `through`,
+    /// as one group, with its digest.
     pub fn new(changes: Vec<Change>, through: u64) -> Self {
+        Self::with_groups(changes, Vec::new(), through)
+    }
+
+    /// A batch of `changes` in groups of the given sizes (which sum to the
+    /// number of changes; empty: one group).
+    pub fn with_groups(changes: Vec<Change>, groups: Vec<u32>, through: u64) -> Self {
         let digest = digest(&changes);
         Self {
             changes,
             through,
             digest,
+            groups,
         }
     }
 
-    /// Whether the digest matches the changes.
+    /// Whether the digest matches the changes and the group sizes add up.
     pub fn verify(&self) -> bool {
-        digest(&self.changes) == self.digest
+        digest(&self.changes) == self.digest && self.group_ranges().is_some()
+    }
+
+    /// The index ranges of the groups in `changes`, or `None` when the
+    /// sizes do not add up (or a group is empty).
+    pub fn group_ranges(&self) -> Option<Vec<std::ops::Range<usize>>> {
+        if self.groups.is_empty() {
+            return Some(if self.changes.is_empty() {
+                Vec::new()
+            } else {
+                vec![0..self.changes.len()]
+            });
+        }
+        let mut out = Vec::with_capacity(self.groups.len());
+        let mut at = 0usize;
+        for &len in &self.groups {
+            let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
+            let end = at.checked_add(len)?;
+            out.push(at..end);
+            at = end;
+        }
+        (at == self.changes.len()).then_some(out)
+    }
+}
+
+/// A server's verdict on one refused group of a push: the group's index in
+/// [`Batch::groups`], and why. Nothing of a refused group was stored; the
+/// other groups were.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The group's index in the push.
+    pub group: u32,
+    /// Why, as a [`RefusalCode`] number (403: may not write the
+    /// collection; 409: the collection is not synced there; 422: a
+    /// validator or the change's checks refused it).
+    pub code: u16,
+    /// The reason, for people.
+    pub reason: String,
+}
+
+impl Verdict {
+    /// The refusal code.
+    pub fn code(&self) -> RefusalCode {
+        RefusalCode::new(self.code)
     }
 }
 
@@ -156,12 +211,15 @@ pub enum Response {
         /// Whether more changes follow `batch.through`.
         has_more: bool,
     },
-    /// A push was applied and durably committed through `through`.
+    /// A push was judged group by group, and the groups accepted durably
+    /// committed: the caller's feed is done with through `through`.
     Ack {
-        /// The caller's lsn the server now holds everything through.
+        /// The caller's lsn the push covered through.
         through: u64,
         /// How many changes were new to the server.
         applied: u64,
+        /// The groups refused, in order; empty when all were accepted.
+        refused: Vec<Verdict>,
     },
 }
 

@@ -7,6 +7,7 @@
 //! ([`ServiceError`]: a [`RefusalCode`] and the reason), on exchanges and
 //! subscriptions alike.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +15,14 @@ use std::time::Duration;
 use syncline_transport::{BoxFuture, Frame, PeerInfo, RefusalCode, Service, ServiceError};
 use tokio::sync::mpsc;
 
-use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal};
+use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal, Validator};
 use crate::clock::Stamp;
 use crate::error::ApplyError;
-use crate::model::ReplicaId;
+use crate::model::{Change, ReplicaId};
 use crate::replica::Replica;
 use crate::sync::protocol::{
     self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
-    synced_specs,
+    Verdict, synced_specs,
 };
 use crate::watch::WatchError;
 
@@ -70,6 +71,8 @@ impl Default for ServerConfig {
 pub struct SyncServer {
     replica: Replica,
     access: Arc<dyn AccessControl>,
+    /// The validators of each collection.
+    validators: HashMap<String, Vec<Arc<dyn Validator>>>,
     config: ServerConfig,
     /// Handle requests on the calling task instead of tokio's blocking pool
     /// (simulations only: see [`SyncServer::inline`]).
@@ -81,6 +84,7 @@ impl fmt::Debug for SyncServer {
         f.debug_struct("SyncServer")
             .field("replica", &self.replica.id())
             .field("access", &self.access)
+            .field("validators", &self.validators)
             .field("config", &self.config)
             .finish()
     }
@@ -92,6 +96,7 @@ impl SyncServer {
         Self {
             replica,
             access: Arc::new(AllowAll),
+            validators: HashMap::new(),
             config: ServerConfig::default(),
             inline_store: false,
         }
@@ -109,6 +114,20 @@ impl SyncServer {
     /// Uses `access` to authenticate and authorize callers.
     pub fn with_access(mut self, access: impl AccessControl + 'static) -> Self {
         self.access = Arc::new(access);
+        self
+    }
+
+    /// Adds `validator` to the rules that changes pushed to `collection`
+    /// must pass; a change it rejects refuses its transaction group.
+    pub fn with_validator(
+        mut self,
+        collection: impl Into<String>,
+        validator: impl Validator + 'static,
+    ) -> Self {
+        self.validators
+            .entry(collection.into())
+            .or_default()
+            .push(Arc::new(validator));
         self
     }
 
@@ -258,15 +277,30 @@ impl SyncServer {
     ) -> Result<Response, ServiceError> {
         if !batch.verify() {
             return Err(ServiceError::bad_request(
-                "the batch digest does not match its changes",
+                "the batch digest does not match its changes, or its group sizes do not add up",
             ));
         }
-        for change in &batch.changes {
-            self.check_collection(principal, &change.collection, Access::Write)?;
+        // Each group on its own: a refused group never holds back the others.
+        let ranges = batch.group_ranges().unwrap_or_default();
+        let mut accepted = Vec::with_capacity(batch.changes.len());
+        let mut refused = Vec::new();
+        for (index, range) in ranges.into_iter().enumerate() {
+            let group = &batch.changes[range];
+            match self.judge(principal, group) {
+                Ok(()) => accepted.extend_from_slice(group),
+                Err(refusal) => {
+                    tracing::debug!(peer = %from, group = index, %refusal, "refused group");
+                    refused.push(Verdict {
+                        group: u32::try_from(index).unwrap_or(u32::MAX),
+                        code: refusal.code().get(),
+                        reason: refusal.reason().to_owned(),
+                    });
+                }
+            }
         }
         let report = self
             .replica
-            .apply_remote_from(Some(from), &batch.changes)
+            .apply_remote_from(Some(from), &accepted)
             .map_err(|e| match e {
                 ApplyError::ClockDrift(_) => {
                     ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string())
@@ -277,7 +311,29 @@ impl SyncServer {
         Ok(Response::Ack {
             through: batch.through,
             applied: report.applied as u64,
+            refused,
         })
+    }
+
+    /// The verdict on one pushed group: every change's collection synced
+    /// here and writable by the principal (409, 403), every change valid
+    /// and its stamp within the drift bound (422), and accepted by the
+    /// collection's validators (422).
+    fn judge(&self, principal: &Principal, group: &[Change]) -> Result<(), ServiceError> {
+        for change in group {
+            self.check_collection(principal, &change.collection, Access::Write)?;
+        }
+        self.replica
+            .check_remote(group)
+            .map_err(|e| ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string()))?;
+        for change in group {
+            for validator in self.validators.get(&change.collection).into_iter().flatten() {
+                validator.validate(principal, change).map_err(|rejection| {
+                    ServiceError::new(RefusalCode::UNPROCESSABLE, rejection.reason().to_owned())
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// The collection must exist here, be synced, and be allowed to the principal.

@@ -1,6 +1,6 @@
 //! What an engine reports: its status, statistics, events and round reports.
 
-use syncline_transport::Fault;
+use syncline_transport::{Fault, RefusalCode};
 
 /// What an engine is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,6 +25,8 @@ pub struct SyncStats {
     pub pulled: u64,
     /// Conflicts that pulled changes recorded here.
     pub conflicts: u64,
+    /// Transaction groups the remote refused (see [`crate::Replica::rejected`]).
+    pub rejected: u64,
     /// Sync rounds completed without error.
     pub rounds: u64,
     /// When the last round finished without error, in ms since the epoch.
@@ -51,6 +53,17 @@ pub enum SyncEvent {
         count: usize,
         /// The local lsn acknowledged through.
         through: u64,
+    },
+    /// The remote refused a transaction group; nothing of it was stored
+    /// there, and it no longer holds back the push. It is listed by
+    /// [`crate::Replica::rejected`] until retried or discarded.
+    Rejected {
+        /// The group's name: the lsn that ends it in the local feed.
+        group: u64,
+        /// Why, as the remote's code.
+        code: RefusalCode,
+        /// The remote's reason.
+        reason: String,
     },
     /// Remote changes were applied.
     Pulled {

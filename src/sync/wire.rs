@@ -132,7 +132,7 @@ impl<'de> Deserialize<'de> for Change {
     }
 }
 
-/// A batch as sent by `sender`: `(changes, through, digest)`.
+/// A batch as sent by `sender`: `(changes, through, digest, groups)`.
 struct WireBatch<'a> {
     batch: &'a Batch,
     sender: Option<ReplicaId>,
@@ -149,10 +149,11 @@ impl Serialize for WireBatch<'_> {
                 }))
             }
         }
-        let mut t = s.serialize_tuple(3)?;
+        let mut t = s.serialize_tuple(4)?;
         t.serialize_element(&Changes(&self.batch.changes, self.sender))?;
         t.serialize_element(&self.batch.through)?;
         t.serialize_element(&self.batch.digest)?;
+        t.serialize_element(&self.batch.groups)?;
         t.end()
     }
 }
@@ -177,7 +178,7 @@ impl<'de> DeserializeSeed<'de> for BatchSeed {
     type Value = Batch;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Batch, D::Error> {
-        d.deserialize_tuple(3, self)
+        d.deserialize_tuple(4, self)
     }
 }
 
@@ -194,10 +195,14 @@ impl<'de> Visitor<'de> for BatchSeed {
             .ok_or_else(|| missing("changes"))?;
         let through = seq.next_element()?.ok_or_else(|| missing("through"))?;
         let digest = seq.next_element()?.ok_or_else(|| missing("digest"))?;
+        let groups = seq
+            .next_element_seed(GroupsSeed)?
+            .ok_or_else(|| missing("groups"))?;
         Ok(Batch {
             changes,
             through,
             digest,
+            groups,
         })
     }
 }
@@ -205,6 +210,33 @@ impl<'de> Visitor<'de> for BatchSeed {
 impl<'de> Deserialize<'de> for Batch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         BatchSeed { sender: None }.deserialize(d)
+    }
+}
+
+/// Reads group sizes, preallocating only a little whatever the peer claims.
+struct GroupsSeed;
+
+impl<'de> DeserializeSeed<'de> for GroupsSeed {
+    type Value = Vec<u32>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<u32>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GroupsSeed {
+    type Value = Vec<u32>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence of group sizes")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOC));
+        while let Some(len) = seq.next_element()? {
+            out.push(len);
+        }
+        Ok(out)
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::clock::Stamp;
 use crate::model::{Change, ReplicaId};
+use crate::store::Refused;
 use crate::sync::error::SyncError;
 use crate::sync::protocol::{CollectionSpec, Request};
 use crate::sync::status::SyncReport;
@@ -65,6 +66,11 @@ pub(crate) enum Action {
         through: u64,
         /// The time of the acknowledgement.
         now_ms: u64,
+        /// The groups the remote refused, to move aside in the same commit.
+        refused: Vec<Refused>,
+        /// The collections pushed (the refused groups' changes are those
+        /// of these collections that went to the remote).
+        collections: Vec<String>,
     },
     /// Apply a pulled batch and move the pull cursor to `through` in the
     /// same commit; then [`Session::handle_applied`].
@@ -104,6 +110,9 @@ pub(crate) struct Outbox {
     pub(crate) through: u64,
     /// Whether the feed goes on after `through`.
     pub(crate) has_more: bool,
+    /// The groups of `changes`: how many changes each holds, and the lsn
+    /// that ends it in the local feed.
+    pub(crate) groups: Vec<(u32, u64)>,
 }
 
 /// A local commit, as the replica's change stream reported it.

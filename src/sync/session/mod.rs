@@ -23,15 +23,17 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use syncline_transport::{Fault, TransportError};
+use syncline_transport::{Fault, RefusalCode, TransportError};
 
 use crate::error::ApplyError;
 use crate::model::ReplicaId;
 use crate::store::ApplyReport;
 use crate::sync::config::SyncConfig;
-use crate::sync::error::{ProtocolViolation, SyncError};
+use crate::sync::error::{ClockDrift, ProtocolViolation, SyncError};
+use crate::store::Refused;
 use crate::sync::protocol::{
     self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
+    Verdict,
 };
 use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
 
@@ -72,14 +74,18 @@ enum Phase {
     /// Waiting for the ack of a push.
     Pushing {
         through: u64,
-        count: usize,
         has_more: bool,
+        /// The pushed groups: their sizes and the lsns that end them.
+        groups: Vec<(u32, u64)>,
     },
     /// Waiting for the ack to be recorded.
     RecordingPush {
         through: u64,
+        /// The changes the remote accepted.
         count: usize,
         has_more: bool,
+        /// The groups it refused.
+        refused: Vec<Refused>,
     },
     /// Waiting for the pull cursor.
     PullCursor,
@@ -129,6 +135,8 @@ pub(crate) struct Session {
     /// Whether this round already asked the token provider for a fresh
     /// token after a refusal.
     refreshed: bool,
+    /// The refusal that ended this round's push, while its pull runs.
+    push_error: Option<SyncError>,
     /// Rounds begun so far; the current one is number `begun`.
     begun: u64,
     /// The number of the last round that succeeded (0: none).
@@ -160,6 +168,7 @@ impl Session {
             failures: 0,
             token,
             refreshed: false,
+            push_error: None,
             begun: 0,
             synced: 0,
             retry_at,
@@ -407,22 +416,15 @@ impl Session {
             (
                 Phase::Pushing {
                     through,
-                    count,
                     has_more,
+                    groups,
                 },
-                Response::Ack { through: acked, .. },
-            ) => {
-                if acked == through {
-                    self.record_push(through, count, has_more, now);
-                    Ok(())
-                } else {
-                    Err(ProtocolViolation::AckMismatch {
-                        expected: through,
-                        got: acked,
-                    }
-                    .into())
-                }
-            }
+                Response::Ack {
+                    through: acked,
+                    refused,
+                    ..
+                },
+            ) => self.acked(through, acked, has_more, &groups, refused, now),
             (Phase::Pulling { after }, Response::Changes { batch, has_more }) => {
                 self.changes(after, batch, has_more)
             }
@@ -506,21 +508,33 @@ impl Session {
             self.stage = self.after_push();
             return self.next(now);
         }
-        let count = outbox.changes.len();
-        if count == 0 {
+        if outbox.changes.is_empty() {
             // Nothing to send, only entries to step over (say, changes that
             // came from the remote itself).
-            return self.record_push(outbox.through, 0, outbox.has_more, now);
+            return self.record_push(outbox.through, 0, outbox.has_more, Vec::new(), now);
         }
+        // One group is the whole batch; more are named by their sizes.
+        let sizes = if outbox.groups.len() > 1 {
+            outbox.groups.iter().map(|(len, _)| *len).collect()
+        } else {
+            Vec::new()
+        };
+        let groups = if outbox.groups.is_empty() {
+            // A slice always ends on a group; name it by its last lsn.
+            vec![(
+                u32::try_from(outbox.changes.len()).unwrap_or(u32::MAX),
+                outbox.through,
+            )]
+        } else {
+            outbox.groups
+        };
         self.phase = Phase::Pushing {
             through: outbox.through,
-            count,
             has_more: outbox.has_more,
+            groups,
         };
-        let request = self.request(RequestBody::Push(Batch::new(
-            outbox.changes,
-            outbox.through,
-        )));
+        let batch = Batch::with_groups(outbox.changes, sizes, outbox.through);
+        let request = self.request(RequestBody::Push(batch));
         self.actions.push_back(Action::Exchange(request));
     }
 
@@ -530,10 +544,12 @@ impl Session {
             through,
             count,
             has_more,
+            ref mut refused,
         } = self.phase
         else {
             return;
         };
+        let refused = std::mem::take(refused);
         if let Err(e) = result {
             return self.finish(Err(e), now);
         }
@@ -541,6 +557,14 @@ impl Session {
         if count > 0 {
             self.stats.pushed += count as u64;
             self.events.push_back(SyncEvent::Pushed { count, through });
+        }
+        for r in refused {
+            self.stats.rejected += 1;
+            self.events.push_back(SyncEvent::Rejected {
+                group: r.lsn,
+                code: RefusalCode::new(r.code),
+                reason: r.reason,
+            });
         }
         if !has_more {
             self.stage = self.after_push();
@@ -594,6 +618,7 @@ impl Session {
         self.report = SyncReport::default();
         self.begun += 1;
         self.refreshed = false;
+        self.push_error = None;
         self.stage = match (push, pull) {
             (true, _) => Stage::Push,
             (false, true) => Stage::Pull,
@@ -713,30 +738,88 @@ impl Session {
         if self.pulls { Stage::Pull } else { Stage::Done }
     }
 
+    /// Checks a push's ack and its verdicts, then asks for it to be
+    /// recorded with the refused groups.
+    fn acked(
+        &mut self,
+        through: u64,
+        acked: u64,
+        has_more: bool,
+        groups: &[(u32, u64)],
+        verdicts: Vec<Verdict>,
+        now: Now,
+    ) -> Result<(), SyncError> {
+        if acked != through {
+            return Err(ProtocolViolation::AckMismatch {
+                expected: through,
+                got: acked,
+            }
+            .into());
+        }
+        let mut refused = Vec::with_capacity(verdicts.len());
+        let mut rejected_changes = 0usize;
+        let mut last = None;
+        for v in verdicts {
+            // Verdicts name pushed groups, each once, in order.
+            let index = usize::try_from(v.group).unwrap_or(usize::MAX);
+            let Some(&(len, lsn)) = groups.get(index).filter(|_| last < Some(index)) else {
+                return Err(ProtocolViolation::BadVerdict { group: v.group }.into());
+            };
+            last = Some(index);
+            rejected_changes += len as usize;
+            refused.push(Refused {
+                lsn,
+                code: v.code,
+                reason: v.reason,
+            });
+        }
+        let total: usize = groups.iter().map(|(len, _)| *len as usize).sum();
+        let accepted = total.saturating_sub(rejected_changes);
+        self.record_push(through, accepted, has_more, refused, now);
+        Ok(())
+    }
+
     /// Asks for an ack to be recorded.
-    fn record_push(&mut self, through: u64, count: usize, has_more: bool, now: Now) {
+    fn record_push(
+        &mut self,
+        through: u64,
+        count: usize,
+        has_more: bool,
+        refused: Vec<Refused>,
+        now: Now,
+    ) {
         let Some(link) = &self.link else {
             return self.finish(Err(SyncError::Stopped), now);
         };
+        let collections = link.collections.clone();
+        let remote = link.remote;
         self.phase = Phase::RecordingPush {
             through,
             count,
             has_more,
+            refused: refused.clone(),
         };
         self.actions.push_back(Action::RecordPushed {
-            remote: link.remote,
+            remote,
             through,
             now_ms: now.millis,
+            refused,
+            collections,
         });
     }
 
     /// Ends the round.
     fn finish(&mut self, result: Result<SyncReport, SyncError>, now: Now) {
         if let Err(e) = &result
-            && self.refresh_token(e)
+            && (self.refresh_token(e) || self.pull_despite(e, now))
         {
             return;
         }
+        // A round whose push was refused fails once its pull is done.
+        let result = match (result, self.push_error.take()) {
+            (Ok(_), Some(e)) => Err(e),
+            (result, _) => result,
+        };
         self.phase = Phase::Idle;
         self.stage = Stage::Done;
         match &result {
@@ -765,13 +848,31 @@ impl Session {
         self.actions.push_back(Action::Finished(result));
     }
 
+    /// A refusal of the whole push (the remote answered, and said no) ends
+    /// the push, not the round: a pull the round makes still runs, and the
+    /// round then fails with the push's error. True when it goes on.
+    fn pull_despite(&mut self, e: &SyncError, now: Now) -> bool {
+        let refused = matches!(
+            e,
+            SyncError::Refused(_) | SyncError::ClockDrift(ClockDrift::LocalAhead(_))
+        );
+        if !refused || self.stage != Stage::Push || !self.pulls || self.link.is_none() {
+            return false;
+        }
+        self.push_error = Some(e.clone());
+        self.stage = Stage::Pull;
+        self.phase = Phase::Idle;
+        self.next(now);
+        true
+    }
+
     /// After a refusal as unauthenticated, once a round: reconnect with a
     /// fresh token from the provider, and go on with the round from where
     /// it was (its cursors are durable). True when it did.
     fn refresh_token(&mut self, e: &SyncError) -> bool {
         if self.refreshed
             || self.config.token_provider.is_none()
-            || e.refusal_code() != Some(syncline_transport::RefusalCode::UNAUTHORIZED)
+            || e.refusal_code() != Some(RefusalCode::UNAUTHORIZED)
         {
             return false;
         }

@@ -229,6 +229,11 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         protocol::encode(&Response::Ack {
             through: 42,
             applied: 11,
+            refused: vec![protocol::Verdict {
+                group: 1,
+                code: 403,
+                reason: "no".into(),
+            }],
         }),
     );
     // A protocol 1 server's refusal, which this build still reads.

@@ -156,12 +156,19 @@ fn answer(
                 _ => {
                     let acked = u64::from(input.byte());
                     let through = acked.saturating_add(u64::from(input.byte() % 4));
-                    let changes = (0..input.byte() % 3).map(|i| change(i.into())).collect();
+                    let changes: Vec<Change> = (0..input.byte() % 3).map(|i| change(i.into())).collect();
+                    // Groups that add up, or (sometimes) that do not.
+                    let groups = if input.byte().is_multiple_of(6) {
+                        vec![(1, through), (5, through + 1)]
+                    } else {
+                        changes.iter().enumerate().map(|(i, _)| (1, acked + i as u64 + 1)).collect()
+                    };
                     Ok(Outbox {
                         acked,
                         changes,
                         through,
                         has_more: input.byte().is_multiple_of(2),
+                        groups,
                     })
                 }
             };
@@ -314,9 +321,18 @@ fn response(
                 RequestBody::Push(batch) if !input.byte().is_multiple_of(5) => batch.through,
                 _ => u64::from(input.byte()),
             };
+            // Verdicts on groups pushed or not, in order or not.
+            let refused = (0..input.byte() % 3)
+                .map(|_| protocol::Verdict {
+                    group: u32::from(input.byte() % 4),
+                    code: 403,
+                    reason: "no".into(),
+                })
+                .collect();
             Response::Ack {
                 through,
                 applied: 1,
+                refused,
             }
         }
     };
