@@ -112,7 +112,10 @@ impl Replica {
                 .filter(|c| !refused.contains(crate::store::log_key(c).as_slice()))
                 .collect();
             let wanted: Option<Value> = merge_all(&rule, &kept).and_then(|s| s.value);
-            let now = self.store().record(&collection, &key)?.and_then(|s| s.value);
+            let now = self
+                .store()
+                .record(&collection, &key)?
+                .and_then(|s| s.value);
             if now == wanted {
                 continue;
             }

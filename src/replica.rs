@@ -305,24 +305,13 @@ impl Replica {
         self.apply_batch(source, changes, None)
     }
 
-    /// Checks remote changes as [`Replica::apply_remote`] would, stamps
-    /// against the drift bound included, without storing anything or
-    /// moving the clock: a server judges each pushed group with it.
+    /// Checks remote changes as [`Replica::apply_remote`] would, without
+    /// storing anything: a server judges each pushed group with it. Stamps
+    /// are not checked against the drift bound here: a stamp too far ahead
+    /// refuses the whole push for now (the sender retries once time caught
+    /// up), never one group for good.
     pub(crate) fn check_remote(&self, changes: &[Change]) -> Result<(), ApplyError> {
-        check_remote(&self.inner.limits, &self.read_collections(), changes)?;
-        let now = self.now_millis();
-        let max_ms = u64::try_from(self.inner.config.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
-        for change in changes {
-            let ahead_ms = change.stamp.millis().saturating_sub(now);
-            if ahead_ms > max_ms {
-                return Err(ApplyError::ClockDrift(crate::clock::ClockDriftError {
-                    stamp: change.stamp,
-                    ahead_ms,
-                    max_ms,
-                }));
-            }
-        }
-        Ok(())
+        check_remote(&self.inner.limits, &self.read_collections(), changes).map(drop)
     }
 
     /// Applies a remote batch from `source` and, in the same commit, moves
@@ -372,6 +361,16 @@ impl Replica {
         self.inner
             .store
             .record_pushed(peer, pushed, now_ms, refused, wanted)
+    }
+
+    /// How many local changes `peer` has not acknowledged and its next push
+    /// would carry: changes of synced collections, after its push cursor,
+    /// not made by it nor received from it.
+    pub(crate) fn pending_for(&self, peer: ReplicaId) -> Result<u64, ReadError> {
+        let pushed = self.peer_state(peer)?.pushed;
+        let collections = self.read_collections();
+        let synced = |name: &str| collections.get(name).is_some_and(|(c, _)| c.sync);
+        Ok(self.inner.store.pending_for(peer, pushed, &synced)?)
     }
 
     /// The feed after `after` as `peer` should see it: at most about `limit`

@@ -104,6 +104,13 @@ impl Transaction {
         self.push(collection, key.into(), Op::Automerge(changes))
     }
 
+    /// The collection of each queued write, in order (the simulation
+    /// records what each commit wrote).
+    #[cfg(feature = "testing")]
+    pub(crate) fn collections(&self) -> Vec<String> {
+        self.ops.iter().map(|op| op.collection.clone()).collect()
+    }
+
     /// The number of queued writes.
     pub fn len(&self) -> usize {
         self.ops.len()

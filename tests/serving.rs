@@ -119,10 +119,27 @@ async fn denied_push_stores_nothing_and_says_why() {
         client.collection("todos").unwrap().put("k", 1i64).unwrap();
         let engine =
             SyncEngine::start(client.clone(), net.connector(name, "hub"), on_demand(token));
-        let err = engine.sync_now().await.unwrap_err();
-        assert_eq!(refusal(&err), RefusalCode::FORBIDDEN);
-        assert!(err.to_string().contains("may not write"), "{err}");
-        assert_eq!(engine.stats().pending, 1, "the change stays pending");
+        let mut events = engine.events();
+        // The refused group moves aside: the round succeeds, nothing stays
+        // pending, and the refusal is listed and announced.
+        engine.sync_now().await.unwrap();
+        assert_eq!(engine.stats().pending, 0, "nothing stays pending");
+        assert_eq!(engine.stats().rejected, 1);
+        let rejected = client.rejected().unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].code, RefusalCode::FORBIDDEN);
+        assert!(rejected[0].reason.contains("may not write"), "{rejected:?}");
+        assert_eq!(rejected[0].changes.len(), 1);
+        assert_eq!(rejected[0].changes[0].key, syncline::Key::from("k"));
+        let announced = loop {
+            if let syncline::SyncEvent::Rejected { code, .. } = events.recv().await.unwrap() {
+                break code;
+            }
+        };
+        assert_eq!(announced, RefusalCode::FORBIDDEN);
+        // The next round does not push it again.
+        assert_eq!(engine.sync_now().await.unwrap().pushed, 0);
+        assert_eq!(client.rejected().unwrap().len(), 1, "listed exactly once");
         engine.stop().await;
         drop(client);
     }
@@ -245,12 +262,20 @@ async fn malformed_frames_and_bad_batches_are_refused() {
         RefusalCode::BAD_REQUEST
     );
 
-    // A stamp a year ahead, in an otherwise valid batch.
+    // A stamp a year ahead, in an otherwise valid batch: the whole push is
+    // refused for now (the sender retries once time caught up).
     let year = Stamp::new(now.millis() + 365 * 24 * 3600 * 1000, 0);
     let batch = Batch::new(vec![change(now, 1), change(year, 2)], 2);
     assert_eq!(
         refused_with(raw(&net, request(RequestBody::Push(batch))).await),
         RefusalCode::UNPROCESSABLE
+    );
+    // Group sizes that do not add up are a bad request.
+    let mut batch = Batch::new(vec![change(now, 1)], 1);
+    batch.groups = vec![2];
+    assert_eq!(
+        refused_with(raw(&net, request(RequestBody::Push(batch))).await),
+        RefusalCode::BAD_REQUEST
     );
 
     // An over-limit frame is refused by the transport on receipt.

@@ -37,6 +37,34 @@ fn seeded_schedules_converge_to_the_model() {
     eprintln!("simulated {changes} changes; the network dropped {dropped} frames");
 }
 
+/// A hub that refuses about one change in ten (a validator) and every
+/// write of replica 1 (an access rule): each refused group is listed once
+/// at its origin, nothing stays pending, and once the refusals are
+/// discarded every replica holds what the hub accepted.
+#[test]
+fn refused_groups_converge_on_what_the_hub_accepted() {
+    let mut checked = 0;
+    for seed in 0..200u64 {
+        let config = SimConfig {
+            rejections: true,
+            ..SimConfig::from_seed(5000 + seed)
+        };
+        if config.topology != syncline::testing::sim::Topology::Hub
+            || !matches!(
+                config.policy,
+                syncline::MergePolicy::Lww | syncline::MergePolicy::FieldLww
+            )
+        {
+            continue;
+        }
+        checked += 1;
+        if let Err(failure) = sim::check(&config) {
+            panic!("{failure}");
+        }
+    }
+    assert!(checked >= 5, "only {checked} schedules had a hub");
+}
+
 #[test]
 fn every_topology_with_eight_replicas_on_files() {
     for (seed, topology) in [

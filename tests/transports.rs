@@ -579,6 +579,122 @@ async fn token_provider_refreshes(kind: Kind) {
     engine.stop().await;
 }
 
+/// Refuses the value 13 while strict.
+#[derive(Clone, Debug, Default)]
+struct Unlucky(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl syncline::Validator for Unlucky {
+    fn validate(
+        &self,
+        _who: &syncline::Principal,
+        change: &Change,
+    ) -> Result<(), syncline::Rejection> {
+        let strict = !self.0.load(std::sync::atomic::Ordering::SeqCst);
+        match &change.op {
+            Op::Put(Value::Int(13)) if strict => Err(syncline::Rejection::new("13 is unlucky")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Groups the hub refuses (a validator, a collection the caller may not
+/// write) move aside without holding back the others or the pull; they are
+/// listed once, can be pushed again, and discarding brings the client back
+/// to the hub's state.
+async fn refused_groups_never_jam(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 14);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let locked = syncline::CollectionConfig::default();
+    hub.define_collection("locked", locked.clone()).unwrap();
+    let access = Tokens::new().with_token(
+        "c",
+        "c",
+        Permissions {
+            read: syncline::Collections::All,
+            write: syncline::Collections::only(["todos"]),
+        },
+    );
+    let validator = Unlucky::default();
+    let server = SyncServer::new(hub.clone())
+        .with_access(access)
+        .with_validator("todos", validator.clone());
+    let _server = serve(&net, "hub", server).await;
+    hub.collection("todos").unwrap().put("h", 1i64).unwrap();
+
+    let c = open_node(dir.path(), "c", 1).await;
+    c.define_collection("locked", locked).unwrap();
+    let todos = c.collection("todos").unwrap();
+    todos.put("a", 1i64).unwrap();
+    todos.put("b", 13i64).unwrap();
+    let b_group = c.last_lsn();
+    c.collection("locked").unwrap().put("x", 1i64).unwrap();
+    let x_group = c.last_lsn();
+    todos.put("d", 2i64).unwrap();
+    let config = SyncConfig {
+        on_demand: true,
+        ..quick_sync(1).with_token("c")
+    };
+    let engine = start(&net, &c, "c", "hub", config);
+    let report = engine.sync_now().await.unwrap();
+    assert_eq!((report.pushed, report.pulled), (2, 1));
+    let hub_todos = hub.collection("todos").unwrap();
+    assert_eq!(hub_todos.get("a").unwrap(), Some(Value::Int(1)));
+    assert_eq!(hub_todos.get("d").unwrap(), Some(Value::Int(2)));
+    assert_eq!(hub_todos.get("b").unwrap(), None);
+    assert_eq!(hub.collection("locked").unwrap().get("x").unwrap(), None);
+    assert_eq!(
+        todos.get("h").unwrap(),
+        Some(Value::Int(1)),
+        "the pull went on"
+    );
+    assert_eq!(engine.stats().pending, 0);
+    let rejected = c.rejected().unwrap();
+    let listed: Vec<_> = rejected.iter().map(|r| (r.group, r.code)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            (b_group, RefusalCode::UNPROCESSABLE),
+            (x_group, RefusalCode::FORBIDDEN)
+        ]
+    );
+    let hub_id = hub.id();
+    assert!(rejected.iter().all(|r| r.remote == hub_id));
+    assert_eq!(rejected[0].reason, "13 is unlucky");
+
+    // The rule relaxes: b is pushed again and accepted.
+    validator.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(c.retry_rejected(hub_id, b_group).unwrap());
+    assert_eq!(engine.sync_now().await.unwrap().pushed, 1);
+    assert_eq!(hub_todos.get("b").unwrap(), Some(Value::Int(13)));
+    assert_eq!(c.rejected().unwrap().len(), 1);
+
+    // x may never be written: discarding it brings the client back to the
+    // hub's state. The compensating delete is refused too; discarding that
+    // changes nothing more.
+    assert!(c.discard_rejected(hub_id, x_group).unwrap());
+    assert_eq!(c.collection("locked").unwrap().get("x").unwrap(), None);
+    engine.sync_now().await.unwrap();
+    let again = c.rejected().unwrap();
+    assert_eq!(again.len(), 1, "the compensating delete was refused");
+    let lsn = c.last_lsn();
+    assert!(c.discard_rejected(hub_id, again[0].group).unwrap());
+    assert_eq!(c.last_lsn(), lsn, "nothing more to compensate");
+    assert!(c.rejected().unwrap().is_empty());
+    engine.sync_now().await.unwrap();
+    assert!(c.rejected().unwrap().is_empty());
+    let live = c
+        .collection("locked")
+        .unwrap()
+        .scan(syncline::Scan::all())
+        .unwrap();
+    assert!(
+        live.is_empty(),
+        "the client holds no record the hub refused"
+    );
+    engine.stop().await;
+}
+
 macro_rules! over {
     ($module:ident, $kind:expr, $($scenario:ident),* $(,)?) => {
         mod $module {
@@ -606,6 +722,7 @@ macro_rules! every_scenario {
             engine_controls,
             giving_up_and_reconnecting,
             token_provider_refreshes,
+            refused_groups_never_jam,
         );
     };
 }

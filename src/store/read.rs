@@ -255,7 +255,13 @@ impl Store {
         let mut groups = Vec::new();
         let mut in_group = 0u32;
         for e in entries {
-            if pushable(peer, e.source, e.change.id.origin, &e.change.collection, wanted) {
+            if pushable(
+                peer,
+                e.source,
+                e.change.id.origin,
+                &e.change.collection,
+                wanted,
+            ) {
                 changes.push(e.change);
                 in_group += 1;
             }
@@ -297,6 +303,34 @@ pub(crate) struct RejectedGroup {
 }
 
 impl Store {
+    /// How many changes after `after` in the feed would go to `peer` (see
+    /// [`pushable`]): what its next push carries. Reads the feed's groups
+    /// only, never a change's body.
+    pub(crate) fn pending_for(
+        &self,
+        peer: ReplicaId,
+        after: u64,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<u64, StorageError> {
+        let read = self.begin_read()?;
+        let feed = read.open_table(FEED)?;
+        let mut count = 0u64;
+        tables::walk_feed(&feed, after, |_, source, item, _| {
+            let (collection, _, _, origin) = keys::parse_log(FEED.name(), item.log_key.as_bytes())?;
+            if pushable(
+                peer,
+                source,
+                ReplicaId::from_bytes(origin),
+                &collection,
+                wanted,
+            ) {
+                count += 1;
+            }
+            Ok(true)
+        })?;
+        Ok(count)
+    }
+
     /// Every group a peer refused, in (peer, lsn) order, discarded ones
     /// included.
     pub(crate) fn rejected(&self) -> Result<Vec<RejectedGroup>, StorageError> {
@@ -343,8 +377,14 @@ fn split_rejected_key(key: &[u8]) -> Result<(ReplicaId, u64), StorageError> {
         table: REJECTED.name(),
         reason: Inconsistency::MalformedKey { key: key.to_vec() },
     };
-    let peer: [u8; 16] = key.get(..16).and_then(|p| p.try_into().ok()).ok_or_else(bad)?;
-    let lsn: [u8; 8] = key.get(16..).and_then(|l| l.try_into().ok()).ok_or_else(bad)?;
+    let peer: [u8; 16] = key
+        .get(..16)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(bad)?;
+    let lsn: [u8; 8] = key
+        .get(16..)
+        .and_then(|l| l.try_into().ok())
+        .ok_or_else(bad)?;
     Ok((ReplicaId::from_bytes(peer), u64::from_be_bytes(lsn)))
 }
 

@@ -151,10 +151,11 @@ impl SyncEngine {
     pub fn stats(&self) -> SyncStats {
         let mut stats = lock(&self.shared.stats).clone();
         let remote = *lock(&self.shared.remote);
-        let pushed = remote
-            .and_then(|r| self.shared.replica.peer_state(r).ok())
-            .map_or(0, |p| p.pushed);
-        stats.pending = self.shared.replica.last_lsn().saturating_sub(pushed);
+        stats.pending = match remote {
+            Some(r) => self.shared.replica.pending_for(r).unwrap_or(0),
+            // Never connected: everything synced is pending.
+            None => self.shared.replica.last_lsn(),
+        };
         stats
     }
 

@@ -21,8 +21,8 @@ use crate::error::ApplyError;
 use crate::model::{Change, ReplicaId};
 use crate::replica::Replica;
 use crate::sync::protocol::{
-    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
-    Verdict, synced_specs,
+    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response, Verdict,
+    synced_specs,
 };
 use crate::watch::WatchError;
 
@@ -317,8 +317,9 @@ impl SyncServer {
 
     /// The verdict on one pushed group: every change's collection synced
     /// here and writable by the principal (409, 403), every change valid
-    /// and its stamp within the drift bound (422), and accepted by the
-    /// collection's validators (422).
+    /// (422), and accepted by the collection's validators (422). Stamps too
+    /// far ahead are not judged here: they refuse the whole push (422) when
+    /// the accepted groups are applied, and the caller retries later.
     fn judge(&self, principal: &Principal, group: &[Change]) -> Result<(), ServiceError> {
         for change in group {
             self.check_collection(principal, &change.collection, Access::Write)?;
@@ -327,7 +328,12 @@ impl SyncServer {
             .check_remote(group)
             .map_err(|e| ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string()))?;
         for change in group {
-            for validator in self.validators.get(&change.collection).into_iter().flatten() {
+            for validator in self
+                .validators
+                .get(&change.collection)
+                .into_iter()
+                .flatten()
+            {
                 validator.validate(principal, change).map_err(|rejection| {
                     ServiceError::new(RefusalCode::UNPROCESSABLE, rejection.reason().to_owned())
                 })?;

@@ -33,8 +33,9 @@ pub struct SyncStats {
     pub last_sync_ms: Option<u64>,
     /// The last error, if the last round failed.
     pub last_error: Option<String>,
-    /// Local feed entries not yet acknowledged by the remote (including some
-    /// that will be skipped because they came from it).
+    /// Local changes the remote has not acknowledged and the next push
+    /// carries: changes of synced collections not made by the remote nor
+    /// received from it. (Before the first handshake, every feed entry.)
     pub pending: u64,
 }
 

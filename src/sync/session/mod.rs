@@ -28,12 +28,11 @@ use syncline_transport::{Fault, RefusalCode, TransportError};
 use crate::error::ApplyError;
 use crate::model::ReplicaId;
 use crate::store::ApplyReport;
+use crate::store::Refused;
 use crate::sync::config::SyncConfig;
 use crate::sync::error::{ClockDrift, ProtocolViolation, SyncError};
-use crate::store::Refused;
 use crate::sync::protocol::{
-    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response,
-    Verdict,
+    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response, Verdict,
 };
 use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
 

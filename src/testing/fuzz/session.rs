@@ -156,12 +156,17 @@ fn answer(
                 _ => {
                     let acked = u64::from(input.byte());
                     let through = acked.saturating_add(u64::from(input.byte() % 4));
-                    let changes: Vec<Change> = (0..input.byte() % 3).map(|i| change(i.into())).collect();
+                    let changes: Vec<Change> =
+                        (0..input.byte() % 3).map(|i| change(i.into())).collect();
                     // Groups that add up, or (sometimes) that do not.
                     let groups = if input.byte().is_multiple_of(6) {
                         vec![(1, through), (5, through + 1)]
                     } else {
-                        changes.iter().enumerate().map(|(i, _)| (1, acked + i as u64 + 1)).collect()
+                        changes
+                            .iter()
+                            .enumerate()
+                            .map(|(i, _)| (1, acked + i as u64 + 1))
+                            .collect()
                     };
                     Ok(Outbox {
                         acked,

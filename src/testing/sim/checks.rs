@@ -26,6 +26,9 @@ impl Sim<'_> {
         for node in &self.nodes {
             node.clock.skew_ms.store(0, Ordering::SeqCst);
         }
+        if self.config.rejections {
+            self.check_and_discard_rejections().await?;
+        }
         let mut settled = false;
         for _ in 0..600 {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -82,6 +85,104 @@ impl Sim<'_> {
         })
     }
 
+    /// Every engine idle with nothing pending, and the hub's feed still,
+    /// twice in a row: all pushes judged, their refusals recorded.
+    async fn wait_idle(&self) -> Result<(), String> {
+        let mut last = None;
+        for _ in 0..600 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let idle = self
+                .nodes
+                .iter()
+                .flat_map(|n| &n.engines)
+                .all(|e| *e.status().borrow() == Status::Idle && e.stats().pending == 0);
+            let head = Some(self.replica(0)?.last_lsn());
+            if idle && head == last {
+                return Ok(());
+            }
+            last = if idle { head } else { None };
+        }
+        Err("engines did not go idle within 300 simulated seconds after healing".into())
+    }
+
+    /// The changes the hub refuses: every synced change of replica 1, and
+    /// the validator's unlucky ones.
+    pub(super) fn refused_ids(&self) -> BTreeSet<ChangeId> {
+        self.commits
+            .iter()
+            .filter(|(i, _, _)| *i != 0)
+            .flat_map(|(i, _, changes)| changes.iter().map(move |(id, c)| (*i, *id, c)))
+            .filter(|(i, id, c)| {
+                c.as_str() == TODOS && (*i == 1 || super::unlucky(self.config.seed, *id))
+            })
+            .map(|(_, id, _)| id)
+            .collect()
+    }
+
+    /// Each refused group is listed once at its origin, and nothing else
+    /// is; then every refusal is discarded (refusals of the compensating
+    /// changes too) until none is left.
+    async fn check_and_discard_rejections(&mut self) -> Result<(), String> {
+        self.wait_idle().await?;
+        let refused = self.refused_ids();
+        let hub = self.replica(0)?.id();
+        for i in 1..self.nodes.len() {
+            let expected: BTreeSet<u64> = self
+                .commits
+                .iter()
+                .filter(|(r, _, changes)| {
+                    *r == i && changes.iter().any(|(id, _)| refused.contains(id))
+                })
+                .map(|(_, lsn, _)| *lsn)
+                .collect();
+            let listed: Vec<u64> = self
+                .replica(i)?
+                .rejected()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|r| {
+                    if r.remote == hub {
+                        Ok(r.group)
+                    } else {
+                        Err(format!("r{i} lists a refusal by {}", r.remote))
+                    }
+                })
+                .collect::<Result<_, String>>()?;
+            let unique: BTreeSet<u64> = listed.iter().copied().collect();
+            if unique.len() != listed.len() || unique != expected {
+                return Err(format!(
+                    "r{i} lists refused groups {listed:?}; the hub refused {expected:?}"
+                ));
+            }
+        }
+        for round in 0.. {
+            let mut any = false;
+            for i in 1..self.nodes.len() {
+                let replica = self.replica(i)?.clone();
+                for r in replica.rejected().map_err(|e| e.to_string())? {
+                    replica
+                        .discard_rejected(r.remote, r.group)
+                        .map_err(|e| format!("discard on r{i}: {e}"))?;
+                    any = true;
+                }
+            }
+            if !any {
+                return Ok(());
+            }
+            if round == 10 {
+                return Err("refusals kept coming after ten rounds of discards".into());
+            }
+            // Push the compensating changes and collect their verdicts.
+            for node in &self.nodes {
+                for engine in &node.engines {
+                    let _ = engine.sync_now().await;
+                }
+            }
+            self.wait_idle().await?;
+        }
+        Ok(())
+    }
+
     fn rounds(&self) -> u64 {
         self.nodes
             .iter()
@@ -90,12 +191,24 @@ impl Sim<'_> {
             .sum()
     }
 
-    /// Converged, every engine idle with nothing pending.
+    /// Converged, every engine idle with nothing pending. With refusals,
+    /// converged means the same live values: a compensating change the hub
+    /// refused too (replica 1 writes nothing there) stays local, so the
+    /// origin may hold other versions, and tombstones, of the same values.
     fn quiet(&self) -> Result<bool, String> {
-        let first = self.states(0)?;
-        for i in 1..self.nodes.len() {
-            if self.states(i)? != first {
-                return Ok(false);
+        if self.config.rejections {
+            let first = self.values(0)?;
+            for i in 1..self.nodes.len() {
+                if self.values(i)? != first {
+                    return Ok(false);
+                }
+            }
+        } else {
+            let first = self.states(0)?;
+            for i in 1..self.nodes.len() {
+                if self.states(i)? != first {
+                    return Ok(false);
+                }
             }
         }
         Ok(self
@@ -103,6 +216,14 @@ impl Sim<'_> {
             .iter()
             .flat_map(|n| &n.engines)
             .all(|e| *e.status().borrow() == Status::Idle && e.stats().pending == 0))
+    }
+
+    /// The live records of replica `i`: key and value, no tombstones.
+    fn values(&self, i: usize) -> Result<Vec<(Key, crate::Value)>, String> {
+        self.replica(i)?
+            .collection(TODOS)
+            .and_then(|c| c.scan(crate::Scan::all()))
+            .map_err(|e| e.to_string())
     }
 
     fn states(&self, i: usize) -> Result<Vec<(Key, crate::RecordState)>, String> {
@@ -128,7 +249,28 @@ impl Sim<'_> {
     }
 
     fn check_model(&self) -> Result<(), String> {
-        let all = self.all_changes()?;
+        let everything = self.all_changes()?;
+        let mut all = everything.clone();
+        let refused = if self.config.rejections {
+            self.refused_ids()
+        } else {
+            BTreeSet::new()
+        };
+        if self.config.rejections {
+            // The model is the changes the hub accepted; a refused change
+            // lives only at its origin and never reached the hub.
+            let hub: BTreeSet<ChangeId> = self
+                .replica(0)?
+                .feed_after(0, usize::MAX)
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|e| e.change.id)
+                .collect();
+            if let Some(id) = refused.iter().find(|id| hub.contains(id)) {
+                return Err(format!("refused change {id:?} reached the hub"));
+            }
+            all.retain(|id, _| hub.contains(id));
+        }
         let rule = crate::Rule::for_policy(
             &self.config.policy,
             &[Arc::new(MaxValue) as Arc<dyn crate::Resolver>],
@@ -167,33 +309,48 @@ impl Sim<'_> {
             .and_then(|c| c.conflicts())
             .map_err(|e| e.to_string())?;
         for i in 0..self.nodes.len() {
-            let states = self.states(i)?;
-            if states.len() != model.len() {
-                return Err(format!(
-                    "r{i} holds {} records, the model {}",
-                    states.len(),
-                    model.len()
-                ));
-            }
-            for (key, state) in &states {
-                let Some(expected) = model.get(key) else {
-                    return Err(format!("r{i} holds {key} which no change made"));
-                };
-                if state != expected {
+            if self.config.rejections && i != 0 {
+                // The origin of refused changes holds them, and their
+                // compensations, beside the hub's: compare live values.
+                let values = self.values(i)?;
+                let expected: Vec<(Key, crate::Value)> = model
+                    .iter()
+                    .filter_map(|(k, s)| s.value.clone().map(|v| (k.clone(), v)))
+                    .collect();
+                if values != expected {
                     return Err(format!(
-                        "r{i} holds {key} = {state:?}; the rule gives {expected:?}"
+                        "r{i} holds values {values:?}; the hub's changes give {expected:?}"
                     ));
                 }
-            }
-            let conflicts = self
-                .replica(i)?
-                .collection(TODOS)
-                .and_then(|c| c.conflicts())
-                .map_err(|e| e.to_string())?;
-            if conflicts != conflicts0 {
-                return Err(format!(
-                    "r{i} lists conflicts {conflicts:?}, r0 {conflicts0:?}"
-                ));
+            } else {
+                let states = self.states(i)?;
+                if states.len() != model.len() {
+                    return Err(format!(
+                        "r{i} holds {} records, the model {}",
+                        states.len(),
+                        model.len()
+                    ));
+                }
+                for (key, state) in &states {
+                    let Some(expected) = model.get(key) else {
+                        return Err(format!("r{i} holds {key} which no change made"));
+                    };
+                    if state != expected {
+                        return Err(format!(
+                            "r{i} holds {key} = {state:?}; the rule gives {expected:?}"
+                        ));
+                    }
+                }
+                let conflicts = self
+                    .replica(i)?
+                    .collection(TODOS)
+                    .and_then(|c| c.conflicts())
+                    .map_err(|e| e.to_string())?;
+                if conflicts != conflicts0 {
+                    return Err(format!(
+                        "r{i} lists conflicts {conflicts:?}, r0 {conflicts0:?}"
+                    ));
+                }
             }
             // Every acknowledged write reached this replica, and nothing of
             // the local-only collection arrived from elsewhere.
@@ -205,6 +362,7 @@ impl Sim<'_> {
             if let Some(missing) = self
                 .acked
                 .iter()
+                .filter(|id| !refused.contains(id))
                 .filter(|id| all.get(id).is_some_and(|c| c.collection == TODOS))
                 .find(|id| !ids.contains(id))
             {
@@ -232,7 +390,11 @@ impl Sim<'_> {
                 ));
             }
         }
-        let missing = self.acked.iter().filter(|id| !all.contains_key(id)).count();
+        let missing = self
+            .acked
+            .iter()
+            .filter(|id| !everything.contains_key(id))
+            .count();
         if missing > 0 {
             return Err(format!("{missing} acknowledged changes are stored nowhere"));
         }

@@ -82,6 +82,13 @@ pub struct SimConfig {
     /// The merge policy of the synced collection. [`MergePolicy::Custom`]
     /// may name [`MaxValue`], which every simulated replica registers.
     pub policy: MergePolicy,
+    /// Whether the hub refuses some groups (hub topology, `Lww` or
+    /// `FieldLww`): a validator rejects about one change in ten (chosen by
+    /// its id, from the seed), and replica 1 may not write the synced
+    /// collection at all. Settling then checks that each refused group is
+    /// listed once at its origin, discards every refusal, and checks that
+    /// all replicas converge on the changes the hub accepted.
+    pub rejections: bool,
 }
 
 impl Default for SimConfig {
@@ -95,6 +102,7 @@ impl Default for SimConfig {
             faults: true,
             clock_skew: true,
             policy: MergePolicy::Lww,
+            rejections: false,
         }
     }
 }
@@ -109,7 +117,7 @@ impl SimConfig {
             1 => Topology::Mesh,
             _ => Topology::Chain,
         };
-        Self {
+        let mut config = Self {
             seed,
             replicas: rng.random_range(2..=5),
             topology,
@@ -129,7 +137,13 @@ impl SimConfig {
                 14..17 => MergePolicy::Ranked(Ranks::hub_wins(replica_id(0))),
                 _ => MergePolicy::Custom(MaxValue.name().to_string()),
             },
-        }
+            rejections: false,
+        };
+        // Drawn last, so that the fields above stay what older builds drew.
+        config.rejections = config.topology == Topology::Hub
+            && matches!(config.policy, MergePolicy::Lww | MergePolicy::FieldLww)
+            && rng.random_ratio(1, 2);
+        config
     }
 }
 
@@ -416,6 +430,36 @@ fn shrink(config: &SimConfig, mut steps: Vec<Step>, mut message: String) -> (Vec
             return (steps, message);
         }
         chunk /= 2;
+    }
+}
+
+/// Whether the simulated hub's validator rejects a change: about one in
+/// ten, by its id and the seed, so the same change gets the same verdict
+/// every time it is pushed.
+fn unlucky(seed: u64, id: crate::ChangeId) -> bool {
+    let mut z = seed
+        ^ u64::from_le_bytes(id.origin.as_bytes()[..8].try_into().unwrap_or_default())
+        ^ id.seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % 10 == 0
+}
+
+/// The simulated hub's validator ([`unlucky`] changes).
+#[derive(Debug, Clone, Copy)]
+struct Unlucky(u64);
+
+impl crate::Validator for Unlucky {
+    fn validate(
+        &self,
+        _who: &crate::Principal,
+        change: &crate::Change,
+    ) -> Result<(), crate::Rejection> {
+        if unlucky(self.0, change.id) {
+            Err(crate::Rejection::new("unlucky"))
+        } else {
+            Ok(())
+        }
     }
 }
 

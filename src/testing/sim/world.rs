@@ -9,7 +9,8 @@ use std::time::Duration;
 use syncline_loopback::{Faults, LoopbackNetwork, LoopbackServer};
 use syncline_transport::Limits;
 
-use super::{MaxValue, SimConfig, Step, Topology, replica_id};
+use super::{MaxValue, SimConfig, Step, Topology, Unlucky, replica_id};
+use crate::access::{Collections, Permissions, Tokens};
 use crate::clock::{Stamp, TimeSource};
 use crate::model::{ChangeId, CollectionConfig, MergePolicy, ReplicaId};
 use crate::replica::{Replica, ReplicaConfig};
@@ -66,6 +67,9 @@ pub(super) struct Sim<'a> {
     pub(super) nodes: Vec<Node>,
     /// Ids of the local writes that were acknowledged (committed).
     pub(super) acked: Vec<ChangeId>,
+    /// Every local commit: the replica, the lsn that ends its group, and
+    /// its changes with their collections.
+    pub(super) commits: Vec<(usize, u64, Vec<(ChangeId, String)>)>,
     /// Per replica, the last stamp it issued for its own changes.
     last_own: Vec<Stamp>,
     engine_seq: u64,
@@ -97,6 +101,7 @@ impl<'a> Sim<'a> {
             net,
             nodes,
             acked: Vec::new(),
+            commits: Vec::new(),
             last_own: vec![Stamp::ZERO; config.replicas],
             engine_seq: 0,
         };
@@ -157,13 +162,31 @@ impl<'a> Sim<'a> {
             .define_collection(DRAFTS, CollectionConfig::local_only())
             .map_err(|e| e.to_string())?;
         let server = if self.serves(i) {
-            let service = SyncServer::new(replica.clone())
+            let mut server = SyncServer::new(replica.clone())
                 .with_config(ServerConfig {
                     max_pull_changes: 5,
                     ..ServerConfig::default()
                 })
-                .inline()
-                .into_service();
+                .inline();
+            if self.config.rejections {
+                // Replica 1 may read everything and write nothing.
+                let mut tokens = Tokens::new();
+                for j in 0..self.config.replicas {
+                    let permissions = if j == 1 {
+                        Permissions {
+                            read: Collections::All,
+                            write: Collections::none(),
+                        }
+                    } else {
+                        Permissions::all()
+                    };
+                    tokens = tokens.with_token(format!("r{j}"), format!("r{j}"), permissions);
+                }
+                server = server
+                    .with_access(tokens)
+                    .with_validator(TODOS, Unlucky(self.config.seed));
+            }
+            let service = server.into_service();
             Some(
                 self.net
                     .serve(&self.nodes[i].name, service, Limits::default())
@@ -186,6 +209,7 @@ impl<'a> Sim<'a> {
                         .wrapping_mul(31)
                         .wrapping_add(self.engine_seq),
                 ),
+                token: self.config.rejections.then(|| format!("r{i}")),
                 ..SyncConfig::default()
             };
             let connector = self.net.connector(&self.nodes[i].name, &self.nodes[j].name);
@@ -360,9 +384,15 @@ impl<'a> Sim<'a> {
     }
 
     fn commit(&mut self, i: usize, txn: crate::Transaction) -> Result<(), String> {
+        let collections = txn.collections();
         let committed = txn
             .commit()
             .map_err(|e| format!("local write on r{i}: {e}"))?;
+        self.commits.push((
+            i,
+            committed.lsn,
+            committed.ids.iter().copied().zip(collections).collect(),
+        ));
         if committed.stamp <= self.last_own[i] && !committed.ids.is_empty() {
             return Err(format!(
                 "r{i} issued stamp {} after {}: its clock went backwards",
