@@ -130,7 +130,7 @@ async fn denied_push_stores_nothing_and_says_why() {
         assert_eq!(rejected[0].code, RefusalCode::FORBIDDEN);
         assert!(rejected[0].reason.contains("may not write"), "{rejected:?}");
         assert_eq!(rejected[0].changes.len(), 1);
-        assert_eq!(rejected[0].changes[0].key, syncline::Key::from("k"));
+        assert_eq!(rejected[0].changes[0].key, Key::from("k"));
         let announced = loop {
             if let syncline::SyncEvent::Rejected { code, .. } = events.recv().await.unwrap() {
                 break code;

@@ -49,7 +49,7 @@ fn refused_groups_converge_on_what_the_hub_accepted() {
             rejections: true,
             ..SimConfig::from_seed(5000 + seed)
         };
-        if config.topology != syncline::testing::sim::Topology::Hub
+        if config.topology != Topology::Hub
             || !matches!(
                 config.policy,
                 syncline::MergePolicy::Lww | syncline::MergePolicy::FieldLww

@@ -319,14 +319,19 @@ async fn refusals_store_nothing(kind: Kind) {
     };
     let client = open_node(dir.path(), "client", 1).await;
     client.collection("todos").unwrap().put("k", 1i64).unwrap();
-    for (token, code) in [
-        ("wrong", RefusalCode::UNAUTHORIZED),
-        ("reader-token", RefusalCode::FORBIDDEN),
-    ] {
-        let engine = start(&net, &client, "client", "hub", on_demand(token));
-        assert_eq!(refused(engine.sync_now().await.unwrap_err()), code);
-        engine.stop().await;
-    }
+    let engine = start(&net, &client, "client", "hub", on_demand("wrong"));
+    assert_eq!(
+        refused(engine.sync_now().await.unwrap_err()),
+        RefusalCode::UNAUTHORIZED
+    );
+    engine.stop().await;
+    // A reader's push: its group is refused alone, and the round goes on.
+    let engine = start(&net, &client, "client", "hub", on_demand("reader-token"));
+    assert_eq!(engine.sync_now().await.unwrap().pushed, 0);
+    let rejected = client.rejected().unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].code, RefusalCode::FORBIDDEN);
+    engine.stop().await;
 
     // Raw frames, with the client's frame limit above the server's.
     let conn = net
@@ -383,7 +388,9 @@ async fn refusals_store_nothing(kind: Kind) {
     );
     assert!(hub.clock() < year);
 
-    // The hub still serves a good client, end to end.
+    // The hub still serves a good client, end to end: the refused group,
+    // pushed again with a writer's token, is accepted.
+    assert!(client.retry_rejected(hub.id(), rejected[0].group).unwrap());
     let engine = start(&net, &client, "client", "hub", on_demand("writer-token"));
     assert_eq!(engine.sync_now().await.unwrap().pushed, 1);
     assert_eq!(

@@ -125,7 +125,7 @@ impl Batch {
             return Some(if self.changes.is_empty() {
                 Vec::new()
             } else {
-                vec![0..self.changes.len()]
+                std::iter::once(0..self.changes.len()).collect()
             });
         }
         let mut out = Vec::with_capacity(self.groups.len());

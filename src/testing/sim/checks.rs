@@ -110,8 +110,12 @@ impl Sim<'_> {
     pub(super) fn refused_ids(&self) -> BTreeSet<ChangeId> {
         self.commits
             .iter()
-            .filter(|(i, _, _)| *i != 0)
-            .flat_map(|(i, _, changes)| changes.iter().map(move |(id, c)| (*i, *id, c)))
+            .filter(|c| c.replica != 0)
+            .flat_map(|c| {
+                c.changes
+                    .iter()
+                    .map(move |(id, coll)| (c.replica, *id, coll))
+            })
             .filter(|(i, id, c)| {
                 c.as_str() == TODOS && (*i == 1 || super::unlucky(self.config.seed, *id))
             })
@@ -130,10 +134,8 @@ impl Sim<'_> {
             let expected: BTreeSet<u64> = self
                 .commits
                 .iter()
-                .filter(|(r, _, changes)| {
-                    *r == i && changes.iter().any(|(id, _)| refused.contains(id))
-                })
-                .map(|(_, lsn, _)| *lsn)
+                .filter(|c| c.replica == i && c.changes.iter().any(|(id, _)| refused.contains(id)))
+                .map(|c| c.lsn)
                 .collect();
             let listed: Vec<u64> = self
                 .replica(i)?

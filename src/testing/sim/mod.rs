@@ -442,7 +442,7 @@ fn unlucky(seed: u64, id: crate::ChangeId) -> bool {
         ^ id.seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) % 10 == 0
+    (z ^ (z >> 31)).is_multiple_of(10)
 }
 
 /// The simulated hub's validator ([`unlucky`] changes).

@@ -67,12 +67,21 @@ pub(super) struct Sim<'a> {
     pub(super) nodes: Vec<Node>,
     /// Ids of the local writes that were acknowledged (committed).
     pub(super) acked: Vec<ChangeId>,
-    /// Every local commit: the replica, the lsn that ends its group, and
-    /// its changes with their collections.
-    pub(super) commits: Vec<(usize, u64, Vec<(ChangeId, String)>)>,
+    /// Every local commit.
+    pub(super) commits: Vec<SimCommit>,
     /// Per replica, the last stamp it issued for its own changes.
     last_own: Vec<Stamp>,
     engine_seq: u64,
+}
+
+/// A local commit of the schedule.
+pub(super) struct SimCommit {
+    /// The replica.
+    pub(super) replica: usize,
+    /// The lsn that ends its group.
+    pub(super) lsn: u64,
+    /// Its changes, with their collections.
+    pub(super) changes: Vec<(ChangeId, String)>,
 }
 
 pub(super) const TODOS: &str = "todos";
@@ -388,11 +397,11 @@ impl<'a> Sim<'a> {
         let committed = txn
             .commit()
             .map_err(|e| format!("local write on r{i}: {e}"))?;
-        self.commits.push((
-            i,
-            committed.lsn,
-            committed.ids.iter().copied().zip(collections).collect(),
-        ));
+        self.commits.push(SimCommit {
+            replica: i,
+            lsn: committed.lsn,
+            changes: committed.ids.iter().copied().zip(collections).collect(),
+        });
         if committed.stamp <= self.last_own[i] && !committed.ids.is_empty() {
             return Err(format!(
                 "r{i} issued stamp {} after {}: its clock went backwards",
