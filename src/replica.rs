@@ -19,7 +19,8 @@ use crate::error::{
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
 use crate::store::{
-    ApplyReport, Collections, FeedEntry, FeedSlice, Limits, PeerState, Refused, Store, check_remote,
+    ApplyReport, Collections, FeedEntry, FeedSlice, GroupPart, Limits, PeerState, Refused, Store,
+    check_remote,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -330,6 +331,87 @@ impl Replica {
             changes,
             rules,
             pulled,
+            None,
+            &|| self.has_listeners(),
+        )?;
+        self.publish(stored.events);
+        Ok(stored.value)
+    }
+
+    /// Stages part `index` of the group `transfer` that `peer` sends in
+    /// parts (`role`: pushed to this replica, or pulled by it), if it is the
+    /// next one; returns how many parts are staged.
+    pub(crate) fn stage_part(
+        &self,
+        role: u8,
+        peer: ReplicaId,
+        transfer: u64,
+        index: u32,
+        changes: &[Change],
+    ) -> Result<u32, StorageError> {
+        self.inner.store.stage(role, peer, transfer, index, changes)
+    }
+
+    /// The staged parts of (`role`, `peer`): their transfer and how many.
+    pub(crate) fn staged_progress(
+        &self,
+        role: u8,
+        peer: ReplicaId,
+    ) -> Result<Option<(u64, u32)>, StorageError> {
+        self.inner.store.staged_progress(role, peer)
+    }
+
+    /// A part of the group after `after`, as `peer` should see it, that
+    /// starts at its change `offset`: for groups too large for one batch.
+    pub(crate) fn group_part(
+        &self,
+        peer: ReplicaId,
+        after: u64,
+        wanted: &dyn Fn(&str) -> bool,
+        offset: u32,
+        max_bytes: usize,
+    ) -> Result<Option<GroupPart>, StorageError> {
+        self.inner
+            .store
+            .group_part(peer, after, wanted, offset, max_bytes)
+    }
+
+    /// Drops every staged part of (`role`, `peer`).
+    pub(crate) fn clear_staged(&self, role: u8, peer: ReplicaId) -> Result<(), StorageError> {
+        self.inner.store.clear_staged(role, peer)
+    }
+
+    /// The changes staged so far of the group `transfer` from (`role`, `peer`).
+    pub(crate) fn staged_changes(
+        &self,
+        role: u8,
+        peer: ReplicaId,
+        transfer: u64,
+    ) -> Result<Vec<Change>, StorageError> {
+        self.inner.store.staged_changes(role, peer, transfer)
+    }
+
+    /// Applies a group sent in parts: the staged ones and `last`, in one
+    /// commit that also removes the staged parts and, when `pulled` is
+    /// given, moves the pull cursor.
+    pub(crate) fn apply_staged(
+        &self,
+        role: u8,
+        peer: ReplicaId,
+        transfer: u64,
+        last: &[Change],
+        pulled: Option<u64>,
+    ) -> Result<ApplyReport, ApplyError> {
+        let mut changes = self.staged_changes(role, peer, transfer)?;
+        changes.extend_from_slice(last);
+        let rules = check_remote(&self.inner.limits, &self.read_collections(), &changes)?;
+        let stored = self.inner.store.apply_remote(
+            &*self.inner.config.time,
+            Some(peer),
+            &changes,
+            rules,
+            pulled,
+            Some(role),
             &|| self.has_listeners(),
         )?;
         self.publish(stored.events);
@@ -339,7 +421,7 @@ impl Replica {
     /// Reads up to `limit` feed entries after `lsn`, never splitting an atomic
     /// group: the result may run past `limit` to the end of the group it is in.
     pub fn feed_after(&self, lsn: u64, limit: usize) -> Result<Vec<FeedEntry>, ReadError> {
-        Ok(self.inner.store.feed_scan(lsn, limit, usize::MAX)?)
+        Ok(self.inner.store.feed_scan(lsn, limit, usize::MAX)?.0)
     }
 
     /// The cursors kept for `peer` (zeros if it was never synced).

@@ -702,6 +702,140 @@ async fn refused_groups_never_jam(kind: Kind) {
     engine.stop().await;
 }
 
+/// A transaction of 64 MiB with a 1 MiB frame limit travels both ways, in
+/// parts: staged out of sight until the last, then applied atomically; a
+/// push cut off halfway is invisible and resumes where it stopped.
+async fn transactions_of_any_size(kind: Kind) {
+    const RECORDS: usize = 1024;
+    const VALUE: usize = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let net = TestNet::new(kind, 15);
+    let limits = Limits::default().with_max_frame_len(1 << 20);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let server = SyncServer::new(hub.clone()).with_config(syncline::ServerConfig {
+        max_pull_bytes: 512 * 1024,
+        ..syncline::ServerConfig::default()
+    });
+    let _server = net.serve("hub", server.into_service(), limits).await;
+    let config = SyncConfig {
+        on_demand: true,
+        max_batch_bytes: 512 * 1024,
+        ..quick_sync(1)
+    };
+    let big = |replica: &Replica, prefix: &str| {
+        let mut txn = replica.transaction();
+        for i in 0..RECORDS {
+            txn.put(
+                "todos",
+                format!("{prefix}{i:04}"),
+                Value::Bytes(vec![i as u8; VALUE]),
+            );
+        }
+        txn.commit().unwrap();
+    };
+
+    // Push: 64 MiB from a client to the hub, in one round.
+    let a = open_node(dir.path(), "a", 1).await;
+    big(&a, "a");
+    let engine = SyncEngine::start(a.clone(), net.connector("a", "hub", limits), config.clone());
+    assert_eq!(engine.sync_now().await.unwrap().pushed, RECORDS);
+    let todos = hub.collection("todos").unwrap();
+    assert_eq!(
+        todos.scan(syncline::Scan::prefix("a")).unwrap().len(),
+        RECORDS
+    );
+    let feed = hub.feed_after(0, usize::MAX).unwrap();
+    assert_eq!(
+        feed.iter().filter(|e| e.group_end).count(),
+        1,
+        "one atomic group"
+    );
+    engine.stop().await;
+
+    // Pull: 64 MiB from the hub to a new client.
+    big(&hub, "h");
+    let b = open_node(dir.path(), "b", 2).await;
+    let engine = SyncEngine::start(b.clone(), net.connector("b", "hub", limits), config.clone());
+    assert_eq!(engine.sync_now().await.unwrap().pulled, 2 * RECORDS);
+    assert_eq!(
+        b.collection("todos")
+            .unwrap()
+            .scan(syncline::Scan::all())
+            .unwrap()
+            .len(),
+        2 * RECORDS
+    );
+    engine.stop().await;
+
+    // A push cut off halfway: the parts sent are staged out of sight.
+    let c = open_node(dir.path(), "c", 3).await;
+    big(&c, "c");
+    let transfer = c.last_lsn();
+    let changes: Vec<Change> = c
+        .feed_after(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+    let conn = net
+        .connector("c-raw", "hub", limits)
+        .connect()
+        .await
+        .unwrap();
+    let hello = Request {
+        version: PROTOCOL_VERSION,
+        from: c.id(),
+        token: None,
+        body: RequestBody::Hello {
+            clock: c.clock(),
+            collections: vec![],
+        },
+    };
+    conn.exchange(protocol::encode(&hello).into())
+        .await
+        .unwrap();
+    // Parts of 4 changes (256 KiB) each, the first 40 changes; the engine
+    // below cuts its own parts elsewhere and resumes from change 40.
+    let per_part = 4;
+    for (i, part) in changes.chunks(per_part).take(10).enumerate() {
+        let offset = (i * per_part) as u32;
+        let request = Request {
+            version: PROTOCOL_VERSION,
+            from: c.id(),
+            token: None,
+            body: RequestBody::PushPart {
+                part: protocol::Part {
+                    transfer,
+                    offset,
+                    last: false,
+                },
+                batch: Batch::new(part.to_vec(), transfer),
+            },
+        };
+        let answer = conn
+            .exchange(protocol::encode(&request).into())
+            .await
+            .unwrap();
+        match protocol::decode::<Response>(&answer).unwrap() {
+            Response::Staged { next, .. } => assert_eq!(next, offset + per_part as u32),
+            other => panic!("expected a staged part, got {other:?}"),
+        }
+    }
+    drop(conn);
+    assert!(
+        todos.scan(syncline::Scan::prefix("c")).unwrap().is_empty(),
+        "a half-received group is never visible"
+    );
+    // The engine's push resumes: the hub names the part it needs next.
+    let engine = SyncEngine::start(c.clone(), net.connector("c", "hub", limits), config);
+    assert_eq!(engine.sync_now().await.unwrap().pushed, RECORDS);
+    assert_eq!(
+        todos.scan(syncline::Scan::prefix("c")).unwrap().len(),
+        RECORDS
+    );
+    engine.stop().await;
+}
+
 macro_rules! over {
     ($module:ident, $kind:expr, $($scenario:ident),* $(,)?) => {
         mod $module {
@@ -730,6 +864,7 @@ macro_rules! every_scenario {
             giving_up_and_reconnecting,
             token_provider_refreshes,
             refused_groups_never_jam,
+            transactions_of_any_size,
         );
     };
 }

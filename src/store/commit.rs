@@ -243,9 +243,15 @@ impl Store {
         changes: &[Change],
         rules: Vec<Rule>,
         pulled: Option<u64>,
+        clear_staged: Option<u8>,
         listening: &dyn Fn() -> bool,
     ) -> Result<Stored<ApplyReport>, ApplyError> {
         let mut stored = self.commit(source, pulled, listening, |c| {
+            // A group applied whole with its last part: its staged parts go
+            // in the same commit.
+            if let (Some(role), Some(peer)) = (clear_staged, source) {
+                c.writer.clear_staged(role, peer)?;
+            }
             let now = time.now_millis();
             for change in changes {
                 c.state.hlc.check(change.stamp, now)?;
@@ -280,6 +286,28 @@ impl Store {
         })?;
         stored.value.last_lsn = stored.lsn;
         Ok(stored)
+    }
+
+    /// Stages part `index` of `transfer` from (`role`, `peer`), durably, if
+    /// it is the next one; returns how many parts are staged.
+    pub(crate) fn stage(
+        &self,
+        role: u8,
+        peer: ReplicaId,
+        transfer: u64,
+        index: u32,
+        changes: &[Change],
+    ) -> Result<u32, StorageError> {
+        self.commit(None, None, &|| false, |c| {
+            c.writer.stage(role, peer, transfer, index, changes)
+        })
+        .map(|stored| stored.value)
+    }
+
+    /// Drops every staged part of (`role`, `peer`).
+    pub(crate) fn clear_staged(&self, role: u8, peer: ReplicaId) -> Result<(), StorageError> {
+        self.commit(None, None, &|| false, |c| c.writer.clear_staged(role, peer))
+            .map(drop)
     }
 
     /// Records that `peer` acknowledged holding this replica's feed through

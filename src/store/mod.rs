@@ -38,7 +38,8 @@ use tables::{
 
 pub use commit::ApplyReport;
 pub(crate) use commit::{LocalOp, Refused};
-pub(crate) use read::FeedSlice;
+pub(crate) use read::{FeedSlice, GroupPart};
+pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 
 /// The `changes-2` key of a change: its slot, which names it in storage.
 pub(crate) fn log_key(change: &crate::model::Change) -> Vec<u8> {

@@ -9,7 +9,7 @@ use super::Store;
 use super::keys;
 use super::tables::{
     self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, FEED, PEERS, PeerState, RECORDS, REJECTED,
-    RejectedBody,
+    RejectedBody, STAGED,
 };
 use crate::clock::Stamp;
 use crate::error::{Inconsistency, StorageError};
@@ -54,6 +54,9 @@ pub(crate) struct FeedSlice {
     pub(crate) through: u64,
     /// Whether the feed goes on after `through`.
     pub(crate) has_more: bool,
+    /// Whether the slice is one group larger than the bound: it travels
+    /// in parts.
+    pub(crate) oversized: bool,
 }
 
 impl Store {
@@ -202,19 +205,23 @@ impl Store {
     }
 
     /// Up to `limit` feed entries after `after`, never splitting an atomic
-    /// group, also stopping at the end of the group in which the encoded
-    /// changes pass about `max_bytes` (at least one group).
+    /// group, and about `max_bytes` at most: a group that would take the
+    /// slice past `max_bytes` is left for the next slice, unless it is the
+    /// first (a group larger than `max_bytes` comes alone). Returns the
+    /// entries and their size, about their size on the wire.
     pub(crate) fn feed_scan(
         &self,
         after: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<Vec<FeedEntry>, StorageError> {
+    ) -> Result<(Vec<FeedEntry>, usize), StorageError> {
         let read = self.begin_read()?;
         let feed = read.open_table(FEED)?;
         let changes = read.open_table(CHANGES)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        // Where the current group starts, and the size before it.
+        let mut group_start = (0usize, 0usize);
         tables::walk_feed(&feed, after, |lsn, source, item, group_end| {
             let body = changes
                 .get(item.log_key.as_bytes())?
@@ -232,9 +239,19 @@ impl Store {
                 change: item.into_change(body)?,
                 group_end,
             });
-            Ok(!((out.len() >= limit || bytes >= max_bytes) && group_end))
+            if !group_end {
+                return Ok(true);
+            }
+            if bytes > max_bytes && group_start.0 > 0 {
+                // This group takes the slice past the bound: leave it.
+                out.truncate(group_start.0);
+                bytes = group_start.1;
+                return Ok(false);
+            }
+            group_start = (out.len(), bytes);
+            Ok(out.len() < limit && bytes < max_bytes)
         })?;
-        Ok(out)
+        Ok((out, bytes))
     }
 
     /// The feed after `after` as `peer` should see it: at most about `limit`
@@ -248,7 +265,7 @@ impl Store {
         max_bytes: usize,
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<FeedSlice, StorageError> {
-        let entries = self.feed_scan(after, limit.max(1), max_bytes)?;
+        let (entries, bytes) = self.feed_scan(after, limit.max(1), max_bytes)?;
         let through = entries.last().map_or(after, |e| e.lsn);
         let has_more = through < self.lock().lsn;
         let mut changes = Vec::with_capacity(entries.len());
@@ -275,6 +292,7 @@ impl Store {
             groups,
             through,
             has_more,
+            oversized: bytes > max_bytes,
         })
     }
 }
@@ -302,7 +320,115 @@ pub(crate) struct RejectedGroup {
     pub(crate) body: RejectedBody,
 }
 
+/// A part of a group too large for one batch, as read for a peer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GroupPart {
+    /// The lsn that ends the group.
+    pub(crate) transfer: u64,
+    /// Where the part starts among the group's changes for the peer.
+    pub(crate) offset: u32,
+    /// Its changes.
+    pub(crate) changes: Vec<Change>,
+    /// Whether it is the group's last part.
+    pub(crate) last: bool,
+    /// Whether the feed goes on after the group.
+    pub(crate) has_more: bool,
+}
+
 impl Store {
+    /// The part of the group after `after` that starts at its change
+    /// `offset` (counting only the changes that go to `peer`, see
+    /// [`pushable`]), about `max_bytes` long (at least one change). Reads
+    /// only the part's changes: resuming a large group costs its part, not
+    /// the group. `None` when no group follows `after`.
+    pub(crate) fn group_part(
+        &self,
+        peer: ReplicaId,
+        after: u64,
+        wanted: &dyn Fn(&str) -> bool,
+        offset: u32,
+        max_bytes: usize,
+    ) -> Result<Option<GroupPart>, StorageError> {
+        let read = self.begin_read()?;
+        let feed = read.open_table(FEED)?;
+        let changes = read.open_table(CHANGES)?;
+        let Some(entry) = feed.range(after.saturating_add(1)..)?.next() else {
+            return Ok(None);
+        };
+        let (key, bytes) = entry?;
+        let transfer = key.value();
+        let group: tables::FeedGroup = tables::decode(FEED.name(), bytes.value())?;
+        let source = group.source;
+        let mut kept = Vec::with_capacity(group.entries.len());
+        for item in group.entries {
+            let (collection, _, _, origin) = keys::parse_log(FEED.name(), item.log_key.as_bytes())?;
+            if pushable(
+                peer,
+                source,
+                ReplicaId::from_bytes(origin),
+                &collection,
+                wanted,
+            ) {
+                kept.push(item);
+            }
+        }
+        let start = (offset as usize).min(kept.len());
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        for item in kept.iter().skip(start) {
+            let body = changes
+                .get(item.log_key.as_bytes())?
+                .ok_or(StorageError::Invalid {
+                    table: FEED.name(),
+                    reason: Inconsistency::MissingChange { lsn: transfer },
+                })?;
+            let len = body.value().len() + item.log_key.len() + 8;
+            if !out.is_empty() && size.saturating_add(len) > max_bytes {
+                break;
+            }
+            size = size.saturating_add(len);
+            let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
+            out.push(item.clone().into_change(body)?);
+        }
+        let last = start + out.len() >= kept.len();
+        Ok(Some(GroupPart {
+            transfer,
+            offset: u32::try_from(start).unwrap_or(u32::MAX),
+            changes: out,
+            last,
+            has_more: !last || transfer < self.lock().lsn,
+        }))
+    }
+
+    /// The staged parts of (`role`, `peer`): their transfer and how many.
+    pub(crate) fn staged_progress(
+        &self,
+        role: u8,
+        peer: ReplicaId,
+    ) -> Result<Option<(u64, u32)>, StorageError> {
+        let read = self.begin_read()?;
+        match read.open_table(STAGED) {
+            Ok(table) => super::writer::staged_progress(&table, role, peer),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The changes of the staged parts of `transfer` from (`role`, `peer`).
+    pub(crate) fn staged_changes(
+        &self,
+        role: u8,
+        peer: ReplicaId,
+        transfer: u64,
+    ) -> Result<Vec<Change>, StorageError> {
+        let read = self.begin_read()?;
+        match read.open_table(STAGED) {
+            Ok(table) => super::writer::staged_changes(&table, role, peer, transfer),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// How many changes after `after` in the feed would go to `peer` (see
     /// [`pushable`]): what its next push carries. Reads the feed's groups
     /// only, never a change's body.

@@ -72,6 +72,41 @@ pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new
 /// Created on first use; a file without it has none.
 pub(crate) const REJECTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejected-1");
 
+/// `staged-1`: role (1 byte: [`STAGED_PUSHED`] or [`STAGED_PULLED`]) ++
+/// peer replica id (16 bytes) ++ transfer (the lsn that ends the group in
+/// the sender's feed, u64 big-endian) ++ the position of the part's first
+/// change in the group (u32 big-endian) ->
+/// encoded `Vec<Change>`: the parts of a group too large for one batch,
+/// received so far. Out of sight: nothing reads them but the commit that
+/// applies the whole group with its last part and removes them. Created on
+/// first use.
+pub(crate) const STAGED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("staged-1");
+
+/// The role of `staged-1` entries a peer pushed to this replica.
+pub(crate) const STAGED_PUSHED: u8 = 0;
+/// The role of `staged-1` entries this replica pulled from a peer.
+pub(crate) const STAGED_PULLED: u8 = 1;
+
+/// The key of a `staged-1` entry, or with `index` `None` the prefix of a
+/// (role, peer)'s entries... with `transfer` `None` too, of all of them.
+pub(crate) fn staged_key(
+    role: u8,
+    peer: ReplicaId,
+    transfer: Option<u64>,
+    index: Option<u32>,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(29);
+    key.push(role);
+    key.extend_from_slice(peer.as_bytes());
+    if let Some(t) = transfer {
+        key.extend_from_slice(&t.to_be_bytes());
+        if let Some(i) = index {
+            key.extend_from_slice(&i.to_be_bytes());
+        }
+    }
+    key
+}
+
 /// `conflicts-2`: log key of the losing change ([`keys::log`]) ->
 /// encoded [`ConflictBody`]. Record-level policies keep here the losing
 /// changes that no other change has seen.

@@ -8,7 +8,7 @@ use super::WriteState;
 use super::keys;
 use super::tables::{
     self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedGroup, FeedItem,
-    PEERS, PeerState, RECORDS, REJECTED, RejectedBody,
+    PEERS, PeerState, RECORDS, REJECTED, RejectedBody, STAGED,
 };
 use crate::clock::Stamp;
 use crate::codec;
@@ -430,6 +430,63 @@ impl<'txn> Writer<'txn> {
         }
     }
 
+    /// The staged parts of (`role`, `peer`): the transfer they belong to and
+    /// how many there are, in order from 0 (`None`: none staged).
+    pub(crate) fn staged_progress(
+        &self,
+        role: u8,
+        peer: ReplicaId,
+    ) -> Result<Option<(u64, u32)>, StorageError> {
+        let table = self.txn.open_table(STAGED)?;
+        staged_progress(&table, role, peer)
+    }
+
+    /// Stages the part of `transfer` from (`role`, `peer`) that starts at
+    /// change `index` of the group, if it is the next one (it starts where
+    /// the staged ones end), dropping the parts of any other transfer of
+    /// theirs. Returns how many changes are staged after it: where the next
+    /// part starts.
+    pub(crate) fn stage(
+        &mut self,
+        role: u8,
+        peer: ReplicaId,
+        transfer: u64,
+        index: u32,
+        changes: &[Change],
+    ) -> Result<u32, StorageError> {
+        let mut next = match self.staged_progress(role, peer)? {
+            Some((t, n)) if t == transfer => n,
+            Some(_) => {
+                self.clear_staged(role, peer)?;
+                0
+            }
+            None => 0,
+        };
+        if index == next && !changes.is_empty() {
+            self.txn.open_table(STAGED)?.insert(
+                tables::staged_key(role, peer, Some(transfer), Some(index)).as_slice(),
+                codec::encode(changes).as_slice(),
+            )?;
+            next = next.saturating_add(u32::try_from(changes.len()).unwrap_or(u32::MAX));
+        }
+        Ok(next)
+    }
+
+    /// Removes every staged part of (`role`, `peer`).
+    pub(crate) fn clear_staged(&mut self, role: u8, peer: ReplicaId) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(STAGED)?;
+        let prefix = tables::staged_key(role, peer, None, None);
+        let end = keys::prefix_end(&prefix);
+        let keys: Vec<Vec<u8>> = table
+            .range(prefix.as_slice()..end.as_slice())?
+            .map(|e| e.map(|(k, _)| k.value().to_vec()))
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            table.remove(k.as_slice())?;
+        }
+        Ok(())
+    }
+
     /// Puts changes already stored into this commit's feed group again,
     /// each at the next lsn: they go out again to every peer, which keeps
     /// the ones it holds as duplicates.
@@ -468,6 +525,59 @@ impl<'txn> Writer<'txn> {
         self.feed.insert(state.lsn, self.scratch.as_slice())?;
         Ok(())
     }
+}
+
+/// The staged parts of (`role`, `peer`) in `table`: their transfer and how
+/// many changes they hold (where the next part starts).
+pub(crate) fn staged_progress(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    role: u8,
+    peer: ReplicaId,
+) -> Result<Option<(u64, u32)>, StorageError> {
+    let prefix = tables::staged_key(role, peer, None, None);
+    let end = keys::prefix_end(&prefix);
+    let Some(last) = table.range(prefix.as_slice()..end.as_slice())?.next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = last?;
+    let k = k.value();
+    let bad = || StorageError::Invalid {
+        table: STAGED.name(),
+        reason: Inconsistency::MalformedKey { key: k.to_vec() },
+    };
+    let transfer: [u8; 8] = k
+        .get(17..25)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad)?;
+    let offset: [u8; 4] = k
+        .get(25..29)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad)?;
+    let part: Vec<Change> = tables::decode(STAGED.name(), v.value())?;
+    let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+    Ok(Some((
+        u64::from_be_bytes(transfer),
+        u32::from_be_bytes(offset).saturating_add(len),
+    )))
+}
+
+/// The changes of every staged part of `transfer` from (`role`, `peer`)
+/// in `table`, in order.
+pub(crate) fn staged_changes(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    role: u8,
+    peer: ReplicaId,
+    transfer: u64,
+) -> Result<Vec<Change>, StorageError> {
+    let prefix = tables::staged_key(role, peer, Some(transfer), None);
+    let end = keys::prefix_end(&prefix);
+    let mut out = Vec::new();
+    for entry in table.range(prefix.as_slice()..end.as_slice())? {
+        let (_, v) = entry?;
+        let part: Vec<Change> = tables::decode(STAGED.name(), v.value())?;
+        out.extend(part);
+    }
+    Ok(out)
 }
 
 /// The next change id of this replica.

@@ -14,10 +14,11 @@ use tokio::time::Instant;
 use crate::error::{ReadError, StorageError};
 use crate::model::ReplicaId;
 use crate::replica::Replica;
+use crate::store::STAGED_PULLED;
 use crate::sync::config::{SyncConfig, TokenProvider};
 use crate::sync::error::SyncError;
 use crate::sync::protocol::{self, synced_specs};
-use crate::sync::session::{Action, Commit, Local, Now, Outbox, Progress, Session};
+use crate::sync::session::{Action, Commit, Local, Now, Outbox, Progress, PullCursor, Session};
 use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
 use crate::watch::{Watch, WatchError};
 
@@ -340,7 +341,11 @@ impl Driver {
                 }
                 Action::ReadPullCursor { remote } => {
                     let result = self
-                        .blocking(move |r| r.peer_state(remote).map(|p| p.pulled))
+                        .blocking(move |r| {
+                            let after = r.peer_state(remote)?.pulled;
+                            let staged = r.staged_progress(STAGED_PULLED, remote)?;
+                            Ok::<_, ReadError>(PullCursor { after, staged })
+                        })
                         .await
                         .map_err(SyncError::from);
                     let now = self.now();
@@ -364,6 +369,7 @@ impl Driver {
                                 through: slice.through,
                                 has_more: slice.has_more,
                                 groups: slice.groups,
+                                oversized: slice.oversized,
                             })
                         })
                         .await
@@ -396,6 +402,35 @@ impl Driver {
                 } => {
                     let result = self
                         .blocking(move |r| r.apply_batch(Some(remote), &changes, Some(through)))
+                        .await;
+                    let now = self.now();
+                    self.session.handle_applied(result, now);
+                }
+                Action::StagePart {
+                    remote,
+                    transfer,
+                    offset,
+                    changes,
+                } => {
+                    let result = self
+                        .blocking(move |r| {
+                            r.stage_part(STAGED_PULLED, remote, transfer, offset, &changes)
+                        })
+                        .await
+                        .map_err(SyncError::from);
+                    let now = self.now();
+                    self.session.handle_staged(result, now);
+                }
+                Action::ApplyStaged {
+                    remote,
+                    transfer,
+                    changes,
+                    through,
+                } => {
+                    let result = self
+                        .blocking(move |r| {
+                            r.apply_staged(STAGED_PULLED, remote, transfer, &changes, Some(through))
+                        })
                         .await;
                     let now = self.now();
                     self.session.handle_applied(result, now);

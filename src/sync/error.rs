@@ -114,6 +114,15 @@ pub enum ProtocolViolation {
         /// The group index named.
         group: u32,
     },
+    /// A part of a group sent in parts names another group, or a place in
+    /// it where no part starts.
+    #[error("no part of group {transfer} starts at change {offset}")]
+    BadPart {
+        /// The group named.
+        transfer: u64,
+        /// Where the part was to start.
+        offset: u32,
+    },
     /// The remote claims this replica's own id.
     #[error("the remote has this replica's own id")]
     OwnReplicaId,

@@ -67,6 +67,40 @@ pub enum RequestBody {
         /// The caller's cursor on the server feed.
         after: u64,
     },
+    /// One part of one group of mine too large for one batch: the server
+    /// stages parts, out of sight, and applies the group with the last.
+    PushPart {
+        /// Which part.
+        part: Part,
+        /// Its changes; `through` is the lsn that ends the group.
+        batch: Batch,
+    },
+    /// Go on with the group split into parts that a pull answered with:
+    /// send the part of the group ending at `transfer` that starts at its
+    /// change `next`.
+    PullPart {
+        /// The cursor: the server lsn the caller has pulled through.
+        after: u64,
+        /// The server lsn that ends the group.
+        transfer: u64,
+        /// Where the part wanted starts (the changes staged so far).
+        next: u32,
+        /// The collections wanted.
+        collections: Vec<String>,
+    },
+}
+
+/// One part of a group too large for one batch. Parts are sent in order;
+/// the group is applied, atomically, only with its last part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// The transfer: the sender's lsn that ends the group.
+    pub transfer: u64,
+    /// Where the part starts: the position of its first change among the
+    /// group's changes (as sent to this receiver), from 0.
+    pub offset: u32,
+    /// Whether it is the group's last part.
+    pub last: bool,
 }
 
 /// A collection and its merge policy, as compared in the handshake.
@@ -162,6 +196,12 @@ impl Verdict {
     }
 }
 
+/// About how many bytes a change takes on the wire, for splitting a group
+/// into parts.
+pub(crate) fn change_len(change: &Change) -> usize {
+    codec::encoded_len(change)
+}
+
 /// How many encoded bytes [`digest`] gathers per hasher update.
 const CHUNK: usize = 64 << 10;
 
@@ -211,6 +251,26 @@ pub enum Response {
         /// Whether more changes follow `batch.through`.
         has_more: bool,
     },
+    /// A part of a pushed group was staged; send the part that starts at
+    /// change `next` (which may repeat or skip ahead of what was sent, after
+    /// a reconnect).
+    Staged {
+        /// The transfer: the caller's lsn that ends the group.
+        transfer: u64,
+        /// Where the part the server needs next starts.
+        next: u32,
+    },
+    /// The answer to a pull whose next group is too large for one batch:
+    /// one part of it. The caller stages parts and applies the group, with
+    /// the cursor `batch.through`, only with the last.
+    Part {
+        /// Which part.
+        part: Part,
+        /// Its changes; `through` is the lsn that ends the group.
+        batch: Batch,
+        /// Whether more changes follow the group.
+        has_more: bool,
+    },
     /// A push was judged group by group, and the groups accepted durably
     /// committed: the caller's feed is done with through `through`.
     Ack {
@@ -230,6 +290,8 @@ impl Response {
             Self::Welcome { .. } => "a welcome",
             Self::Changes { .. } => "changes",
             Self::Ack { .. } => "an ack",
+            Self::Staged { .. } => "a staged part",
+            Self::Part { .. } => "a part of a group",
         }
     }
 }

@@ -17,12 +17,13 @@ use tokio::sync::mpsc;
 
 use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal, Validator};
 use crate::clock::Stamp;
-use crate::error::ApplyError;
+use crate::error::{ApplyError, StorageError};
 use crate::model::{Change, ReplicaId};
 use crate::replica::Replica;
+use crate::store::STAGED_PUSHED;
 use crate::sync::protocol::{
-    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Request, RequestBody, Response, Verdict,
-    synced_specs,
+    self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Part, Request, RequestBody, Response,
+    Verdict, synced_specs,
 };
 use crate::watch::WatchError;
 
@@ -160,8 +161,22 @@ impl SyncServer {
                 after,
                 limit,
                 collections,
-            } => self.pull(from, &principal, after, limit, &collections),
+            } => self.pull(from, &principal, after, limit, &collections, None),
+            RequestBody::PullPart {
+                after,
+                transfer,
+                next,
+                collections,
+            } => self.pull(
+                from,
+                &principal,
+                after,
+                1,
+                &collections,
+                Some((transfer, next)),
+            ),
             RequestBody::Push(batch) => self.push(from, &principal, batch),
+            RequestBody::PushPart { part, batch } => self.push_part(from, &principal, part, batch),
             RequestBody::Subscribe { .. } => Err(ServiceError::bad_request(
                 "subscribe is a stream, not an exchange",
             )),
@@ -252,20 +267,129 @@ impl SyncServer {
         after: u64,
         limit: u32,
         wanted: &[String],
+        resume: Option<(u64, u32)>,
     ) -> Result<Response, ServiceError> {
         for name in wanted {
             self.check_collection(principal, name, Access::Read)?;
         }
         let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
+        let max_bytes = self.config.max_pull_bytes;
         let slice = self
             .replica
-            .feed_for(from, after, limit, self.config.max_pull_bytes, &|c| {
+            .feed_for(from, after, limit, max_bytes, &|c| {
                 wanted.iter().any(|w| w == c)
             })
             .map_err(|e| ServiceError::internal(e.to_string()))?;
-        Ok(Response::Changes {
-            batch: Batch::new(slice.changes, slice.through),
-            has_more: slice.has_more,
+        if !slice.oversized && resume.is_none() {
+            return Ok(Response::Changes {
+                batch: Batch::new(slice.changes, slice.through),
+                has_more: slice.has_more,
+            });
+        }
+        // One group larger than a batch: it goes in parts; a part names
+        // where it starts, so that a caller can resume at any change.
+        let offset = match resume {
+            Some((transfer, next)) if transfer == slice.through || !slice.oversized => next,
+            _ => 0,
+        };
+        let part = self
+            .replica
+            .group_part(
+                from,
+                after,
+                &|c| wanted.iter().any(|w| w == c),
+                offset,
+                max_bytes,
+            )
+            .map_err(|e| ServiceError::internal(e.to_string()))?
+            .ok_or_else(|| ServiceError::bad_request(format!("no group follows {after}")))?;
+        Ok(Response::Part {
+            part: Part {
+                transfer: part.transfer,
+                offset: part.offset,
+                last: part.last,
+            },
+            batch: Batch::new(part.changes, part.transfer),
+            has_more: part.has_more,
+        })
+    }
+
+    /// One part of a group too large for one batch: staged, out of sight,
+    /// until the last, with which the whole group is judged and applied.
+    fn push_part(
+        &self,
+        from: ReplicaId,
+        principal: &Principal,
+        part: Part,
+        batch: Batch,
+    ) -> Result<Response, ServiceError> {
+        if !batch.verify() || batch.through != part.transfer {
+            return Err(ServiceError::bad_request(
+                "the part's digest does not match its changes, or it names another group",
+            ));
+        }
+        let internal = |e: StorageError| ServiceError::internal(e.to_string());
+        let staged = self
+            .replica
+            .staged_progress(STAGED_PUSHED, from)
+            .map_err(internal)?
+            .filter(|(t, _)| *t == part.transfer)
+            .map_or(0, |(_, n)| n);
+        if !part.last || part.offset != staged {
+            let next = self
+                .replica
+                .stage_part(
+                    STAGED_PUSHED,
+                    from,
+                    part.transfer,
+                    part.offset,
+                    &batch.changes,
+                )
+                .map_err(internal)?;
+            if !part.last || next != part.offset {
+                return Ok(Response::Staged {
+                    transfer: part.transfer,
+                    next,
+                });
+            }
+        }
+        // The last part, every other one staged: the whole group, judged
+        // as one.
+        let mut group = self
+            .replica
+            .staged_changes(STAGED_PUSHED, from, part.transfer)
+            .map_err(internal)?;
+        group.extend_from_slice(&batch.changes);
+        let (applied, refused) = match self.judge(principal, &group) {
+            Ok(()) => {
+                let report = self
+                    .replica
+                    .apply_staged(STAGED_PUSHED, from, part.transfer, &batch.changes, None)
+                    .map_err(|e| match e {
+                        ApplyError::ClockDrift(_) => {
+                            ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string())
+                        }
+                        ApplyError::Storage(_) => ServiceError::internal(e.to_string()),
+                        _ => ServiceError::bad_request(e.to_string()),
+                    })?;
+                (report.applied as u64, Vec::new())
+            }
+            Err(refusal) => {
+                self.replica
+                    .clear_staged(STAGED_PUSHED, from)
+                    .map_err(internal)?;
+                let verdict = Verdict {
+                    group: 0,
+                    code: refusal.code().get(),
+                    reason: refusal.reason().to_owned(),
+                };
+                (0, vec![verdict])
+            }
+        };
+        Ok(Response::Ack {
+            through: part.transfer,
+            applied,
+            refused,
         })
     }
 

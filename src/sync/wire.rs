@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::clock::Stamp;
 use crate::model::{Change, ChangeId, Key, Op, ReplicaId};
-use crate::sync::protocol::{Batch, CollectionSpec, Request, RequestBody};
+use crate::sync::protocol::{Batch, CollectionSpec, Part, Request, RequestBody};
 
 /// The most elements preallocated for a sequence whose length a peer claims.
 const MAX_PREALLOC: usize = 1024;
@@ -267,7 +267,7 @@ impl<'de> Visitor<'de> for ChangesSeed {
     }
 }
 
-const BODY_VARIANTS: &[&str] = &["Hello", "Pull", "Push", "Subscribe"];
+const BODY_VARIANTS: &[&str] = &["Hello", "Pull", "Push", "Subscribe", "PushPart", "PullPart"];
 
 /// A request body whose pushed changes leave out the sender's id.
 struct WireBody<'a> {
@@ -301,6 +301,29 @@ impl Serialize for WireBody<'_> {
             RequestBody::Subscribe { after } => {
                 s.serialize_newtype_variant(NAME, 3, BODY_VARIANTS[3], after)
             }
+            RequestBody::PushPart { part, batch } => s.serialize_newtype_variant(
+                NAME,
+                4,
+                BODY_VARIANTS[4],
+                &(
+                    part,
+                    WireBatch {
+                        batch,
+                        sender: Some(self.sender),
+                    },
+                ),
+            ),
+            RequestBody::PullPart {
+                after,
+                transfer,
+                next,
+                collections,
+            } => s.serialize_newtype_variant(
+                NAME,
+                5,
+                BODY_VARIANTS[5],
+                &(after, transfer, next, collections),
+            ),
         }
     }
 }
@@ -390,13 +413,55 @@ impl<'de> Visitor<'de> for BodySeed {
             3 => RequestBody::Subscribe {
                 after: variant.newtype_variant()?,
             },
+            4 => {
+                let (part, batch) = variant.newtype_variant_seed(PushPartSeed(self.0))?;
+                RequestBody::PushPart { part, batch }
+            }
+            5 => {
+                let (after, transfer, next, collections) = variant.newtype_variant()?;
+                RequestBody::PullPart {
+                    after,
+                    transfer,
+                    next,
+                    collections,
+                }
+            }
             other => {
                 return Err(de::Error::invalid_value(
                     de::Unexpected::Unsigned(other.into()),
-                    &"a request body variant 0 to 3",
+                    &"a request body variant 0 to 5",
                 ));
             }
         })
+    }
+}
+
+/// Reads a pushed part: `(part, batch)`, the batch's changes sent by `.0`.
+struct PushPartSeed(ReplicaId);
+
+impl<'de> DeserializeSeed<'de> for PushPartSeed {
+    type Value = (Part, Batch);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(Part, Batch), D::Error> {
+        d.deserialize_tuple(2, self)
+    }
+}
+
+impl<'de> Visitor<'de> for PushPartSeed {
+    type Value = (Part, Batch);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a pushed part")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(Part, Batch), A::Error> {
+        let part = seq.next_element()?.ok_or_else(|| missing("part"))?;
+        let batch = seq
+            .next_element_seed(BatchSeed {
+                sender: Some(self.0),
+            })?
+            .ok_or_else(|| missing("batch"))?;
+        Ok((part, batch))
     }
 }
 

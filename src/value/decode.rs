@@ -67,7 +67,7 @@ impl<'de> Visitor<'de> for ValueSeed {
             Variant::Int => content.newtype_variant().map(Value::Int),
             Variant::Float => content.newtype_variant().map(Value::Float),
             Variant::String => content.newtype_variant().map(Value::String),
-            Variant::Bytes => content.newtype_variant().map(Value::Bytes),
+            Variant::Bytes => content.newtype_variant_seed(BytesSeed).map(Value::Bytes),
             Variant::List => content
                 .newtype_variant_seed(ListSeed(elements))
                 .map(Value::List),
@@ -213,5 +213,49 @@ pub(super) fn drop_iteratively(value: Value) {
             Value::Map(map) => pending.extend(map.into_values()),
             _ => {}
         }
+    }
+}
+
+/// Writes bytes in one piece (`Serializer::serialize_bytes`).
+pub(super) fn serialize_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(bytes)
+}
+
+/// Reads bytes in one piece where the format allows (the codec's length
+/// and bytes are the same as a sequence of `u8`), else element by element.
+struct BytesSeed;
+
+impl<'de> DeserializeSeed<'de> for BytesSeed {
+    type Value = Vec<u8>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+struct BytesVisitor;
+
+impl<'de> Visitor<'de> for BytesVisitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bytes")
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(v)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        // The length is the input's claim: preallocate only a little.
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(b) = seq.next_element()? {
+            out.push(b);
+        }
+        Ok(out)
     }
 }

@@ -73,7 +73,9 @@ pub enum Value {
     String(String),
     /// Raw bytes, from `Serializer::serialize_bytes` (e.g. `serde_bytes`). A plain
     /// `Vec<u8>` field serializes as a [`Value::List`] of [`Value::Int`] instead.
-    Bytes(Vec<u8>),
+    // Written with `serialize_bytes`: in the codec the same bytes as a
+    // sequence of `u8`, written and read in one piece instead of byte by byte.
+    Bytes(#[serde(serialize_with = "decode::serialize_bytes")] Vec<u8>),
     /// A sequence: `Vec`s, slices, tuples and tuple structs.
     List(Vec<Value>),
     /// String-keyed entries in key order: maps, structs and enum variants with content.

@@ -646,7 +646,10 @@ proptest! {
                 prop_assert_eq!(encode(&v), d);
             }
             (Err(e), Err(derived_e)) => {
-                prop_assert_eq!(format!("{e:?}"), format!("{derived_e:?}"));
+                // The same kind of error; bytes read in one piece may miss
+                // by a different count than byte by byte.
+                let kind = |s: String| s.split([' ', '(']).next().unwrap_or_default().to_owned();
+                prop_assert_eq!(kind(format!("{e:?}")), kind(format!("{derived_e:?}")));
             }
             (ours, derived) => prop_assert!(false, "{ours:?} vs {derived:?}"),
         }

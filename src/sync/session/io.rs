@@ -82,6 +82,32 @@ pub(crate) enum Action {
         /// The remote's lsn the batch covers through.
         through: u64,
     },
+    /// Stage the part of the group `transfer` pulled from `remote` that
+    /// starts at change `offset`, out of sight; then
+    /// [`Session::handle_staged`] with how many changes are staged.
+    StagePart {
+        /// The remote.
+        remote: ReplicaId,
+        /// The remote's lsn that ends the group.
+        transfer: u64,
+        /// Where the part starts in the group.
+        offset: u32,
+        /// Its changes, verified.
+        changes: Vec<Change>,
+    },
+    /// Apply a group pulled in parts: the staged ones and these, the last,
+    /// in one commit that also moves the pull cursor to `through` and drops
+    /// the staged parts; then [`Session::handle_applied`].
+    ApplyStaged {
+        /// The remote.
+        remote: ReplicaId,
+        /// The remote's lsn that ends the group.
+        transfer: u64,
+        /// The last part's changes, verified.
+        changes: Vec<Change>,
+        /// The remote's lsn the group covers through.
+        through: u64,
+    },
     /// Drop the connection and its subscription.
     Disconnect,
     /// The round is over: answer the command that started it, if any.
@@ -113,6 +139,27 @@ pub(crate) struct Outbox {
     /// The groups of `changes`: how many changes each holds, and the lsn
     /// that ends it in the local feed.
     pub(crate) groups: Vec<(u32, u64)>,
+    /// Whether `changes` is one group larger than a batch: it goes in parts.
+    pub(crate) oversized: bool,
+}
+
+/// The answer to [`Action::ReadPullCursor`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PullCursor {
+    /// The remote's lsn pulled through.
+    pub(crate) after: u64,
+    /// The parts staged of a group pulled in parts: its transfer and how
+    /// many parts.
+    pub(crate) staged: Option<(u64, u32)>,
+}
+
+impl From<u64> for PullCursor {
+    fn from(after: u64) -> Self {
+        Self {
+            after,
+            staged: None,
+        }
+    }
 }
 
 /// A local commit, as the replica's change stream reported it.

@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use syncline_transport::{Fault, RefusalCode, TransportError};
 
-use crate::model::ReplicaId;
+use crate::model::{Change, ReplicaId};
 use crate::store::Refused;
 use crate::sync::config::SyncConfig;
 use crate::sync::error::{ClockDrift, ProtocolViolation, SyncError};
@@ -40,7 +40,7 @@ mod push;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use io::{Action, Commit, Local, Now, Outbox, Progress};
+pub(crate) use io::{Action, Commit, Local, Now, Outbox, Progress, PullCursor};
 
 /// A connection that passed the handshake.
 #[derive(Clone, Debug)]
@@ -77,6 +77,17 @@ enum Phase {
         /// The pushed groups: their sizes and the lsns that end them.
         groups: Vec<(u32, u64)>,
     },
+    /// Waiting for a part of an oversized group to be staged by the remote
+    /// (or, after the last, for the ack).
+    PushingParts {
+        through: u64,
+        has_more: bool,
+        /// The group: its size and the lsn that ends it.
+        groups: Vec<(u32, u64)>,
+        /// The group's changes, kept until the ack: the remote may ask for
+        /// a part starting at any of them.
+        changes: Vec<Change>,
+    },
     /// Waiting for the ack to be recorded.
     RecordingPush {
         through: u64,
@@ -90,6 +101,8 @@ enum Phase {
     PullCursor,
     /// Waiting for a pull's answer.
     Pulling { after: u64 },
+    /// Waiting for a pulled part to be staged.
+    StagingPart { after: u64, transfer: u64 },
     /// Waiting for a pulled batch to be applied.
     Applying {
         after: u64,
@@ -136,6 +149,9 @@ pub(crate) struct Session {
     refreshed: bool,
     /// The refusal that ended this round's push, while its pull runs.
     push_error: Option<SyncError>,
+    /// The parts staged here of a group pulled in parts: its transfer and
+    /// how many.
+    pull_staged: Option<(u64, u32)>,
     /// Rounds begun so far; the current one is number `begun`.
     begun: u64,
     /// The number of the last round that succeeded (0: none).
@@ -168,6 +184,7 @@ impl Session {
             token,
             refreshed: false,
             push_error: None,
+            pull_staged: None,
             begun: 0,
             synced: 0,
             retry_at,
@@ -382,6 +399,7 @@ impl Session {
         let expected = match &self.phase {
             Phase::Hello { .. } => "a welcome",
             Phase::Pushing { .. } => "an ack",
+            Phase::PushingParts { .. } => "a staged part or an ack",
             Phase::Pulling { .. } => "changes",
             _ => return,
         };
@@ -427,6 +445,36 @@ impl Session {
             (Phase::Pulling { after }, Response::Changes { batch, has_more }) => {
                 self.changes(after, batch, has_more)
             }
+            (
+                Phase::Pulling { after },
+                Response::Part {
+                    part,
+                    batch,
+                    has_more,
+                },
+            ) => self.part(after, part, batch, has_more),
+            (
+                Phase::PushingParts {
+                    through,
+                    has_more,
+                    groups,
+                    changes,
+                },
+                Response::Staged { transfer, next },
+            ) => self.staged(through, has_more, groups, changes, transfer, next),
+            (
+                Phase::PushingParts {
+                    through,
+                    has_more,
+                    groups,
+                    ..
+                },
+                Response::Ack {
+                    through: acked,
+                    refused,
+                    ..
+                },
+            ) => self.acked(through, acked, has_more, &groups, refused, now),
             (_, other) => Err(ProtocolViolation::Unexpected {
                 expected,
                 got: other.kind(),
@@ -461,9 +509,13 @@ impl Session {
     }
 
     /// The result of [`Action::ReadPullCursor`].
-    pub(crate) fn handle_pull_cursor(&mut self, result: Result<u64, SyncError>, now: Now) {
-        let after = match result {
-            Ok(after) => after,
+    pub(crate) fn handle_pull_cursor(
+        &mut self,
+        result: Result<impl Into<PullCursor>, SyncError>,
+        now: Now,
+    ) {
+        let PullCursor { after, staged } = match result {
+            Ok(cursor) => cursor.into(),
             Err(e) => {
                 if matches!(
                     self.phase,
@@ -481,12 +533,21 @@ impl Session {
                 self.actions.push_back(Action::Subscribe(request));
             }
             Phase::PullCursor => {
-                let collections = self.link_collections();
-                let request = self.request(RequestBody::Pull {
-                    after,
-                    limit: u32::try_from(self.config.batch_size).unwrap_or(u32::MAX),
-                    collections,
-                });
+                self.pull_staged = staged;
+                let request = match staged {
+                    // A group pulled in parts, some staged: resume it.
+                    Some((transfer, next)) => self.request(RequestBody::PullPart {
+                        after,
+                        transfer,
+                        next,
+                        collections: self.link_collections(),
+                    }),
+                    None => self.request(RequestBody::Pull {
+                        after,
+                        limit: u32::try_from(self.config.batch_size).unwrap_or(u32::MAX),
+                        collections: self.link_collections(),
+                    }),
+                };
                 self.phase = Phase::Pulling { after };
                 self.actions.push_back(Action::Exchange(request));
             }

@@ -5,7 +5,7 @@ use super::{Action, Now, Phase, Session, Stage};
 use crate::error::ApplyError;
 use crate::store::ApplyReport;
 use crate::sync::error::{ProtocolViolation, SyncError};
-use crate::sync::protocol::Batch;
+use crate::sync::protocol::{Batch, Part, RequestBody};
 use crate::sync::status::SyncEvent;
 
 impl Session {
@@ -51,6 +51,107 @@ impl Session {
         batch: Batch,
         has_more: bool,
     ) -> Result<(), SyncError> {
+        self.check_pulled(after, &batch)?;
+        let link = self.link.as_ref().ok_or(SyncError::Stopped)?;
+        self.phase = Phase::Applying {
+            after,
+            through: batch.through,
+            has_more,
+        };
+        self.actions.push_back(Action::Apply {
+            remote: link.remote,
+            changes: batch.changes,
+            through: batch.through,
+        });
+        Ok(())
+    }
+
+    /// Checks a part of a group pulled in parts: stages it, asks for the
+    /// one the store needs next, or, with the last, asks for the whole
+    /// group to be applied.
+    pub(super) fn part(
+        &mut self,
+        after: u64,
+        part: Part,
+        batch: Batch,
+        has_more: bool,
+    ) -> Result<(), SyncError> {
+        self.check_pulled(after, &batch)?;
+        if batch.through != part.transfer {
+            return Err(ProtocolViolation::BadPart {
+                transfer: part.transfer,
+                offset: part.offset,
+            }
+            .into());
+        }
+        let link = self.link.as_ref().ok_or(SyncError::Stopped)?;
+        let remote = link.remote;
+        let expected = match self.pull_staged {
+            Some((t, n)) if t == part.transfer => n,
+            _ => 0,
+        };
+        if part.offset != expected {
+            // Not the part the store can take next: ask for that one.
+            let request = self.request(RequestBody::PullPart {
+                after,
+                transfer: part.transfer,
+                next: expected,
+                collections: self.link_collections(),
+            });
+            self.phase = Phase::Pulling { after };
+            self.actions.push_back(Action::Exchange(request));
+            return Ok(());
+        }
+        if part.last {
+            self.pull_staged = None;
+            self.phase = Phase::Applying {
+                after,
+                through: batch.through,
+                has_more,
+            };
+            self.actions.push_back(Action::ApplyStaged {
+                remote,
+                transfer: part.transfer,
+                changes: batch.changes,
+                through: batch.through,
+            });
+        } else {
+            self.phase = Phase::StagingPart {
+                after,
+                transfer: part.transfer,
+            };
+            self.actions.push_back(Action::StagePart {
+                remote,
+                transfer: part.transfer,
+                offset: part.offset,
+                changes: batch.changes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The result of [`Action::StagePart`]: how many parts are staged.
+    pub(crate) fn handle_staged(&mut self, result: Result<u32, SyncError>, now: Now) {
+        let Phase::StagingPart { after, transfer } = self.phase else {
+            return;
+        };
+        let next = match result {
+            Ok(next) => next,
+            Err(e) => return self.finish(Err(e), now),
+        };
+        self.pull_staged = Some((transfer, next));
+        let request = self.request(RequestBody::PullPart {
+            after,
+            transfer,
+            next,
+            collections: self.link_collections(),
+        });
+        self.phase = Phase::Pulling { after };
+        self.actions.push_back(Action::Exchange(request));
+    }
+
+    /// The checks every pulled batch passes: digest, cursor, collections.
+    fn check_pulled(&self, after: u64, batch: &Batch) -> Result<(), SyncError> {
         if !batch.verify() {
             return Err(ProtocolViolation::DigestMismatch.into());
         }
@@ -72,16 +173,6 @@ impl Session {
             }
             .into());
         }
-        self.phase = Phase::Applying {
-            after,
-            through: batch.through,
-            has_more,
-        };
-        self.actions.push_back(Action::Apply {
-            remote: link.remote,
-            changes: batch.changes,
-            through: batch.through,
-        });
         Ok(())
     }
 }

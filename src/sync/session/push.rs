@@ -4,9 +4,10 @@
 use syncline_transport::RefusalCode;
 
 use super::{Action, Now, Outbox, Phase, Session, Stage};
+use crate::model::Change;
 use crate::store::Refused;
 use crate::sync::error::{ProtocolViolation, SyncError};
-use crate::sync::protocol::{Batch, RequestBody, Verdict};
+use crate::sync::protocol::{Batch, Part, RequestBody, Verdict, change_len};
 use crate::sync::status::SyncEvent;
 
 impl Session {
@@ -27,6 +28,19 @@ impl Session {
             // Nothing to send, only entries to step over (say, changes that
             // came from the remote itself).
             return self.record_push(outbox.through, 0, outbox.has_more, Vec::new(), now);
+        }
+        if outbox.oversized {
+            // One group larger than a batch: in parts, staged by the remote
+            // until the last.
+            let len = u32::try_from(outbox.changes.len()).unwrap_or(u32::MAX);
+            self.phase = Phase::PushingParts {
+                through: outbox.through,
+                has_more: outbox.has_more,
+                groups: vec![(len, outbox.through)],
+                changes: outbox.changes,
+            };
+            self.send_part(0);
+            return;
         }
         // One group is the whole batch; more are named by their sizes.
         let sizes = if outbox.groups.len() > 1 {
@@ -162,4 +176,71 @@ impl Session {
             collections,
         });
     }
+
+    /// Sends the part of the group being pushed in parts that starts at
+    /// change `offset`: about `max_batch_bytes` of changes. False when the
+    /// group has no change there.
+    fn send_part(&mut self, offset: u32) -> bool {
+        let Phase::PushingParts {
+            through, changes, ..
+        } = &self.phase
+        else {
+            return false;
+        };
+        let start = offset as usize;
+        // Past the end only when the remote staged every change but never
+        // got the last part: an empty last part completes the group.
+        let Some(rest) = changes.get(start..) else {
+            return false;
+        };
+        let part = first_part(rest, self.config.max_batch_bytes);
+        let last = start + part.len() == changes.len();
+        let batch = Batch::new(part.to_vec(), *through);
+        let part = Part {
+            transfer: *through,
+            offset,
+            last,
+        };
+        let request = self.request(RequestBody::PushPart { part, batch });
+        self.actions.push_back(Action::Exchange(request));
+        true
+    }
+
+    /// The remote staged a part and asks for the one starting at `next`.
+    pub(super) fn staged(
+        &mut self,
+        through: u64,
+        has_more: bool,
+        groups: Vec<(u32, u64)>,
+        changes: Vec<Change>,
+        transfer: u64,
+        next: u32,
+    ) -> Result<(), SyncError> {
+        self.phase = Phase::PushingParts {
+            through,
+            has_more,
+            groups,
+            changes,
+        };
+        if transfer != through || !self.send_part(next) {
+            return Err(ProtocolViolation::BadPart {
+                transfer,
+                offset: next,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// The first part of `changes`: about `max_bytes` of them, at least one.
+fn first_part(changes: &[Change], max_bytes: usize) -> &[Change] {
+    let mut bytes = 0usize;
+    for (i, change) in changes.iter().enumerate() {
+        bytes = bytes.saturating_add(change_len(change));
+        if i > 0 && bytes > max_bytes {
+            return &changes[..i];
+        }
+    }
+    changes
 }

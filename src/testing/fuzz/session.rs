@@ -174,6 +174,7 @@ fn answer(
                         through,
                         has_more: input.byte().is_multiple_of(2),
                         groups,
+                        oversized: input.byte().is_multiple_of(5),
                     })
                 }
             };
@@ -187,7 +188,17 @@ fn answer(
             };
             session.handle_pushed(result, now);
         }
-        Action::Apply { changes, .. } => {
+        Action::StagePart {
+            offset, changes, ..
+        } => {
+            let result = match choice % 6 {
+                0 => Err(storage()),
+                1 => Ok(u32::from(input.byte() % 4)),
+                _ => Ok(offset + changes.len() as u32),
+            };
+            session.handle_staged(result, now);
+        }
+        Action::Apply { changes, .. } | Action::ApplyStaged { changes, .. } => {
             let result = match choice % 6 {
                 0 => Err(ApplyError::Storage(StorageError::TaskFailed)),
                 1 => Err(ApplyError::ClockDrift(ClockDriftError {
@@ -282,7 +293,38 @@ fn response(
     remote: ReplicaId,
 ) -> Vec<u8> {
     let choice = input.byte();
-    let response = match choice % 8 {
+    let response = match choice % 10 {
+        8 => {
+            // A part of a split group: of the group asked for, or another.
+            let transfer = match body {
+                RequestBody::PullPart { transfer, .. } if !input.byte().is_multiple_of(3) => {
+                    *transfer
+                }
+                _ => u64::from(input.byte()),
+            };
+            let changes: Vec<Change> = (0..input.byte() % 3).map(|i| change(i.into())).collect();
+            Response::Part {
+                part: protocol::Part {
+                    transfer,
+                    offset: u32::from(input.byte() % 4),
+                    last: input.byte().is_multiple_of(2),
+                },
+                batch: Batch::new(changes, transfer),
+                has_more: input.byte().is_multiple_of(2),
+            }
+        }
+        9 => {
+            let transfer = match body {
+                RequestBody::PushPart { part, .. } if !input.byte().is_multiple_of(3) => {
+                    part.transfer
+                }
+                _ => u64::from(input.byte()),
+            };
+            Response::Staged {
+                transfer,
+                next: u32::from(input.byte() % 5),
+            }
+        }
         0 => return bytes(input),
         1 => return codec::encode(&(3u32, u32::from(input.byte() % 8), "old".to_string())),
         2 => Response::Welcome {

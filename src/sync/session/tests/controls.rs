@@ -83,7 +83,7 @@ fn progress_counts_rounds_begun_and_the_last_that_succeeded() {
     );
     s.handle_command(false, true, clock.now());
     assert!(matches!(action(&mut s), Action::ReadPullCursor { .. }));
-    s.handle_pull_cursor(Err(SyncError::Stopped), clock.now());
+    s.handle_pull_cursor(Err::<u64, _>(SyncError::Stopped), clock.now());
     expect_finished(&mut s).unwrap_err();
     assert_eq!(
         s.progress(),

@@ -179,6 +179,7 @@ fn nothing_to_push(s: &mut Session, clock: &Clock) {
             through: 3,
             has_more: false,
             groups: vec![],
+            oversized: false,
         }),
         clock.now(),
     );
@@ -222,6 +223,7 @@ fn a_round_connects_pushes_and_pulls_until_caught_up() {
             through: 2,
             has_more: false,
             groups: vec![(2, 2)],
+            oversized: false,
         }),
         clock.now(),
     );
@@ -485,6 +487,7 @@ fn an_ack_through_another_lsn_is_refused() {
             through: 1,
             has_more: false,
             groups: vec![(1, 1)],
+            oversized: false,
         }),
         clock.now(),
     );

@@ -17,6 +17,7 @@ fn a_refused_group_moves_aside_and_the_push_goes_on() {
             through: 5,
             has_more: false,
             groups: vec![(2, 2), (1, 3), (1, 5)],
+            oversized: false,
         }),
         clock.now(),
     );
@@ -77,6 +78,7 @@ fn verdicts_on_groups_not_pushed_are_protocol_violations() {
                 through: 2,
                 has_more: false,
                 groups: vec![(1, 1), (1, 2)],
+                oversized: false,
             }),
             clock.now(),
         );
@@ -117,6 +119,7 @@ fn a_refused_push_still_lets_the_round_pull() {
             through: 1,
             has_more: false,
             groups: vec![(1, 1)],
+            oversized: false,
         }),
         clock.now(),
     );
