@@ -19,8 +19,8 @@ use crate::error::{
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
 use crate::store::{
-    ApplyReport, Collections, FeedEntry, FeedSlice, GroupPart, Limits, PeerState, Refused, Store,
-    check_remote,
+    ApplyReport, Collections, FeedEntry, FeedSlice, GroupPart, Limits, PeerState, Received,
+    Refused, Store, check_remote,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -325,13 +325,16 @@ impl Replica {
         pulled: Option<u64>,
     ) -> Result<ApplyReport, ApplyError> {
         let rules = check_remote(&self.inner.limits, &self.read_collections(), changes)?;
+        let received = Received {
+            source,
+            pulled,
+            clear_staged: None,
+        };
         let stored = self.inner.store.apply_remote(
             &*self.inner.config.time,
-            source,
+            received,
             changes,
             rules,
-            pulled,
-            None,
             &|| self.has_listeners(),
         )?;
         self.publish(stored.events);
@@ -405,13 +408,16 @@ impl Replica {
         let mut changes = self.staged_changes(role, peer, transfer)?;
         changes.extend_from_slice(last);
         let rules = check_remote(&self.inner.limits, &self.read_collections(), &changes)?;
+        let received = Received {
+            source: Some(peer),
+            pulled,
+            clear_staged: Some(role),
+        };
         let stored = self.inner.store.apply_remote(
             &*self.inner.config.time,
-            Some(peer),
+            received,
             &changes,
             rules,
-            pulled,
-            Some(role),
             &|| self.has_listeners(),
         )?;
         self.publish(stored.events);

@@ -37,6 +37,18 @@ pub struct ApplyReport {
     pub last_lsn: u64,
 }
 
+/// Where a remote batch comes from, and what its commit does besides.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Received {
+    /// The peer it came from.
+    pub(crate) source: Option<ReplicaId>,
+    /// The pull cursor to move for `source`, in the same commit.
+    pub(crate) pulled: Option<u64>,
+    /// The staged parts of `source` to drop, in the same commit (the batch
+    /// completes a group sent in parts): their role.
+    pub(crate) clear_staged: Option<u8>,
+}
+
 /// A group a peer refused, as a push's ack named it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Refused {
@@ -239,13 +251,16 @@ impl Store {
     pub(crate) fn apply_remote(
         &self,
         time: &dyn TimeSource,
-        source: Option<ReplicaId>,
+        received: Received,
         changes: &[Change],
         rules: Vec<Rule>,
-        pulled: Option<u64>,
-        clear_staged: Option<u8>,
         listening: &dyn Fn() -> bool,
     ) -> Result<Stored<ApplyReport>, ApplyError> {
+        let Received {
+            source,
+            pulled,
+            clear_staged,
+        } = received;
         let mut stored = self.commit(source, pulled, listening, |c| {
             // A group applied whole with its last part: its staged parts go
             // in the same commit.

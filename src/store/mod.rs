@@ -37,7 +37,7 @@ use tables::{
 };
 
 pub use commit::ApplyReport;
-pub(crate) use commit::{LocalOp, Refused};
+pub(crate) use commit::{LocalOp, Received, Refused};
 pub(crate) use read::{FeedSlice, GroupPart};
 pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 

@@ -679,4 +679,5 @@ mod arbitrary {
 }
 
 mod controls;
+mod parts;
 mod verdicts;
