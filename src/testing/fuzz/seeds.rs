@@ -197,6 +197,48 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         "subscribe",
         protocol::encode(&request(None, RequestBody::Subscribe { after: 7 })),
     );
+    let part = protocol::Part {
+        transfer: 42,
+        offset: 3,
+        last: false,
+    };
+    add(
+        "push-part",
+        protocol::encode(&request(
+            None,
+            RequestBody::PushPart {
+                part,
+                batch: Batch::new(changes[..2].to_vec(), 42),
+            },
+        )),
+    );
+    add(
+        "pull-part",
+        protocol::encode(&request(
+            None,
+            RequestBody::PullPart {
+                after: 7,
+                transfer: 42,
+                next: 3,
+                collections: vec!["todos".into()],
+            },
+        )),
+    );
+    add(
+        "staged",
+        protocol::encode(&Response::Staged {
+            transfer: 42,
+            next: 5,
+        }),
+    );
+    add(
+        "part",
+        protocol::encode(&Response::Part {
+            part,
+            batch: Batch::new(changes[..2].to_vec(), 42),
+            has_more: true,
+        }),
+    );
     let mut future = request(None, RequestBody::Subscribe { after: 0 });
     future.version = PROTOCOL_VERSION + 1;
     add("version-next", protocol::encode(&future));
