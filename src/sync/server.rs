@@ -20,7 +20,7 @@ use crate::clock::Stamp;
 use crate::error::{ApplyError, StorageError};
 use crate::model::{Change, ReplicaId};
 use crate::replica::Replica;
-use crate::store::STAGED_PUSHED;
+use crate::store::{GroupPart, STAGED_PUSHED};
 use crate::sync::protocol::{
     self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Part, Request, RequestBody, Response,
     Verdict, synced_specs,
@@ -274,44 +274,43 @@ impl SyncServer {
         }
         let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
         let max_bytes = self.config.max_pull_bytes;
-        let slice = self
-            .replica
-            .feed_for(from, after, limit, max_bytes, &|c| {
-                wanted.iter().any(|w| w == c)
-            })
-            .map_err(|e| ServiceError::internal(e.to_string()))?;
-        if !slice.oversized && resume.is_none() {
-            return Ok(Response::Changes {
-                batch: Batch::new(slice.changes, slice.through),
-                has_more: slice.has_more,
-            });
-        }
-        // One group larger than a batch: it goes in parts; a part names
-        // where it starts, so that a caller can resume at any change.
+        let wanted = |c: &str| wanted.iter().any(|w| w == c);
+        let internal = |e: StorageError| ServiceError::internal(e.to_string());
+        // A group larger than a batch goes in parts; a part names where it
+        // starts, so that a caller can resume at any change. Going on with
+        // one reads only the part.
         let offset = match resume {
-            Some((transfer, next)) if transfer == slice.through || !slice.oversized => next,
-            _ => 0,
+            Some((transfer, next)) => {
+                let part = self
+                    .replica
+                    .group_part(from, after, &wanted, next, max_bytes)
+                    .map_err(internal)?;
+                match part {
+                    Some(part) if part.transfer == transfer => return Ok(part_response(part)),
+                    // Another group follows the cursor: start it afresh.
+                    _ => 0,
+                }
+            }
+            None => {
+                let slice = self
+                    .replica
+                    .feed_for(from, after, limit, max_bytes, &wanted)
+                    .map_err(|e| ServiceError::internal(e.to_string()))?;
+                if !slice.oversized {
+                    return Ok(Response::Changes {
+                        batch: Batch::new(slice.changes, slice.through),
+                        has_more: slice.has_more,
+                    });
+                }
+                0
+            }
         };
         let part = self
             .replica
-            .group_part(
-                from,
-                after,
-                &|c| wanted.iter().any(|w| w == c),
-                offset,
-                max_bytes,
-            )
-            .map_err(|e| ServiceError::internal(e.to_string()))?
+            .group_part(from, after, &wanted, offset, max_bytes)
+            .map_err(internal)?
             .ok_or_else(|| ServiceError::bad_request(format!("no group follows {after}")))?;
-        Ok(Response::Part {
-            part: Part {
-                transfer: part.transfer,
-                offset: part.offset,
-                last: part.last,
-            },
-            batch: Batch::new(part.changes, part.transfer),
-            has_more: part.has_more,
-        })
+        Ok(part_response(part))
     }
 
     /// One part of a group too large for one batch: staged, out of sight,
@@ -569,6 +568,19 @@ impl Service for SyncServer {
             });
             Ok(rx)
         })
+    }
+}
+
+/// The answer carrying one part of a group larger than a batch.
+fn part_response(part: GroupPart) -> Response {
+    Response::Part {
+        part: Part {
+            transfer: part.transfer,
+            offset: part.offset,
+            last: part.last,
+        },
+        batch: Batch::new(part.changes, part.transfer),
+        has_more: part.has_more,
     }
 }
 
