@@ -42,13 +42,13 @@ where
 }
 
 /// A batch rebuilt from its changes verifies, and the received one verifies
-/// exactly when it carries that digest.
+/// exactly when it carries that digest and group sizes that add up.
 pub(super) fn check_digest(batch: &Batch) {
     let rebuilt = Batch::new(batch.changes.clone(), batch.through);
     assert!(rebuilt.verify(), "a freshly built batch does not verify");
     assert_eq!(
         batch.verify(),
-        batch.digest == rebuilt.digest,
-        "verify disagrees with the digest of the changes"
+        batch.digest == rebuilt.digest && batch.group_ranges().is_some(),
+        "verify disagrees with the digest of the changes and the group sizes"
     );
 }
