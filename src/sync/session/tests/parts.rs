@@ -14,26 +14,33 @@ fn big_group(n: u64) -> Vec<Change> {
         .collect()
 }
 
-#[test]
-fn a_group_larger_than_a_batch_is_pushed_in_parts() {
-    let clock = Clock::new();
+/// An outbox of one group of ten changes, larger than a batch.
+fn oversized_outbox() -> Outbox {
+    Outbox {
+        acked: 0,
+        changes: big_group(10),
+        through: 10,
+        has_more: false,
+        groups: vec![(10, 10)],
+        oversized: true,
+    }
+}
+
+/// A push-only session with batches of 300 bytes, connected.
+fn small_batches(clock: &Clock) -> Session {
     let config = SyncConfig {
         max_batch_bytes: 300,
         ..config().with_direction(Direction::Push)
     };
-    let mut s = connected(config, &clock);
+    connected(config, clock)
+}
+
+#[test]
+fn a_group_larger_than_a_batch_is_pushed_in_parts() {
+    let clock = Clock::new();
+    let mut s = small_batches(&clock);
     action(&mut s);
-    s.handle_outbox(
-        Ok(Outbox {
-            acked: 0,
-            changes: big_group(10),
-            through: 10,
-            has_more: false,
-            groups: vec![(10, 10)],
-            oversized: true,
-        }),
-        clock.now(),
-    );
+    s.handle_outbox(Ok(oversized_outbox()), clock.now());
     let part_of = |body: RequestBody| match body {
         RequestBody::PushPart { part, batch } => {
             assert!(batch.verify());
@@ -76,25 +83,9 @@ fn a_group_larger_than_a_batch_is_pushed_in_parts() {
 fn a_staged_answer_for_another_group_is_a_violation() {
     let clock = Clock::new();
     for (transfer, next) in [(9, 1), (10, 11)] {
-        let mut t = connected(
-            SyncConfig {
-                max_batch_bytes: 300,
-                ..config().with_direction(Direction::Push)
-            },
-            &clock,
-        );
+        let mut t = small_batches(&clock);
         action(&mut t);
-        t.handle_outbox(
-            Ok(Outbox {
-                acked: 0,
-                changes: big_group(10),
-                through: 10,
-                has_more: false,
-                groups: vec![(10, 10)],
-                oversized: true,
-            }),
-            clock.now(),
-        );
+        t.handle_outbox(Ok(oversized_outbox()), clock.now());
         expect_exchange(&mut t);
         let answer = protocol::encode(&Response::Staged { transfer, next });
         t.handle_response(Ok(&answer), clock.now());
