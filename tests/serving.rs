@@ -371,3 +371,49 @@ async fn a_caller_that_may_read_nothing_cannot_subscribe() {
             .is_ok()
     );
 }
+
+/// A part of a group sent in parts is judged as it comes: a refused one
+/// refuses the group at once, and nothing of it stays staged.
+#[tokio::test]
+async fn a_refused_part_refuses_its_group_and_stages_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, hub, _server) = setup(dir.path()).await;
+    let now = Stamp::new(wall_ms(), 0);
+    let part = |offset: u32, changes: Vec<Change>, token: &str| {
+        protocol::encode(&Request {
+            version: PROTOCOL_VERSION,
+            from: ReplicaId::from_bytes([9; 16]),
+            token: Some(token.into()),
+            body: RequestBody::PushPart {
+                part: protocol::Part {
+                    transfer: 50,
+                    offset,
+                    last: false,
+                },
+                batch: Batch::new(changes, 50),
+            },
+        })
+    };
+    // A writer stages a first part.
+    match raw(&net, part(0, vec![change(now, 1)], "writer-token")).await {
+        Ok(Response::Staged { next, .. }) => assert_eq!(next, 1),
+        other => panic!("expected a staged part, got {other:?}"),
+    }
+    // The same peer, as a reader, sends the next one: the group is refused
+    // and its staged part dropped.
+    match raw(&net, part(1, vec![change(now, 2)], "reader-token")).await {
+        Ok(Response::Ack {
+            applied, refused, ..
+        }) => {
+            assert_eq!(applied, 0);
+            assert_eq!(refused.len(), 1);
+            assert_eq!(refused[0].code(), RefusalCode::FORBIDDEN);
+        }
+        other => panic!("expected a refusal of the group, got {other:?}"),
+    }
+    match raw(&net, part(1, vec![change(now, 2)], "writer-token")).await {
+        Ok(Response::Staged { next, .. }) => assert_eq!(next, 0, "nothing stayed staged"),
+        other => panic!("expected a staged part, got {other:?}"),
+    }
+    assert_eq!(hub.last_lsn(), 0);
+}

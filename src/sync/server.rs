@@ -328,6 +328,33 @@ impl SyncServer {
             ));
         }
         let internal = |e: StorageError| ServiceError::internal(e.to_string());
+        // Each part is judged as it comes (access, checks, validators, and
+        // the size a transaction may have here): a refused group stops at
+        // its first bad part, and none of it stays staged.
+        let limit = self.replica.config().max_batch_changes;
+        let end = (part.offset as usize).saturating_add(batch.changes.len());
+        let verdict = if end > limit {
+            Err(ServiceError::new(
+                RefusalCode::TOO_LARGE,
+                format!("a group of more than {limit} changes"),
+            ))
+        } else {
+            self.judge(principal, &batch.changes)
+        };
+        if let Err(refusal) = verdict {
+            self.replica
+                .clear_staged(STAGED_PUSHED, from)
+                .map_err(internal)?;
+            return Ok(Response::Ack {
+                through: part.transfer,
+                applied: 0,
+                refused: vec![Verdict {
+                    group: 0,
+                    code: refusal.code().get(),
+                    reason: refusal.reason().to_owned(),
+                }],
+            });
+        }
         let staged = self
             .replica
             .staged_progress(STAGED_PUSHED, from)
@@ -352,43 +379,16 @@ impl SyncServer {
                 });
             }
         }
-        // The last part, every other one staged: the whole group, judged
-        // as one.
-        let mut group = self
+        // The last part, every other one staged and judged: the whole
+        // group in one commit.
+        let report = self
             .replica
-            .staged_changes(STAGED_PUSHED, from, part.transfer)
-            .map_err(internal)?;
-        group.extend_from_slice(&batch.changes);
-        let (applied, refused) = match self.judge(principal, &group) {
-            Ok(()) => {
-                let report = self
-                    .replica
-                    .apply_staged(STAGED_PUSHED, from, part.transfer, &batch.changes, None)
-                    .map_err(|e| match e {
-                        ApplyError::ClockDrift(_) => {
-                            ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string())
-                        }
-                        ApplyError::Storage(_) => ServiceError::internal(e.to_string()),
-                        _ => ServiceError::bad_request(e.to_string()),
-                    })?;
-                (report.applied as u64, Vec::new())
-            }
-            Err(refusal) => {
-                self.replica
-                    .clear_staged(STAGED_PUSHED, from)
-                    .map_err(internal)?;
-                let verdict = Verdict {
-                    group: 0,
-                    code: refusal.code().get(),
-                    reason: refusal.reason().to_owned(),
-                };
-                (0, vec![verdict])
-            }
-        };
+            .apply_staged(STAGED_PUSHED, from, part.transfer, &batch.changes, None)
+            .map_err(apply_refusal)?;
         Ok(Response::Ack {
             through: part.transfer,
-            applied,
-            refused,
+            applied: report.applied as u64,
+            refused: Vec::new(),
         })
     }
 
@@ -424,13 +424,7 @@ impl SyncServer {
         let report = self
             .replica
             .apply_remote_from(Some(from), &accepted)
-            .map_err(|e| match e {
-                ApplyError::ClockDrift(_) => {
-                    ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string())
-                }
-                ApplyError::Storage(_) => ServiceError::internal(e.to_string()),
-                _ => ServiceError::bad_request(e.to_string()),
-            })?;
+            .map_err(apply_refusal)?;
         Ok(Response::Ack {
             through: batch.through,
             applied: report.applied as u64,
@@ -568,6 +562,16 @@ impl Service for SyncServer {
             });
             Ok(rx)
         })
+    }
+}
+
+/// The refusal of a push whose accepted changes did not apply: a stamp too
+/// far ahead (for now: retried later), storage, or a forged duplicate.
+fn apply_refusal(e: ApplyError) -> ServiceError {
+    match e {
+        ApplyError::ClockDrift(_) => ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string()),
+        ApplyError::Storage(_) => ServiceError::internal(e.to_string()),
+        _ => ServiceError::bad_request(e.to_string()),
     }
 }
 

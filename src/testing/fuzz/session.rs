@@ -194,7 +194,7 @@ fn answer(
             let result = match choice % 6 {
                 0 => Err(storage()),
                 1 => Ok(u32::from(input.byte() % 4)),
-                _ => Ok(offset + changes.len() as u32),
+                _ => Ok(offset.saturating_add(changes.len() as u32)),
             };
             session.handle_staged(result, now);
         }
