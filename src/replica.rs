@@ -19,8 +19,8 @@ use crate::error::{
 use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, ReplicaId};
 use crate::store::{
-    ApplyReport, Collections, FeedEntry, FeedSlice, GroupPart, Limits, PeerState, Received,
-    Refused, Store, check_remote,
+    ApplyReport, Collections, CommitDurability, FeedEntry, FeedSlice, GroupPart, Limits, PeerState,
+    Received, Refused, Store, check_remote,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -329,6 +329,7 @@ impl Replica {
             source,
             pulled,
             clear_staged: None,
+            durability: CommitDurability::Immediate,
         };
         let stored = self.inner.store.apply_remote(
             &*self.inner.config.time,
@@ -412,6 +413,7 @@ impl Replica {
             source: Some(peer),
             pulled,
             clear_staged: Some(role),
+            durability: CommitDurability::Immediate,
         };
         let stored = self.inner.store.apply_remote(
             &*self.inner.config.time,

@@ -47,6 +47,22 @@ pub(crate) struct Received {
     /// The staged parts of `source` to drop, in the same commit (the batch
     /// completes a group sent in parts): their role.
     pub(crate) clear_staged: Option<u8>,
+    /// Whether the commit must be on disk when it returns.
+    pub(crate) durability: Durability,
+}
+
+/// When a commit reaches the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Before the commit returns (an fsync): local writes, pushes a
+    /// server acknowledges, cursors and definitions.
+    #[default]
+    Immediate,
+    /// With the next durable commit. Only for batches that can be fetched
+    /// again: pulled batches, whose cursor commits with them, so a crash
+    /// loses the batch and its cursor together and the pull repeats it.
+    /// redb keeps such commits atomic and in order.
+    Deferred,
 }
 
 /// A group a peer refused, as a push's ack named it.
@@ -102,6 +118,7 @@ impl Store {
         &self,
         source: Option<ReplicaId>,
         pulled: Option<u64>,
+        durability: Durability,
         listening: &dyn Fn() -> bool,
         body: impl FnOnce(&mut Commit<'_>) -> Result<T, E>,
     ) -> Result<Stored<T>, E>
@@ -110,7 +127,7 @@ impl Store {
     {
         let mut guard = self.lock();
         let before = guard.lsn;
-        let txn = self.begin_write()?;
+        let txn = self.begin_write(durability)?;
         let (value, state, events) = {
             let mut commit = Commit {
                 writer: Writer::open(&txn)?,
@@ -176,7 +193,7 @@ impl Store {
                 lsn: state.lsn,
             });
         }
-        self.commit(None, None, listening, |c| {
+        self.commit(None, None, Durability::Immediate, listening, |c| {
             let now = time.now_millis();
             if c.listened {
                 c.events.reserve(ops.len());
@@ -260,8 +277,9 @@ impl Store {
             source,
             pulled,
             clear_staged,
+            durability,
         } = received;
-        let mut stored = self.commit(source, pulled, listening, |c| {
+        let mut stored = self.commit(source, pulled, durability, listening, |c| {
             // A group applied whole with its last part: its staged parts go
             // in the same commit.
             if let (Some(role), Some(peer)) = (clear_staged, source) {
@@ -313,7 +331,7 @@ impl Store {
         index: u32,
         changes: &[Change],
     ) -> Result<u32, StorageError> {
-        self.commit(None, None, &|| false, |c| {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
             c.writer.stage(role, peer, transfer, index, changes)
         })
         .map(|stored| stored.value)
@@ -321,8 +339,10 @@ impl Store {
 
     /// Drops every staged part of (`role`, `peer`).
     pub(crate) fn clear_staged(&self, role: u8, peer: ReplicaId) -> Result<(), StorageError> {
-        self.commit(None, None, &|| false, |c| c.writer.clear_staged(role, peer))
-            .map(drop)
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
+            c.writer.clear_staged(role, peer)
+        })
+        .map(drop)
     }
 
     /// Records that `peer` acknowledged holding this replica's feed through
@@ -335,7 +355,7 @@ impl Store {
         refused: &[Refused],
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<(), StorageError> {
-        self.commit(None, None, &|| false, |c| {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
             // The refused groups move aside in the same commit as the
             // cursor that goes past them.
             for r in refused {
@@ -372,7 +392,7 @@ impl Store {
     /// they are pushed again, and forgets the refusal. False when there is
     /// no such refusal (or it was discarded).
     pub(crate) fn retry_rejected(&self, peer: ReplicaId, lsn: u64) -> Result<bool, StorageError> {
-        self.commit(None, None, &|| false, |c| {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
             let Some(body) = c.writer.take_rejected(peer, lsn)? else {
                 return Ok(false);
             };
@@ -389,7 +409,7 @@ impl Store {
     /// Marks a group `peer` refused as discarded. False when there is no
     /// such refusal.
     pub(crate) fn mark_discarded(&self, peer: ReplicaId, lsn: u64) -> Result<bool, StorageError> {
-        self.commit(None, None, &|| false, |c| {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
             let Some(mut body) = c.writer.take_rejected(peer, lsn)? else {
                 return Ok(false);
             };
@@ -406,14 +426,14 @@ impl Store {
         name: &str,
         config: &CollectionConfig,
     ) -> Result<(), StorageError> {
-        self.commit(None, None, &|| false, |c| {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
             c.writer.define_collection(name, config)
         })
         .map(drop)
     }
 }
 
-/// Commits a write transaction (durably: [`Store::commit`] began it so).
+/// Commits a write transaction (with the durability [`Store::commit`] began it with).
 fn commit_txn(txn: redb::WriteTransaction) -> Result<(), StorageError> {
     Ok(txn.commit()?)
 }

@@ -37,7 +37,7 @@ use tables::{
 };
 
 pub use commit::ApplyReport;
-pub(crate) use commit::{LocalOp, Received, Refused};
+pub(crate) use commit::{Durability as CommitDurability, LocalOp, Received, Refused};
 pub(crate) use read::{FeedSlice, GroupPart};
 pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 
@@ -180,10 +180,16 @@ impl Store {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Begins a durable write transaction; the caller holds [`Store::lock`].
-    fn begin_write(&self) -> Result<WriteTransaction, StorageError> {
+    /// Begins a write transaction; the caller holds [`Store::lock`].
+    fn begin_write(
+        &self,
+        durability: commit::Durability,
+    ) -> Result<WriteTransaction, StorageError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(match durability {
+            commit::Durability::Immediate => Durability::Immediate,
+            commit::Durability::Deferred => Durability::None,
+        })?;
         Ok(txn)
     }
 
