@@ -80,6 +80,19 @@ pub enum Inconsistency {
     /// A one-write transaction committed no change.
     #[error("a single write committed nothing")]
     EmptyCommit,
+    /// A stored origin number has no replica id in `origins-3`.
+    #[error("origin number {index} is not in the origin table")]
+    UnknownOrigin {
+        /// The origin number.
+        index: u32,
+    },
+    /// A feed entry names a record that is missing, or whose row points at
+    /// another lsn.
+    #[error("feed entry {lsn} does not match its record")]
+    FeedRecord {
+        /// The entry's lsn.
+        lsn: u64,
+    },
 }
 
 /// `From` each of redb's error types for an error that holds a

@@ -105,7 +105,7 @@ pub use merge::{
     Candidate, OpError, OpKind, PolicyError, RecordState, Resolver, Rule, merge_all, merge_one,
 };
 pub use model::{
-    Change, ChangeId, CollectionConfig, Key, MergePolicy, Op, Ranks, ReplicaId, Version,
+    Change, ChangeId, CollectionConfig, History, Key, MergePolicy, Op, Ranks, ReplicaId, Version,
 };
 pub use rejected::Rejected;
 pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};

@@ -361,6 +361,10 @@ pub struct CollectionConfig {
     /// Whether the collection is synced with other replicas; a local-only
     /// collection never leaves this replica.
     pub sync: bool,
+    /// Which superseded changes this replica keeps in a record's history.
+    /// Local to the replica: history never travels, and replicas that
+    /// differ on it sync as usual.
+    pub history: History,
 }
 
 impl Default for CollectionConfig {
@@ -368,8 +372,32 @@ impl Default for CollectionConfig {
         Self {
             policy: MergePolicy::Lww,
             sync: true,
+            history: History::Merge,
         }
     }
+}
+
+/// How much of a record's change history a replica keeps
+/// ([`crate::Collection::history`]).
+///
+/// Whatever the setting, a replica keeps every change its merge policy
+/// still needs: the winning change, the losing changes that are conflicts,
+/// the change that set the record's `seen` mark, and, field-level, each
+/// field's winning change and the newest delete (automerge: every change).
+/// Changes superseded beyond that are dropped unless this asks for them.
+/// Kept history is local: pulls send a record's current state (the changes
+/// merge needs), never its history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum History {
+    /// Only what merge needs (the default).
+    #[default]
+    Merge,
+    /// Also the last `n` superseded changes of each record.
+    Last(u32),
+    /// Also the superseded changes stamped within this long of now (the
+    /// replica's clock), trimmed when the record is next written.
+    For(std::time::Duration),
 }
 
 impl CollectionConfig {
@@ -384,6 +412,12 @@ impl CollectionConfig {
     /// This config with another merge policy.
     pub fn with_policy(mut self, policy: MergePolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// This config keeping `history` (see [`History`]).
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = history;
         self
     }
 }

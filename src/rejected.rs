@@ -48,7 +48,7 @@ impl Replica {
                 code: RefusalCode::new(g.body.code),
                 reason: g.body.reason,
                 at_ms: g.body.at_ms,
-                changes: store.changes_at(&g.body.log_keys)?,
+                changes: g.body.changes,
             });
         }
         Ok(out)
@@ -87,15 +87,16 @@ impl Replica {
         }
         // Every change any remote refused is left out, discarded ones too,
         // so that compensations never bring one back.
-        let refused: BTreeSet<&[u8]> = all
+        let slot = |c: &Change| (c.collection.clone(), c.key.clone(), c.stamp, c.id.origin);
+        let refused: BTreeSet<_> = all
             .iter()
-            .flat_map(|g| g.body.log_keys.iter().map(Key::as_bytes))
+            .flat_map(|g| g.body.changes.iter().map(slot))
             .collect();
-        let touched: BTreeSet<(String, Key)> = self
-            .store()
-            .changes_at(&target.body.log_keys)?
-            .into_iter()
-            .map(|c| (c.collection, c.key))
+        let touched: BTreeSet<(String, Key)> = target
+            .body
+            .changes
+            .iter()
+            .map(|c| (c.collection.clone(), c.key.clone()))
             .collect();
         let mut txn = self.transaction();
         for (collection, key) in touched {
@@ -109,7 +110,7 @@ impl Replica {
                 .store()
                 .history(&collection, &key)?
                 .into_iter()
-                .filter(|c| !refused.contains(crate::store::log_key(c).as_slice()))
+                .filter(|c| !refused.contains(&slot(c)))
                 .collect();
             let wanted: Option<Value> = merge_all(&rule, &kept).and_then(|s| s.value);
             let now = self

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tables::{self, PeerState, RejectedBody};
+use super::tables::{PeerState, RejectedBody};
 use super::writer::{Outcome, Writer, next_id};
 use super::{Limits, Store, WriteState, check_value};
 use crate::clock::{Stamp, TimeSource};
@@ -27,9 +27,13 @@ pub(crate) struct LocalOp {
 /// What [`crate::Replica::apply_remote`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
-    /// Changes stored for the first time.
+    /// Changes kept: each changed its record's state, or is a conflict.
     pub applied: usize,
-    /// Changes already stored, skipped.
+    /// Changes merged that what the replica holds already supersedes (a
+    /// newer write of the record saw them): nothing changed, and nothing
+    /// keeps them but a collection's [`crate::History`].
+    pub superseded: usize,
+    /// Changes already held, skipped.
     pub duplicates: usize,
     /// Conflicts recorded: concurrent changes that lost.
     pub conflicts: usize,
@@ -128,9 +132,10 @@ impl Store {
         let mut guard = self.lock();
         let before = guard.lsn;
         let txn = self.begin_write(durability)?;
-        let (value, state, events) = {
+        let origins = self.origins.read().unwrap_or_else(|p| p.into_inner());
+        let (value, state, events, added) = {
             let mut commit = Commit {
-                writer: Writer::open(&txn)?,
+                writer: Writer::open(&txn, &origins, guard.lsn)?,
                 state: guard.clone(),
                 listened: listening(),
                 events: Vec::new(),
@@ -142,8 +147,8 @@ impl Store {
                 events,
                 ..
             } = commit;
-            // The changes stored, duplicates left out, are one group.
-            writer.finish(&state, source)?;
+            // The records that moved are one group.
+            writer.finish(&state)?;
             if let Some(peer) = source {
                 let after = state.lsn;
                 writer.update_peer(peer, |p| {
@@ -158,9 +163,17 @@ impl Store {
                     }
                 })?;
             }
-            (value, state, events)
+            let added = writer.take_added();
+            (value, state, events, added)
         };
+        drop(origins);
         commit_txn(txn)?;
+        if !added.is_empty() {
+            let mut origins = self.origins.write().unwrap_or_else(|p| p.into_inner());
+            for id in added {
+                origins.push(id);
+            }
+        }
         let stored = Stored {
             value,
             events,
@@ -209,7 +222,8 @@ impl Store {
                 rule,
             ) in ops.into_iter().zip(rules)
             {
-                let current = c.writer.record(&collection, &key)?;
+                let row = c.writer.row(&collection, &key)?;
+                let current = row.as_ref().map(|r| c.writer.state_of(r)).transpose()?;
                 let op = match op {
                     // A patch on a record-level collection is a
                     // read-modify-write that stores a put of the whole map.
@@ -227,12 +241,12 @@ impl Store {
                     op => op,
                 };
                 // Made on top of the newest change of the record held here:
-                // the winner under last-writer-wins policies, where the
-                // winner's stamp is the greatest; a lookup otherwise.
-                let base = match (&rule, &current) {
+                // the row's version under last-writer-wins policies, where
+                // it has the greatest stamp; a lookup otherwise.
+                let base = match (&rule, &row) {
                     (_, None) => Stamp::ZERO,
-                    (Rule::Lww | Rule::FieldLww, Some(c)) => c.version.stamp,
-                    _ => c.writer.latest_stamp(&collection, &key)?,
+                    (Rule::Lww | Rule::FieldLww, Some(r)) => r.version.stamp,
+                    (_, Some(r)) => c.writer.latest_stamp(&collection, &key, r)?,
                 };
                 let change = Change {
                     id: next_id(self.id, &mut c.state),
@@ -242,9 +256,17 @@ impl Store {
                     base,
                     op,
                 };
-                let (lsn, conflicts) =
+                let Outcome::Stored { lsn, conflicts } =
                     c.writer
-                        .store_fresh(&mut c.state, &rule, &change, current)?;
+                        .store_fresh(&mut c.state, &rule, &change, row, now)?
+                else {
+                    // Only a stamp issued twice could get here: a clock bug.
+                    return Err(StorageError::Invalid {
+                        table: "records-3",
+                        reason: crate::error::Inconsistency::StampReused,
+                    }
+                    .into());
+                };
                 conflict_count += conflicts;
                 ids.push(change.id);
                 if c.listened {
@@ -291,7 +313,7 @@ impl Store {
             }
             let mut report = ApplyReport::default();
             for (change, rule) in changes.iter().zip(&rules) {
-                match c.writer.store(&mut c.state, rule, change)? {
+                match c.writer.store(&mut c.state, rule, change, source, now)? {
                     Outcome::Stored { lsn, conflicts } => {
                         report.applied += 1;
                         report.conflicts += conflicts;
@@ -303,6 +325,7 @@ impl Store {
                             });
                         }
                     }
+                    Outcome::Superseded => report.superseded += 1,
                     Outcome::Duplicate => report.duplicates += 1,
                     Outcome::Conflicting => {
                         return Err(ApplyError::ConflictingDuplicate { id: change.id });
@@ -359,12 +382,12 @@ impl Store {
             // The refused groups move aside in the same commit as the
             // cursor that goes past them.
             for r in refused {
-                let log_keys = c.writer.pushed_keys(r.lsn, peer, wanted)?;
+                let changes = c.writer.group_changes(r.lsn, peer, wanted)?;
                 let body = RejectedBody {
                     code: r.code,
                     reason: r.reason.clone(),
                     at_ms: now_ms,
-                    log_keys,
+                    changes,
                     discarded: false,
                 };
                 c.writer.put_rejected(peer, r.lsn, &body)?;
@@ -372,14 +395,7 @@ impl Store {
             // Entries right after the acknowledged ones that came from the
             // peer itself never need pushing: step over them too, so that
             // nothing counts as pending when nothing is.
-            let mut through = pushed;
-            tables::walk_feed(c.writer.feed(), pushed, |lsn, source, item, _| {
-                if source != Some(peer) && item.origin()? != peer {
-                    return Ok(false);
-                }
-                through = lsn;
-                Ok(true)
-            })?;
+            let through = c.writer.pushed_through(peer, pushed)?;
             c.writer.update_peer(peer, |p: &mut PeerState| {
                 p.pushed = p.pushed.max(through);
                 p.last_seen_ms = now_ms;
@@ -400,7 +416,7 @@ impl Store {
                 c.writer.put_rejected(peer, lsn, &body)?;
                 return Ok(false);
             }
-            c.writer.refeed(&mut c.state, body.log_keys);
+            c.writer.refeed(&mut c.state, &body.changes)?;
             Ok(true)
         })
         .map(|stored| stored.value)

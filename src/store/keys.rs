@@ -1,4 +1,5 @@
-//! The flat byte keys of `records-2`, `changes-2` and `conflicts-2`.
+//! The flat byte keys of `records-3` and `log-3` (and format 2's
+//! `changes-2`, `records-2` and `conflicts-2`, for the upgrade).
 //!
 //! redb compares `&[u8]` keys with one `memcmp`, where tuple keys decode
 //! their length prefixes on every comparison; flat keys made the write path
@@ -10,9 +11,10 @@
 //!   is a prefix of another, so a collection's keys and a record's changes
 //!   are each one contiguous range;
 //! - record key: `name(collection) ++ key bytes` (the key runs to the end);
-//! - log key (a change, or a conflict): `name(collection) ++ name(key) ++
-//!   stamp (u64 big-endian) ++ origin (16 bytes)`, so a record's changes
-//!   order by stamp, then origin: merge order.
+//! - log key: `name(collection) ++ name(key) ++ stamp (u64 big-endian) ++
+//!   origin number (u32 big-endian)`, so a record's changes order by stamp,
+//!   then origin (format 2: the origin's 16 bytes, whose order the numbers
+//!   do not keep; nothing depends on the order among equal stamps).
 
 use crate::error::{Inconsistency, StorageError};
 use crate::model::Key;
@@ -74,6 +76,14 @@ pub(crate) fn record(collection: &str, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Splits a record key into (collection, key).
+pub(crate) fn split_record(table: &'static str, bytes: &[u8]) -> Result<(String, Key), StorageError> {
+    let bad = || malformed(table, bytes);
+    let (collection, key) = split_name(bytes).ok_or_else(bad)?;
+    let collection = String::from_utf8(collection).map_err(|_| bad())?;
+    Ok((collection, Key::new(key)))
+}
+
 /// Writes the prefix of a record's log keys into `out`.
 pub(crate) fn log_prefix_into(out: &mut Vec<u8>, collection: &str, key: &[u8]) {
     out.clear();
@@ -81,21 +91,15 @@ pub(crate) fn log_prefix_into(out: &mut Vec<u8>, collection: &str, key: &[u8]) {
     push_name(out, key);
 }
 
-/// Writes the log key of a change (or conflict) into `out`.
-pub(crate) fn log_into(
-    out: &mut Vec<u8>,
-    collection: &str,
-    key: &[u8],
-    stamp: u64,
-    origin: &[u8; 16],
-) {
+/// Writes the log key of a change into `out`.
+pub(crate) fn log_into(out: &mut Vec<u8>, collection: &str, key: &[u8], stamp: u64, origin: u32) {
     log_prefix_into(out, collection, key);
     out.extend_from_slice(&stamp.to_be_bytes());
-    out.extend_from_slice(origin);
+    out.extend_from_slice(&origin.to_be_bytes());
 }
 
-/// The log key of a change (or conflict).
-pub(crate) fn log(collection: &str, key: &[u8], stamp: u64, origin: &[u8; 16]) -> Vec<u8> {
+/// The log key of a change.
+pub(crate) fn log(collection: &str, key: &[u8], stamp: u64, origin: u32) -> Vec<u8> {
     let mut out = Vec::new();
     log_into(&mut out, collection, key, stamp, origin);
     out
@@ -119,12 +123,22 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// Splits a log key, with its collection prefix `skip` bytes long, into
-/// (record key, stamp, origin).
+/// (record key, stamp, origin number).
 pub(crate) fn split_log(
     table: &'static str,
     bytes: &[u8],
     skip: usize,
-) -> Result<(Key, u64, [u8; 16]), StorageError> {
+) -> Result<(Key, u64, u32), StorageError> {
+    let (key, stamp, origin) = split_log_n::<4>(table, bytes, skip)?;
+    Ok((key, stamp, u32::from_be_bytes(origin)))
+}
+
+/// [`split_log`] with an origin `N` bytes long.
+fn split_log_n<const N: usize>(
+    table: &'static str,
+    bytes: &[u8],
+    skip: usize,
+) -> Result<(Key, u64, [u8; N]), StorageError> {
     let parts = bytes
         .get(skip..)
         .and_then(split_name)
@@ -133,14 +147,14 @@ pub(crate) fn split_log(
             Some((
                 Key::new(key),
                 u64::from_be_bytes(*stamp),
-                <[u8; 16]>::try_from(origin).ok()?,
+                <[u8; N]>::try_from(origin).ok()?,
             ))
         });
     parts.ok_or_else(|| malformed(table, bytes))
 }
 
 /// The error for a key of `table` that does not parse.
-fn malformed(table: &'static str, bytes: &[u8]) -> StorageError {
+pub(crate) fn malformed(table: &'static str, bytes: &[u8]) -> StorageError {
     StorageError::Invalid {
         table,
         reason: Inconsistency::MalformedKey {
@@ -149,28 +163,59 @@ fn malformed(table: &'static str, bytes: &[u8]) -> StorageError {
     }
 }
 
-/// Splits a whole log key into (collection, record key, stamp, origin).
+/// Splits a whole log key into (collection, record key, stamp, origin number).
+#[cfg(test)]
 pub(crate) fn parse_log(
     table: &'static str,
     bytes: &[u8],
-) -> Result<(String, Key, u64, [u8; 16]), StorageError> {
+) -> Result<(String, Key, u64, u32), StorageError> {
+    let (collection, key, stamp, origin) = parse_log_n::<4>(table, bytes)?;
+    Ok((collection, key, stamp, u32::from_be_bytes(origin)))
+}
+
+/// [`parse_log`] with an origin `N` bytes long.
+fn parse_log_n<const N: usize>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<(String, Key, u64, [u8; N]), StorageError> {
     let bad = || malformed(table, bytes);
     let (collection, rest) = split_name(bytes).ok_or_else(bad)?;
     let collection = String::from_utf8(collection).map_err(|_| bad())?;
-    let (key, stamp, origin) = split_log(table, rest, 0)?;
+    let (key, stamp, origin) = split_log_n::<N>(table, rest, 0)?;
     Ok((collection, key, stamp, origin))
 }
 
-/// The (stamp, origin) at the end of a log key, for callers that know its
-/// record.
-pub(crate) fn split_log_tail(
-    table: &'static str,
-    bytes: &[u8],
-) -> Result<(u64, [u8; 16]), StorageError> {
+/// The (stamp, origin number) at the end of a log key, for callers that
+/// know its record.
+pub(crate) fn split_log_tail(table: &'static str, bytes: &[u8]) -> Result<(u64, u32), StorageError> {
     let short = || malformed(table, bytes);
-    let (rest, origin) = bytes.split_last_chunk::<16>().ok_or_else(short)?;
+    let (rest, origin) = bytes.split_last_chunk::<4>().ok_or_else(short)?;
     let (_, stamp) = rest.split_last_chunk::<8>().ok_or_else(short)?;
-    Ok((u64::from_be_bytes(*stamp), *origin))
+    Ok((u64::from_be_bytes(*stamp), u32::from_be_bytes(*origin)))
+}
+
+/// Format 2's log keys, whose origin is the replica id's 16 bytes.
+pub(crate) mod v2 {
+    use super::{log_prefix_into, parse_log_n};
+    use crate::error::StorageError;
+    use crate::model::Key;
+
+    /// A format 2 log key.
+    pub(crate) fn log(collection: &str, key: &[u8], stamp: u64, origin: &[u8; 16]) -> Vec<u8> {
+        let mut out = Vec::new();
+        log_prefix_into(&mut out, collection, key);
+        out.extend_from_slice(&stamp.to_be_bytes());
+        out.extend_from_slice(origin);
+        out
+    }
+
+    /// Splits a format 2 log key into (collection, record key, stamp, origin).
+    pub(crate) fn parse_log(
+        table: &'static str,
+        bytes: &[u8],
+    ) -> Result<(String, Key, u64, [u8; 16]), StorageError> {
+        parse_log_n::<16>(table, bytes)
+    }
 }
 
 #[cfg(test)]
@@ -206,10 +251,10 @@ mod tests {
 
         #[test]
         fn log_keys_round_trip_and_order_by_record_then_stamp(
-            c in "[a-z\0]{1,4}", k1 in name(), k2 in name(), s1: u64, s2: u64, o1: [u8; 16], o2: [u8; 16],
+            c in "[a-z\0]{1,4}", k1 in name(), k2 in name(), s1: u64, s2: u64, o1: u32, o2: u32,
         ) {
-            let a = log(&c, &k1, s1, &o1);
-            let b = log(&c, &k2, s2, &o2);
+            let a = log(&c, &k1, s1, o1);
+            let b = log(&c, &k2, s2, o2);
             prop_assert_eq!(a.cmp(&b), (&k1, s1, o1).cmp(&(&k2, s2, o2)));
             let skip = collection(&c).len();
             prop_assert_eq!(split_log("t", &a, skip).unwrap(), (Key::new(k1.clone()), s1, o1));
@@ -241,6 +286,6 @@ mod tests {
         push_name(&mut short, b"k");
         short.extend_from_slice(&[1, 2, 3]);
         assert!(split_log("t", &short, 3).is_err());
-        assert!(split_log_tail("t", &[1; 23]).is_err());
+        assert!(split_log_tail("t", &[1; 11]).is_err());
     }
 }

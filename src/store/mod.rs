@@ -19,12 +19,13 @@
 mod commit;
 mod keys;
 mod read;
+mod rows;
 mod tables;
 mod upgrade;
 mod validate;
 mod writer;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
@@ -32,24 +33,14 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, W
 use crate::clock::{Hlc, Stamp};
 use crate::error::{ForeignReason, OpenError, StorageError};
 use crate::model::{CollectionConfig, ReplicaId};
-use tables::{
-    CHANGES, COLLECTIONS, CONFLICTS, FEED, FORMAT_VERSION, FeedGroup, META, PEERS, RECORDS,
-};
+use rows::Origins;
+use tables::{COLLECTIONS, FEED, FORMAT_VERSION, FeedRow, LOG, META, ORIGINS, PEERS, RECORDS};
 
 pub use commit::ApplyReport;
 pub(crate) use commit::{Durability as CommitDurability, LocalOp, Received, Refused};
 pub(crate) use read::{FeedSlice, GroupPart};
 pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 
-/// The `changes-2` key of a change: its slot, which names it in storage.
-pub(crate) fn log_key(change: &crate::model::Change) -> Vec<u8> {
-    keys::log(
-        &change.collection,
-        change.key.as_bytes(),
-        change.stamp.as_u64(),
-        change.id.origin.as_bytes(),
-    )
-}
 pub use read::{Conflict, FeedEntry};
 pub use tables::PeerState;
 use validate::check_value;
@@ -63,6 +54,9 @@ pub(crate) struct Store {
     /// Held for the whole of every write transaction: redb admits one writer
     /// at a time anyway, and the counters must move with the commit.
     write: Mutex<WriteState>,
+    /// The origin numbers committed (`origins-3`), grown after each commit
+    /// that numbers new origins.
+    origins: RwLock<Origins>,
 }
 
 /// Counters that advance with each commit; restored from the database on open.
@@ -120,6 +114,7 @@ impl Store {
             match read_format(&db)? {
                 Some(FORMAT_VERSION) => break,
                 Some(1) => upgrade::from_1(&db)?,
+                Some(2) => upgrade::from_2(&db)?,
                 Some(found) => {
                     return Err(OpenError::UnsupportedFormat {
                         found,
@@ -148,6 +143,7 @@ impl Store {
         let mut clock = tables::meta_u64(&meta, "clock")?.unwrap_or(0);
         let mut seq = tables::meta_u64(&meta, "seq")?.unwrap_or(0);
         let lsn = last_group(&read, &mut clock, &mut seq)?;
+        let origins = Origins::load(&read.open_table(ORIGINS)?)?;
         let mut collections = Vec::new();
         let table = read.open_table(COLLECTIONS)?;
         for entry in table.iter()? {
@@ -163,6 +159,7 @@ impl Store {
                 db,
                 id,
                 write: Mutex::new(WriteState { hlc, seq, lsn }),
+                origins: RwLock::new(origins),
             },
             collections,
         })
@@ -209,7 +206,7 @@ fn read_format(db: &Database) -> Result<Option<u32>, StorageError> {
     })
 }
 
-/// The last lsn, and the counters of the last feed group folded into
+/// The last lsn, and the counters of the feed's last group folded into
 /// `clock` and `seq` (the greater of the two wins).
 fn last_group(
     read: &redb::ReadTransaction,
@@ -219,9 +216,11 @@ fn last_group(
     let feed = read.open_table(FEED)?;
     Ok(match feed.last()? {
         Some((last, bytes)) => {
-            let group: FeedGroup = tables::decode(FEED.name(), bytes.value())?;
-            *clock = (*clock).max(group.clock.as_u64());
-            *seq = (*seq).max(group.seq);
+            let row: FeedRow = tables::decode(FEED.name(), bytes.value())?;
+            if let Some(group) = row.group {
+                *clock = (*clock).max(group.clock.as_u64());
+                *seq = (*seq).max(group.seq);
+            }
             last.value()
         }
         None => 0,
@@ -238,12 +237,12 @@ fn create_tables(db: &Database, id: ReplicaId) -> Result<(), StorageError> {
         meta.insert("replica", id.as_bytes().as_slice())?;
         meta.insert("clock", 0u64.to_le_bytes().as_slice())?;
         meta.insert("seq", 0u64.to_le_bytes().as_slice())?;
+        txn.open_table(ORIGINS)?.insert(0, id.as_bytes())?;
         txn.open_table(COLLECTIONS)?;
-        txn.open_table(CHANGES)?;
         txn.open_table(RECORDS)?;
+        txn.open_table(LOG)?;
         txn.open_table(FEED)?;
         txn.open_table(PEERS)?;
-        txn.open_table(CONFLICTS)?;
     }
     txn.commit()?;
     Ok(())

@@ -3,19 +3,42 @@
 
 use std::ops::Bound;
 
-use redb::TableHandle;
+use std::collections::HashMap;
+use std::sync::RwLockReadGuard;
+
+use redb::{ReadOnlyTable, TableHandle};
 
 use super::Store;
 use super::keys;
+use super::rows::{self, Held, Origins, Resolve};
 use super::tables::{
-    self, CHANGES, CONFLICTS, ChangeBody, ConflictBody, FEED, PEERS, PeerState, RECORDS, REJECTED,
+    self, FEED, LOG, LogBody, ORIGINS, PEERS, PeerState, RECORDS, REJECTED, RecordRow,
     RejectedBody, STAGED,
 };
 use crate::clock::Stamp;
 use crate::error::{Inconsistency, StorageError};
-use crate::merge::RecordState;
+use crate::merge::{RecordState, record_value};
 use crate::model::{Change, ChangeId, Key, ReplicaId, Version};
 use crate::value::Value;
+
+/// Origin numbers for one read: the committed ones, and the snapshot's
+/// `origins-3` for numbers a commit gave after it was read into memory.
+struct ReadOrigins<'a> {
+    known: RwLockReadGuard<'a, Origins>,
+    table: ReadOnlyTable<u32, &'static [u8; 16]>,
+}
+
+impl Resolve for ReadOrigins<'_> {
+    fn resolve(&self, n: u32) -> Result<ReplicaId, StorageError> {
+        if let Some(id) = self.known.id(n) {
+            return Ok(id);
+        }
+        match self.table.get(n)? {
+            Some(id) => Ok(ReplicaId::from_bytes(*id.value())),
+            None => Err(rows::unknown_origin(n)),
+        }
+    }
+}
 
 /// A losing change that was concurrent with the record's winner.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,10 +51,13 @@ pub struct Conflict {
     pub value: Option<Value>,
 }
 
-/// One entry of a replica's feed.
+/// One change as a replica's feed sends it. The feed holds one entry per
+/// record, at the lsn of the record's latest change; an entry sends the
+/// changes merge needs to rebuild the record (its winner, and any
+/// conflicts), so one lsn can carry several changes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeedEntry {
-    /// The local sequence number.
+    /// The local sequence number of the record's entry.
     pub lsn: u64,
     /// The change.
     pub change: Change,
@@ -79,9 +105,20 @@ impl Store {
         let read = self.begin_read()?;
         let table = read.open_table(RECORDS)?;
         match table.get(keys::record(collection, key.as_bytes()).as_slice())? {
-            Some(g) => Ok(Some(tables::decode(RECORDS.name(), g.value())?)),
+            Some(g) => {
+                let row: RecordRow = tables::decode(RECORDS.name(), g.value())?;
+                Ok(Some(rows::state_of(&row, &self.read_origins(&read)?)?))
+            }
             None => Ok(None),
         }
+    }
+
+    /// The origin numbers as `read` sees them.
+    fn read_origins(&self, read: &redb::ReadTransaction) -> Result<ReadOrigins<'_>, StorageError> {
+        Ok(ReadOrigins {
+            known: self.origins.read().unwrap_or_else(|p| p.into_inner()),
+            table: read.open_table(ORIGINS)?,
+        })
     }
 
     /// Walks a collection's records with keys in `start..end` (key order,
@@ -112,11 +149,13 @@ impl Store {
             Bound::Unbounded => Bound::Excluded(keys::prefix_end(&prefix)),
         };
         let read = self.begin_read()?;
+        let origins = self.read_origins(&read)?;
         let table = read.open_table(RECORDS)?;
         let range = table.range::<&[u8]>((as_slice(&start), as_slice(&end)))?;
         let mut step = |entry: RecordEntry<'_>| -> Result<bool, StorageError> {
             let (k, v) = entry?;
-            let state: RecordState = tables::decode(RECORDS.name(), v.value())?;
+            let row: RecordRow = tables::decode(RECORDS.name(), v.value())?;
+            let state = rows::state_of(&row, &origins)?;
             let key = k
                 .value()
                 .get(prefix.len()..)
@@ -144,33 +183,28 @@ impl Store {
         Ok(())
     }
 
-    /// The change log of one record, in merge order (stamp, then origin).
+    /// The changes one record holds (see [`crate::History`]), in merge
+    /// order of stamp, then origin.
     pub(crate) fn history(&self, collection: &str, key: &Key) -> Result<Vec<Change>, StorageError> {
         let read = self.begin_read()?;
-        let table = read.open_table(CHANGES)?;
-        let prefix = keys::log_prefix(collection, key.as_bytes());
-        let end = keys::prefix_end(&prefix);
-        let mut out = Vec::new();
-        for entry in table.range(prefix.as_slice()..end.as_slice())? {
-            let (k, v) = entry?;
-            let (stamp, origin) = keys::split_log_tail(CHANGES.name(), k.value())?;
-            let body: ChangeBody = tables::decode(CHANGES.name(), v.value())?;
-            out.push(Change {
-                id: ChangeId {
-                    origin: ReplicaId::from_bytes(origin),
-                    seq: body.seq,
-                },
-                collection: collection.to_string(),
-                key: key.clone(),
-                stamp: Stamp::from_u64(stamp),
-                base: body.base,
-                op: body.op,
-            });
-        }
+        let origins = self.read_origins(&read)?;
+        let records = read.open_table(RECORDS)?;
+        let log = read.open_table(LOG)?;
+        let Some(bytes) = records.get(keys::record(collection, key.as_bytes()).as_slice())? else {
+            return Ok(Vec::new());
+        };
+        let row: RecordRow = tables::decode(RECORDS.name(), bytes.value())?;
+        let mut out: Vec<Change> = rows::record_changes(&log, &origins, collection, key, &row)?
+            .into_iter()
+            .map(|h| h.change)
+            .collect();
+        out.sort_by_key(|c| c.version());
         Ok(out)
     }
 
-    /// The conflicts of a collection, or of one record of it, in key order.
+    /// The conflicts of a collection, or of one record of it, in key order:
+    /// the logged changes of record-level records stamped above the
+    /// record's `seen` (kept as conflicts, not as history).
     pub(crate) fn conflicts(
         &self,
         collection: &str,
@@ -181,65 +215,90 @@ impl Store {
             None => keys::collection(collection),
         };
         let read = self.begin_read()?;
-        let table = read.open_table(CONFLICTS)?;
+        let origins = self.read_origins(&read)?;
+        let records = read.open_table(RECORDS)?;
+        let log = read.open_table(LOG)?;
         let end = keys::prefix_end(&prefix);
         let skip = keys::collection(collection).len();
+        let mut seen: HashMap<Key, Option<Stamp>> = HashMap::new();
         let mut out = Vec::new();
-        for entry in table.range(prefix.as_slice()..end.as_slice())? {
+        for entry in log.range(prefix.as_slice()..end.as_slice())? {
             let (k, v) = entry?;
-            let (key, stamp, origin) = keys::split_log(CONFLICTS.name(), k.value(), skip)?;
-            let body: ConflictBody = tables::decode(CONFLICTS.name(), v.value())?;
+            let (key, stamp, origin) = keys::split_log(LOG.name(), k.value(), skip)?;
+            let body: LogBody = tables::decode(LOG.name(), v.value())?;
+            let mark = match seen.get(&key) {
+                Some(mark) => *mark,
+                None => {
+                    let mark = match records.get(keys::record(collection, key.as_bytes()).as_slice())? {
+                        Some(r) => {
+                            let row: RecordRow = tables::decode(RECORDS.name(), r.value())?;
+                            row.winner.then_some(row.seen)
+                        }
+                        None => None,
+                    };
+                    seen.insert(key.clone(), mark);
+                    mark
+                }
+            };
+            let Some(mark) = mark else { continue };
+            if body.history || Stamp::from_u64(stamp) <= mark {
+                continue;
+            }
             out.push(Conflict {
                 key,
                 loser: Version {
                     stamp: Stamp::from_u64(stamp),
                     id: ChangeId {
-                        origin: ReplicaId::from_bytes(origin),
+                        origin: origins.resolve(origin)?,
                         seq: body.seq,
                     },
                 },
-                value: body.value,
+                value: record_value(&body.op),
             });
         }
         Ok(out)
     }
 
-    /// Up to `limit` feed entries after `after`, never splitting an atomic
-    /// group, and about `max_bytes` at most: a group that would take the
-    /// slice past `max_bytes` is left for the next slice, unless it is the
-    /// first (a group larger than `max_bytes` comes alone). Returns the
-    /// entries and their size, about their size on the wire.
+    /// The changes of up to about `limit` feed entries after `after`, one
+    /// per change each record sends, never splitting an atomic group, and
+    /// about `max_bytes` at most: a group that would take the slice past
+    /// `max_bytes` is left for the next slice, unless it is the first (a
+    /// group larger than `max_bytes` comes alone). Returns the entries, their
+    /// size (about their size on the wire) and the lsn they cover through.
     pub(crate) fn feed_scan(
         &self,
         after: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<(Vec<FeedEntry>, usize), StorageError> {
+    ) -> Result<(Vec<FeedEntry>, usize, u64), StorageError> {
         let read = self.begin_read()?;
+        let origins = self.read_origins(&read)?;
         let feed = read.open_table(FEED)?;
-        let changes = read.open_table(CHANGES)?;
-        let mut out = Vec::new();
+        let records = read.open_table(RECORDS)?;
+        let log = read.open_table(LOG)?;
+        let mut out: Vec<FeedEntry> = Vec::new();
         let mut bytes = 0usize;
-        // Where the current group starts, and the size before it.
+        let mut through = after;
+        // Where the current group starts in `out`, and the size before it.
         let mut group_start = (0usize, 0usize);
-        tables::walk_feed(&feed, after, |lsn, source, item, group_end| {
-            let body = changes
-                .get(item.log_key.as_bytes())?
-                .ok_or(StorageError::Invalid {
-                    table: FEED.name(),
-                    reason: Inconsistency::MissingChange { lsn },
-                })?;
-            // The stored body plus the log key (names, stamp, origin) and
-            // the sequence number: close to the change's size on the wire.
-            bytes = bytes.saturating_add(body.value().len() + item.log_key.len() + 8);
-            let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
-            out.push(FeedEntry {
-                lsn,
-                source,
-                change: item.into_change(body)?,
-                group_end,
-            });
-            if !group_end {
+        rows::walk_feed(&feed, after, |step| {
+            if !step.row.is_marker() {
+                let (held, size) = rows::entry_changes_sized(
+                    &records,
+                    &log,
+                    &origins,
+                    step.lsn,
+                    step.row.record.as_bytes(),
+                )?;
+                bytes = bytes.saturating_add(size);
+                out.extend(held.into_iter().map(|h| FeedEntry {
+                    lsn: step.lsn,
+                    change: h.change,
+                    source: h.source,
+                    group_end: false,
+                }));
+            }
+            if !step.group_end {
                 return Ok(true);
             }
             if bytes > max_bytes && group_start.0 > 0 {
@@ -248,10 +307,19 @@ impl Store {
                 bytes = group_start.1;
                 return Ok(false);
             }
+            if out.len() > group_start.0
+                && let Some(last) = out.last_mut()
+            {
+                last.group_end = true;
+            }
+            through = step.lsn;
             group_start = (out.len(), bytes);
             Ok(out.len() < limit && bytes < max_bytes)
         })?;
-        Ok((out, bytes))
+        // A group cut short by the end of the feed cannot happen (every
+        // group ends with an entry), but never hand out half of one.
+        out.truncate(group_start.0);
+        Ok((out, group_start.1, through))
     }
 
     /// The feed after `after` as `peer` should see it: at most about `limit`
@@ -265,25 +333,25 @@ impl Store {
         max_bytes: usize,
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<FeedSlice, StorageError> {
-        let (entries, bytes) = self.feed_scan(after, limit.max(1), max_bytes)?;
-        let through = entries.last().map_or(after, |e| e.lsn);
+        let (entries, bytes, through) = self.feed_scan(after, limit.max(1), max_bytes)?;
         let has_more = through < self.lock().lsn;
         let mut changes = Vec::with_capacity(entries.len());
         let mut groups = Vec::new();
         let mut in_group = 0u32;
         for e in entries {
-            if pushable(
-                peer,
-                e.source,
-                e.change.id.origin,
-                &e.change.collection,
-                wanted,
-            ) {
-                changes.push(e.change);
+            let group_end = e.group_end;
+            let lsn = e.lsn;
+            let held = Held {
+                change: e.change,
+                source: e.source,
+                history: false,
+            };
+            if pushable(peer, &held, wanted) {
+                changes.push(held.change);
                 in_group += 1;
             }
-            if e.group_end && in_group > 0 {
-                groups.push((in_group, e.lsn));
+            if group_end && in_group > 0 {
+                groups.push((in_group, lsn));
                 in_group = 0;
             }
         }
@@ -297,16 +365,10 @@ impl Store {
     }
 }
 
-/// Whether a feed entry goes to `peer`: not received from it, not made by
-/// it, and in a collection it wants.
-pub(crate) fn pushable(
-    peer: ReplicaId,
-    source: Option<ReplicaId>,
-    origin: ReplicaId,
-    collection: &str,
-    wanted: &dyn Fn(&str) -> bool,
-) -> bool {
-    source != Some(peer) && origin != peer && wanted(collection)
+/// Whether a held change goes to `peer`: not received from it, not made
+/// by it, and in a collection it wants.
+pub(crate) fn pushable(peer: ReplicaId, held: &Held, wanted: &dyn Fn(&str) -> bool) -> bool {
+    held.source != Some(peer) && held.change.id.origin != peer && wanted(&held.change.collection)
 }
 
 /// A group a peer refused, as `rejected-1` keeps it.
@@ -338,9 +400,10 @@ pub(crate) struct GroupPart {
 impl Store {
     /// The part of the group after `after` that starts at its change
     /// `offset` (counting only the changes that go to `peer`, see
-    /// [`pushable`]), about `max_bytes` long (at least one change). Reads
-    /// only the part's changes: resuming a large group costs its part, not
-    /// the group. `None` when no group follows `after`.
+    /// [`pushable`]), about `max_bytes` long (at least one change). A
+    /// group's entries keep their places while the transfer lasts (records
+    /// that move on leave markers), so the offsets of its parts stay true.
+    /// `None` when no group follows `after`.
     pub(crate) fn group_part(
         &self,
         peer: ReplicaId,
@@ -350,47 +413,52 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Option<GroupPart>, StorageError> {
         let read = self.begin_read()?;
+        let origins = self.read_origins(&read)?;
         let feed = read.open_table(FEED)?;
-        let changes = read.open_table(CHANGES)?;
-        let Some(entry) = feed.range(after.saturating_add(1)..)?.next() else {
+        let records = read.open_table(RECORDS)?;
+        let log = read.open_table(LOG)?;
+        let mut transfer = None;
+        let mut kept = Vec::new();
+        let mut sizes = Vec::new();
+        rows::walk_feed(&feed, after, |step| {
+            if transfer.is_some_and(|t| t != step.group) {
+                return Ok(false);
+            }
+            transfer = Some(step.group);
+            if !step.row.is_marker() {
+                let (held, size) = rows::entry_changes_sized(
+                    &records,
+                    &log,
+                    &origins,
+                    step.lsn,
+                    step.row.record.as_bytes(),
+                )?;
+                let each = size / held.len().max(1);
+                for h in held {
+                    if pushable(peer, &h, wanted) {
+                        kept.push(h.change);
+                        sizes.push(each);
+                    }
+                }
+            }
+            Ok(!step.group_end)
+        })?;
+        let Some(transfer) = transfer else {
             return Ok(None);
         };
-        let (key, bytes) = entry?;
-        let transfer = key.value();
-        let group: tables::FeedGroup = tables::decode(FEED.name(), bytes.value())?;
-        let source = group.source;
-        let mut kept = Vec::with_capacity(group.entries.len());
-        for item in group.entries {
-            let (collection, _, _, origin) = keys::parse_log(FEED.name(), item.log_key.as_bytes())?;
-            if pushable(
-                peer,
-                source,
-                ReplicaId::from_bytes(origin),
-                &collection,
-                wanted,
-            ) {
-                kept.push(item);
-            }
-        }
-        let start = (offset as usize).min(kept.len());
-        let mut out = Vec::new();
+        let total = kept.len();
+        let start = (offset as usize).min(total);
         let mut size = 0usize;
-        for item in kept.iter().skip(start) {
-            let body = changes
-                .get(item.log_key.as_bytes())?
-                .ok_or(StorageError::Invalid {
-                    table: FEED.name(),
-                    reason: Inconsistency::MissingChange { lsn: transfer },
-                })?;
-            let len = body.value().len() + item.log_key.len() + 8;
-            if !out.is_empty() && size.saturating_add(len) > max_bytes {
+        let mut take = 0;
+        for len in sizes.iter().skip(start) {
+            if take > 0 && size.saturating_add(*len) > max_bytes {
                 break;
             }
-            size = size.saturating_add(len);
-            let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
-            out.push(item.clone().into_change(body)?);
+            size = size.saturating_add(*len);
+            take += 1;
         }
-        let last = start + out.len() >= kept.len();
+        let out: Vec<Change> = kept.drain(start..start + take).collect();
+        let last = start + take >= total;
         Ok(Some(GroupPart {
             transfer,
             offset: u32::try_from(start).unwrap_or(u32::MAX),
@@ -430,8 +498,7 @@ impl Store {
     }
 
     /// How many changes after `after` in the feed would go to `peer` (see
-    /// [`pushable`]): what its next push carries. Reads the feed's groups
-    /// only, never a change's body.
+    /// [`pushable`]): what its next push carries.
     pub(crate) fn pending_for(
         &self,
         peer: ReplicaId,
@@ -439,18 +506,16 @@ impl Store {
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<u64, StorageError> {
         let read = self.begin_read()?;
+        let origins = self.read_origins(&read)?;
         let feed = read.open_table(FEED)?;
+        let records = read.open_table(RECORDS)?;
+        let log = read.open_table(LOG)?;
         let mut count = 0u64;
-        tables::walk_feed(&feed, after, |_, source, item, _| {
-            let (collection, _, _, origin) = keys::parse_log(FEED.name(), item.log_key.as_bytes())?;
-            if pushable(
-                peer,
-                source,
-                ReplicaId::from_bytes(origin),
-                &collection,
-                wanted,
-            ) {
-                count += 1;
+        rows::walk_feed(&feed, after, |step| {
+            if !step.row.is_marker() {
+                let held =
+                    rows::entry_changes(&records, &log, &origins, step.lsn, step.row.record.as_bytes())?;
+                count += held.iter().filter(|h| pushable(peer, h, wanted)).count() as u64;
             }
             Ok(true)
         })?;
@@ -478,26 +543,9 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// The changes stored under `log_keys`, in order.
-    pub(crate) fn changes_at(&self, log_keys: &[Key]) -> Result<Vec<Change>, StorageError> {
-        let read = self.begin_read()?;
-        let table = read.open_table(CHANGES)?;
-        log_keys
-            .iter()
-            .map(|k| {
-                let body = table.get(k.as_bytes())?.ok_or(StorageError::Invalid {
-                    table: REJECTED.name(),
-                    reason: Inconsistency::MissingRejectedChange,
-                })?;
-                let body: ChangeBody = tables::decode(CHANGES.name(), body.value())?;
-                tables::FeedItem { log_key: k.clone() }.into_change(body)
-            })
-            .collect()
-    }
 }
 
-/// The (peer, lsn) of a `rejected-1` key.
+/// The (peer, lsn) of a `rejected-3` key.
 fn split_rejected_key(key: &[u8]) -> Result<(ReplicaId, u64), StorageError> {
     let bad = || StorageError::Invalid {
         table: REJECTED.name(),
@@ -514,7 +562,7 @@ fn split_rejected_key(key: &[u8]) -> Result<(ReplicaId, u64), StorageError> {
     Ok((ReplicaId::from_bytes(peer), u64::from_be_bytes(lsn)))
 }
 
-/// One entry of a walk over `records-2`.
+/// One entry of a walk over `records-3`.
 type RecordEntry<'a> = Result<
     (
         redb::AccessGuard<'a, &'static [u8]>,

@@ -9,68 +9,75 @@ use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::keys;
 use crate::clock::Stamp;
 use crate::codec;
 use crate::error::{Inconsistency, StorageError};
-use crate::model::{Change, ChangeId, Key, Op, ReplicaId};
+use crate::model::{Change, Key, Op, ReplicaId};
 use crate::value::Value;
 
 /// The on-disk format this build reads and writes.
 ///
 /// - 1: the first layout: tuple keys, and an `ids-1` index from change id
 ///   to lsn.
-/// - 2: flat byte keys ([`super::keys`]) in `changes-2`, `records-2` and
-///   `conflicts-2`; `ids-1` is gone, because a change's slot in `changes-2`
-///   (record, stamp, origin) identifies it. Opening a format 1 file rewrites
-///   it to format 2 ([`v1`]).
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// - 2: flat byte keys ([`super::keys`]); a change's slot in `changes-2`
+///   identifies it; one feed entry per commit listing every change ([`v2`]).
+/// - 3: a record's row holds its winning change, so a value is stored once;
+///   the log keeps only the changes merge still needs (and the history a
+///   collection asks for); origins are interned to small numbers; the feed
+///   holds one entry per record, at its latest lsn, so a pull reads current
+///   state. Opening a format 1 or 2 file upgrades it ([`super::upgrade`]).
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// `meta-1`: name -> raw bytes.
 ///
 /// - `"format"`: u32 little-endian, [`FORMAT_VERSION`].
 /// - `"replica"`: the 16 bytes of this replica's id.
 /// - `"clock"`: u64 little-endian, the clock's high-water mark (the greatest
-///   stamp issued or received) as of creation or the format 1 upgrade; later
-///   marks are in the last [`FeedGroup`], and opening takes the greater.
+///   stamp issued or received) as of creation or the last upgrade; later
+///   marks are in the feed's last group ([`GroupInfo`]), and opening takes
+///   the greater.
 /// - `"seq"`: u64 little-endian, the last sequence number this replica gave
 ///   one of its own changes, kept the same way.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 
-/// `collections-1`: collection name -> encoded [`crate::CollectionConfig`].
-pub(crate) const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("collections-1");
+/// `collections-3`: collection name -> encoded [`crate::CollectionConfig`]
+/// (policy, sync flag, history).
+pub(crate) const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("collections-3");
 
-/// `changes-2`: log key of (collection, key, stamp, origin) ([`keys::log`])
-/// -> encoded [`ChangeBody`]. Each record's change log, in merge order of
-/// stamp and origin. Never rewritten once stored. An origin never stamps two
-/// changes alike, so this slot identifies a change: storing one whose slot is
-/// taken is a duplicate when the bodies are equal, and refused otherwise.
-pub(crate) const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes-2");
+/// `origins-3`: origin number -> the replica id it stands for. Every change
+/// stored names its origin by number; 0 is this replica. Numbers are given
+/// in the commit that first stores a change from that origin.
+pub(crate) const ORIGINS: TableDefinition<u32, &[u8; 16]> = TableDefinition::new("origins-3");
 
-/// `records-2`: record key of (collection, key) ([`keys::record`]) ->
-/// encoded [`crate::RecordState`]: the merged state, a value or a tombstone,
-/// with the winning version.
-pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records-2");
+/// `records-3`: record key of (collection, key) ([`keys::record`]) ->
+/// encoded [`RecordRow`]: the merged state, its feed position and, for
+/// record-level policies, the winning change itself.
+pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records-3");
 
-/// `feed-2`: the last lsn of an atomic group -> encoded [`FeedGroup`].
-/// Every change stored here, local or received, gets the next local
-/// sequence number (lsn, gap-free from 1) in the transaction that stores it.
-/// The changes of one commit (a local transaction, or a remote batch) are
-/// one group, written as one entry: a commit writes the feed once, whatever
-/// its size. A group of n changes under key `last` holds lsns
-/// `last - n + 1 ..= last`. The outbox and the change stream.
-pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-2");
+/// `log-3`: log key of (collection, key, stamp, origin number)
+/// ([`keys::log`]) -> encoded [`LogBody`]: the record's changes other than
+/// the one its row holds, that merge still needs (conflicts, the change
+/// that set `seen`, field winners and the newest delete, every automerge
+/// change) or that the collection's [`crate::History`] keeps.
+pub(crate) const LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("log-3");
+
+/// `feed-3`: lsn -> encoded [`FeedRow`]. One entry per record, at the lsn
+/// of its latest change (CouchDB's by-sequence index): when a record
+/// changes, its entry moves to the next lsn. The entries a commit writes are
+/// one atomic group; a group's entries stay in place as markers while any
+/// of them is alive, so a group read in parts keeps its shape, and go when
+/// the last one moves.
+pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-3");
 
 /// `peers-1`: peer replica id -> encoded [`PeerState`] (cursors, last
 /// seen). Filled by the sync engine.
 pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("peers-1");
 
-/// `rejected-1`: peer replica id (16 bytes) ++ the lsn that ends the
+/// `rejected-3`: peer replica id (16 bytes) ++ the lsn that ends the
 /// refused group in this replica's feed (u64 big-endian) -> encoded
 /// [`RejectedBody`]: the groups a peer refused when this replica pushed
 /// them, written in the commit that moves the push cursor past them.
-/// Created on first use; a file without it has none.
-pub(crate) const REJECTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejected-1");
+pub(crate) const REJECTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejected-3");
 
 /// `staged-1`: role (1 byte: [`STAGED_PUSHED`] or [`STAGED_PULLED`]) ++
 /// peer replica id (16 bytes) ++ transfer (the lsn that ends the group in
@@ -107,10 +114,214 @@ pub(crate) fn staged_key(
     key
 }
 
-/// `conflicts-2`: log key of the losing change ([`keys::log`]) ->
-/// encoded [`ConflictBody`]. Record-level policies keep here the losing
-/// changes that no other change has seen.
-pub(crate) const CONFLICTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conflicts-2");
+/// A version with its origin as a number ([`ORIGINS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct StoredVersion {
+    /// The change's stamp.
+    pub(crate) stamp: Stamp,
+    /// Its origin's number.
+    pub(crate) origin: u32,
+    /// The origin's sequence number.
+    pub(crate) seq: u64,
+}
+
+/// The value of a `records-3` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RecordRow {
+    /// The lsn of the record's feed entry.
+    pub(crate) lsn: u64,
+    /// [`crate::RecordState::version`].
+    pub(crate) version: StoredVersion,
+    /// The base of the change at `version`.
+    pub(crate) base: Stamp,
+    /// The origin number of the peer the change at `version` came from;
+    /// `None` when it was made here.
+    pub(crate) source: Option<u32>,
+    /// [`crate::RecordState::value`]. Record-level policies: the winning
+    /// change's value (`None`: it was a delete).
+    pub(crate) value: Option<Value>,
+    /// [`crate::RecordState::fields`].
+    pub(crate) fields: Vec<(String, StoredVersion)>,
+    /// [`crate::RecordState::tombstone`].
+    pub(crate) tombstone: Option<StoredVersion>,
+    /// [`crate::RecordState::seen`].
+    pub(crate) seen: Stamp,
+    /// The change whose base set `seen`, when it is not the change at
+    /// `version` and `seen` is above zero: merge keeps it.
+    pub(crate) seen_by: Option<StoredVersion>,
+    /// Whether this row is the change at `version` (record-level policies:
+    /// a put of `value`, or a delete); otherwise that change is in the log.
+    pub(crate) winner: bool,
+    /// How many `log-3` entries the record has.
+    pub(crate) logged: u32,
+}
+
+/// The value of a `log-3` entry; the key holds the change's collection,
+/// key, stamp and origin number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LogBody {
+    /// The origin's sequence number.
+    pub(crate) seq: u64,
+    /// The stamp the change was made on top of ([`crate::Change::base`]).
+    pub(crate) base: Stamp,
+    /// What the change does.
+    pub(crate) op: Op,
+    /// The origin number of the peer it came from; `None` when made here.
+    pub(crate) source: Option<u32>,
+    /// Kept only as history ([`crate::History`]): merge no longer needs it,
+    /// and it never travels.
+    pub(crate) history: bool,
+}
+
+/// [`LogBody`] borrowing its op: encodes to the same bytes without a copy.
+#[derive(Serialize)]
+pub(crate) struct LogBodyRef<'a> {
+    /// [`LogBody::seq`].
+    pub(crate) seq: u64,
+    /// [`LogBody::base`].
+    pub(crate) base: Stamp,
+    /// [`LogBody::op`].
+    pub(crate) op: &'a Op,
+    /// [`LogBody::source`].
+    pub(crate) source: Option<u32>,
+    /// [`LogBody::history`].
+    pub(crate) history: bool,
+}
+
+/// The value of a `feed-3` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FeedRow {
+    /// The record key of the entry's record; empty for a marker (the record
+    /// moved on, and the entry holds its group's place).
+    pub(crate) record: Key,
+    /// The group's last lsn minus this one: entries with the same
+    /// `lsn + end` are one group.
+    pub(crate) end: u64,
+    /// On the group's last entry: the group's shape and the counters.
+    pub(crate) group: Option<GroupInfo>,
+}
+
+impl FeedRow {
+    /// Whether the entry is a marker.
+    pub(crate) fn is_marker(&self) -> bool {
+        self.record.is_empty()
+    }
+}
+
+/// What the last entry of a feed group says about the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GroupInfo {
+    /// The lsns the group spans, ending at its last entry.
+    pub(crate) span: u64,
+    /// How many of its entries are alive (not markers).
+    pub(crate) alive: u64,
+    /// The clock's high-water mark (the greatest stamp issued or received)
+    /// when the group was committed. With `seq`, what a restart resumes
+    /// from: the feed's last entry ends the last group.
+    pub(crate) clock: Stamp,
+    /// The last sequence number this replica gave one of its own changes
+    /// when the group was committed.
+    pub(crate) seq: u64,
+}
+
+/// The value of a `peers-1` entry: the sync cursors kept for one peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerState {
+    /// The peer's lsn that this replica has pulled and applied through.
+    pub pulled: u64,
+    /// This replica's lsn that the peer has acknowledged holding through.
+    pub pushed: u64,
+    /// When the peer was last heard from, in milliseconds since the epoch.
+    pub last_seen_ms: u64,
+}
+
+/// The value of a `rejected-3` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RejectedBody {
+    /// The peer's refusal code (a `RefusalCode` number).
+    pub(crate) code: u16,
+    /// The peer's reason.
+    pub(crate) reason: String,
+    /// When the refusal arrived, in ms since the epoch.
+    pub(crate) at_ms: u64,
+    /// The changes the group carried to the peer.
+    pub(crate) changes: Vec<Change>,
+    /// Whether the app discarded the group (kept so that a later discard
+    /// leaves its changes out too).
+    pub(crate) discarded: bool,
+}
+
+/// The key of a `rejected-3` entry.
+pub(crate) fn rejected_key(peer: ReplicaId, lsn: u64) -> [u8; 24] {
+    let mut key = [0; 24];
+    key[..16].copy_from_slice(peer.as_bytes());
+    key[16..].copy_from_slice(&lsn.to_be_bytes());
+    key
+}
+
+/// Format 2's tables, for the upgrade to format 3 (and the format 1
+/// upgrade, which goes through format 2). Keys are flat ([`keys::v2`]).
+pub(crate) mod v2 {
+    use redb::TableDefinition;
+    use serde::{Deserialize, Serialize};
+
+    use crate::clock::Stamp;
+    use crate::model::{Key, MergePolicy, Op, ReplicaId};
+
+    /// `collections-1`: name -> encoded [`CollectionConfig`].
+    pub(crate) const COLLECTIONS: TableDefinition<&str, &[u8]> =
+        TableDefinition::new("collections-1");
+    /// `changes-2`: log key (origin as 16 bytes) -> [`ChangeBody`].
+    pub(crate) const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("changes-2");
+    /// `records-2`: record key -> encoded `RecordState`.
+    pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records-2");
+    /// `feed-2`: the last lsn of a group -> [`FeedGroup`].
+    pub(crate) const FEED: TableDefinition<u64, &[u8]> = TableDefinition::new("feed-2");
+    /// `conflicts-2`: log key -> [`ConflictBody`].
+    pub(crate) const CONFLICTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conflicts-2");
+    /// `rejected-1`: as `rejected-3`, with [`RejectedBody`].
+    pub(crate) const REJECTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejected-1");
+
+    /// A format 2 collection definition.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct CollectionConfig {
+        pub(crate) policy: MergePolicy,
+        pub(crate) sync: bool,
+    }
+
+    /// A `changes-2` value.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct ChangeBody {
+        pub(crate) seq: u64,
+        pub(crate) base: Stamp,
+        pub(crate) op: Op,
+    }
+
+    /// A `feed-2` value.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct FeedGroup {
+        pub(crate) clock: Stamp,
+        pub(crate) seq: u64,
+        pub(crate) source: Option<ReplicaId>,
+        pub(crate) entries: Vec<FeedItem>,
+    }
+
+    /// One change of a [`FeedGroup`]: its `changes-2` key.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct FeedItem {
+        pub(crate) log_key: Key,
+    }
+
+    /// A `rejected-1` value.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct RejectedBody {
+        pub(crate) code: u16,
+        pub(crate) reason: String,
+        pub(crate) at_ms: u64,
+        pub(crate) log_keys: Vec<Key>,
+        pub(crate) discarded: bool,
+    }
+}
 
 /// Format 1's tables that format 2 replaced, for the upgrade. The values of
 /// the change log, records and conflicts are the same encodings as in format
@@ -149,157 +360,6 @@ pub(crate) mod v1 {
         TableDefinition::new("conflicts-1");
     /// `ids-1`: (origin, seq) -> lsn, dropped.
     pub(crate) const IDS: TableDefinition<(&[u8; 16], u64), u64> = TableDefinition::new("ids-1");
-}
-
-/// The value of a `changes-2` entry; the key holds the rest of the change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ChangeBody {
-    /// The origin's sequence number.
-    pub(crate) seq: u64,
-    /// The stamp the change was made on top of ([`crate::Change::base`]).
-    pub(crate) base: Stamp,
-    /// What the change does.
-    pub(crate) op: Op,
-}
-
-/// [`ChangeBody`] borrowing its op: encodes to the same bytes without a copy.
-#[derive(Serialize)]
-pub(crate) struct ChangeBodyRef<'a> {
-    /// [`ChangeBody::seq`].
-    pub(crate) seq: u64,
-    /// [`ChangeBody::base`].
-    pub(crate) base: Stamp,
-    /// [`ChangeBody::op`].
-    pub(crate) op: &'a Op,
-}
-
-/// The value of a `peers-1` entry: the sync cursors kept for one peer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerState {
-    /// The peer's lsn that this replica has pulled and applied through.
-    pub pulled: u64,
-    /// This replica's lsn that the peer has acknowledged holding through.
-    pub pushed: u64,
-    /// When the peer was last heard from, in milliseconds since the epoch.
-    pub last_seen_ms: u64,
-}
-
-/// The value of a `rejected-1` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RejectedBody {
-    /// The peer's refusal code (a `RefusalCode` number).
-    pub(crate) code: u16,
-    /// The peer's reason.
-    pub(crate) reason: String,
-    /// When the refusal arrived, in ms since the epoch.
-    pub(crate) at_ms: u64,
-    /// The `changes-2` keys of the changes the group carried to the peer.
-    pub(crate) log_keys: Vec<Key>,
-    /// Whether the app discarded the group (kept so that a later discard
-    /// leaves its changes out too).
-    pub(crate) discarded: bool,
-}
-
-/// The key of a `rejected-1` entry.
-pub(crate) fn rejected_key(peer: ReplicaId, lsn: u64) -> [u8; 24] {
-    let mut key = [0; 24];
-    key[..16].copy_from_slice(peer.as_bytes());
-    key[16..].copy_from_slice(&lsn.to_be_bytes());
-    key
-}
-
-/// The value of a `conflicts-2` entry; the key holds the losing change's
-/// collection, key, stamp and origin.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ConflictBody {
-    /// The losing change's sequence number.
-    pub(crate) seq: u64,
-    /// Its value; `None` when a delete lost.
-    pub(crate) value: Option<Value>,
-}
-
-/// The value of a `feed-2` entry: one atomic group (a local transaction or
-/// a remote batch), in lsn order. Readers of the feed never split a group.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct FeedGroup {
-    /// The clock's high-water mark (the greatest stamp issued or received)
-    /// when the group was committed. With `seq`, what a restart resumes from:
-    /// every commit that stores a change writes a group, so the counters
-    /// cost no extra write.
-    pub(crate) clock: Stamp,
-    /// The last sequence number this replica gave one of its own changes
-    /// when the group was committed.
-    pub(crate) seq: u64,
-    /// The peer the group was received from, `None` when made here.
-    pub(crate) source: Option<ReplicaId>,
-    /// Its changes: which, and where each is stored.
-    pub(crate) entries: Vec<FeedItem>,
-}
-
-/// One change of a [`FeedGroup`]: its `changes-2` key, which names the
-/// change's collection, record key, stamp and origin, and finds its body.
-/// (A [`Key`] only for its compact byte-string encoding.)
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct FeedItem {
-    /// The change's `changes-2` key.
-    pub(crate) log_key: Key,
-}
-
-impl FeedItem {
-    /// The origin replica of the change.
-    pub(crate) fn origin(&self) -> Result<ReplicaId, StorageError> {
-        let (_, origin) = keys::split_log_tail(FEED.name(), self.log_key.as_bytes())?;
-        Ok(ReplicaId::from_bytes(origin))
-    }
-
-    /// The whole change, from this entry and its `changes-2` body.
-    pub(crate) fn into_change(self, body: ChangeBody) -> Result<Change, StorageError> {
-        let (collection, key, stamp, origin) =
-            keys::parse_log(FEED.name(), self.log_key.as_bytes())?;
-        Ok(Change {
-            id: ChangeId {
-                origin: ReplicaId::from_bytes(origin),
-                seq: body.seq,
-            },
-            collection,
-            key,
-            stamp: Stamp::from_u64(stamp),
-            base: body.base,
-            op: body.op,
-        })
-    }
-}
-
-/// Calls `visit` with each change in the feed after `after`, in lsn order:
-/// (lsn, source, the change's entry, whether it ends its group). `visit`
-/// returns false to stop.
-pub(crate) fn walk_feed(
-    feed: &impl ReadableTable<u64, &'static [u8]>,
-    after: u64,
-    mut visit: impl FnMut(u64, Option<ReplicaId>, FeedItem, bool) -> Result<bool, StorageError>,
-) -> Result<(), StorageError> {
-    // The group holding lsn `after + 1` is the first whose last lsn is at
-    // least that.
-    for group in feed.range(after.saturating_add(1)..)? {
-        let (last, bytes) = group?;
-        let last = last.value();
-        let group: FeedGroup = decode(FEED.name(), bytes.value())?;
-        let len = group.entries.len() as u64;
-        let first =
-            (last + 1)
-                .checked_sub(len)
-                .filter(|_| len > 0)
-                .ok_or(StorageError::Invalid {
-                    table: FEED.name(),
-                    reason: Inconsistency::FeedGroup { last, len },
-                })?;
-        for (lsn, item) in (first..=last).zip(group.entries) {
-            if lsn > after && !visit(lsn, group.source, item, lsn == last)? {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Decodes a stored value, naming the table in the error.

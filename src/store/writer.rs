@@ -1,347 +1,691 @@
 //! The write path inside one redb transaction: the one way changes enter
-//! the tables (change log, feed, merged record, conflicts), and the other
-//! writes a commit may make (peer cursors, collection definitions).
+//! the tables (record rows, the log of what merge still needs, the feed),
+//! and the other writes a commit may make (peer cursors, collection
+//! definitions, refused groups, staged parts).
 
-use redb::{ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction};
+use std::collections::{BTreeSet, HashMap};
+
+use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::WriteState;
 use super::keys;
+use super::rows::{self, Origins, Resolve};
 use super::tables::{
-    self, CHANGES, COLLECTIONS, CONFLICTS, ChangeBodyRef, ConflictBody, FEED, FeedGroup, FeedItem,
-    PEERS, PeerState, RECORDS, REJECTED, RejectedBody, STAGED,
+    self, COLLECTIONS, FEED, FeedRow, GroupInfo, LOG, LogBody, LogBodyRef, ORIGINS, PEERS,
+    PeerState, RECORDS, REJECTED, RecordRow, RejectedBody, STAGED, StoredVersion,
 };
 use crate::clock::Stamp;
 use crate::codec;
 use crate::error::{Inconsistency, StorageError};
-use crate::merge::{RecordState, Rule, merge_one, record_value};
-use crate::model::{Change, ChangeId, CollectionConfig, Key, ReplicaId, Version};
-use crate::value::Value;
+use crate::merge::{RecordState, Rule, merge_one};
+use crate::model::{Change, ChangeId, CollectionConfig, History, Key, Op, ReplicaId, Version};
 
 /// What storing one change did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// Stored under this lsn, recording this many conflicts.
+    /// Kept, and the record's feed entry moved to this lsn; this many
+    /// conflicts recorded (0 or 1).
     Stored {
-        /// The change's lsn.
+        /// The record's new lsn.
         lsn: u64,
-        /// Conflicts recorded (0 or 1).
+        /// Conflicts recorded.
         conflicts: usize,
     },
-    /// Its slot already held the same change: nothing was written.
+    /// Merged, but what the record holds already supersedes it: nothing
+    /// changed (at most, history kept it).
+    Superseded,
+    /// The record holds the same change: nothing was written.
     Duplicate,
-    /// Its slot holds a different change. The error this becomes aborts the
-    /// transaction, so the overwritten slot is never committed.
+    /// The record holds a different change in its slot (record, stamp,
+    /// origin). The error this becomes aborts the transaction.
     Conflicting,
 }
 
-/// What putting a change into its record's log found in its slot.
+/// How a policy's changes are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Logged {
-    /// Nothing: the change is new.
-    New,
-    /// The same change.
-    Same,
-    /// A different change.
-    Different,
+enum Kind {
+    /// Record-level: the row holds the winner; the log holds losing changes
+    /// that are conflicts, and the change that set `seen`.
+    Record,
+    /// Field-level: the log holds each field's winner, the newest delete,
+    /// the greatest version and the change that set `seen`.
+    Field,
+    /// Automerge: the log holds every change.
+    All,
 }
 
-/// A record's state before a change, when known.
-enum Current {
-    /// Read by the caller (`None`: no such record).
-    Read(Option<RecordState>),
-    /// Not read yet.
-    Unread,
+impl Kind {
+    fn of(rule: &Rule) -> Self {
+        match rule {
+            Rule::FieldLww => Self::Field,
+            #[cfg(feature = "automerge")]
+            Rule::Automerge => Self::All,
+            _ => Self::Record,
+        }
+    }
+}
+
+/// A change about to be logged: its version, base, op and source.
+struct Entry<'a> {
+    version: StoredVersion,
+    base: Stamp,
+    op: &'a Op,
+    source: Option<u32>,
 }
 
 /// The tables of one write transaction, and the one way changes enter them.
 pub(crate) struct Writer<'txn> {
-    changes: redb::Table<'txn, &'static [u8], &'static [u8]>,
     records: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    log: redb::Table<'txn, &'static [u8], &'static [u8]>,
     feed: redb::Table<'txn, u64, &'static [u8]>,
-    /// Opened on first use: most commits never touch it.
-    conflicts: Option<redb::Table<'txn, &'static [u8], &'static [u8]>>,
     txn: &'txn WriteTransaction,
-    /// One buffer for encoded values and one for keys, for the whole
+    /// The origin numbers committed before this transaction.
+    origins: &'txn Origins,
+    /// The origins this transaction numbers, from `origins.len()` on.
+    added: Vec<ReplicaId>,
+    /// The collections' history settings, read on first use.
+    histories: HashMap<String, History>,
+    /// One buffer for encoded values and two for keys, for the whole
     /// transaction.
     scratch: Vec<u8>,
     key: Vec<u8>,
-    /// The feed group of this commit, written once by [`Writer::finish`].
-    group: Vec<FeedItem>,
+    log_key: Vec<u8>,
+    /// The first lsn this commit gives.
+    first: u64,
+    /// The entries of this commit's feed group, by `lsn - first`: the
+    /// record key, or `None` when the record moved on within the commit.
+    group: Vec<Option<Vec<u8>>>,
+}
+
+impl Resolve for Writer<'_> {
+    fn resolve(&self, n: u32) -> Result<ReplicaId, StorageError> {
+        match self.origins.id(n) {
+            Some(id) => Ok(id),
+            None => n
+                .checked_sub(self.origins.len())
+                .and_then(|i| self.added.get(i as usize).copied())
+                .ok_or_else(|| rows::unknown_origin(n)),
+        }
+    }
 }
 
 impl<'txn> Writer<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StorageError> {
+    pub(crate) fn open(
+        txn: &'txn WriteTransaction,
+        origins: &'txn Origins,
+        lsn: u64,
+    ) -> Result<Self, StorageError> {
         Ok(Self {
-            changes: txn.open_table(CHANGES)?,
             records: txn.open_table(RECORDS)?,
+            log: txn.open_table(LOG)?,
             feed: txn.open_table(FEED)?,
-            conflicts: None,
             txn,
+            origins,
+            added: Vec::new(),
+            histories: HashMap::new(),
             scratch: Vec::with_capacity(256),
             key: Vec::with_capacity(64),
+            log_key: Vec::with_capacity(64),
+            first: lsn + 1,
             group: Vec::new(),
         })
     }
 
-    /// The greatest stamp among the record's changes held here (zero for none).
-    pub(crate) fn latest_stamp(&self, collection: &str, key: &Key) -> Result<Stamp, StorageError> {
-        let prefix = keys::log_prefix(collection, key.as_bytes());
-        let end = keys::prefix_end(&prefix);
-        Ok(
-            match self
-                .changes
-                .range(prefix.as_slice()..end.as_slice())?
-                .next_back()
-            {
-                Some(entry) => {
-                    let (stamp, _) = keys::split_log_tail(CHANGES.name(), entry?.0.value())?;
-                    Stamp::from_u64(stamp)
-                }
-                None => Stamp::ZERO,
-            },
-        )
+    /// The origins this transaction numbered, in order: the caller adds them
+    /// to the committed ones after the commit.
+    pub(crate) fn take_added(&mut self) -> Vec<ReplicaId> {
+        std::mem::take(&mut self.added)
     }
 
-    /// The merged state of a record.
-    pub(crate) fn record(
+    /// The number of `id`, given now if it has none.
+    fn number(&mut self, id: ReplicaId) -> Result<u32, StorageError> {
+        if let Some(n) = self.origins.number(id) {
+            return Ok(n);
+        }
+        let len = self.origins.len();
+        if let Some(i) = self.added.iter().position(|a| *a == id) {
+            return Ok(len + i as u32);
+        }
+        let n = len + u32::try_from(self.added.len()).unwrap_or(u32::MAX);
+        self.txn.open_table(ORIGINS)?.insert(n, id.as_bytes())?;
+        self.added.push(id);
+        Ok(n)
+    }
+
+    /// The number of `id` if it has one, without giving one.
+    fn known_number(&self, id: ReplicaId) -> Option<u32> {
+        self.origins.number(id).or_else(|| {
+            self.added
+                .iter()
+                .position(|a| *a == id)
+                .map(|i| self.origins.len() + i as u32)
+        })
+    }
+
+    fn stored(&mut self, v: Version) -> Result<StoredVersion, StorageError> {
+        Ok(StoredVersion {
+            stamp: v.stamp,
+            origin: self.number(v.id.origin)?,
+            seq: v.id.seq,
+        })
+    }
+
+    /// The history `collection` keeps.
+    fn history_of(&mut self, collection: &str) -> Result<History, StorageError> {
+        if let Some(h) = self.histories.get(collection) {
+            return Ok(*h);
+        }
+        let history = match self.txn.open_table(COLLECTIONS)?.get(collection)? {
+            Some(bytes) => {
+                tables::decode::<CollectionConfig>(COLLECTIONS.name(), bytes.value())?.history
+            }
+            None => History::Merge,
+        };
+        self.histories.insert(collection.to_string(), history);
+        Ok(history)
+    }
+
+    /// A record's row.
+    pub(crate) fn row(
         &mut self,
         collection: &str,
         key: &Key,
-    ) -> Result<Option<RecordState>, StorageError> {
+    ) -> Result<Option<RecordRow>, StorageError> {
         keys::record_into(&mut self.key, collection, key.as_bytes());
+        self.read_row()
+    }
+
+    /// The row under the record key in `self.key`.
+    fn read_row(&self) -> Result<Option<RecordRow>, StorageError> {
         match self.records.get(self.key.as_slice())? {
             Some(g) => Ok(Some(tables::decode(RECORDS.name(), g.value())?)),
             None => Ok(None),
         }
     }
 
-    /// Stores a change unless it is already stored: change log, the next lsn
-    /// in this commit's feed group, merged record, conflicts.
+    /// The merged state a row holds.
+    pub(crate) fn state_of(&self, row: &RecordRow) -> Result<RecordState, StorageError> {
+        rows::state_of(row, self)
+    }
+
+    /// The greatest stamp among the record's changes held here (zero for
+    /// none): the row's version, or a logged change's.
+    pub(crate) fn latest_stamp(
+        &self,
+        collection: &str,
+        key: &Key,
+        row: &RecordRow,
+    ) -> Result<Stamp, StorageError> {
+        let mut latest = row.version.stamp;
+        if row.logged > 0 {
+            let prefix = keys::log_prefix(collection, key.as_bytes());
+            let end = keys::prefix_end(&prefix);
+            if let Some(entry) = self.log.range(prefix.as_slice()..end.as_slice())?.next_back() {
+                let (stamp, _) = keys::split_log_tail(LOG.name(), entry?.0.value())?;
+                latest = latest.max(Stamp::from_u64(stamp));
+            }
+        }
+        Ok(latest)
+    }
+
+    /// Stores a change from elsewhere, unless the record holds it already:
+    /// merges it into the record's row, keeps what merge still needs in the
+    /// log, and moves the record's feed entry when anything changed.
     pub(crate) fn store(
         &mut self,
         state: &mut WriteState,
         rule: &Rule,
         change: &Change,
+        source: Option<ReplicaId>,
+        now_ms: u64,
     ) -> Result<Outcome, StorageError> {
-        match self.log(change)? {
-            Logged::New => {}
-            Logged::Same => return Ok(Outcome::Duplicate),
-            Logged::Different => return Ok(Outcome::Conflicting),
+        keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
+        let row = self.read_row()?;
+        if let Some(row) = &row
+            && let Some(held) = self.held(row, change)?
+        {
+            return Ok(held);
         }
-        let current = if matches!(rule, Rule::Lww) {
-            // Read by the record's own insert (see `merge_into_record`).
-            Current::Unread
-        } else {
-            Current::Read(self.record(&change.collection, &change.key)?)
-        };
-        let (lsn, conflicts) = self.insert(state, rule, change, current)?;
-        Ok(Outcome::Stored { lsn, conflicts })
+        self.merge(state, rule, change, source, row, now_ms)
     }
 
     /// Stores a change made here just now: its stamp is new by construction,
-    /// and `current` is the record's state the caller read.
+    /// and `row` is the record's row the caller read (with [`Writer::row`],
+    /// which leaves its key in place).
     pub(crate) fn store_fresh(
         &mut self,
         state: &mut WriteState,
         rule: &Rule,
         change: &Change,
-        current: Option<RecordState>,
-    ) -> Result<(u64, usize), StorageError> {
-        if self.log(change)? != Logged::New {
-            // Only a stamp issued twice could get here: a clock bug.
-            return Err(StorageError::Invalid {
-                table: CHANGES.name(),
-                reason: Inconsistency::StampReused,
-            });
-        }
-        self.insert(state, rule, change, Current::Read(current))
+        row: Option<RecordRow>,
+        now_ms: u64,
+    ) -> Result<Outcome, StorageError> {
+        keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
+        self.merge(state, rule, change, None, row, now_ms)
     }
 
-    /// Puts a change into its record's log and, when new, into this
-    /// commit's feed group. A different change in the slot (same record,
-    /// stamp and origin) is overwritten here, but the caller's error aborts
-    /// the whole transaction, so the overwrite is never committed.
-    fn log(&mut self, change: &Change) -> Result<Logged, StorageError> {
+    /// Whether the record holds `change`'s slot: the same change
+    /// (`Duplicate`) or another (`Conflicting`). `None` when it does not:
+    /// the change is new, or was superseded and dropped.
+    fn held(&mut self, row: &RecordRow, change: &Change) -> Result<Option<Outcome>, StorageError> {
+        let Some(origin) = self.known_number(change.id.origin) else {
+            return Ok(None);
+        };
+        let same_op = |a: &Op, b: &Op| a == b || codec::encode(a) == codec::encode(b);
+        if row.winner && row.version.stamp == change.stamp && row.version.origin == origin {
+            let same = row.version.seq == change.id.seq
+                && row.base == change.base
+                && same_op(&rows::winner_op(row), &change.op);
+            return Ok(Some(if same {
+                Outcome::Duplicate
+            } else {
+                Outcome::Conflicting
+            }));
+        }
+        if row.logged == 0 {
+            return Ok(None);
+        }
         keys::log_into(
-            &mut self.key,
+            &mut self.log_key,
             &change.collection,
             change.key.as_bytes(),
             change.stamp.as_u64(),
-            change.id.origin.as_bytes(),
+            origin,
         );
-        self.scratch.clear();
-        codec::encode_into(
-            &ChangeBodyRef {
-                seq: change.id.seq,
-                base: change.base,
-                op: &change.op,
-            },
-            &mut self.scratch,
-        );
-        // One lookup for both the duplicate check and the insert: new
-        // changes are the common case.
-        let old = self
-            .changes
-            .insert(self.key.as_slice(), self.scratch.as_slice())?;
-        match old {
-            None => {
-                // New: it takes the next place in this commit's feed group.
-                self.group.push(FeedItem {
-                    log_key: Key::new(self.key.as_slice()),
-                });
-                Ok(Logged::New)
-            }
-            Some(old) if old.value() == self.scratch.as_slice() => Ok(Logged::Same),
-            Some(_) => Ok(Logged::Different),
-        }
+        let Some(bytes) = self.log.get(self.log_key.as_slice())? else {
+            return Ok(None);
+        };
+        let body: LogBody = tables::decode(LOG.name(), bytes.value())?;
+        let same =
+            body.seq == change.id.seq && body.base == change.base && same_op(&body.op, &change.op);
+        Ok(Some(if same {
+            Outcome::Duplicate
+        } else {
+            Outcome::Conflicting
+        }))
     }
 
-    /// Everything after the change log: feed group, merged record,
-    /// conflicts.
-    fn insert(
+    /// Merges a change the record does not hold into it (its record key in
+    /// `self.key`).
+    fn merge(
         &mut self,
         state: &mut WriteState,
         rule: &Rule,
         change: &Change,
-        current: Current,
-    ) -> Result<(u64, usize), StorageError> {
-        state.lsn += 1;
-        let (before, next) = self.merge_into_record(rule, change, current)?;
-        let conflicts = if rule.is_record_level() {
-            self.track_conflicts(change, before.as_ref(), next.as_ref())?
+        source: Option<ReplicaId>,
+        row: Option<RecordRow>,
+        now_ms: u64,
+    ) -> Result<Outcome, StorageError> {
+        let kind = Kind::of(rule);
+        let before = row.as_ref().map(|r| self.state_of(r)).transpose()?;
+        let next = merge_one(rule, before.as_ref(), change);
+        let Some(after) = next.as_ref().or(before.as_ref()) else {
+            return Err(StorageError::Invalid {
+                table: RECORDS.name(),
+                reason: Inconsistency::NoFirstState,
+            });
+        };
+        let v = change.version();
+        let history = self.history_of(&change.collection)?;
+        let source = source.map(|s| self.number(s)).transpose()?;
+        let mine = Entry {
+            version: self.stored(v)?,
+            base: change.base,
+            op: &change.op,
+            source,
+        };
+        let won = after.version == v;
+        // The base and source of the change at the record's version.
+        let (version_base, version_source) = match &row {
+            Some(r) if !won => (r.base, r.source),
+            _ => (change.base, source),
+        };
+        // The change whose base set `seen`, when that is not the change at
+        // the version: merge keeps it.
+        let seen_by = if after.seen == Stamp::ZERO || version_base == after.seen {
+            None
+        } else if change.base == after.seen {
+            Some(mine.version)
         } else {
-            0
+            match &row {
+                Some(r) if r.seen_by.is_some() => r.seen_by,
+                Some(r) => Some(r.version),
+                None => None,
+            }
         };
-        Ok((state.lsn, conflicts))
+        let mut logged = row.as_ref().map_or(0, |r| r.logged);
+        let mut moved = next.is_some();
+        let mut conflicts = 0;
+        let record_key = std::mem::take(&mut self.key);
+        let (collection, key) = (change.collection.as_str(), change.key.as_bytes());
+        match kind {
+            Kind::Record => {
+                if !won {
+                    if change.stamp > after.seen {
+                        logged += self.put_log(collection, key, &mine, false)?;
+                        conflicts += 1;
+                        moved = true;
+                    } else if seen_by == Some(mine.version) {
+                        logged += self.put_log(collection, key, &mine, false)?;
+                        moved = true;
+                    } else if keeps(history, v.stamp, now_ms) {
+                        logged += self.put_log(collection, key, &mine, true)?;
+                    }
+                } else if let Some(old) = &row {
+                    // The old winner loses: a conflict when nothing saw it.
+                    let op = rows::winner_op(old);
+                    let loser = Entry {
+                        version: old.version,
+                        base: old.base,
+                        op: &op,
+                        source: old.source,
+                    };
+                    if old.version.stamp > after.seen {
+                        logged += self.put_log(collection, key, &loser, false)?;
+                        conflicts += 1;
+                    } else if seen_by == Some(old.version) {
+                        logged += self.put_log(collection, key, &loser, false)?;
+                    } else if keeps(history, old.version.stamp, now_ms) {
+                        logged += self.put_log(collection, key, &loser, true)?;
+                    }
+                }
+                // Changes at or below a raised `seen` are no conflicts any more.
+                if logged > 0 && before.as_ref().is_some_and(|b| after.seen > b.seen) {
+                    let keep = |e: &(Stamp, u32, u64)| {
+                        let version = StoredVersion {
+                            stamp: e.0,
+                            origin: e.1,
+                            seq: e.2,
+                        };
+                        Some(version) == seen_by
+                    };
+                    logged -= self.demote(collection, key, after.seen, history, now_ms, keep)?;
+                }
+            }
+            Kind::Field => {
+                let needed_after = self.needed(after, seen_by)?;
+                if needed_after.contains(&mine.version) {
+                    logged += self.put_log(collection, key, &mine, false)?;
+                    moved = true;
+                } else if keeps(history, v.stamp, now_ms) {
+                    logged += self.put_log(collection, key, &mine, true)?;
+                }
+                if let (Some(before), Some(old)) = (&before, &row) {
+                    let needed_before = self.needed(before, old.seen_by)?;
+                    for gone in needed_before.difference(&needed_after) {
+                        logged -= self.drop_needed(collection, key, *gone, history, now_ms)?;
+                    }
+                }
+            }
+            Kind::All => {
+                logged += self.put_log(collection, key, &mine, false)?;
+                moved = true;
+            }
+        }
+        if history != History::Merge && logged > 0 {
+            logged -= self.trim_history(collection, key, history, now_ms)?;
+        }
+        self.key = record_key;
+        if !moved {
+            if row.as_ref().is_some_and(|r| r.logged != logged) {
+                let mut r = row.expect("checked above");
+                r.logged = logged;
+                self.write_row(&r)?;
+            }
+            return Ok(Outcome::Superseded);
+        }
+        if let Some(old) = &row {
+            self.supersede(old.lsn)?;
+        }
+        let lsn = self.next_entry(state);
+        let next_row = RecordRow {
+            lsn,
+            version: self.stored(after.version)?,
+            base: version_base,
+            source: version_source,
+            value: after.value.clone(),
+            fields: after
+                .fields
+                .iter()
+                .map(|(f, v)| Ok((f.clone(), self.stored(*v)?)))
+                .collect::<Result<_, StorageError>>()?,
+            tombstone: after.tombstone.map(|t| self.stored(t)).transpose()?,
+            seen: after.seen,
+            seen_by,
+            winner: kind == Kind::Record,
+            logged,
+        };
+        self.write_row(&next_row)?;
+        Ok(Outcome::Stored { lsn, conflicts })
     }
 
-    /// Merges a change into its record and writes the record if it
-    /// changed. Returns the state before and the new state (`None` when it
-    /// did not change).
-    ///
-    /// When the state before is [`Current::Unread`] (last-writer-wins,
-    /// remote changes), the record's insert reads it: the state the change
-    /// makes on its own is written first, and redb returns the one it
-    /// replaced. That is the right state whenever the record is new here,
-    /// and whenever the change wins over a state whose `seen` is not above
-    /// the change's `base`: the common cases, one B-tree walk instead of
-    /// two. Otherwise the right state is written over it in the same
-    /// transaction.
-    fn merge_into_record(
+    /// The versions a field-level state needs kept: its version, each
+    /// field's winner, the newest delete and the change that set `seen`.
+    fn needed(
         &mut self,
-        rule: &Rule,
-        change: &Change,
-        current: Current,
-    ) -> Result<(Option<RecordState>, Option<RecordState>), StorageError> {
-        keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
-        let (before, next) = match current {
-            Current::Read(before) => {
-                let next = merge_one(rule, before.as_ref(), change);
-                if let Some(next) = &next {
-                    self.write_record(next)?;
-                }
-                (before, next)
-            }
-            Current::Unread => {
-                let alone = merge_one(rule, None, change).ok_or(StorageError::Invalid {
-                    table: RECORDS.name(),
-                    reason: Inconsistency::NoFirstState,
-                })?;
-                self.scratch.clear();
-                codec::encode_into(&alone, &mut self.scratch);
-                let before: Option<RecordState> = match self
-                    .records
-                    .insert(self.key.as_slice(), self.scratch.as_slice())?
-                {
-                    Some(old) => Some(tables::decode(RECORDS.name(), old.value())?),
-                    None => None,
-                };
-                let Some(old) = &before else {
-                    return Ok((None, Some(alone)));
-                };
-                let next = merge_one(rule, Some(old), change);
-                match &next {
-                    Some(next) if *next == alone => {}
-                    Some(next) => self.write_record(next)?,
-                    // The change lost and changed nothing: put back the old state.
-                    None => self.write_record(old)?,
-                }
-                (before, next)
-            }
-        };
-        Ok((before, next))
+        state: &RecordState,
+        seen_by: Option<StoredVersion>,
+    ) -> Result<BTreeSet<StoredVersion>, StorageError> {
+        let mut out = BTreeSet::new();
+        out.insert(self.stored(state.version)?);
+        for v in state.fields.values() {
+            out.insert(self.stored(*v)?);
+        }
+        if let Some(t) = state.tombstone {
+            out.insert(self.stored(t)?);
+        }
+        out.extend(seen_by);
+        Ok(out)
     }
 
-    /// Writes a record's state under the key in `self.key`.
-    fn write_record(&mut self, state: &RecordState) -> Result<(), StorageError> {
+    /// Logs a change of the record (collection, key); returns 1 when its
+    /// slot was empty, 0 when it replaced an entry.
+    fn put_log(
+        &mut self,
+        collection: &str,
+        key: &[u8],
+        entry: &Entry<'_>,
+        history: bool,
+    ) -> Result<u32, StorageError> {
+        keys::log_into(
+            &mut self.log_key,
+            collection,
+            key,
+            entry.version.stamp.as_u64(),
+            entry.version.origin,
+        );
         self.scratch.clear();
-        codec::encode_into(state, &mut self.scratch);
+        codec::encode_into(
+            &LogBodyRef {
+                seq: entry.version.seq,
+                base: entry.base,
+                op: entry.op,
+                source: entry.source,
+                history,
+            },
+            &mut self.scratch,
+        );
+        let old = self
+            .log
+            .insert(self.log_key.as_slice(), self.scratch.as_slice())?;
+        Ok(u32::from(old.is_none()))
+    }
+
+    /// A logged change merge no longer needs: kept as history when the
+    /// collection asks, removed otherwise. Returns how many entries went (0
+    /// or 1).
+    fn drop_needed(
+        &mut self,
+        collection: &str,
+        key: &[u8],
+        version: StoredVersion,
+        history: History,
+        now_ms: u64,
+    ) -> Result<u32, StorageError> {
+        keys::log_into(
+            &mut self.log_key,
+            collection,
+            key,
+            version.stamp.as_u64(),
+            version.origin,
+        );
+        let Some(bytes) = self.log.get(self.log_key.as_slice())? else {
+            return Ok(0);
+        };
+        let mut body: LogBody = tables::decode(LOG.name(), bytes.value())?;
+        drop(bytes);
+        if keeps(history, version.stamp, now_ms) {
+            body.history = true;
+            let encoded = codec::encode(&body);
+            self.log.insert(self.log_key.as_slice(), encoded.as_slice())?;
+            return Ok(0);
+        }
+        self.log.remove(self.log_key.as_slice())?;
+        Ok(1)
+    }
+
+    /// Demotes the record's logged changes stamped at or below `seen` that
+    /// `keep` does not keep: history when the collection asks, gone
+    /// otherwise. Returns how many entries went.
+    fn demote(
+        &mut self,
+        collection: &str,
+        key: &[u8],
+        seen: Stamp,
+        history: History,
+        now_ms: u64,
+        keep: impl Fn(&(Stamp, u32, u64)) -> bool,
+    ) -> Result<u32, StorageError> {
+        let lo = keys::log_prefix(collection, key);
+        let hi = keys::log(collection, key, seen.as_u64(), u32::MAX);
+        let mut found = Vec::new();
+        for entry in self.log.range(lo.as_slice()..=hi.as_slice())? {
+            let (k, v) = entry?;
+            let (stamp, origin) = keys::split_log_tail(LOG.name(), k.value())?;
+            let body: LogBody = tables::decode(LOG.name(), v.value())?;
+            if !body.history {
+                found.push((k.value().to_vec(), (Stamp::from_u64(stamp), origin, body.seq), body));
+            }
+        }
+        let mut gone = 0;
+        for (k, id, mut body) in found {
+            if keep(&id) {
+                continue;
+            }
+            if keeps(history, id.0, now_ms) {
+                body.history = true;
+                self.log.insert(k.as_slice(), codec::encode(&body).as_slice())?;
+            } else {
+                self.log.remove(k.as_slice())?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Trims a record's history to what `history` keeps. Returns how many
+    /// entries went.
+    fn trim_history(
+        &mut self,
+        collection: &str,
+        key: &[u8],
+        history: History,
+        now_ms: u64,
+    ) -> Result<u32, StorageError> {
+        let prefix = keys::log_prefix(collection, key);
+        let end = keys::prefix_end(&prefix);
+        let mut kept = Vec::new();
+        for entry in self.log.range(prefix.as_slice()..end.as_slice())? {
+            let (k, v) = entry?;
+            let body: LogBody = tables::decode(LOG.name(), v.value())?;
+            if body.history {
+                let (stamp, _) = keys::split_log_tail(LOG.name(), k.value())?;
+                kept.push((k.value().to_vec(), Stamp::from_u64(stamp)));
+            }
+        }
+        let drop_before = match history {
+            History::Merge => kept.len(),
+            History::Last(n) => kept.len().saturating_sub(n as usize),
+            History::For(_) => kept
+                .iter()
+                .take_while(|(_, stamp)| !keeps(history, *stamp, now_ms))
+                .count(),
+        };
+        let mut gone = 0;
+        for (k, _) in kept.into_iter().take(drop_before) {
+            self.log.remove(k.as_slice())?;
+            gone += 1;
+        }
+        Ok(gone)
+    }
+
+    /// Writes a record's row under the key in `self.key`.
+    fn write_row(&mut self, row: &RecordRow) -> Result<(), StorageError> {
+        self.scratch.clear();
+        codec::encode_into(row, &mut self.scratch);
         self.records
             .insert(self.key.as_slice(), self.scratch.as_slice())?;
         Ok(())
     }
 
-    fn conflicts(
-        &mut self,
-    ) -> Result<&mut redb::Table<'txn, &'static [u8], &'static [u8]>, StorageError> {
-        match &mut self.conflicts {
-            Some(table) => Ok(table),
-            slot @ None => Ok(slot.insert(self.txn.open_table(CONFLICTS)?)),
-        }
+    /// Gives the record in `self.key` the next lsn in this commit's group.
+    fn next_entry(&mut self, state: &mut WriteState) -> u64 {
+        state.lsn += 1;
+        self.group.push(Some(self.key.clone()));
+        state.lsn
     }
 
-    /// Keeps `conflicts-2` equal to the record's losing changes that no
-    /// change has seen (stamp above the record's `seen`): clears the ones the
-    /// new change saw and records the one it made lose, if any.
-    fn track_conflicts(
-        &mut self,
-        change: &Change,
-        before: Option<&RecordState>,
-        changed: Option<&RecordState>,
-    ) -> Result<usize, StorageError> {
-        let Some(after) = changed.or(before) else {
-            return Ok(0);
-        };
-        let (coll, key) = (change.collection.as_str(), change.key.as_bytes());
-        // Most databases hold no conflicts at all: skip the lookup then.
-        if before.is_some_and(|b| after.seen > b.seen) && !self.conflicts()?.is_empty()? {
-            let lo = keys::log_prefix(coll, key);
-            let hi = keys::log(coll, key, after.seen.as_u64(), &[0xff; 16]);
-            let table = self.conflicts()?;
-            let seen: Vec<Vec<u8>> = table
-                .range(lo.as_slice()..=hi.as_slice())?
-                .map(|e| e.map(|(k, _)| k.value().to_vec()))
-                .collect::<Result<_, _>>()?;
-            for k in seen {
-                table.remove(k.as_slice())?;
+    /// The feed entry at `lsn` is no longer its record's: it leaves the
+    /// feed with its group, and meanwhile holds its place as a marker.
+    fn supersede(&mut self, lsn: u64) -> Result<(), StorageError> {
+        if lsn >= self.first {
+            if let Some(slot) = self.group.get_mut((lsn - self.first) as usize) {
+                *slot = None;
             }
+            return Ok(());
         }
-        let loser: Option<(Version, Option<Value>)> = if after.version == change.version() {
-            before
-                .filter(|b| b.version != after.version)
-                .map(|b| (b.version, b.value.clone()))
+        let Some(bytes) = self.feed.get(lsn)? else {
+            return Err(StorageError::Invalid {
+                table: FEED.name(),
+                reason: Inconsistency::FeedRecord { lsn },
+            });
+        };
+        let row: FeedRow = tables::decode(FEED.name(), bytes.value())?;
+        drop(bytes);
+        let end = lsn.saturating_add(row.end);
+        let mut info = if row.end == 0 {
+            row.group
         } else {
-            Some((change.version(), record_value(&change.op)))
-        };
-        match loser {
-            Some((version, value)) if version.stamp > after.seen => {
-                let body = ConflictBody {
-                    seq: version.id.seq,
-                    value,
-                };
-                // Conflicts are rare: a fresh key buffer is fine here.
-                let k = keys::log(
-                    coll,
-                    key,
-                    version.stamp.as_u64(),
-                    version.id.origin.as_bytes(),
-                );
-                self.conflicts()?
-                    .insert(k.as_slice(), codec::encode(&body).as_slice())?;
-                Ok(1)
+            match self.feed.get(end)? {
+                Some(b) => tables::decode::<FeedRow>(FEED.name(), b.value())?.group,
+                None => None,
             }
-            _ => Ok(0),
         }
+        .ok_or(StorageError::Invalid {
+            table: FEED.name(),
+            reason: Inconsistency::FeedRecord { lsn: end },
+        })?;
+        info.alive = info.alive.saturating_sub(1);
+        if info.alive == 0 || info.span <= 1 {
+            let start = end.saturating_sub(info.span.saturating_sub(1));
+            self.feed.retain_in(start..=end, |_, _| false)?;
+            return Ok(());
+        }
+        let marker = FeedRow {
+            record: Key::new(Vec::new()),
+            end: row.end,
+            group: (row.end == 0).then_some(info),
+        };
+        self.feed.insert(lsn, codec::encode(&marker).as_slice())?;
+        if row.end != 0 {
+            let mut end_row: FeedRow = match self.feed.get(end)? {
+                Some(b) => tables::decode(FEED.name(), b.value())?,
+                None => unreachable!("read above"),
+            };
+            end_row.group = Some(info);
+            self.feed.insert(end, codec::encode(&end_row).as_slice())?;
+        }
+        Ok(())
     }
 
     /// Reads, changes and writes the cursors of `peer`.
@@ -369,38 +713,72 @@ impl<'txn> Writer<'txn> {
         self.txn
             .open_table(COLLECTIONS)?
             .insert(name, codec::encode(config).as_slice())?;
+        self.histories.remove(name);
         Ok(())
     }
 
-    /// The `changes-2` keys of the changes of the feed group ending at
-    /// `lsn` that went to `peer` (see [`super::read::pushable`]).
-    pub(crate) fn pushed_keys(
+    /// The changes of the feed group ending at `lsn` that go to `peer`
+    /// (see [`super::read::pushable`]), as they stand now.
+    pub(crate) fn group_changes(
         &self,
         lsn: u64,
         peer: ReplicaId,
         wanted: &dyn Fn(&str) -> bool,
-    ) -> Result<Vec<Key>, StorageError> {
-        let Some(bytes) = self.feed.get(lsn)? else {
-            return Ok(Vec::new());
-        };
-        let group: FeedGroup = tables::decode(FEED.name(), bytes.value())?;
-        let mut out = Vec::with_capacity(group.entries.len());
-        for item in group.entries {
-            let (collection, _, _, origin) = keys::parse_log(FEED.name(), item.log_key.as_bytes())?;
-            if super::read::pushable(
-                peer,
-                group.source,
-                ReplicaId::from_bytes(origin),
-                &collection,
-                wanted,
-            ) {
-                out.push(item.log_key);
+    ) -> Result<Vec<Change>, StorageError> {
+        let mut out = Vec::new();
+        let mut lsns = Vec::new();
+        for entry in self.feed.range(..=lsn)?.rev() {
+            let (l, bytes) = entry?;
+            let row: FeedRow = tables::decode(FEED.name(), bytes.value())?;
+            if l.value().saturating_add(row.end) != lsn {
+                break;
+            }
+            if !row.is_marker() {
+                lsns.push((l.value(), row.record));
+            }
+        }
+        for (l, record) in lsns.into_iter().rev() {
+            for held in rows::entry_changes(&self.records, &self.log, self, l, record.as_bytes())? {
+                if super::read::pushable(peer, &held, wanted) {
+                    out.push(held.change);
+                }
             }
         }
         Ok(out)
     }
 
-    /// Writes the `rejected-1` entry of the group ending at `lsn`, refused
+    /// Where `peer`'s push cursor can go from `pushed`: past the entries
+    /// right after it whose every change came from the peer or was made by
+    /// it (and markers), which never need pushing.
+    pub(crate) fn pushed_through(
+        &self,
+        peer: ReplicaId,
+        pushed: u64,
+    ) -> Result<u64, StorageError> {
+        let mut through = pushed;
+        rows::walk_feed(&self.feed, pushed, |step| {
+            if !step.row.is_marker() {
+                let held = rows::entry_changes(
+                    &self.records,
+                    &self.log,
+                    self,
+                    step.lsn,
+                    step.row.record.as_bytes(),
+                )?;
+                if held
+                    .iter()
+                    .any(|h| h.source != Some(peer) && h.change.id.origin != peer)
+                {
+                    return Ok(false);
+                }
+            }
+            through = step.lsn;
+            Ok(true)
+        })?;
+        Ok(through)
+    }
+
+    /// Writes the `rejected-3` entry of the group ending at `lsn`, refused
     /// by `peer`.
     pub(crate) fn put_rejected(
         &mut self,
@@ -415,7 +793,7 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
-    /// Removes and returns the `rejected-1` entry of the group ending at
+    /// Removes and returns the `rejected-3` entry of the group ending at
     /// `lsn`, refused by `peer`.
     pub(crate) fn take_rejected(
         &mut self,
@@ -477,53 +855,76 @@ impl<'txn> Writer<'txn> {
         let mut table = self.txn.open_table(STAGED)?;
         let prefix = tables::staged_key(role, peer, None, None);
         let end = keys::prefix_end(&prefix);
-        let keys: Vec<Vec<u8>> = table
-            .range(prefix.as_slice()..end.as_slice())?
-            .map(|e| e.map(|(k, _)| k.value().to_vec()))
-            .collect::<Result<_, _>>()?;
-        for k in keys {
-            table.remove(k.as_slice())?;
+        table.retain_in(prefix.as_slice()..end.as_slice(), |_, _| false)?;
+        Ok(())
+    }
+
+    /// Moves the records of `changes` to new feed entries in this commit's
+    /// group: they go out again to every peer, which keeps what it holds as
+    /// duplicates. Records no longer held are skipped.
+    pub(crate) fn refeed(
+        &mut self,
+        state: &mut WriteState,
+        changes: &[Change],
+    ) -> Result<(), StorageError> {
+        let mut done = BTreeSet::new();
+        for change in changes {
+            keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
+            if !done.insert(self.key.clone()) {
+                continue;
+            }
+            let Some(mut row) = self.read_row()? else {
+                continue;
+            };
+            self.supersede(row.lsn)?;
+            row.lsn = self.next_entry(state);
+            self.write_row(&row)?;
         }
         Ok(())
     }
 
-    /// Puts changes already stored into this commit's feed group again,
-    /// each at the next lsn: they go out again to every peer, which keeps
-    /// the ones it holds as duplicates.
-    pub(crate) fn refeed(&mut self, state: &mut WriteState, log_keys: Vec<Key>) {
-        for log_key in log_keys {
-            state.lsn += 1;
-            self.group.push(FeedItem { log_key });
-        }
-    }
-
-    /// The feed table, to read inside this commit.
-    pub(crate) fn feed(&self) -> &redb::Table<'txn, u64, &'static [u8]> {
-        &self.feed
-    }
-
-    /// Ends the commit's writes: the feed group, when anything was stored,
-    /// under the last lsn, with the clock's high-water mark and the sequence
-    /// counter. A commit that stored nothing moved neither past what is
-    /// stored already.
-    pub(crate) fn finish(
-        &mut self,
-        state: &WriteState,
-        source: Option<ReplicaId>,
-    ) -> Result<(), StorageError> {
+    /// Ends the commit's writes: the feed group, when anything moved, with
+    /// its shape and the counters on its last entry. A commit that moved
+    /// nothing moved neither counter past what is stored already.
+    pub(crate) fn finish(&mut self, state: &WriteState) -> Result<(), StorageError> {
         if self.group.is_empty() {
             return Ok(());
         }
-        let group = FeedGroup {
+        let last = state.lsn;
+        let group = std::mem::take(&mut self.group);
+        let info = GroupInfo {
+            span: group.len() as u64,
+            alive: group.iter().filter(|e| e.is_some()).count() as u64,
             clock: state.hlc.last(),
             seq: state.seq,
-            source,
-            entries: std::mem::take(&mut self.group),
         };
-        self.scratch.clear();
-        codec::encode_into(&group, &mut self.scratch);
-        self.feed.insert(state.lsn, self.scratch.as_slice())?;
+        for (lsn, record) in (self.first..).zip(group) {
+            let is_last = lsn == last;
+            if record.is_none() && !is_last {
+                continue;
+            }
+            let row = FeedRow {
+                record: Key::new(record.unwrap_or_default()),
+                end: last - lsn,
+                group: is_last.then_some(info),
+            };
+            self.scratch.clear();
+            codec::encode_into(&row, &mut self.scratch);
+            self.feed.insert(lsn, self.scratch.as_slice())?;
+        }
         Ok(())
+    }
+}
+
+/// Whether `history` keeps a superseded change stamped `stamp` now.
+fn keeps(history: History, stamp: Stamp, now_ms: u64) -> bool {
+    match history {
+        History::Merge => false,
+        History::Last(n) => n > 0,
+        History::For(d) => {
+            let age = now_ms.saturating_sub(stamp.millis());
+            u128::from(age) <= d.as_millis()
+        }
     }
 }
 

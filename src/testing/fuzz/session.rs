@@ -209,6 +209,7 @@ fn answer(
                 2 => Err(ApplyError::BatchTooLarge { len: 2, max: 1 }),
                 _ => Ok(ApplyReport {
                     applied: changes.len(),
+                    superseded: 0,
                     duplicates: 0,
                     conflicts: usize::from(input.byte() % 2),
                     last_lsn: 0,
