@@ -70,7 +70,7 @@ pub(crate) enum Durability {
 }
 
 /// A group a peer refused, as a push's ack named it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Refused {
     /// The lsn that ends the group in this replica's feed.
     pub(crate) lsn: u64,
@@ -78,6 +78,8 @@ pub(crate) struct Refused {
     pub(crate) code: u16,
     /// The peer's reason.
     pub(crate) reason: String,
+    /// The group's changes, as pushed.
+    pub(crate) changes: Vec<Change>,
 }
 
 /// What a commit stored: the body's answer, the events to publish (built
@@ -382,7 +384,12 @@ impl Store {
             // The refused groups move aside in the same commit as the
             // cursor that goes past them.
             for r in refused {
-                let changes = c.writer.group_changes(r.lsn, peer, wanted)?;
+                let changes = r
+                    .changes
+                    .iter()
+                    .filter(|c| wanted(&c.collection))
+                    .cloned()
+                    .collect();
                 let body = RejectedBody {
                     code: r.code,
                     reason: r.reason.clone(),

@@ -717,36 +717,6 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
-    /// The changes of the feed group ending at `lsn` that go to `peer`
-    /// (see [`super::read::pushable`]), as they stand now.
-    pub(crate) fn group_changes(
-        &self,
-        lsn: u64,
-        peer: ReplicaId,
-        wanted: &dyn Fn(&str) -> bool,
-    ) -> Result<Vec<Change>, StorageError> {
-        let mut out = Vec::new();
-        let mut lsns = Vec::new();
-        for entry in self.feed.range(..=lsn)?.rev() {
-            let (l, bytes) = entry?;
-            let row: FeedRow = tables::decode(FEED.name(), bytes.value())?;
-            if l.value().saturating_add(row.end) != lsn {
-                break;
-            }
-            if !row.is_marker() {
-                lsns.push((l.value(), row.record));
-            }
-        }
-        for (l, record) in lsns.into_iter().rev() {
-            for held in rows::entry_changes(&self.records, &self.log, self, l, record.as_bytes())? {
-                if super::read::pushable(peer, &held, wanted) {
-                    out.push(held.change);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Where `peer`'s push cursor can go from `pushed`: past the entries
     /// right after it whose every change came from the peer or was made by
     /// it (and markers), which never need pushing.

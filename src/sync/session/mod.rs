@@ -77,6 +77,9 @@ enum Phase {
         has_more: bool,
         /// The pushed groups: their sizes and the lsns that end them.
         groups: Vec<(u32, u64)>,
+        /// The pushed changes, kept until the ack: a refused group is
+        /// recorded with the changes it carried.
+        changes: Vec<Change>,
     },
     /// Waiting for a part of an oversized group to be staged by the remote
     /// (or, after the last, for the ack).
@@ -436,13 +439,14 @@ impl Session {
                     through,
                     has_more,
                     groups,
+                    changes,
                 },
                 Response::Ack {
                     through: acked,
                     refused,
                     ..
                 },
-            ) => self.acked(through, acked, has_more, &groups, refused, now),
+            ) => self.acked(through, acked, has_more, &groups, &changes, refused, now),
             (Phase::Pulling { after }, Response::Changes { batch, has_more }) => {
                 self.changes(after, batch, has_more)
             }
@@ -468,14 +472,14 @@ impl Session {
                     through,
                     has_more,
                     groups,
-                    ..
+                    changes,
                 },
                 Response::Ack {
                     through: acked,
                     refused,
                     ..
                 },
-            ) => self.acked(through, acked, has_more, &groups, refused, now),
+            ) => self.acked(through, acked, has_more, &groups, &changes, refused, now),
             (_, other) => Err(ProtocolViolation::Unexpected {
                 expected,
                 got: other.kind(),

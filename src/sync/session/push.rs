@@ -61,6 +61,7 @@ impl Session {
             through: outbox.through,
             has_more: outbox.has_more,
             groups,
+            changes: outbox.changes.clone(),
         };
         let batch = Batch::with_groups(outbox.changes, sizes, outbox.through);
         let request = self.request(RequestBody::Push(batch));
@@ -109,12 +110,14 @@ impl Session {
 
     /// Checks a push's ack and its verdicts, then asks for it to be
     /// recorded with the refused groups.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn acked(
         &mut self,
         through: u64,
         acked: u64,
         has_more: bool,
         groups: &[(u32, u64)],
+        changes: &[Change],
         verdicts: Vec<Verdict>,
         now: Now,
     ) -> Result<(), SyncError> {
@@ -136,10 +139,15 @@ impl Session {
             };
             last = Some(index);
             rejected_changes += len as usize;
+            let start: usize = groups[..index].iter().map(|(l, _)| *l as usize).sum();
+            let group = changes
+                .get(start..start.saturating_add(len as usize))
+                .unwrap_or_default();
             refused.push(Refused {
                 lsn,
                 code: v.code,
                 reason: v.reason,
+                changes: group.to_vec(),
             });
         }
         let total: usize = groups.iter().map(|(len, _)| *len as usize).sum();

@@ -10,6 +10,7 @@ fn a_refused_group_moves_aside_and_the_push_goes_on() {
     action(&mut s);
     // Three groups: two changes ending at lsn 2, one at 3, one at 5.
     let changes: Vec<Change> = (1..=4).map(|i| change(i, "todos")).collect();
+    let third = changes[2].clone();
     s.handle_outbox(
         Ok(Outbox {
             acked: 0,
@@ -47,7 +48,8 @@ fn a_refused_group_moves_aside_and_the_push_goes_on() {
                 vec![Refused {
                     lsn: 3,
                     code: 403,
-                    reason: "may not write".into()
+                    reason: "may not write".into(),
+                    changes: vec![third],
                 }]
             );
         }
