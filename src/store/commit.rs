@@ -403,6 +403,15 @@ impl Store {
             // peer itself never need pushing: step over them too, so that
             // nothing counts as pending when nothing is.
             let through = c.writer.pushed_through(peer, pushed)?;
+            // What the acknowledged local writes replaced is no longer
+            // needed to undo them (refused ones keep it for a discard).
+            let refused_records: std::collections::BTreeSet<Vec<u8>> = refused
+                .iter()
+                .flat_map(|r| &r.changes)
+                .map(|c| super::keys::record(&c.collection, c.key.as_bytes()))
+                .collect();
+            let before = c.writer.peer(peer)?.pushed;
+            c.writer.settle(before, through, &refused_records)?;
             c.writer.update_peer(peer, |p: &mut PeerState| {
                 p.pushed = p.pushed.max(through);
                 p.last_seen_ms = now_ms;

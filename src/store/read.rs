@@ -12,7 +12,7 @@ use super::Store;
 use super::keys;
 use super::rows::{self, Held, Origins, Resolve};
 use super::tables::{
-    self, FEED, LOG, LogBody, ORIGINS, PEERS, PeerState, RECORDS, REJECTED, RecordRow,
+    self, FEED, Kept, LOG, LogBody, ORIGINS, PEERS, PeerState, RECORDS, REJECTED, RecordRow,
     RejectedBody, STAGED,
 };
 use crate::clock::Stamp;
@@ -241,11 +241,11 @@ impl Store {
                 }
             };
             let Some(mark) = mark else { continue };
-            if body.history || Stamp::from_u64(stamp) <= mark {
+            if body.kept != Kept::Merge || Stamp::from_u64(stamp) <= mark {
                 continue;
             }
             out.push(Conflict {
-                key,
+                key: key.clone(),
                 loser: Version {
                     stamp: Stamp::from_u64(stamp),
                     id: ChangeId {
@@ -256,6 +256,8 @@ impl Store {
                 value: record_value(&body.op),
             });
         }
+        // Origin numbers differ between replicas: order as merge does.
+        out.sort_by(|a, b| (&a.key, a.loser).cmp(&(&b.key, b.loser)));
         Ok(out)
     }
 
@@ -516,6 +518,11 @@ impl Store {
                 let held =
                     rows::entry_changes(&records, &log, &origins, step.lsn, step.row.record.as_bytes())?;
                 count += held.iter().filter(|h| pushable(peer, h, wanted)).count() as u64;
+                if std::env::var("DBG").is_ok() {
+                    for h in held.iter().filter(|h| pushable(peer, h, wanted)) {
+                        eprintln!("pending for {peer}: lsn {} after {after} {:?} src {:?}", step.lsn, h.change, h.source);
+                    }
+                }
             }
             Ok(true)
         })?;

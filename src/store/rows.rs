@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use redb::{ReadableTable, TableHandle};
 
 use super::keys;
-use super::tables::{self, FEED, FeedRow, LOG, LogBody, RECORDS, RecordRow, StoredVersion};
+use super::tables::{self, FEED, FeedRow, Kept, LOG, LogBody, RECORDS, RecordRow, StoredVersion};
 use crate::clock::Stamp;
 use crate::error::{Inconsistency, StorageError};
 use crate::merge::RecordState;
@@ -116,7 +116,8 @@ pub(crate) struct Held {
     pub(crate) change: Change,
     /// The peer it came from; `None` when made here.
     pub(crate) source: Option<ReplicaId>,
-    /// Whether it is kept only as history.
+    /// Whether it is kept only here (history, or to undo a local write):
+    /// it never travels.
     pub(crate) history: bool,
 }
 
@@ -168,7 +169,7 @@ pub(crate) fn record_changes(
                     op: body.op,
                 },
                 source: body.source.map(|s| origins.resolve(s)).transpose()?,
-                history: body.history,
+                history: body.kept != Kept::Merge,
             });
         }
     }

@@ -154,6 +154,23 @@ pub(crate) struct RecordRow {
     pub(crate) winner: bool,
     /// How many `log-3` entries the record has.
     pub(crate) logged: u32,
+    /// Whether the log holds [`Kept::Undo`] entries for it: a local write
+    /// replaced changes that no push has settled yet.
+    pub(crate) pending: bool,
+}
+
+/// Why a `log-3` entry is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kept {
+    /// Merge needs it: it travels with its record.
+    Merge,
+    /// The collection's [`crate::History`] keeps it; it never travels.
+    History,
+    /// A local write replaced it and no peer has acknowledged that write
+    /// yet: if a peer refuses the write, discarding the refusal rebuilds
+    /// the record from what it replaced. Dropped when a push of the record
+    /// is acknowledged; never travels.
+    Undo,
 }
 
 /// The value of a `log-3` entry; the key holds the change's collection,
@@ -168,9 +185,8 @@ pub(crate) struct LogBody {
     pub(crate) op: Op,
     /// The origin number of the peer it came from; `None` when made here.
     pub(crate) source: Option<u32>,
-    /// Kept only as history ([`crate::History`]): merge no longer needs it,
-    /// and it never travels.
-    pub(crate) history: bool,
+    /// Why it is kept.
+    pub(crate) kept: Kept,
 }
 
 /// [`LogBody`] borrowing its op: encodes to the same bytes without a copy.
@@ -184,8 +200,8 @@ pub(crate) struct LogBodyRef<'a> {
     pub(crate) op: &'a Op,
     /// [`LogBody::source`].
     pub(crate) source: Option<u32>,
-    /// [`LogBody::history`].
-    pub(crate) history: bool,
+    /// [`LogBody::kept`].
+    pub(crate) kept: Kept,
 }
 
 /// The value of a `feed-3` entry.

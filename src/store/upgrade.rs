@@ -11,7 +11,7 @@ use super::keys;
 use super::rows::Origins;
 use super::tables::v2::{CHANGES, CONFLICTS, FEED, FeedGroup, FeedItem, RECORDS};
 use super::tables::{
-    self, COLLECTIONS, FeedRow, GroupInfo, LOG, LogBody, META, ORIGINS, REJECTED, RecordRow,
+    self, COLLECTIONS, FeedRow, GroupInfo, Kept, LOG, LogBody, META, ORIGINS, REJECTED, RecordRow,
     RejectedBody, StoredVersion, v1, v2,
 };
 use crate::clock::Stamp;
@@ -274,7 +274,7 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
                     base: o.base,
                     op: o.op.clone(),
                     source,
-                    history: false,
+                    kept: Kept::Merge,
                 };
                 let k = keys::log(&collection, key.as_bytes(), o.version.stamp.as_u64(), origin);
                 log.insert(k.as_slice(), codec::encode(&body).as_slice())?;
@@ -301,6 +301,7 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
                 seen_by: seen_by.map(&mut stored),
                 winner: kind == Keep::Record,
                 logged,
+                pending: false,
             };
             let row = RecordRow {
                 source: version_source.map(|s| number(&mut origins, s)),

@@ -11,7 +11,7 @@ use super::WriteState;
 use super::keys;
 use super::rows::{self, Origins, Resolve};
 use super::tables::{
-    self, COLLECTIONS, FEED, FeedRow, GroupInfo, LOG, LogBody, LogBodyRef, ORIGINS, PEERS,
+    self, COLLECTIONS, FEED, FeedRow, GroupInfo, Kept, LOG, LogBody, LogBodyRef, ORIGINS, PEERS,
     PeerState, RECORDS, REJECTED, RecordRow, RejectedBody, STAGED, StoredVersion,
 };
 use crate::clock::Stamp;
@@ -355,6 +355,23 @@ impl<'txn> Writer<'txn> {
         };
         let mut logged = row.as_ref().map_or(0, |r| r.logged);
         let mut moved = next.is_some();
+        let pending_before = row.as_ref().is_some_and(|r| r.pending);
+        let mut pending = pending_before;
+        // What becomes of a change merge no longer needs: a local write
+        // keeps what it replaced until a push of it is acknowledged (others'
+        // changes always, its own only when nothing is pending, which bounds
+        // a run of local writes to one); otherwise the collection's history
+        // may keep it.
+        let local = source.is_none() && mine.version.origin == 0;
+        let fate = |origin: u32, stamp: Stamp| {
+            if local && (origin != 0 || !pending_before) {
+                Some(Kept::Undo)
+            } else if keeps(history, stamp, now_ms) {
+                Some(Kept::History)
+            } else {
+                None
+            }
+        };
         let mut conflicts = 0;
         let record_key = std::mem::take(&mut self.key);
         let (collection, key) = (change.collection.as_str(), change.key.as_bytes());
@@ -362,14 +379,14 @@ impl<'txn> Writer<'txn> {
             Kind::Record => {
                 if !won {
                     if change.stamp > after.seen {
-                        logged += self.put_log(collection, key, &mine, false)?;
+                        logged += self.put_log(collection, key, &mine, Kept::Merge)?;
                         conflicts += 1;
                         moved = true;
                     } else if seen_by == Some(mine.version) {
-                        logged += self.put_log(collection, key, &mine, false)?;
+                        logged += self.put_log(collection, key, &mine, Kept::Merge)?;
                         moved = true;
                     } else if keeps(history, v.stamp, now_ms) {
-                        logged += self.put_log(collection, key, &mine, true)?;
+                        logged += self.put_log(collection, key, &mine, Kept::History)?;
                     }
                 } else if let Some(old) = &row {
                     // The old winner loses: a conflict when nothing saw it.
@@ -380,45 +397,46 @@ impl<'txn> Writer<'txn> {
                         op: &op,
                         source: old.source,
                     };
-                    if old.version.stamp > after.seen {
-                        logged += self.put_log(collection, key, &loser, false)?;
+                    let kept = if old.version.stamp > after.seen {
                         conflicts += 1;
+                        Some(Kept::Merge)
                     } else if seen_by == Some(old.version) {
-                        logged += self.put_log(collection, key, &loser, false)?;
-                    } else if keeps(history, old.version.stamp, now_ms) {
-                        logged += self.put_log(collection, key, &loser, true)?;
+                        Some(Kept::Merge)
+                    } else {
+                        fate(old.version.origin, old.version.stamp)
+                    };
+                    if let Some(kept) = kept {
+                        logged += self.put_log(collection, key, &loser, kept)?;
+                        pending |= kept == Kept::Undo;
                     }
                 }
                 // Changes at or below a raised `seen` are no conflicts any more.
                 if logged > 0 && before.as_ref().is_some_and(|b| after.seen > b.seen) {
-                    let keep = |e: &(Stamp, u32, u64)| {
-                        let version = StoredVersion {
-                            stamp: e.0,
-                            origin: e.1,
-                            seq: e.2,
-                        };
-                        Some(version) == seen_by
-                    };
-                    logged -= self.demote(collection, key, after.seen, history, now_ms, keep)?;
+                    let (gone, undone) =
+                        self.demote(collection, key, after.seen, seen_by, &fate)?;
+                    logged -= gone;
+                    pending |= undone;
                 }
             }
             Kind::Field => {
                 let needed_after = self.needed(after, seen_by)?;
                 if needed_after.contains(&mine.version) {
-                    logged += self.put_log(collection, key, &mine, false)?;
+                    logged += self.put_log(collection, key, &mine, Kept::Merge)?;
                     moved = true;
                 } else if keeps(history, v.stamp, now_ms) {
-                    logged += self.put_log(collection, key, &mine, true)?;
+                    logged += self.put_log(collection, key, &mine, Kept::History)?;
                 }
                 if let (Some(before), Some(old)) = (&before, &row) {
                     let needed_before = self.needed(before, old.seen_by)?;
                     for gone in needed_before.difference(&needed_after) {
-                        logged -= self.drop_needed(collection, key, *gone, history, now_ms)?;
+                        let kept = fate(gone.origin, gone.stamp);
+                        logged -= self.drop_needed(collection, key, *gone, kept)?;
+                        pending |= kept == Some(Kept::Undo);
                     }
                 }
             }
             Kind::All => {
-                logged += self.put_log(collection, key, &mine, false)?;
+                logged += self.put_log(collection, key, &mine, Kept::Merge)?;
                 moved = true;
             }
         }
@@ -427,9 +445,11 @@ impl<'txn> Writer<'txn> {
         }
         self.key = record_key;
         if !moved {
-            if row.as_ref().is_some_and(|r| r.logged != logged) {
-                let mut r = row.expect("checked above");
+            if let Some(mut r) = row
+                && (r.logged != logged || r.pending != pending)
+            {
                 r.logged = logged;
+                r.pending = pending;
                 self.write_row(&r)?;
             }
             return Ok(Outcome::Superseded);
@@ -454,6 +474,7 @@ impl<'txn> Writer<'txn> {
             seen_by,
             winner: kind == Kind::Record,
             logged,
+            pending,
         };
         self.write_row(&next_row)?;
         Ok(Outcome::Stored { lsn, conflicts })
@@ -485,7 +506,7 @@ impl<'txn> Writer<'txn> {
         collection: &str,
         key: &[u8],
         entry: &Entry<'_>,
-        history: bool,
+        kept: Kept,
     ) -> Result<u32, StorageError> {
         keys::log_into(
             &mut self.log_key,
@@ -501,7 +522,7 @@ impl<'txn> Writer<'txn> {
                 base: entry.base,
                 op: entry.op,
                 source: entry.source,
-                history,
+                kept,
             },
             &mut self.scratch,
         );
@@ -511,16 +532,14 @@ impl<'txn> Writer<'txn> {
         Ok(u32::from(old.is_none()))
     }
 
-    /// A logged change merge no longer needs: kept as history when the
-    /// collection asks, removed otherwise. Returns how many entries went (0
-    /// or 1).
+    /// A logged change merge no longer needs: kept as `kept` says, or
+    /// removed. Returns how many entries went (0 or 1).
     fn drop_needed(
         &mut self,
         collection: &str,
         key: &[u8],
         version: StoredVersion,
-        history: History,
-        now_ms: u64,
+        kept: Option<Kept>,
     ) -> Result<u32, StorageError> {
         keys::log_into(
             &mut self.log_key,
@@ -534,8 +553,8 @@ impl<'txn> Writer<'txn> {
         };
         let mut body: LogBody = tables::decode(LOG.name(), bytes.value())?;
         drop(bytes);
-        if keeps(history, version.stamp, now_ms) {
-            body.history = true;
+        if let Some(kept) = kept {
+            body.kept = kept;
             let encoded = codec::encode(&body);
             self.log.insert(self.log_key.as_slice(), encoded.as_slice())?;
             return Ok(0);
@@ -544,18 +563,17 @@ impl<'txn> Writer<'txn> {
         Ok(1)
     }
 
-    /// Demotes the record's logged changes stamped at or below `seen` that
-    /// `keep` does not keep: history when the collection asks, gone
-    /// otherwise. Returns how many entries went.
+    /// Demotes the record's changes kept for merge stamped at or below
+    /// `seen`, but the one that set it: kept as `fate` says, or removed.
+    /// Returns how many entries went, and whether any became an undo entry.
     fn demote(
         &mut self,
         collection: &str,
         key: &[u8],
         seen: Stamp,
-        history: History,
-        now_ms: u64,
-        keep: impl Fn(&(Stamp, u32, u64)) -> bool,
-    ) -> Result<u32, StorageError> {
+        seen_by: Option<StoredVersion>,
+        fate: &dyn Fn(u32, Stamp) -> Option<Kept>,
+    ) -> Result<(u32, bool), StorageError> {
         let lo = keys::log_prefix(collection, key);
         let hi = keys::log(collection, key, seen.as_u64(), u32::MAX);
         let mut found = Vec::new();
@@ -563,24 +581,30 @@ impl<'txn> Writer<'txn> {
             let (k, v) = entry?;
             let (stamp, origin) = keys::split_log_tail(LOG.name(), k.value())?;
             let body: LogBody = tables::decode(LOG.name(), v.value())?;
-            if !body.history {
-                found.push((k.value().to_vec(), (Stamp::from_u64(stamp), origin, body.seq), body));
+            let version = StoredVersion {
+                stamp: Stamp::from_u64(stamp),
+                origin,
+                seq: body.seq,
+            };
+            if body.kept == Kept::Merge && Some(version) != seen_by {
+                found.push((k.value().to_vec(), version, body));
             }
         }
-        let mut gone = 0;
-        for (k, id, mut body) in found {
-            if keep(&id) {
-                continue;
-            }
-            if keeps(history, id.0, now_ms) {
-                body.history = true;
-                self.log.insert(k.as_slice(), codec::encode(&body).as_slice())?;
-            } else {
-                self.log.remove(k.as_slice())?;
-                gone += 1;
+        let (mut gone, mut undone) = (0, false);
+        for (k, version, mut body) in found {
+            match fate(version.origin, version.stamp) {
+                Some(kept) => {
+                    body.kept = kept;
+                    undone |= kept == Kept::Undo;
+                    self.log.insert(k.as_slice(), codec::encode(&body).as_slice())?;
+                }
+                None => {
+                    self.log.remove(k.as_slice())?;
+                    gone += 1;
+                }
             }
         }
-        Ok(gone)
+        Ok((gone, undone))
     }
 
     /// Trims a record's history to what `history` keeps. Returns how many
@@ -598,7 +622,7 @@ impl<'txn> Writer<'txn> {
         for entry in self.log.range(prefix.as_slice()..end.as_slice())? {
             let (k, v) = entry?;
             let body: LogBody = tables::decode(LOG.name(), v.value())?;
-            if body.history {
+            if body.kept == Kept::History {
                 let (stamp, _) = keys::split_log_tail(LOG.name(), k.value())?;
                 kept.push((k.value().to_vec(), Stamp::from_u64(stamp)));
             }
@@ -686,6 +710,60 @@ impl<'txn> Writer<'txn> {
             self.feed.insert(end, codec::encode(&end_row).as_slice())?;
         }
         Ok(())
+    }
+
+    /// Drops the undo entries ([`Kept::Undo`]) of the records whose feed
+    /// entries lie in `after..=through`, now that a peer acknowledged them,
+    /// except records in `refused` (a refused write may still be
+    /// discarded).
+    pub(crate) fn settle(
+        &mut self,
+        after: u64,
+        through: u64,
+        refused: &BTreeSet<Vec<u8>>,
+    ) -> Result<(), StorageError> {
+        let mut settled = Vec::new();
+        for entry in self.feed.range(after.saturating_add(1)..=through)? {
+            let (_, bytes) = entry?;
+            let row: FeedRow = tables::decode(FEED.name(), bytes.value())?;
+            if !row.is_marker() && !refused.contains(row.record.as_bytes()) {
+                settled.push(row.record);
+            }
+        }
+        for record in settled {
+            self.key.clear();
+            self.key.extend_from_slice(record.as_bytes());
+            let Some(mut row) = self.read_row()? else {
+                continue;
+            };
+            if !row.pending {
+                continue;
+            }
+            let (collection, key) = keys::split_record(RECORDS.name(), record.as_bytes())?;
+            let prefix = keys::log_prefix(&collection, key.as_bytes());
+            let end = keys::prefix_end(&prefix);
+            let mut gone = 0u32;
+            self.log
+                .retain_in(prefix.as_slice()..end.as_slice(), |_, v| {
+                    let undo = tables::decode::<LogBody>(LOG.name(), v)
+                        .is_ok_and(|b| b.kept == Kept::Undo);
+                    gone += u32::from(undo);
+                    !undo
+                })?;
+            row.logged = row.logged.saturating_sub(gone);
+            row.pending = false;
+            self.write_row(&row)?;
+        }
+        Ok(())
+    }
+
+    /// The cursors kept for `peer` (zeros if none).
+    pub(crate) fn peer(&self, peer: ReplicaId) -> Result<PeerState, StorageError> {
+        let table = self.txn.open_table(PEERS)?;
+        match table.get(peer.as_bytes())? {
+            Some(g) => tables::decode(PEERS.name(), g.value()),
+            None => Ok(PeerState::default()),
+        }
     }
 
     /// Reads, changes and writes the cursors of `peer`.

@@ -140,6 +140,10 @@ pub(crate) struct Session {
     stage: Stage,
     /// Whether the round pulls after it pushes.
     pulls: bool,
+    /// Whether the round pushes again after its pull: a pulled change moves
+    /// its record to a new feed entry, with the other changes the record
+    /// keeps (conflicts), which the remote may not hold yet.
+    repush: bool,
     report: SyncReport,
     link: Option<Link>,
     /// The remote's id, once a handshake told it; kept across reconnects.
@@ -188,6 +192,7 @@ impl Session {
             token,
             refreshed: false,
             push_error: None,
+            repush: false,
             pull_staged: None,
             begun: 0,
             synced: 0,
@@ -306,8 +311,10 @@ impl Session {
                 self.events.push_back(SyncEvent::Captured { lsn });
                 true
             }
-            // Changes pulled from this remote need no push back.
-            Commit::Change { source, .. } => source != self.remote,
+            // Changes from this remote can move records that keep changes
+            // it may lack (conflicts): an idle engine looks again (an
+            // outbox with nothing new costs a read).
+            Commit::Change { .. } => true,
         };
         // Only a connected, automatic engine pushes by itself.
         let watching = self.online() && self.config.direction.pushes() && !self.config.on_demand;
@@ -577,6 +584,7 @@ impl Session {
             (false, false) => Stage::Done,
         };
         self.pulls = pull;
+        self.repush = false;
         self.set_status(Status::Syncing);
         if self.link.is_none() {
             self.phase = Phase::Connecting;

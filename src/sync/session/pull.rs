@@ -31,6 +31,7 @@ impl Session {
             });
         }
         if report.applied > 0 {
+            self.repush = self.config.direction.pushes();
             self.stats.pulled += report.applied as u64;
             self.events.push_back(SyncEvent::Pulled {
                 count: report.applied,
@@ -38,7 +39,13 @@ impl Session {
             });
         }
         if !has_more || through == after {
-            self.stage = Stage::Done;
+            self.stage = if std::mem::take(&mut self.repush) {
+                // Once more, and then the round ends.
+                self.pulls = false;
+                Stage::Push
+            } else {
+                Stage::Done
+            };
         }
         self.phase = Phase::Idle;
         self.next(now);

@@ -235,19 +235,9 @@ impl Sim<'_> {
             .map_err(|e| e.to_string())
     }
 
-    /// Every change ever made, from the feeds of all replicas.
+    /// Every change ever made, as the replicas made them.
     fn all_changes(&self) -> Result<BTreeMap<ChangeId, crate::Change>, String> {
-        let mut all = BTreeMap::new();
-        for i in 0..self.nodes.len() {
-            for entry in self
-                .replica(i)?
-                .feed_after(0, usize::MAX)
-                .map_err(|e| e.to_string())?
-            {
-                all.insert(entry.change.id, entry.change);
-            }
-        }
-        Ok(all)
+        Ok(self.made.clone())
     }
 
     fn check_model(&self) -> Result<(), String> {
@@ -271,7 +261,7 @@ impl Sim<'_> {
             if let Some(id) = refused.iter().find(|id| hub.contains(id)) {
                 return Err(format!("refused change {id:?} reached the hub"));
             }
-            all.retain(|id, _| hub.contains(id));
+            all.retain(|id, _| !refused.contains(id));
         }
         let rule = crate::Rule::for_policy(
             &self.config.policy,
@@ -354,8 +344,10 @@ impl Sim<'_> {
                     ));
                 }
             }
-            // Every acknowledged write reached this replica, and nothing of
-            // the local-only collection arrived from elsewhere.
+            // Every acknowledged write that decides its record reached this
+            // replica (the rest are superseded there, which the state check
+            // above covers), and nothing of the local-only collection
+            // arrived from elsewhere.
             let feed = self
                 .replica(i)?
                 .feed_after(0, usize::MAX)
@@ -365,7 +357,10 @@ impl Sim<'_> {
                 .acked
                 .iter()
                 .filter(|id| !refused.contains(id))
-                .filter(|id| all.get(id).is_some_and(|c| c.collection == TODOS))
+                .filter_map(|id| all.get(id))
+                .filter(|c| c.collection == TODOS)
+                .filter(|c| model.get(&c.key).is_some_and(|s| s.version == c.version()))
+                .map(|c| c.id)
                 .find(|id| !ids.contains(id))
             {
                 return Err(format!(

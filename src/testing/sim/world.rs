@@ -67,6 +67,9 @@ pub(super) struct Sim<'a> {
     pub(super) nodes: Vec<Node>,
     /// Ids of the local writes that were acknowledged (committed).
     pub(super) acked: Vec<ChangeId>,
+    /// Every change made, as made: replicas keep only what merge needs,
+    /// so the model keeps the rest.
+    pub(super) made: std::collections::BTreeMap<ChangeId, crate::Change>,
     /// Every local commit.
     pub(super) commits: Vec<SimCommit>,
     /// Per replica, the last stamp it issued for its own changes.
@@ -110,6 +113,7 @@ impl<'a> Sim<'a> {
             net,
             nodes,
             acked: Vec::new(),
+            made: std::collections::BTreeMap::new(),
             commits: Vec::new(),
             last_own: vec![Stamp::ZERO; config.replicas],
             engine_seq: 0,
@@ -369,34 +373,50 @@ impl<'a> Sim<'a> {
         use ::automerge::ROOT;
         use ::automerge::transaction::Transactable as _;
         let replica = self.replica(i)?.clone();
-        let before = replica.last_lsn();
+        let mut watch = replica.watch();
         replica
             .collection(TODOS)
             .map_err(|e| e.to_string())?
             .automerge_change(format!("k{key}"), |doc| doc.put(ROOT, field, value))
             .map_err(|e| format!("automerge write on r{i}: {e}"))?;
-        // Nothing else runs during a step: the new entries are this write.
-        for entry in replica
-            .feed_after(before, usize::MAX)
-            .map_err(|e| e.to_string())?
-        {
-            if entry.change.stamp <= self.last_own[i] {
+        // Nothing else runs during a step: the new events are this write.
+        for change in self.drain_local(i, &mut watch)? {
+            if change.stamp <= self.last_own[i] {
                 return Err(format!(
                     "r{i} issued stamp {} after {}",
-                    entry.change.stamp, self.last_own[i]
+                    change.stamp, self.last_own[i]
                 ));
             }
-            self.last_own[i] = entry.change.stamp;
-            self.acked.push(entry.change.id);
+            self.last_own[i] = change.stamp;
+            self.acked.push(change.id);
         }
         Ok(())
     }
 
+    /// The changes replica `i` made since `watch` began, recorded in `made`.
+    fn drain_local(
+        &mut self,
+        i: usize,
+        watch: &mut crate::Watch,
+    ) -> Result<Vec<crate::Change>, String> {
+        let id = self.nodes[i].id;
+        let mut out = Vec::new();
+        while let Some(event) = watch.try_recv().map_err(|e| e.to_string())? {
+            if event.source.is_none() && event.change.id.origin == id {
+                self.made.insert(event.change.id, event.change.clone());
+                out.push(event.change.clone());
+            }
+        }
+        Ok(out)
+    }
+
     fn commit(&mut self, i: usize, txn: crate::Transaction) -> Result<(), String> {
         let collections = txn.collections();
+        let mut watch = self.replica(i)?.watch();
         let committed = txn
             .commit()
             .map_err(|e| format!("local write on r{i}: {e}"))?;
+        self.drain_local(i, &mut watch)?;
         self.commits.push(SimCommit {
             replica: i,
             lsn: committed.lsn,
