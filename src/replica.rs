@@ -616,3 +616,100 @@ impl Replica {
         self.inner.events.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(id: u8) -> Replica {
+        let r = Replica::in_memory(ReplicaConfig {
+            replica_id: Some(ReplicaId::from_bytes([id; 16])),
+            ..ReplicaConfig::default()
+        })
+        .unwrap();
+        r.define_collection("todos", CollectionConfig::default())
+            .unwrap();
+        r
+    }
+
+    /// The last lsn and the last durable one.
+    fn lsns(r: &Replica) -> (u64, u64) {
+        let state = r.store().lock();
+        (state.lsn, state.durable)
+    }
+
+    #[test]
+    fn deferred_commits_are_flushed_before_the_feed_is_served() {
+        let a = replica(1);
+        let b = replica(2);
+        let todos = a.collection("todos").unwrap();
+        let pull = |from: u64| -> Vec<Change> {
+            let feed = a.feed_after(from, usize::MAX).unwrap();
+            feed.into_iter().map(|e| e.change).collect()
+        };
+        todos.put("one", 1i64).unwrap();
+        b.apply_batch(Some(a.id()), &pull(0), Some(1), CommitDurability::Deferred)
+            .unwrap();
+        assert_eq!(lsns(&b), (1, 0), "a deferred commit leaves the durable lsn");
+        // Serving the feed to a third replica flushes first.
+        let c = ReplicaId::from_bytes([3; 16]);
+        let slice = b.feed_for(c, 0, 100, usize::MAX, &|_| true).unwrap();
+        assert_eq!(slice.changes.len(), 1);
+        assert_eq!(lsns(&b), (1, 1));
+        // A durable commit of any kind makes the deferred ones before it durable.
+        todos.put("two", 2i64).unwrap();
+        b.apply_batch(Some(a.id()), &pull(1), Some(2), CommitDurability::Deferred)
+            .unwrap();
+        assert_eq!(lsns(&b), (2, 1));
+        b.collection("todos").unwrap().put("mine", 3i64).unwrap();
+        assert_eq!(lsns(&b), (3, 3));
+        // Nothing deferred: serving commits nothing.
+        b.feed_for(c, 0, 100, usize::MAX, &|_| true).unwrap();
+        assert_eq!(lsns(&b), (3, 3));
+    }
+
+    #[test]
+    fn commits_send_one_note_each_and_no_events_without_a_watch() {
+        let a = replica(1);
+        a.define_collection("drafts", CollectionConfig::local_only())
+            .unwrap();
+        let mut notes = a.commit_notes();
+        let mut txn = a.transaction();
+        txn.put("todos", "x", 1i64).put("todos", "y", 2i64);
+        txn.commit().unwrap();
+        a.collection("drafts").unwrap().put("d", 3i64).unwrap();
+        assert!(!a.has_listeners(), "commit notes are not change events");
+        let remote = replica(2);
+        remote.collection("todos").unwrap().put("z", 4i64).unwrap();
+        let changes: Vec<Change> = remote
+            .feed_after(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.change)
+            .collect();
+        a.apply_remote_from(Some(remote.id()), &changes).unwrap();
+        // Already held: stores nothing, no note.
+        a.apply_remote_from(Some(remote.id()), &changes).unwrap();
+        let got: Vec<CommitNote> = std::iter::from_fn(|| notes.try_recv().ok()).collect();
+        assert_eq!(
+            got,
+            [
+                CommitNote {
+                    lsn: 2,
+                    source: None,
+                    synced: true
+                },
+                CommitNote {
+                    lsn: 3,
+                    source: None,
+                    synced: false
+                },
+                CommitNote {
+                    lsn: 4,
+                    source: Some(remote.id()),
+                    synced: true
+                },
+            ]
+        );
+    }
+}

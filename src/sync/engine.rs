@@ -640,3 +640,103 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(all(test, feature = "loopback"))]
+mod tests {
+    use std::time::Duration;
+
+    use syncline_loopback::LoopbackNetwork;
+    use syncline_transport::Limits;
+
+    use super::*;
+    use crate::model::CollectionConfig;
+    use crate::replica::ReplicaConfig;
+    use crate::sync::server::SyncServer;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn replica(id: u8) -> Replica {
+        let r = Replica::in_memory(ReplicaConfig {
+            replica_id: Some(ReplicaId::from_bytes([id; 16])),
+            ..ReplicaConfig::default()
+        })
+        .unwrap();
+        r.define_collection("todos", CollectionConfig::default())
+            .unwrap();
+        r
+    }
+
+    /// The next event `pick` accepts (a timeout is a safety net only).
+    async fn next_event(events: &mut broadcast::Receiver<SyncEvent>, pick: fn(&SyncEvent) -> bool) {
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(e) if pick(&e) => return,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("events ended: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.expect("the event");
+    }
+
+    /// The engine and the server's subscription wake on commit notes: with
+    /// an engine running both ways, live, and nobody watching, no commit on
+    /// either side builds a change event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_engine_builds_no_change_events() {
+        let net = LoopbackNetwork::new(1);
+        let hub = replica(1);
+        let _server = net
+            .serve(
+                "hub",
+                SyncServer::new(hub.clone()).into_service(),
+                Limits::default(),
+            )
+            .unwrap();
+        let client = replica(2);
+        let engine = SyncEngine::start(
+            client.clone(),
+            net.connector("client", "hub"),
+            SyncConfig::default(),
+        );
+        engine.wait_synced(WAIT).await.unwrap();
+        let mut events = engine.events();
+        // Pulled through the subscription, pushed on the local commit.
+        hub.collection("todos").unwrap().put("up", 1i64).unwrap();
+        next_event(&mut events, |e| matches!(e, SyncEvent::Pulled { .. })).await;
+        client
+            .collection("todos")
+            .unwrap()
+            .put("down", 2i64)
+            .unwrap();
+        next_event(&mut events, |e| matches!(e, SyncEvent::Pushed { .. })).await;
+        assert!(
+            client
+                .collection("todos")
+                .unwrap()
+                .get("up")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            hub.collection("todos")
+                .unwrap()
+                .get("down")
+                .unwrap()
+                .is_some()
+        );
+        assert!(!client.has_listeners(), "the engine built change events");
+        assert!(!hub.has_listeners(), "the subscription built change events");
+        // A user's watch still gets them.
+        let mut watch = client.watch();
+        assert!(client.has_listeners());
+        hub.collection("todos").unwrap().put("again", 3i64).unwrap();
+        let event = tokio::time::timeout(WAIT, watch.recv())
+            .await
+            .expect("an event")
+            .unwrap();
+        assert_eq!(event.change.key.as_bytes(), b"again");
+        engine.stop().await;
+    }
+}

@@ -50,7 +50,9 @@ fn pulled_batches_are_deferred_until_the_interval_or_the_last() {
     expect_finished(&mut s).unwrap();
     assert_eq!(
         durable,
-        [false, false, false, false, true, false, false, false, true, true],
+        [
+            false, false, false, false, true, false, false, false, true, true
+        ],
         "deferred batches in between, durable at 1.2 s, 2.4 s and the end"
     );
 }
