@@ -457,6 +457,11 @@ impl Replica {
 
     /// Reads up to `limit` feed entries after `lsn`, never splitting an atomic
     /// group: the result may run past `limit` to the end of the group it is in.
+    ///
+    /// The last entries may come from pulled batches not yet on disk (see
+    /// [`crate::SyncConfig::durable_interval`]): a crash can still give
+    /// their lsns to other changes. [`crate::SyncServer`] flushes them
+    /// before it serves the feed.
     pub fn feed_after(&self, lsn: u64, limit: usize) -> Result<Vec<FeedEntry>, ReadError> {
         Ok(self.inner.store.feed_scan(lsn, limit, usize::MAX)?.0)
     }
