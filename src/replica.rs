@@ -31,6 +31,23 @@ pub const MAX_COLLECTION_NAME_LEN: usize = 255;
 /// must fit in a peer frame.
 pub const MAX_VALUE_LEN_LIMIT: usize = 16 << 20;
 
+/// How many commit notes a listener may fall behind before it lags (and
+/// then assumes a local commit it did not see).
+const COMMIT_NOTES: usize = 1024;
+
+/// A commit that stored changes, as the sync engine and the server's
+/// subscriptions hear of it: a few words per commit, whatever its size, so
+/// that no change is cloned for listeners that only need to wake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CommitNote {
+    /// The lsn of its last change.
+    pub(crate) lsn: u64,
+    /// The peer its changes came from; `None` for a local transaction.
+    pub(crate) source: Option<ReplicaId>,
+    /// Whether any of its changes is of a synced collection.
+    pub(crate) synced: bool,
+}
+
 /// How a replica is opened.
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
@@ -129,8 +146,12 @@ struct Inner {
     /// The defined collections with their rules; a collection, once
     /// defined, never changes or goes.
     collections: RwLock<Collections>,
-    /// Change events, published after each commit.
+    /// Change events, published after each commit, built only when a
+    /// [`Watch`] listens.
     events: broadcast::Sender<Arc<ChangeEvent>>,
+    /// One note per commit that stored changes, for the sync engine and
+    /// the server's subscriptions: they only need to wake.
+    commits: broadcast::Sender<CommitNote>,
     /// Serializes automerge writes (read the document, change, commit).
     #[cfg(feature = "automerge")]
     automerge: Mutex<()>,
@@ -178,12 +199,14 @@ impl Replica {
             collections.insert(name, (cfg, rule));
         }
         let (events, _) = broadcast::channel(config.watch_capacity.max(1));
+        let (commits, _) = broadcast::channel(COMMIT_NOTES);
         Ok(Self {
             inner: Arc::new(Inner {
                 store: opened.store,
                 limits,
                 collections: RwLock::new(collections),
                 events,
+                commits,
                 config,
                 #[cfg(feature = "automerge")]
                 automerge: Mutex::new(()),
@@ -303,7 +326,7 @@ impl Replica {
         source: Option<ReplicaId>,
         changes: &[Change],
     ) -> Result<ApplyReport, ApplyError> {
-        self.apply_batch(source, changes, None)
+        self.apply_batch(source, changes, None, CommitDurability::Immediate)
     }
 
     /// Checks remote changes as [`Replica::apply_remote`] would, without
@@ -317,19 +340,21 @@ impl Replica {
 
     /// Applies a remote batch from `source` and, in the same commit, moves
     /// the pull cursor kept for it to `pulled`: a crash never skips or loses
-    /// changes.
+    /// changes. Only a pulled batch, which can be fetched again, may commit
+    /// with [`CommitDurability::Deferred`].
     pub(crate) fn apply_batch(
         &self,
         source: Option<ReplicaId>,
         changes: &[Change],
         pulled: Option<u64>,
+        durability: CommitDurability,
     ) -> Result<ApplyReport, ApplyError> {
         let rules = check_remote(&self.inner.limits, &self.read_collections(), changes)?;
         let received = Received {
             source,
             pulled,
             clear_staged: None,
-            durability: CommitDurability::Immediate,
+            durability,
         };
         let stored = self.inner.store.apply_remote(
             &*self.inner.config.time,
@@ -338,7 +363,7 @@ impl Replica {
             rules,
             &|| self.has_listeners(),
         )?;
-        self.publish(stored.events);
+        self.publish_remote(stored.events, &stored.value, source);
         Ok(stored.value)
     }
 
@@ -367,6 +392,7 @@ impl Replica {
 
     /// A part of the group after `after`, as `peer` should see it, that
     /// starts at its change `offset`: for groups too large for one batch.
+    /// Durable first, as [`Replica::feed_for`].
     pub(crate) fn group_part(
         &self,
         peer: ReplicaId,
@@ -375,6 +401,7 @@ impl Replica {
         offset: u32,
         max_bytes: usize,
     ) -> Result<Option<GroupPart>, StorageError> {
+        self.inner.store.ensure_durable()?;
         self.inner
             .store
             .group_part(peer, after, wanted, offset, max_bytes)
@@ -397,7 +424,8 @@ impl Replica {
 
     /// Applies a group sent in parts: the staged ones and `last`, in one
     /// commit that also removes the staged parts and, when `pulled` is
-    /// given, moves the pull cursor.
+    /// given, moves the pull cursor. Durability as for
+    /// [`Replica::apply_batch`].
     pub(crate) fn apply_staged(
         &self,
         role: u8,
@@ -405,6 +433,7 @@ impl Replica {
         transfer: u64,
         last: &[Change],
         pulled: Option<u64>,
+        durability: CommitDurability,
     ) -> Result<ApplyReport, ApplyError> {
         let mut changes = self.staged_changes(role, peer, transfer)?;
         changes.extend_from_slice(last);
@@ -413,7 +442,7 @@ impl Replica {
             source: Some(peer),
             pulled,
             clear_staged: Some(role),
-            durability: CommitDurability::Immediate,
+            durability,
         };
         let stored = self.inner.store.apply_remote(
             &*self.inner.config.time,
@@ -422,12 +451,17 @@ impl Replica {
             rules,
             &|| self.has_listeners(),
         )?;
-        self.publish(stored.events);
+        self.publish_remote(stored.events, &stored.value, Some(peer));
         Ok(stored.value)
     }
 
     /// Reads up to `limit` feed entries after `lsn`, never splitting an atomic
     /// group: the result may run past `limit` to the end of the group it is in.
+    ///
+    /// The last entries may come from pulled batches not yet on disk (see
+    /// [`crate::SyncConfig::durable_interval`]): a crash can still give
+    /// their lsns to other changes. [`crate::SyncServer`] flushes them
+    /// before it serves the feed.
     pub fn feed_after(&self, lsn: u64, limit: usize) -> Result<Vec<FeedEntry>, ReadError> {
         Ok(self.inner.store.feed_scan(lsn, limit, usize::MAX)?.0)
     }
@@ -466,6 +500,9 @@ impl Replica {
     /// The feed after `after` as `peer` should see it: at most about `limit`
     /// changes and `max_bytes` (whole groups), leaving out what came from `peer` and
     /// collections not in `wanted`.
+    ///
+    /// Served entries are durable: deferred commits are flushed first, so
+    /// that a crash can never give a served lsn to another change.
     pub(crate) fn feed_for(
         &self,
         peer: ReplicaId,
@@ -474,6 +511,7 @@ impl Replica {
         max_bytes: usize,
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<FeedSlice, ReadError> {
+        self.inner.store.ensure_durable()?;
         Ok(self
             .inner
             .store
@@ -532,8 +570,44 @@ impl Replica {
         }
     }
 
+    /// Tells the commit listeners that a commit stored changes, after it.
+    pub(crate) fn note_commit(&self, note: CommitNote) {
+        // No receivers is fine: no engine or subscription runs.
+        let _ = self.inner.commits.send(note);
+    }
+
+    /// A receiver of a note per commit that stores changes, from now on.
+    pub(crate) fn commit_notes(&self) -> broadcast::Receiver<CommitNote> {
+        self.inner.commits.subscribe()
+    }
+
+    /// Makes every commit so far durable (one empty durable commit), when
+    /// deferred commits are not yet on disk.
+    pub(crate) fn ensure_durable(&self) -> Result<(), StorageError> {
+        self.inner.store.ensure_durable()
+    }
+
+    /// Publishes a remote batch's events and its commit note.
+    fn publish_remote(
+        &self,
+        events: Vec<ChangeEvent>,
+        report: &ApplyReport,
+        source: Option<ReplicaId>,
+    ) {
+        self.publish(events);
+        if report.applied > 0 {
+            self.note_commit(CommitNote {
+                lsn: report.last_lsn,
+                source,
+                // Remote changes are only ever of synced collections.
+                synced: true,
+            });
+        }
+    }
+
     /// Whether anyone listens for change events: commits skip building them
-    /// when nobody does. The store asks under the write lock, which
+    /// when nobody does. Only [`Watch`]es count: the sync engine and the
+    /// server's subscriptions hear of commits through [`CommitNote`]s. The store asks under the write lock, which
     /// subscribing takes too, so a commit either sees a new listener or is
     /// already visible to it (and events are published only after the
     /// commit).
@@ -545,5 +619,102 @@ impl Replica {
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
         let _guard = self.inner.store.lock();
         self.inner.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(id: u8) -> Replica {
+        let r = Replica::in_memory(ReplicaConfig {
+            replica_id: Some(ReplicaId::from_bytes([id; 16])),
+            ..ReplicaConfig::default()
+        })
+        .unwrap();
+        r.define_collection("todos", CollectionConfig::default())
+            .unwrap();
+        r
+    }
+
+    /// The last lsn and the last durable one.
+    fn lsns(r: &Replica) -> (u64, u64) {
+        let state = r.store().lock();
+        (state.lsn, state.durable)
+    }
+
+    #[test]
+    fn deferred_commits_are_flushed_before_the_feed_is_served() {
+        let a = replica(1);
+        let b = replica(2);
+        let todos = a.collection("todos").unwrap();
+        let pull = |from: u64| -> Vec<Change> {
+            let feed = a.feed_after(from, usize::MAX).unwrap();
+            feed.into_iter().map(|e| e.change).collect()
+        };
+        todos.put("one", 1i64).unwrap();
+        b.apply_batch(Some(a.id()), &pull(0), Some(1), CommitDurability::Deferred)
+            .unwrap();
+        assert_eq!(lsns(&b), (1, 0), "a deferred commit leaves the durable lsn");
+        // Serving the feed to a third replica flushes first.
+        let c = ReplicaId::from_bytes([3; 16]);
+        let slice = b.feed_for(c, 0, 100, usize::MAX, &|_| true).unwrap();
+        assert_eq!(slice.changes.len(), 1);
+        assert_eq!(lsns(&b), (1, 1));
+        // A durable commit of any kind makes the deferred ones before it durable.
+        todos.put("two", 2i64).unwrap();
+        b.apply_batch(Some(a.id()), &pull(1), Some(2), CommitDurability::Deferred)
+            .unwrap();
+        assert_eq!(lsns(&b), (2, 1));
+        b.collection("todos").unwrap().put("mine", 3i64).unwrap();
+        assert_eq!(lsns(&b), (3, 3));
+        // Nothing deferred: serving commits nothing.
+        b.feed_for(c, 0, 100, usize::MAX, &|_| true).unwrap();
+        assert_eq!(lsns(&b), (3, 3));
+    }
+
+    #[test]
+    fn commits_send_one_note_each_and_no_events_without_a_watch() {
+        let a = replica(1);
+        a.define_collection("drafts", CollectionConfig::local_only())
+            .unwrap();
+        let mut notes = a.commit_notes();
+        let mut txn = a.transaction();
+        txn.put("todos", "x", 1i64).put("todos", "y", 2i64);
+        txn.commit().unwrap();
+        a.collection("drafts").unwrap().put("d", 3i64).unwrap();
+        assert!(!a.has_listeners(), "commit notes are not change events");
+        let remote = replica(2);
+        remote.collection("todos").unwrap().put("z", 4i64).unwrap();
+        let changes: Vec<Change> = remote
+            .feed_after(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.change)
+            .collect();
+        a.apply_remote_from(Some(remote.id()), &changes).unwrap();
+        // Already held: stores nothing, no note.
+        a.apply_remote_from(Some(remote.id()), &changes).unwrap();
+        let got: Vec<CommitNote> = std::iter::from_fn(|| notes.try_recv().ok()).collect();
+        assert_eq!(
+            got,
+            [
+                CommitNote {
+                    lsn: 2,
+                    source: None,
+                    synced: true
+                },
+                CommitNote {
+                    lsn: 3,
+                    source: None,
+                    synced: false
+                },
+                CommitNote {
+                    lsn: 4,
+                    source: Some(remote.id()),
+                    synced: true
+                },
+            ]
+        );
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::clock::Stamp;
 use crate::error::WriteError;
 use crate::model::{ChangeId, Key, Op};
-use crate::replica::Replica;
+use crate::replica::{CommitNote, Replica};
 use crate::store::{LocalOp, check_local};
 use crate::value::{Value, to_value};
 
@@ -127,7 +127,15 @@ impl Transaction {
     /// see them after the commit. An empty transaction commits nothing.
     pub fn commit(self) -> Result<Committed, WriteError> {
         let replica = &self.replica;
-        let rules = check_local(replica.limits(), &replica.read_collections(), &self.ops)?;
+        let (rules, synced) = {
+            let collections = replica.read_collections();
+            let rules = check_local(replica.limits(), &collections, &self.ops)?;
+            let synced = self
+                .ops
+                .iter()
+                .any(|op| collections.get(&op.collection).is_some_and(|(c, _)| c.sync));
+            (rules, synced)
+        };
         let stored = replica.store().write_local(
             replica.limits(),
             &*replica.config().time,
@@ -137,6 +145,13 @@ impl Transaction {
         )?;
         let (ids, conflicts) = stored.value;
         replica.publish(stored.events);
+        if !ids.is_empty() {
+            replica.note_commit(CommitNote {
+                lsn: stored.lsn,
+                source: None,
+                synced,
+            });
+        }
         Ok(Committed {
             ids,
             stamp: stored.clock,

@@ -65,7 +65,8 @@ pub(crate) enum Durability {
     /// With the next durable commit. Only for batches that can be fetched
     /// again: pulled batches, whose cursor commits with them, so a crash
     /// loses the batch and its cursor together and the pull repeats it.
-    /// redb keeps such commits atomic and in order.
+    /// redb keeps such commits atomic and in order. Their feed entries
+    /// are served to no peer before a durable commit ([`Store::ensure_durable`]).
     Deferred,
 }
 
@@ -110,10 +111,11 @@ pub(crate) struct Commit<'txn> {
 
 impl Store {
     /// The one commit path: locks the counters, clones them, begins a
-    /// durable write transaction, runs `body` through its [`Writer`], writes
-    /// the commit's feed group, moves the cursors of `source` (when a peer
-    /// sent the batch; `pulled` is its feed position the batch reaches),
-    /// commits, and only then swaps the counters in. Any error before the
+    /// write transaction with `durability`, runs `body` through its
+    /// [`Writer`], writes the commit's feed group, moves the cursors of
+    /// `source` (when a peer sent the batch; `pulled` is its feed position
+    /// the batch reaches), commits, and only then swaps the counters in
+    /// (a durable commit also moves `durable` to the last lsn). Any error before the
     /// commit drops the transaction: nothing is stored and the counters do
     /// not move.
     ///
@@ -176,6 +178,11 @@ impl Store {
                 origins.push(id);
             }
         }
+        let mut state = state;
+        if durability == Durability::Immediate {
+            // On disk, and with it every deferred commit before it.
+            state.durable = state.lsn;
+        }
         let stored = Stored {
             value,
             events,
@@ -184,6 +191,28 @@ impl Store {
         };
         *guard = state;
         Ok(stored)
+    }
+
+    /// Makes every commit so far durable: an empty write transaction
+    /// committed with [`Durability::Immediate`], which redb writes out with
+    /// the deferred commits before it.
+    pub(crate) fn flush(&self) -> Result<(), StorageError> {
+        self.commit(None, None, Durability::Immediate, &|| false, |_| {
+            Ok::<_, StorageError>(())
+        })
+        .map(drop)
+    }
+
+    /// Flushes when the feed holds entries a crash could still take back
+    /// (stored by deferred commits): called before the feed is served to
+    /// a peer, which must never see an lsn that could later name another
+    /// change.
+    pub(crate) fn ensure_durable(&self) -> Result<(), StorageError> {
+        let pending = {
+            let state = self.lock();
+            state.lsn > state.durable
+        };
+        if pending { self.flush() } else { Ok(()) }
     }
 
     /// Stores a validated local transaction (`rules` from

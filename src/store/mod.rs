@@ -68,6 +68,9 @@ pub(crate) struct WriteState {
     pub(crate) seq: u64,
     /// The last lsn in the feed.
     pub(crate) lsn: u64,
+    /// The last lsn on disk: moved to `lsn` by every durable commit, left
+    /// by deferred ones. The feed is served only through it.
+    pub(crate) durable: u64,
 }
 
 /// An opened store, with what its file says about the replica.
@@ -158,7 +161,14 @@ impl Store {
             store: Self {
                 db,
                 id,
-                write: Mutex::new(WriteState { hlc, seq, lsn }),
+                // What a file holds when opened is on disk: redb writes deferred
+                // commits out when it closes and drops them when it recovers.
+                write: Mutex::new(WriteState {
+                    hlc,
+                    seq,
+                    lsn,
+                    durable: lsn,
+                }),
                 origins: RwLock::new(origins),
             },
             collections,

@@ -47,6 +47,16 @@ pub struct SyncConfig {
     /// About the most bytes of changes per push batch (whole transactions
     /// may exceed it); keep it below the transport's frame limit. Default 4 MiB.
     pub max_batch_bytes: usize,
+    /// How long pulled batches may go without an fsync. A pulled batch
+    /// commits with its pull cursor, atomically, but only the last batch of
+    /// a pull and the first one this long after the last durable commit
+    /// (or the round's start) wait for the disk; the others reach it with
+    /// the next durable commit. A crash loses at most those batches, with
+    /// their cursor, and the next pull fetches them again. Local writes,
+    /// pushes the remote acknowledges, and everything this replica serves
+    /// are always durable. [`crate::SyncEngine::stop`] makes everything
+    /// durable too. Zero makes every pulled batch durable. Default 1 s.
+    pub durable_interval: Duration,
     /// Keep a subscription open so remote changes arrive in milliseconds.
     /// Default on.
     pub live: bool,
@@ -86,6 +96,7 @@ impl Default for SyncConfig {
             token_provider: None,
             batch_size: 1000,
             max_batch_bytes: 4 << 20,
+            durable_interval: Duration::from_secs(1),
             live: true,
             subscription_timeout: Some(Duration::from_secs(45)),
             poll_interval: Some(Duration::from_secs(30)),

@@ -1,26 +1,27 @@
 //! The sync engine: the tokio driver around a [`Session`]. It connects,
 //! runs the exchanges and the store work the session asks for, reads the
-//! subscription and the local change stream, sleeps until the session's
+//! subscription and the replica's commit notes, sleeps until the session's
 //! timeout, and publishes status, statistics and events.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use syncline_transport::{Connection, Connector, Frame, Subscription, TransportError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{ReadError, StorageError};
 use crate::model::ReplicaId;
-use crate::replica::Replica;
-use crate::store::STAGED_PULLED;
+use crate::replica::{CommitNote, Replica};
+use crate::store::{CommitDurability, STAGED_PULLED};
 use crate::sync::config::{SyncConfig, TokenProvider};
 use crate::sync::error::SyncError;
 use crate::sync::protocol::{self, synced_specs};
 use crate::sync::session::{Action, Commit, Local, Now, Outbox, Progress, PullCursor, Session};
 use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
-use crate::watch::{Watch, WatchError};
 
 /// A running sync engine for one remote. Dropping it stops the engine.
 ///
@@ -42,6 +43,8 @@ pub struct SyncEngine {
     events: broadcast::Sender<SyncEvent>,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
+    /// Store work runs on the engine's task (simulations).
+    inline_store: bool,
 }
 
 impl fmt::Debug for SyncEngine {
@@ -59,6 +62,13 @@ struct Shared {
     stats: Mutex<SyncStats>,
     /// The remote's replica id, once a handshake told it.
     remote: Mutex<Option<ReplicaId>>,
+    /// Held by each piece of the driver's store work while it runs, so that
+    /// [`SyncEngine::stop`] can wait for the one under way (a blocking task
+    /// outlives the aborted driver).
+    store_work: Mutex<()>,
+    /// Set by [`SyncEngine::stop`] before it flushes: store work that
+    /// starts after the flush commits durably.
+    stopping: AtomicBool,
 }
 
 enum Command {
@@ -104,15 +114,19 @@ impl SyncEngine {
             replica: replica.clone(),
             stats: Mutex::new(SyncStats::default()),
             remote: Mutex::new(None),
+            store_work: Mutex::new(()),
+            stopping: AtomicBool::new(false),
         });
         let seed = config.seed.unwrap_or_else(rand::random);
         let token = config.token.clone();
         let token_provider = config.token_provider.clone();
+        // Only a pushing engine wakes on local commits.
+        let local = config.direction.pushes().then(|| replica.commit_notes());
         let session = Session::new(replica.id(), config, seed, Instant::now().into_std());
         let driver = Driver {
             token,
             token_provider,
-            local: replica.watch(),
+            local,
             replica,
             connector,
             session,
@@ -135,6 +149,7 @@ impl SyncEngine {
             events,
             shared,
             task: Some(task),
+            inline_store,
         }
     }
 
@@ -233,17 +248,38 @@ impl SyncEngine {
         rx.await.map_err(|_| SyncError::Stopped)?
     }
 
-    /// Stops the engine and waits for its task to end. Cursors are already
-    /// durable; a new engine resumes from them.
+    /// Stops the engine and waits for its task to end, then makes every
+    /// pulled batch durable (see [`SyncConfig::durable_interval`]). Cursors
+    /// commit with their data; a new engine resumes from them.
     pub async fn stop(mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
+        }
+        let shared = self.shared.clone();
+        let flush = move || {
+            // After the store work under way, if any: it may have begun a
+            // deferred commit before the flag was set.
+            let _work = lock(&shared.store_work);
+            shared.replica.ensure_durable()
+        };
+        let flushed = if self.inline_store {
+            flush()
+        } else {
+            tokio::task::spawn_blocking(flush)
+                .await
+                .unwrap_or(Err(StorageError::TaskFailed))
+        };
+        if let Err(e) = flushed {
+            tracing::warn!(error = %e, "flushing pulled batches on stop failed");
         }
     }
 }
 
 impl Drop for SyncEngine {
+    /// Stops the task. Deferred pulled batches reach the disk with the
+    /// replica's next durable commit, or when it closes.
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
@@ -264,7 +300,9 @@ struct Driver {
     subscription: Option<Subscription>,
     /// The command whose round is running.
     reply: Option<oneshot::Sender<Result<SyncReport, SyncError>>>,
-    local: Watch,
+    /// Commit notes, when the engine pushes: no change events are built
+    /// for the engine.
+    local: Option<broadcast::Receiver<CommitNote>>,
     commands: mpsc::Receiver<Command>,
     status: watch::Sender<Status>,
     events: broadcast::Sender<SyncEvent>,
@@ -399,9 +437,14 @@ impl Driver {
                     remote,
                     changes,
                     through,
+                    durable,
                 } => {
+                    let shared = self.shared.clone();
                     let result = self
-                        .blocking(move |r| r.apply_batch(Some(remote), &changes, Some(through)))
+                        .blocking(move |r| {
+                            let durability = pull_durability(durable, &shared);
+                            r.apply_batch(Some(remote), &changes, Some(through), durability)
+                        })
                         .await;
                     let now = self.now();
                     self.session.handle_applied(result, now);
@@ -426,10 +469,20 @@ impl Driver {
                     transfer,
                     changes,
                     through,
+                    durable,
                 } => {
+                    let shared = self.shared.clone();
                     let result = self
                         .blocking(move |r| {
-                            r.apply_staged(STAGED_PULLED, remote, transfer, &changes, Some(through))
+                            let durability = pull_durability(durable, &shared);
+                            r.apply_staged(
+                                STAGED_PULLED,
+                                remote,
+                                transfer,
+                                &changes,
+                                Some(through),
+                                durability,
+                            )
                         })
                         .await;
                     let now = self.now();
@@ -471,18 +524,15 @@ impl Driver {
                 }
                 None => return false,
             },
-            event = self.local.recv(), if commits => {
-                let commit = match event {
-                    Ok(e) => Commit::Change {
-                        lsn: e.lsn,
-                        source: e.source,
-                        synced: self
-                            .replica
-                            .collection_config(&e.change.collection)
-                            .is_some_and(|c| c.sync),
+            note = next_note(&mut self.local), if commits => {
+                let commit = match note {
+                    Ok(note) => Commit::Change {
+                        lsn: note.lsn,
+                        source: note.source,
+                        synced: note.synced,
                     },
-                    Err(WatchError::Lagged(_)) => Commit::Lagged,
-                    Err(WatchError::Closed) => return false,
+                    Err(RecvError::Lagged(_)) => Commit::Lagged,
+                    Err(RecvError::Closed) => return false,
                 };
                 let now = self.now();
                 self.session.handle_local_commit(commit, now);
@@ -532,10 +582,16 @@ impl Driver {
         E: From<StorageError> + Send + 'static,
     {
         if self.inline_store {
+            let _work = lock(&self.shared.store_work);
             return f(&self.replica);
         }
-        let replica = self.replica.clone();
-        match tokio::task::spawn_blocking(move || f(&replica)).await {
+        let shared = self.shared.clone();
+        match tokio::task::spawn_blocking(move || {
+            let _work = lock(&shared.store_work);
+            f(&shared.replica)
+        })
+        .await
+        {
             Ok(result) => result,
             Err(e) => {
                 tracing::warn!(error = %e, "store task failed");
@@ -550,6 +606,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The durability of a pulled batch's commit: as the session asked, or
+/// durable once the engine is stopping (the flush of
+/// [`SyncEngine::stop`] may have run already).
+fn pull_durability(durable: bool, shared: &Shared) -> CommitDurability {
+    if durable || shared.stopping.load(Ordering::SeqCst) {
+        CommitDurability::Immediate
+    } else {
+        CommitDurability::Deferred
+    }
+}
+
+/// The next commit note, or never when the engine does not listen.
+async fn next_note(
+    local: &mut Option<broadcast::Receiver<CommitNote>>,
+) -> Result<CommitNote, RecvError> {
+    match local.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_frame(sub: &mut Option<Subscription>) -> Option<Result<Frame, TransportError>> {
     match sub.as_mut() {
         Some(sub) => sub.next().await,
@@ -561,5 +638,105 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(all(test, feature = "loopback"))]
+mod tests {
+    use std::time::Duration;
+
+    use syncline_loopback::LoopbackNetwork;
+    use syncline_transport::Limits;
+
+    use super::*;
+    use crate::model::CollectionConfig;
+    use crate::replica::ReplicaConfig;
+    use crate::sync::server::SyncServer;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn replica(id: u8) -> Replica {
+        let r = Replica::in_memory(ReplicaConfig {
+            replica_id: Some(ReplicaId::from_bytes([id; 16])),
+            ..ReplicaConfig::default()
+        })
+        .unwrap();
+        r.define_collection("todos", CollectionConfig::default())
+            .unwrap();
+        r
+    }
+
+    /// The next event `pick` accepts (a timeout is a safety net only).
+    async fn next_event(events: &mut broadcast::Receiver<SyncEvent>, pick: fn(&SyncEvent) -> bool) {
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(e) if pick(&e) => return,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("events ended: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.expect("the event");
+    }
+
+    /// The engine and the server's subscription wake on commit notes: with
+    /// an engine running both ways, live, and nobody watching, no commit on
+    /// either side builds a change event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_engine_builds_no_change_events() {
+        let net = LoopbackNetwork::new(1);
+        let hub = replica(1);
+        let _server = net
+            .serve(
+                "hub",
+                SyncServer::new(hub.clone()).into_service(),
+                Limits::default(),
+            )
+            .unwrap();
+        let client = replica(2);
+        let engine = SyncEngine::start(
+            client.clone(),
+            net.connector("client", "hub"),
+            SyncConfig::default(),
+        );
+        engine.wait_synced(WAIT).await.unwrap();
+        let mut events = engine.events();
+        // Pulled through the subscription, pushed on the local commit.
+        hub.collection("todos").unwrap().put("up", 1i64).unwrap();
+        next_event(&mut events, |e| matches!(e, SyncEvent::Pulled { .. })).await;
+        client
+            .collection("todos")
+            .unwrap()
+            .put("down", 2i64)
+            .unwrap();
+        next_event(&mut events, |e| matches!(e, SyncEvent::Pushed { .. })).await;
+        assert!(
+            client
+                .collection("todos")
+                .unwrap()
+                .get("up")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            hub.collection("todos")
+                .unwrap()
+                .get("down")
+                .unwrap()
+                .is_some()
+        );
+        assert!(!client.has_listeners(), "the engine built change events");
+        assert!(!hub.has_listeners(), "the subscription built change events");
+        // A user's watch still gets them.
+        let mut watch = client.watch();
+        assert!(client.has_listeners());
+        hub.collection("todos").unwrap().put("again", 3i64).unwrap();
+        let event = tokio::time::timeout(WAIT, watch.recv())
+            .await
+            .expect("an event")
+            .unwrap();
+        assert_eq!(event.change.key.as_bytes(), b"again");
+        engine.stop().await;
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncline_transport::{BoxFuture, Frame, PeerInfo, RefusalCode, Service, ServiceError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal, Validator};
@@ -20,12 +21,11 @@ use crate::clock::Stamp;
 use crate::error::{ApplyError, StorageError};
 use crate::model::{Change, ReplicaId};
 use crate::replica::Replica;
-use crate::store::{GroupPart, STAGED_PUSHED};
+use crate::store::{CommitDurability, GroupPart, STAGED_PUSHED};
 use crate::sync::protocol::{
     self, Batch, CollectionSpec, Notify, PROTOCOL_VERSION, Part, Request, RequestBody, Response,
     Verdict, synced_specs,
 };
-use crate::watch::WatchError;
 
 /// How a replica serves.
 #[derive(Clone, Debug)]
@@ -380,10 +380,17 @@ impl SyncServer {
             }
         }
         // The last part, every other one staged and judged: the whole
-        // group in one commit.
+        // group in one commit, durable before the ack.
         let report = self
             .replica
-            .apply_staged(STAGED_PUSHED, from, part.transfer, &batch.changes, None)
+            .apply_staged(
+                STAGED_PUSHED,
+                from,
+                part.transfer,
+                &batch.changes,
+                None,
+                CommitDurability::Immediate,
+            )
             .map_err(apply_refusal)?;
         Ok(Response::Ack {
             through: part.transfer,
@@ -532,7 +539,8 @@ impl Service for SyncServer {
                 )));
             }
             let (tx, rx) = mpsc::channel(16);
-            let mut watch = self.replica.watch();
+            // Commit notes, not change events: waking costs nothing per change.
+            let mut commits = self.replica.commit_notes();
             let replica = self.replica.clone();
             let heartbeat = self.config.heartbeat;
             tokio::spawn(async move {
@@ -552,9 +560,9 @@ impl Service for SyncServer {
                         biased;
                         // The subscriber or the transport went away: let go of the replica.
                         () = tx.closed() => return,
-                        event = watch.recv() => match event {
-                            Ok(_) | Err(WatchError::Lagged(_)) => {}
-                            Err(WatchError::Closed) => return,
+                        note = commits.recv() => match note {
+                            Ok(_) | Err(RecvError::Lagged(_)) => {}
+                            Err(RecvError::Closed) => return,
                         },
                         () = sleep_for(heartbeat) => beat = true,
                     }

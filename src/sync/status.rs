@@ -43,9 +43,11 @@ pub struct SyncStats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SyncEvent {
-    /// A local change was committed and will be pushed.
+    /// A local commit of changes to synced collections: they will be
+    /// pushed. One event per commit (a transaction of many changes
+    /// included).
     Captured {
-        /// Its lsn.
+        /// The lsn of the commit's last change.
         lsn: u64,
     },
     /// The remote acknowledged changes.

@@ -10,7 +10,7 @@ use crate::sync::error::SyncError;
 use crate::sync::protocol::{CollectionSpec, Request};
 use crate::sync::status::SyncReport;
 #[cfg(doc)]
-use crate::sync::{session::Session, status::SyncStats};
+use crate::sync::{config::SyncConfig, session::Session, status::SyncStats};
 
 /// The time, as the driver read it: a monotonic instant for timers and the
 /// wall clock for what is recorded.
@@ -81,6 +81,10 @@ pub(crate) enum Action {
         changes: Vec<Change>,
         /// The remote's lsn the batch covers through.
         through: u64,
+        /// Whether the commit waits for the disk (the last batch of a
+        /// pull, or one due by [`SyncConfig::durable_interval`]); the
+        /// others are deferred, which a crash may undo with their cursor.
+        durable: bool,
     },
     /// Stage the part of the group `transfer` pulled from `remote` that
     /// starts at change `offset`, out of sight; then
@@ -107,6 +111,8 @@ pub(crate) enum Action {
         changes: Vec<Change>,
         /// The remote's lsn the group covers through.
         through: u64,
+        /// Whether the commit waits for the disk, as for [`Action::Apply`].
+        durable: bool,
     },
     /// Drop the connection and its subscription.
     Disconnect,

@@ -166,6 +166,10 @@ pub(crate) struct Session {
     synced: u64,
     retry_at: Option<Instant>,
     poll_at: Option<Instant>,
+    /// When the last durable pulled batch was asked for, or the round
+    /// began: pulled batches go without an fsync until `durable_interval`
+    /// after it.
+    durable_at: Instant,
     status: Status,
     stats: SyncStats,
     actions: VecDeque<Action>,
@@ -198,6 +202,7 @@ impl Session {
             synced: 0,
             retry_at,
             poll_at: None,
+            durable_at: now,
             status: Status::Offline,
             stats: SyncStats::default(),
             actions: VecDeque::new(),
@@ -455,7 +460,7 @@ impl Session {
                 },
             ) => self.acked(through, acked, has_more, &groups, &changes, refused, now),
             (Phase::Pulling { after }, Response::Changes { batch, has_more }) => {
-                self.changes(after, batch, has_more)
+                self.changes(after, batch, has_more, now)
             }
             (
                 Phase::Pulling { after },
@@ -464,7 +469,7 @@ impl Session {
                     batch,
                     has_more,
                 },
-            ) => self.part(after, part, batch, has_more),
+            ) => self.part(after, part, batch, has_more, now),
             (
                 Phase::PushingParts {
                     through,
@@ -576,6 +581,7 @@ impl Session {
         let pull = pull && self.config.direction.pulls();
         self.report = SyncReport::default();
         self.begun += 1;
+        self.durable_at = now.at;
         self.refreshed = false;
         self.push_error = None;
         self.stage = match (push, pull) {

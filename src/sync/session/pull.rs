@@ -57,20 +57,36 @@ impl Session {
         after: u64,
         batch: Batch,
         has_more: bool,
+        now: Now,
     ) -> Result<(), SyncError> {
         self.check_pulled(after, &batch)?;
-        let link = self.link.as_ref().ok_or(SyncError::Stopped)?;
+        let remote = self.link.as_ref().ok_or(SyncError::Stopped)?.remote;
+        let durable = self.durable_pull(!has_more || batch.through == after, now);
         self.phase = Phase::Applying {
             after,
             through: batch.through,
             has_more,
         };
         self.actions.push_back(Action::Apply {
-            remote: link.remote,
+            remote,
             changes: batch.changes,
             through: batch.through,
+            durable,
         });
         Ok(())
+    }
+
+    /// Whether a pulled batch commits durably: the `last` of the pull (the
+    /// one [`Session::handle_applied`] ends it with), or the first once
+    /// `durable_interval` passed since the last durable one or the round's
+    /// start. The others are deferred: a crash undoes them with their
+    /// cursor, and the next pull fetches them again.
+    fn durable_pull(&mut self, last: bool, now: Now) -> bool {
+        let due = now.at.saturating_duration_since(self.durable_at) >= self.config.durable_interval;
+        if last || due {
+            self.durable_at = now.at;
+        }
+        last || due
     }
 
     /// Checks a part of a group pulled in parts: stages it, asks for the
@@ -82,6 +98,7 @@ impl Session {
         part: Part,
         batch: Batch,
         has_more: bool,
+        now: Now,
     ) -> Result<(), SyncError> {
         self.check_pulled(after, &batch)?;
         if batch.through != part.transfer {
@@ -111,6 +128,7 @@ impl Session {
         }
         if part.last {
             self.pull_staged = None;
+            let durable = self.durable_pull(!has_more || batch.through == after, now);
             self.phase = Phase::Applying {
                 after,
                 through: batch.through,
@@ -121,6 +139,7 @@ impl Session {
                 transfer: part.transfer,
                 changes: batch.changes,
                 through: batch.through,
+                durable,
             });
         } else {
             self.phase = Phase::StagingPart {

@@ -679,5 +679,6 @@ mod arbitrary {
 }
 
 mod controls;
+mod durable;
 mod parts;
 mod verdicts;
