@@ -463,7 +463,7 @@ impl Replica {
     /// their lsns to other changes. [`crate::SyncServer`] flushes them
     /// before it serves the feed.
     pub fn feed_after(&self, lsn: u64, limit: usize) -> Result<Vec<FeedEntry>, ReadError> {
-        Ok(self.inner.store.feed_scan(lsn, limit, usize::MAX)?.0)
+        Ok(self.inner.store.feed_scan(lsn, limit, usize::MAX)?.entries)
     }
 
     /// The cursors kept for `peer` (zeros if it was never synced).

@@ -77,7 +77,10 @@ pub(crate) fn record(collection: &str, key: &[u8]) -> Vec<u8> {
 }
 
 /// Splits a record key into (collection, key).
-pub(crate) fn split_record(table: &'static str, bytes: &[u8]) -> Result<(String, Key), StorageError> {
+pub(crate) fn split_record(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<(String, Key), StorageError> {
     let bad = || malformed(table, bytes);
     let (collection, key) = split_name(bytes).ok_or_else(bad)?;
     let collection = String::from_utf8(collection).map_err(|_| bad())?;
@@ -187,7 +190,10 @@ fn parse_log_n<const N: usize>(
 
 /// The (stamp, origin number) at the end of a log key, for callers that
 /// know its record.
-pub(crate) fn split_log_tail(table: &'static str, bytes: &[u8]) -> Result<(u64, u32), StorageError> {
+pub(crate) fn split_log_tail(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<(u64, u32), StorageError> {
     let short = || malformed(table, bytes);
     let (rest, origin) = bytes.split_last_chunk::<4>().ok_or_else(short)?;
     let (_, stamp) = rest.split_last_chunk::<8>().ok_or_else(short)?;

@@ -229,13 +229,14 @@ impl Store {
             let mark = match seen.get(&key) {
                 Some(mark) => *mark,
                 None => {
-                    let mark = match records.get(keys::record(collection, key.as_bytes()).as_slice())? {
-                        Some(r) => {
-                            let row: RecordRow = tables::decode(RECORDS.name(), r.value())?;
-                            row.winner.then_some(row.seen)
-                        }
-                        None => None,
-                    };
+                    let mark =
+                        match records.get(keys::record(collection, key.as_bytes()).as_slice())? {
+                            Some(r) => {
+                                let row: RecordRow = tables::decode(RECORDS.name(), r.value())?;
+                                row.winner.then_some(row.seen)
+                            }
+                            None => None,
+                        };
                     seen.insert(key.clone(), mark);
                     mark
                 }
@@ -272,13 +273,14 @@ impl Store {
         after: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> Result<(Vec<FeedEntry>, usize, u64), StorageError> {
+    ) -> Result<Scanned, StorageError> {
         let read = self.begin_read()?;
         let origins = self.read_origins(&read)?;
         let feed = read.open_table(FEED)?;
         let records = read.open_table(RECORDS)?;
         let log = read.open_table(LOG)?;
         let mut out: Vec<FeedEntry> = Vec::new();
+        let mut ends: Vec<u64> = Vec::new();
         let mut bytes = 0usize;
         let mut through = after;
         // Where the current group starts in `out`, and the size before it.
@@ -313,6 +315,7 @@ impl Store {
                 && let Some(last) = out.last_mut()
             {
                 last.group_end = true;
+                ends.push(step.lsn);
             }
             through = step.lsn;
             group_start = (out.len(), bytes);
@@ -321,7 +324,12 @@ impl Store {
         // A group cut short by the end of the feed cannot happen (every
         // group ends with an entry), but never hand out half of one.
         out.truncate(group_start.0);
-        Ok((out, group_start.1, through))
+        Ok(Scanned {
+            entries: out,
+            ends,
+            bytes: group_start.1,
+            through,
+        })
     }
 
     /// The feed after `after` as `peer` should see it: at most about `limit`
@@ -335,26 +343,37 @@ impl Store {
         max_bytes: usize,
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<FeedSlice, StorageError> {
-        let (entries, bytes, through) = self.feed_scan(after, limit.max(1), max_bytes)?;
+        let Scanned {
+            entries,
+            ends,
+            bytes,
+            through,
+        } = self.feed_scan(after, limit.max(1), max_bytes)?;
         let has_more = through < self.lock().lsn;
+        // Changes this peer refused before stay refused: a record that
+        // moves on carries them again, and they are not sent again.
+        let refused = self.refused_by(peer)?;
         let mut changes = Vec::with_capacity(entries.len());
         let mut groups = Vec::new();
         let mut in_group = 0u32;
+        let mut ends = ends.into_iter();
         for e in entries {
             let group_end = e.group_end;
-            let lsn = e.lsn;
             let held = Held {
                 change: e.change,
                 source: e.source,
                 history: false,
             };
-            if pushable(peer, &held, wanted) {
+            if pushable(peer, &held, wanted) && !refused.contains(&slot(&held.change)) {
                 changes.push(held.change);
                 in_group += 1;
             }
-            if group_end && in_group > 0 {
-                groups.push((in_group, lsn));
-                in_group = 0;
+            if group_end {
+                let end = ends.next().unwrap_or(through);
+                if in_group > 0 {
+                    groups.push((in_group, end));
+                    in_group = 0;
+                }
             }
         }
         Ok(FeedSlice {
@@ -365,6 +384,28 @@ impl Store {
             oversized: bytes > max_bytes,
         })
     }
+}
+
+/// What [`Store::feed_scan`] read.
+#[derive(Debug)]
+pub(crate) struct Scanned {
+    /// The changes, in feed order.
+    pub(crate) entries: Vec<FeedEntry>,
+    /// For each entry that ends a group, in order, the lsn that ends the
+    /// group (its last entry may be a marker).
+    pub(crate) ends: Vec<u64>,
+    /// About their size on the wire.
+    pub(crate) bytes: usize,
+    /// The lsn they cover through.
+    pub(crate) through: u64,
+}
+
+/// A change's slot: (collection, key, stamp, origin).
+pub(crate) type Slot = (String, Key, Stamp, ReplicaId);
+
+/// The slot of a change.
+pub(crate) fn slot(c: &Change) -> Slot {
+    (c.collection.clone(), c.key.clone(), c.stamp, c.id.origin)
 }
 
 /// Whether a held change goes to `peer`: not received from it, not made
@@ -515,18 +556,41 @@ impl Store {
         let mut count = 0u64;
         rows::walk_feed(&feed, after, |step| {
             if !step.row.is_marker() {
-                let held =
-                    rows::entry_changes(&records, &log, &origins, step.lsn, step.row.record.as_bytes())?;
+                let held = rows::entry_changes(
+                    &records,
+                    &log,
+                    &origins,
+                    step.lsn,
+                    step.row.record.as_bytes(),
+                )?;
                 count += held.iter().filter(|h| pushable(peer, h, wanted)).count() as u64;
-                if std::env::var("DBG").is_ok() {
-                    for h in held.iter().filter(|h| pushable(peer, h, wanted)) {
-                        eprintln!("pending for {peer}: lsn {} after {after} {:?} src {:?}", step.lsn, h.change, h.source);
-                    }
-                }
             }
             Ok(true)
         })?;
         Ok(count)
+    }
+
+    /// The slots of every change `peer` refused (discarded refusals
+    /// included).
+    pub(crate) fn refused_by(
+        &self,
+        peer: ReplicaId,
+    ) -> Result<std::collections::BTreeSet<Slot>, StorageError> {
+        let read = self.begin_read()?;
+        let table = match read.open_table(REJECTED) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = std::collections::BTreeSet::new();
+        let lo = tables::rejected_key(peer, 0);
+        let hi = tables::rejected_key(peer, u64::MAX);
+        for entry in table.range(lo.as_slice()..=hi.as_slice())? {
+            let (_, v) = entry?;
+            let body: RejectedBody = tables::decode(REJECTED.name(), v.value())?;
+            out.extend(body.changes.iter().map(slot));
+        }
+        Ok(out)
     }
 
     /// Every group a peer refused, in (peer, lsn) order, discarded ones

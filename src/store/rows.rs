@@ -87,7 +87,10 @@ pub(crate) fn unknown_origin(n: u32) -> StorageError {
 }
 
 /// The merged state a row holds.
-pub(crate) fn state_of(row: &RecordRow, origins: &impl Resolve) -> Result<RecordState, StorageError> {
+pub(crate) fn state_of(
+    row: &RecordRow,
+    origins: &impl Resolve,
+) -> Result<RecordState, StorageError> {
     Ok(RecordState {
         version: origins.version(row.version)?,
         value: row.value.clone(),

@@ -154,8 +154,9 @@ pub(crate) struct RecordRow {
     pub(crate) winner: bool,
     /// How many `log-3` entries the record has.
     pub(crate) logged: u32,
-    /// Whether the log holds [`Kept::Undo`] entries for it: a local write
-    /// replaced changes that no push has settled yet.
+    /// Whether the record has a local write that no push has settled yet
+    /// (acknowledged, or refused and then retried or discarded); meanwhile
+    /// the log keeps [`Kept::Undo`] entries for it.
     pub(crate) pending: bool,
 }
 

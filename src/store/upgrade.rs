@@ -18,7 +18,9 @@ use crate::clock::Stamp;
 use crate::codec;
 use crate::error::StorageError;
 use crate::merge::RecordState;
-use crate::model::{Change, ChangeId, CollectionConfig, History, Key, MergePolicy, ReplicaId, Version};
+use crate::model::{
+    Change, ChangeId, CollectionConfig, History, Key, MergePolicy, ReplicaId, Version,
+};
 
 /// Format 1 to 2, in one durable transaction (opening goes on to format 3): the change log, records and
 /// conflicts move to flat keys (the values are the same bytes), the feed to
@@ -173,8 +175,7 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
         let mut new = txn.open_table(COLLECTIONS)?;
         for entry in old.iter()? {
             let (name, bytes) = entry?;
-            let c: v2::CollectionConfig =
-                tables::decode(v2::COLLECTIONS.name(), bytes.value())?;
+            let c: v2::CollectionConfig = tables::decode(v2::COLLECTIONS.name(), bytes.value())?;
             let kind = match c.policy {
                 MergePolicy::FieldLww => Keep::Field,
                 MergePolicy::Automerge => Keep::All,
@@ -250,7 +251,9 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
             let seen_by = if state.seen == Stamp::ZERO || version_base == state.seen {
                 None
             } else {
-                held.iter().find(|o| o.base == state.seen).map(|o| o.version)
+                held.iter()
+                    .find(|o| o.base == state.seen)
+                    .map(|o| o.version)
             };
             let keep = |o: &Old| match kind {
                 Keep::All => true,
@@ -276,7 +279,12 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
                     source,
                     kept: Kept::Merge,
                 };
-                let k = keys::log(&collection, key.as_bytes(), o.version.stamp.as_u64(), origin);
+                let k = keys::log(
+                    &collection,
+                    key.as_bytes(),
+                    o.version.stamp.as_u64(),
+                    origin,
+                );
                 log.insert(k.as_slice(), codec::encode(&body).as_slice())?;
                 logged += 1;
             }

@@ -92,6 +92,8 @@ pub(crate) struct Writer<'txn> {
     log_key: Vec<u8>,
     /// The first lsn this commit gives.
     first: u64,
+    /// [`Writer::acked_floor`], read on first use.
+    acked_floor: Option<u64>,
     /// The entries of this commit's feed group, by `lsn - first`: the
     /// record key, or `None` when the record moved on within the commit.
     group: Vec<Option<Vec<u8>>>,
@@ -127,6 +129,7 @@ impl<'txn> Writer<'txn> {
             key: Vec::with_capacity(64),
             log_key: Vec::with_capacity(64),
             first: lsn + 1,
+            acked_floor: None,
             group: Vec::new(),
         })
     }
@@ -135,6 +138,24 @@ impl<'txn> Writer<'txn> {
     /// to the committed ones after the commit.
     pub(crate) fn take_added(&mut self) -> Vec<ReplicaId> {
         std::mem::take(&mut self.added)
+    }
+
+    /// The lowest push cursor among the peers (0 with none): every entry at
+    /// or below it was acknowledged by all of them.
+    fn acked_floor(&mut self) -> Result<u64, StorageError> {
+        if let Some(floor) = self.acked_floor {
+            return Ok(floor);
+        }
+        let table = self.txn.open_table(PEERS)?;
+        let mut floor: Option<u64> = None;
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            let p: PeerState = tables::decode(PEERS.name(), v.value())?;
+            floor = Some(floor.map_or(p.pushed, |f| f.min(p.pushed)));
+        }
+        let floor = floor.unwrap_or(0);
+        self.acked_floor = Some(floor);
+        Ok(floor)
     }
 
     /// The number of `id`, given now if it has none.
@@ -220,7 +241,11 @@ impl<'txn> Writer<'txn> {
         if row.logged > 0 {
             let prefix = keys::log_prefix(collection, key.as_bytes());
             let end = keys::prefix_end(&prefix);
-            if let Some(entry) = self.log.range(prefix.as_slice()..end.as_slice())?.next_back() {
+            if let Some(entry) = self
+                .log
+                .range(prefix.as_slice()..end.as_slice())?
+                .next_back()
+            {
                 let (stamp, _) = keys::split_log_tail(LOG.name(), entry?.0.value())?;
                 latest = latest.max(Stamp::from_u64(stamp));
             }
@@ -355,16 +380,24 @@ impl<'txn> Writer<'txn> {
         };
         let mut logged = row.as_ref().map_or(0, |r| r.logged);
         let mut moved = next.is_some();
+        // Whether the record has a local write no peer acknowledged yet.
         let pending_before = row.as_ref().is_some_and(|r| r.pending);
-        let mut pending = pending_before;
-        // What becomes of a change merge no longer needs: a local write
-        // keeps what it replaced until a push of it is acknowledged (others'
-        // changes always, its own only when nothing is pending, which bounds
-        // a run of local writes to one); otherwise the collection's history
-        // may keep it.
         let local = source.is_none() && mine.version.origin == 0;
+        let pending = pending_before || local;
+        // This replica's own winner is what peers hold when every peer
+        // acknowledged the record's entry; otherwise no peer needs it back.
+        let acked = match (&row, local) {
+            (Some(r), true) => r.lsn <= self.acked_floor()?,
+            _ => false,
+        };
+        // What becomes of a change merge no longer needs. While a local
+        // write is unacknowledged, the record keeps what it replaced (and
+        // what arrives superseded by it) that peers may hold: if a peer
+        // refuses the write, discarding the refusal rebuilds the record
+        // from them. Others' changes always; its own when every peer
+        // acknowledged them. Otherwise the collection's history may keep it.
         let fate = |origin: u32, stamp: Stamp| {
-            if local && (origin != 0 || !pending_before) {
+            if (local && (origin != 0 || acked)) || (!local && pending_before) {
                 Some(Kept::Undo)
             } else if keeps(history, stamp, now_ms) {
                 Some(Kept::History)
@@ -385,8 +418,8 @@ impl<'txn> Writer<'txn> {
                     } else if seen_by == Some(mine.version) {
                         logged += self.put_log(collection, key, &mine, Kept::Merge)?;
                         moved = true;
-                    } else if keeps(history, v.stamp, now_ms) {
-                        logged += self.put_log(collection, key, &mine, Kept::History)?;
+                    } else if let Some(kept) = fate(mine.version.origin, v.stamp) {
+                        logged += self.put_log(collection, key, &mine, kept)?;
                     }
                 } else if let Some(old) = &row {
                     // The old winner loses: a conflict when nothing saw it.
@@ -407,15 +440,11 @@ impl<'txn> Writer<'txn> {
                     };
                     if let Some(kept) = kept {
                         logged += self.put_log(collection, key, &loser, kept)?;
-                        pending |= kept == Kept::Undo;
                     }
                 }
                 // Changes at or below a raised `seen` are no conflicts any more.
                 if logged > 0 && before.as_ref().is_some_and(|b| after.seen > b.seen) {
-                    let (gone, undone) =
-                        self.demote(collection, key, after.seen, seen_by, &fate)?;
-                    logged -= gone;
-                    pending |= undone;
+                    logged -= self.demote(collection, key, after.seen, seen_by, &fate)?;
                 }
             }
             Kind::Field => {
@@ -423,15 +452,14 @@ impl<'txn> Writer<'txn> {
                 if needed_after.contains(&mine.version) {
                     logged += self.put_log(collection, key, &mine, Kept::Merge)?;
                     moved = true;
-                } else if keeps(history, v.stamp, now_ms) {
-                    logged += self.put_log(collection, key, &mine, Kept::History)?;
+                } else if let Some(kept) = fate(mine.version.origin, v.stamp) {
+                    logged += self.put_log(collection, key, &mine, kept)?;
                 }
                 if let (Some(before), Some(old)) = (&before, &row) {
                     let needed_before = self.needed(before, old.seen_by)?;
                     for gone in needed_before.difference(&needed_after) {
                         let kept = fate(gone.origin, gone.stamp);
                         logged -= self.drop_needed(collection, key, *gone, kept)?;
-                        pending |= kept == Some(Kept::Undo);
                     }
                 }
             }
@@ -556,7 +584,8 @@ impl<'txn> Writer<'txn> {
         if let Some(kept) = kept {
             body.kept = kept;
             let encoded = codec::encode(&body);
-            self.log.insert(self.log_key.as_slice(), encoded.as_slice())?;
+            self.log
+                .insert(self.log_key.as_slice(), encoded.as_slice())?;
             return Ok(0);
         }
         self.log.remove(self.log_key.as_slice())?;
@@ -565,7 +594,7 @@ impl<'txn> Writer<'txn> {
 
     /// Demotes the record's changes kept for merge stamped at or below
     /// `seen`, but the one that set it: kept as `fate` says, or removed.
-    /// Returns how many entries went, and whether any became an undo entry.
+    /// Returns how many entries went.
     fn demote(
         &mut self,
         collection: &str,
@@ -573,7 +602,7 @@ impl<'txn> Writer<'txn> {
         seen: Stamp,
         seen_by: Option<StoredVersion>,
         fate: &dyn Fn(u32, Stamp) -> Option<Kept>,
-    ) -> Result<(u32, bool), StorageError> {
+    ) -> Result<u32, StorageError> {
         let lo = keys::log_prefix(collection, key);
         let hi = keys::log(collection, key, seen.as_u64(), u32::MAX);
         let mut found = Vec::new();
@@ -590,13 +619,13 @@ impl<'txn> Writer<'txn> {
                 found.push((k.value().to_vec(), version, body));
             }
         }
-        let (mut gone, mut undone) = (0, false);
+        let mut gone = 0;
         for (k, version, mut body) in found {
             match fate(version.origin, version.stamp) {
                 Some(kept) => {
                     body.kept = kept;
-                    undone |= kept == Kept::Undo;
-                    self.log.insert(k.as_slice(), codec::encode(&body).as_slice())?;
+                    self.log
+                        .insert(k.as_slice(), codec::encode(&body).as_slice())?;
                 }
                 None => {
                     self.log.remove(k.as_slice())?;
@@ -604,7 +633,7 @@ impl<'txn> Writer<'txn> {
                 }
             }
         }
-        Ok((gone, undone))
+        Ok(gone)
     }
 
     /// Trims a record's history to what `history` keeps. Returns how many
@@ -798,11 +827,7 @@ impl<'txn> Writer<'txn> {
     /// Where `peer`'s push cursor can go from `pushed`: past the entries
     /// right after it whose every change came from the peer or was made by
     /// it (and markers), which never need pushing.
-    pub(crate) fn pushed_through(
-        &self,
-        peer: ReplicaId,
-        pushed: u64,
-    ) -> Result<u64, StorageError> {
+    pub(crate) fn pushed_through(&self, peer: ReplicaId, pushed: u64) -> Result<u64, StorageError> {
         let mut through = pushed;
         rows::walk_feed(&self.feed, pushed, |step| {
             if !step.row.is_marker() {

@@ -108,19 +108,19 @@ impl Sim<'_> {
     /// The changes the hub refuses: every synced change of replica 1, and
     /// the validator's unlucky ones.
     pub(super) fn refused_ids(&self) -> BTreeSet<ChangeId> {
-        self.commits
-            .iter()
-            .filter(|c| c.replica != 0)
-            .flat_map(|c| {
-                c.changes
-                    .iter()
-                    .map(move |(id, coll)| (c.replica, *id, coll))
-            })
-            .filter(|(i, id, c)| {
-                c.as_str() == TODOS && (*i == 1 || super::unlucky(self.config.seed, *id))
-            })
-            .map(|(_, id, _)| id)
-            .collect()
+        let hub = self.nodes[0].id;
+        let first = self.nodes.get(1).map(|n| n.id);
+        // The hub refuses whole groups: what the replicas listed as
+        // refused, besides each unlucky change itself.
+        let mut out: BTreeSet<ChangeId> = self
+            .made
+            .values()
+            .filter(|c| c.collection == TODOS && c.id.origin != hub)
+            .filter(|c| Some(c.id.origin) == first || super::unlucky(self.config.seed, c.id))
+            .map(|c| c.id)
+            .collect();
+        out.extend(self.listed_refused.iter().copied());
+        out
     }
 
     /// Each refused group is listed once at its origin, and nothing else
@@ -151,6 +151,33 @@ impl Sim<'_> {
                 })
                 .collect::<Result<_, String>>()?;
             let unique: BTreeSet<u64> = listed.iter().copied().collect();
+            // A group whose refused changes a later local write superseded
+            // before it was pushed (or before its verdict arrived) is gone
+            // from the feed: the later write carries the record, and its
+            // own refusal is listed.
+            let replica = self.replica(i)?.clone();
+            let todos = replica.collection(TODOS).map_err(|e| e.to_string())?;
+            let mut superseded = BTreeSet::new();
+            for c in self.commits.iter().filter(|c| c.replica == i) {
+                if !expected.contains(&c.lsn) || unique.contains(&c.lsn) {
+                    continue;
+                }
+                let mut all = true;
+                for (id, _) in c.changes.iter().filter(|(id, _)| refused.contains(id)) {
+                    let Some(change) = self.made.get(id) else {
+                        all = false;
+                        break;
+                    };
+                    let state = todos
+                        .record(change.key.clone())
+                        .map_err(|e| e.to_string())?;
+                    all &= state.is_some_and(|s| s.version > change.version());
+                }
+                if all {
+                    superseded.insert(c.lsn);
+                }
+            }
+            let expected: BTreeSet<u64> = expected.difference(&superseded).copied().collect();
             if unique.len() != listed.len() || unique != expected {
                 return Err(format!(
                     "r{i} lists refused groups {listed:?}; the hub refused {expected:?}"
@@ -162,9 +189,13 @@ impl Sim<'_> {
             for i in 1..self.nodes.len() {
                 let replica = self.replica(i)?.clone();
                 for r in replica.rejected().map_err(|e| e.to_string())? {
+                    self.listed_refused.extend(r.changes.iter().map(|c| c.id));
+                    // Compensating writes are changes too, for the model.
+                    let mut watch = replica.watch();
                     replica
                         .discard_rejected(r.remote, r.group)
                         .map_err(|e| format!("discard on r{i}: {e}"))?;
+                    self.drain_local(i, &mut watch)?;
                     any = true;
                 }
             }
@@ -261,7 +292,9 @@ impl Sim<'_> {
             if let Some(id) = refused.iter().find(|id| hub.contains(id)) {
                 return Err(format!("refused change {id:?} reached the hub"));
             }
-            all.retain(|id, _| !refused.contains(id));
+            // The hub keeps what merge needs of what it accepted, which
+            // merges to the same states as all it accepted.
+            all.retain(|id, _| hub.contains(id));
         }
         let rule = crate::Rule::for_policy(
             &self.config.policy,
@@ -360,6 +393,10 @@ impl Sim<'_> {
                 .filter_map(|id| all.get(id))
                 .filter(|c| c.collection == TODOS)
                 .filter(|c| model.get(&c.key).is_some_and(|s| s.version == c.version()))
+                // With refusals, a replica whose write was refused writes
+                // the accepted value back as its own change (the values
+                // are compared above).
+                .filter(|_| !self.config.rejections || i == 0)
                 .map(|c| c.id)
                 .find(|id| !ids.contains(id))
             {

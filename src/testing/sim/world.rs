@@ -70,6 +70,8 @@ pub(super) struct Sim<'a> {
     /// Every change made, as made: replicas keep only what merge needs,
     /// so the model keeps the rest.
     pub(super) made: std::collections::BTreeMap<ChangeId, crate::Change>,
+    /// Every change a replica listed as refused by the hub.
+    pub(super) listed_refused: std::collections::BTreeSet<ChangeId>,
     /// Every local commit.
     pub(super) commits: Vec<SimCommit>,
     /// Per replica, the last stamp it issued for its own changes.
@@ -114,6 +116,7 @@ impl<'a> Sim<'a> {
             nodes,
             acked: Vec::new(),
             made: std::collections::BTreeMap::new(),
+            listed_refused: std::collections::BTreeSet::new(),
             commits: Vec::new(),
             last_own: vec![Stamp::ZERO; config.replicas],
             engine_seq: 0,
@@ -394,7 +397,7 @@ impl<'a> Sim<'a> {
     }
 
     /// The changes replica `i` made since `watch` began, recorded in `made`.
-    fn drain_local(
+    pub(super) fn drain_local(
         &mut self,
         i: usize,
         watch: &mut crate::Watch,
