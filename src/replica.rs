@@ -46,6 +46,9 @@ pub(crate) struct CommitNote {
     pub(crate) source: Option<ReplicaId>,
     /// Whether any of its changes is of a synced collection.
     pub(crate) synced: bool,
+    /// Whether it moved records that keep changes from before it, which
+    /// its source may lack.
+    pub(crate) carried: bool,
 }
 
 /// How a replica is opened.
@@ -601,6 +604,7 @@ impl Replica {
                 source,
                 // Remote changes are only ever of synced collections.
                 synced: true,
+                carried: report.carried > 0,
             });
         }
     }
@@ -702,17 +706,20 @@ mod tests {
                 CommitNote {
                     lsn: 2,
                     source: None,
-                    synced: true
+                    synced: true,
+                    carried: false,
                 },
                 CommitNote {
                     lsn: 3,
                     source: None,
-                    synced: false
+                    synced: false,
+                    carried: false,
                 },
                 CommitNote {
                     lsn: 4,
                     source: Some(remote.id()),
-                    synced: true
+                    synced: true,
+                    carried: false,
                 },
             ]
         );

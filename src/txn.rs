@@ -150,6 +150,7 @@ impl Transaction {
                 lsn: stored.lsn,
                 source: None,
                 synced,
+                carried: false,
             });
         }
         Ok(Committed {

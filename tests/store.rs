@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use common::{T0, manual_config, memory_replica};
 use serde::{Deserialize, Serialize};
 use syncline::{
-    ApplyError, CollectionConfig, Fault, Key, KeyError, ManualTime, Op, OpenError, ReadError,
-    Replica, ReplicaConfig, Scan, Stamp, Value, WriteError,
+    ApplyError, Change, CollectionConfig, Fault, Key, KeyError, ManualTime, Op, OpenError, ReadError,
+    Replica, ReplicaConfig, ReplicaId, Scan, Stamp, Value, WriteError,
 };
 
 fn file_replica(dir: &tempfile::TempDir, time: &ManualTime) -> Replica {
@@ -31,7 +31,11 @@ fn put_get_delete_on_a_file() {
     assert_eq!(todos.get("a").unwrap(), None);
     let state = todos.record("a").unwrap().expect("tombstone kept");
     assert!(state.is_tombstone());
-    assert_eq!(todos.history("a").unwrap().len(), 2);
+    // The delete saw the put, and no peer ever held it: merge keeps the
+    // delete alone.
+    let history = todos.history("a").unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].op, Op::Delete);
     assert_eq!(r.last_lsn(), 2);
 }
 
@@ -285,22 +289,24 @@ fn remote_changes_that_lose_leave_the_record_as_it_was() {
     let b = memory_replica(2, &time);
     let todos = a.collection("todos").unwrap();
     todos.put("k", 1i64).unwrap();
+    let mut changes = todos.history("k").unwrap();
     time.advance(std::time::Duration::from_millis(5));
     todos.put("k", 2i64).unwrap();
-    let changes: Vec<_> = a
-        .feed_after(0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.change)
-        .collect();
+    changes.extend(todos.history("k").unwrap());
+    assert_eq!(changes.len(), 2, "each put, as made");
     // Newest first: the older change arrives second and loses.
     assert_eq!(b.apply_remote(&changes[1..]).unwrap().applied, 1);
     let after_newest = b.collection("todos").unwrap().record("k").unwrap();
-    assert_eq!(b.apply_remote(&changes[..1]).unwrap().applied, 1);
+    let report = b.apply_remote(&changes[..1]).unwrap();
+    assert_eq!(
+        (report.applied, report.superseded),
+        (0, 1),
+        "the newer change saw it: merged, superseded, not kept"
+    );
     let bt = b.collection("todos").unwrap();
     assert_eq!(bt.record("k").unwrap(), after_newest);
     assert_eq!(bt.get("k").unwrap(), Some(Value::Int(2)));
-    assert_eq!(bt.history("k").unwrap().len(), 2);
+    assert_eq!(bt.history("k").unwrap(), changes[1..]);
     assert_eq!(
         bt.record("k").unwrap(),
         todos.record("k").unwrap(),
@@ -405,7 +411,7 @@ fn a_newer_format_is_refused() {
             err,
             OpenError::UnsupportedFormat {
                 found: 99,
-                supported: 2
+                supported: 3
             }
         ),
         "{err}"
@@ -426,7 +432,8 @@ fn a_format_1_file_is_upgraded_in_place_and_keeps_everything() {
         assert_eq!(r.id().as_bytes(), &[1; 16]);
         let todos = r.collection("todos").unwrap();
         assert_eq!(todos.get("a").unwrap(), Some(Value::Int(2)));
-        assert_eq!(todos.history("a").unwrap().len(), 2);
+        // Format 3 keeps what merge needs: the second put saw the first.
+        assert_eq!(todos.history("a").unwrap().len(), 1);
         let b = todos
             .record("b\0x")
             .unwrap()
@@ -455,9 +462,19 @@ fn a_format_1_file_is_upgraded_in_place_and_keeps_everything() {
             panic!("n1 is {n1:?}")
         };
         assert_eq!(fields.get("title"), Some(&Value::String("t".into())));
+        // One feed entry per record, at its latest lsn; `c` sends its
+        // winner (from 0x02..) and the conflict.
         let feed = r.feed_after(0, 100).unwrap();
-        assert!(feed.len() >= 7, "{feed:?}");
-        assert_eq!(feed[5].change.id.origin.as_bytes(), &[2; 16]);
+        let c: Vec<_> = feed.iter().filter(|e| e.change.key == Key::from("c")).collect();
+        assert_eq!(c.len(), 2, "{feed:?}");
+        assert!(c.iter().any(|e| e.change.id.origin.as_bytes() == &[2; 16]));
+        let mut lsns: Vec<u64> = feed
+            .iter()
+            .filter(|e| e.change.key != Key::from("d"))
+            .map(|e| e.lsn)
+            .collect();
+        lsns.dedup();
+        assert_eq!(lsns.len(), 4, "a, b\\0x, c and n1: {feed:?}");
     };
     let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
     check(&r);
@@ -472,7 +489,18 @@ fn a_format_1_file_is_upgraded_in_place_and_keeps_everything() {
         .unwrap()
         .map(|t| redb::TableHandle::name(&t).to_string())
         .collect();
-    for gone in ["ids-1", "changes-1", "records-1", "conflicts-1", "feed-1"] {
+    for gone in [
+        "ids-1",
+        "changes-1",
+        "records-1",
+        "conflicts-1",
+        "feed-1",
+        "changes-2",
+        "records-2",
+        "conflicts-2",
+        "feed-2",
+        "collections-1",
+    ] {
         assert!(
             !names.iter().any(|n| n == gone),
             "{gone} is left: {names:?}"
@@ -487,7 +515,7 @@ fn a_format_1_file_is_upgraded_in_place_and_keeps_everything() {
         .unwrap()
         .value()
         .to_vec();
-    assert_eq!(format, 2u32.to_le_bytes());
+    assert_eq!(format, 3u32.to_le_bytes());
     drop((read, db));
 
     let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
@@ -556,5 +584,92 @@ fn a_batch_ending_in_a_duplicate_of_its_own_change_still_ends_its_group() {
     assert_eq!(
         feed.iter().map(|e| e.group_end).collect::<Vec<_>>(),
         [false, true]
+    );
+}
+
+/// `tests/fixtures/format-2.redb` was written by the last format 2 build
+/// (commit 65b0fa5) and compacted: replica 0x03.., collection `todos` with
+/// `a` put twice (1, then 2), `b\0x` put and deleted, `c` put (true) and
+/// beaten by a later concurrent change from 0x02.. (false: a conflict), `p`
+/// received from 0x02.., `t1` and `t2` written in one transaction; the
+/// local-only `local` with `l`; a field-LWW `notes` with `n1` put
+/// ({title}) and patched ({body}). Twelve changes, lsns 1 to 12.
+#[test]
+fn a_format_2_file_is_upgraded_in_place_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.redb");
+    std::fs::copy("tests/fixtures/format-2.redb", &path).unwrap();
+    let peer = ReplicaId::from_bytes([2; 16]);
+    let check = |r: &Replica| {
+        assert_eq!(r.id().as_bytes(), &[3; 16]);
+        assert_eq!(r.collections().len(), 3);
+        let todos = r.collection("todos").unwrap();
+        assert_eq!(todos.get("a").unwrap(), Some(Value::Int(2)));
+        assert_eq!(todos.history("a").unwrap().len(), 1, "the first put was seen");
+        assert!(todos.record("b\0x").unwrap().unwrap().is_tombstone());
+        assert_eq!(todos.get("c").unwrap(), Some(Value::Bool(false)));
+        let conflicts = todos.conflicts().unwrap();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].value, Some(Value::Bool(true)));
+        assert_eq!(todos.get("p").unwrap(), Some(Value::from("from peer")));
+        assert_eq!(todos.get("t1").unwrap(), Some(Value::Int(10)));
+        assert_eq!(todos.get("t2").unwrap(), Some(Value::Int(20)));
+        let local = r.collection("local").unwrap();
+        assert_eq!(local.get("l").unwrap(), Some(Value::Int(1)));
+        let n1 = r.collection("notes").unwrap().get("n1").unwrap().unwrap();
+        let Value::Map(fields) = n1 else {
+            panic!("n1 is {n1:?}")
+        };
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        // The feed: one entry per record at its latest lsn, in the old
+        // groups (t1 and t2 still end together), sources kept.
+        let feed = r.feed_after(0, 100).unwrap();
+        let lsn_of = |k: &str| feed.iter().find(|e| e.change.key == Key::from(k)).map(|e| e.lsn);
+        assert_eq!(lsn_of("a"), Some(3));
+        assert_eq!(lsn_of("t1"), Some(9));
+        assert_eq!(lsn_of("t2"), Some(10));
+        let t1 = feed.iter().find(|e| e.change.key == Key::from("t1")).unwrap();
+        assert!(!t1.group_end, "t1 and t2 are one group");
+        let p = feed.iter().find(|e| e.change.key == Key::from("p")).unwrap();
+        assert_eq!(p.source, Some(peer));
+        // A peer's pull from zero gets current state only: nothing from 0x02
+        // goes back to it, and `a` once.
+        assert_eq!(feed.iter().filter(|e| e.change.key == Key::from("a")).count(), 1);
+    };
+    let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    check(&r);
+    assert_eq!(r.last_lsn(), 12);
+    r.collection("todos").unwrap().put("d", 4i64).unwrap();
+    assert_eq!(r.last_lsn(), 13);
+    // A second, fresh replica pulls everything and ends equal.
+    let fresh = Replica::in_memory(ReplicaConfig::default()).unwrap();
+    for (name, config) in r.collections() {
+        fresh.define_collection(&name, config).unwrap();
+    }
+    let changes: Vec<Change> = r
+        .feed_after(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.change.collection != "local")
+        .map(|e| e.change)
+        .collect();
+    fresh.apply_remote(&changes).unwrap();
+    for name in ["todos", "notes"] {
+        assert_eq!(
+            fresh.collection(name).unwrap().states().unwrap(),
+            r.collection(name).unwrap().states().unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        fresh.collection("todos").unwrap().conflicts().unwrap(),
+        r.collection("todos").unwrap().conflicts().unwrap()
+    );
+    drop(r);
+    let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    check(&r);
+    assert_eq!(
+        r.collection("todos").unwrap().get("d").unwrap(),
+        Some(Value::Int(4))
     );
 }

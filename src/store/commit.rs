@@ -37,6 +37,10 @@ pub struct ApplyReport {
     pub duplicates: usize,
     /// Conflicts recorded: concurrent changes that lost.
     pub conflicts: usize,
+    /// Records whose feed entry moved with changes held from before the
+    /// batch (a winner that stayed, conflicts): the sender may lack some,
+    /// so a sync engine pushes once more after such a batch.
+    pub carried: usize,
     /// The lsn of the last change stored, or the previous last lsn if none was.
     pub last_lsn: u64,
 }
@@ -287,7 +291,7 @@ impl Store {
                     base,
                     op,
                 };
-                let Outcome::Stored { lsn, conflicts } =
+                let Outcome::Stored { lsn, conflicts, .. } =
                     c.writer
                         .store_fresh(&mut c.state, &rule, &change, row, now)?
                 else {
@@ -345,9 +349,14 @@ impl Store {
             let mut report = ApplyReport::default();
             for (change, rule) in changes.iter().zip(&rules) {
                 match c.writer.store(&mut c.state, rule, change, source, now)? {
-                    Outcome::Stored { lsn, conflicts } => {
+                    Outcome::Stored {
+                        lsn,
+                        conflicts,
+                        carried,
+                    } => {
                         report.applied += 1;
                         report.conflicts += conflicts;
+                        report.carried += usize::from(carried);
                         if c.listened {
                             c.events.push(ChangeEvent {
                                 lsn,

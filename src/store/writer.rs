@@ -30,6 +30,9 @@ pub(crate) enum Outcome {
         lsn: u64,
         /// Conflicts recorded.
         conflicts: usize,
+        /// Whether the entry now also carries changes held from before
+        /// (a winner kept, conflicts, field winners).
+        carried: bool,
     },
     /// Merged, but what the record holds already supersedes it: nothing
     /// changed (at most, history kept it).
@@ -505,7 +508,11 @@ impl<'txn> Writer<'txn> {
             pending,
         };
         self.write_row(&next_row)?;
-        Ok(Outcome::Stored { lsn, conflicts })
+        Ok(Outcome::Stored {
+            lsn,
+            conflicts,
+            carried: !won || logged > 0,
+        })
     }
 
     /// The versions a field-level state needs kept: its version, each

@@ -530,6 +530,7 @@ impl Driver {
                         lsn: note.lsn,
                         source: note.source,
                         synced: note.synced,
+                        carried: note.carried,
                     },
                     Err(RecvError::Lagged(_)) => Commit::Lagged,
                     Err(RecvError::Closed) => return false,

@@ -180,6 +180,8 @@ pub(crate) enum Commit {
         /// Whether its collection syncs: a local-only change never wakes
         /// the engine.
         synced: bool,
+        /// Whether it moved records that keep changes from before it.
+        carried: bool,
     },
     /// The stream fell behind and lost some: assume they were local and
     /// synced.

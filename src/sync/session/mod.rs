@@ -316,10 +316,11 @@ impl Session {
                 self.events.push_back(SyncEvent::Captured { lsn });
                 true
             }
-            // Changes from this remote can move records that keep changes
-            // it may lack (conflicts): an idle engine looks again (an
-            // outbox with nothing new costs a read).
-            Commit::Change { .. } => true,
+            // Changes pulled from this remote need no push back, unless
+            // they moved records that keep changes it may lack (conflicts).
+            Commit::Change {
+                source, carried, ..
+            } => carried || source != self.remote,
         };
         // Only a connected, automatic engine pushes by itself.
         let watching = self.online() && self.config.direction.pushes() && !self.config.on_demand;

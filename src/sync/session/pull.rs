@@ -30,8 +30,10 @@ impl Session {
                 count: report.conflicts,
             });
         }
-        if report.applied > 0 {
+        if report.carried > 0 {
             self.repush = self.config.direction.pushes();
+        }
+        if report.applied > 0 {
             self.stats.pulled += report.applied as u64;
             self.events.push_back(SyncEvent::Pulled {
                 count: report.applied,

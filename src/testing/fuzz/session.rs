@@ -211,6 +211,7 @@ fn answer(
                     applied: changes.len(),
                     superseded: 0,
                     duplicates: 0,
+                    carried: 0,
                     conflicts: usize::from(input.byte() % 2),
                     last_lsn: 0,
                 }),
@@ -258,6 +259,7 @@ fn idle(session: &mut Session, input: &mut Input<'_>, remote: ReplicaId, now: No
                     lsn,
                     source,
                     synced,
+                    carried: input.byte().is_multiple_of(5),
                 },
                 now,
             );

@@ -573,6 +573,7 @@ fn on_demand_sessions_never_act_by_themselves() {
             lsn: 4,
             source: None,
             synced: true,
+            carried: false,
         },
         clock.now(),
     );
@@ -590,16 +591,32 @@ fn local_commits_push_but_changes_from_the_remote_do_not() {
             lsn: 9,
             source: Some(REMOTE),
             synced: true,
+            carried: false,
         },
         clock.now(),
     );
     assert!(!s.is_busy(), "no push back of the remote's own changes");
+    events(&mut s);
+    // Unless they moved records that keep changes from before (conflicts),
+    // which the remote may lack: then the engine pushes once more.
+    s.handle_local_commit(
+        Commit::Change {
+            lsn: 10,
+            source: Some(REMOTE),
+            synced: true,
+            carried: true,
+        },
+        clock.now(),
+    );
+    nothing_to_push(&mut s, &clock);
+    assert_eq!(expect_finished(&mut s).unwrap(), SyncReport::default());
     events(&mut s);
     s.handle_local_commit(
         Commit::Change {
             lsn: 10,
             source: None,
             synced: false,
+            carried: false,
         },
         clock.now(),
     );
@@ -610,6 +627,7 @@ fn local_commits_push_but_changes_from_the_remote_do_not() {
             lsn: 11,
             source: None,
             synced: true,
+            carried: false,
         },
         clock.now(),
     );
