@@ -125,8 +125,11 @@ pub(crate) struct StoredVersion {
     pub(crate) seq: u64,
 }
 
-/// The value of a `records-3` entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The value of a `records-3` entry. Encoded compactly (see
+/// [`RowRepr`]): most rows are a record-level winner with nothing else to
+/// say, and they pay for nothing else.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "RowRepr")]
 pub(crate) struct RecordRow {
     /// The lsn of the record's feed entry.
     pub(crate) lsn: u64,
@@ -158,6 +161,101 @@ pub(crate) struct RecordRow {
     /// (acknowledged, or refused and then retried or discarded); meanwhile
     /// the log keeps [`Kept::Undo`] entries for it.
     pub(crate) pending: bool,
+}
+
+/// How a [`RecordRow`] is encoded: the fields every row has, then the
+/// rest only when any of it differs from a plain record-level winner (base
+/// zero, no fields, no tombstone, `seen` zero, no `seen_by`, no log
+/// entries).
+#[derive(Deserialize)]
+struct RowRepr {
+    lsn: u64,
+    version: StoredVersion,
+    source: Option<u32>,
+    value: Option<Value>,
+    /// Bit 0: `pending`; bit 1: the winner is in the log.
+    flags: u8,
+    more: Option<RowMore>,
+}
+
+/// The less common fields of a [`RecordRow`].
+#[derive(Serialize, Deserialize)]
+struct RowMore {
+    base: Stamp,
+    fields: Vec<(String, StoredVersion)>,
+    tombstone: Option<StoredVersion>,
+    seen: Stamp,
+    seen_by: Option<StoredVersion>,
+    logged: u32,
+}
+
+/// [`RowMore`] borrowing the fields.
+#[derive(Serialize)]
+struct RowMoreRef<'a> {
+    base: Stamp,
+    fields: &'a Vec<(String, StoredVersion)>,
+    tombstone: Option<StoredVersion>,
+    seen: Stamp,
+    seen_by: Option<StoredVersion>,
+    logged: u32,
+}
+
+impl From<RowRepr> for RecordRow {
+    fn from(r: RowRepr) -> Self {
+        let more = r.more.unwrap_or(RowMore {
+            base: Stamp::ZERO,
+            fields: Vec::new(),
+            tombstone: None,
+            seen: Stamp::ZERO,
+            seen_by: None,
+            logged: 0,
+        });
+        Self {
+            lsn: r.lsn,
+            version: r.version,
+            base: more.base,
+            source: r.source,
+            value: r.value,
+            fields: more.fields,
+            tombstone: more.tombstone,
+            seen: more.seen,
+            seen_by: more.seen_by,
+            winner: r.flags & 2 == 0,
+            logged: more.logged,
+            pending: r.flags & 1 != 0,
+        }
+    }
+}
+
+impl Serialize for RecordRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let plain = self.base == Stamp::ZERO
+            && self.fields.is_empty()
+            && self.tombstone.is_none()
+            && self.seen == Stamp::ZERO
+            && self.seen_by.is_none()
+            && self.logged == 0;
+        let more = (!plain).then_some(RowMoreRef {
+            base: self.base,
+            fields: &self.fields,
+            tombstone: self.tombstone,
+            seen: self.seen,
+            seen_by: self.seen_by,
+            logged: self.logged,
+        });
+        let flags = u8::from(self.pending) | (u8::from(!self.winner) << 1);
+        // The same shape as `RowRepr`, field by field (bincode encodes a
+        // struct as the tuple of its fields).
+        let mut t = s.serialize_tuple(6)?;
+        t.serialize_element(&self.lsn)?;
+        t.serialize_element(&self.version)?;
+        t.serialize_element(&self.source)?;
+        t.serialize_element(&self.value)?;
+        t.serialize_element(&flags)?;
+        t.serialize_element(&more)?;
+        t.end()
+    }
 }
 
 /// Why a `log-3` entry is kept.
@@ -403,4 +501,53 @@ pub(crate) fn meta_u64(
             reason: Inconsistency::MetaEntryLength { name },
         })?;
     Ok(Some(u64::from_le_bytes(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(plain: bool) -> RecordRow {
+        RecordRow {
+            lsn: 70_000,
+            version: StoredVersion {
+                stamp: Stamp::from_u64(1 << 57),
+                origin: 3,
+                seq: 9,
+            },
+            base: if plain { Stamp::ZERO } else { Stamp::from_u64(5) },
+            source: Some(1),
+            value: Some(Value::Int(-4)),
+            fields: if plain {
+                Vec::new()
+            } else {
+                vec![("f".into(), StoredVersion {
+                    stamp: Stamp::from_u64(2),
+                    origin: 0,
+                    seq: 1,
+                })]
+            },
+            tombstone: None,
+            seen: if plain { Stamp::ZERO } else { Stamp::from_u64(5) },
+            seen_by: None,
+            winner: plain,
+            logged: u32::from(!plain),
+            pending: true,
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_and_plain_ones_are_small() {
+        for plain in [true, false] {
+            let r = row(plain);
+            let bytes = codec::encode(&r);
+            let back: RecordRow = decode("records-3", &bytes).unwrap();
+            assert_eq!(back, r);
+            if plain {
+                // lsn 5, version 9 + 1 + 1, source 2, value 1 + 2, flags 1,
+                // no more 1.
+                assert_eq!(bytes.len(), 23);
+            }
+        }
+    }
 }
