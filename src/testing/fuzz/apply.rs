@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     ApplyError, Change, ChangeId, Fault, Key, ManualTime, Op, Replica, ReplicaId, Stamp, Value,
+    Watch,
 };
 
 #[cfg(doc)]
 use super::apply_changes;
 use super::input::Input;
+use super::keep::{Kept, Outcome, Record, drain, record_of};
 use super::model::Model;
 use super::setup::{debug_enabled, in_memory, key, move_time, now, replica_id, too_far_ahead};
 use super::{DRIFT_MS, LOCAL, MAX_STEPS, SYNCED, T0, UNKNOWN};
@@ -137,7 +139,7 @@ fn apply_op(byte: u8) -> Op {
     }
 }
 
-/// Why the model expects a batch to be refused.
+/// Why a batch is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Reason {
     UnknownCollection,
@@ -161,98 +163,56 @@ fn reason_of(e: &ApplyError) -> Option<Reason> {
 /// What the model expects of one batch.
 #[derive(Debug)]
 enum Expected {
-    /// Accepted: these changes are new, the rest are duplicates.
-    Accept {
-        fresh: Vec<Change>,
-        duplicates: usize,
-    },
-    /// Refused, for any of these reasons.
-    Refuse(BTreeSet<Reason>),
+    /// Refused, for this reason.
+    Refuse(Reason),
+    /// Accepted; or, when `or_conflict`, refused for a forged duplicate of a
+    /// slot whose change the receiver may have dropped.
+    Accept { or_conflict: bool },
 }
 
-/// Where a change is stored: (collection, key, stamp, origin).
-type Slot = (String, Key, Stamp, ReplicaId);
-
-fn slot(c: &Change) -> Slot {
-    (c.collection.clone(), c.key.clone(), c.stamp, c.id.origin)
-}
-
-/// The receiver as the model sees it: the changes it accepted, and so on.
+/// The receiver as the model sees it.
 #[derive(Debug, Default)]
 struct StoreModel {
-    /// Stored changes by slot: (collection, key, stamp, origin) identifies
-    /// a change.
-    slots: BTreeMap<Slot, Change>,
-    /// The feed: change, source, group end.
-    feed: Vec<(Change, Option<ReplicaId>, bool)>,
+    /// What it merged and holds, and where its feed entries are.
+    kept: Kept,
     clock: Stamp,
+    /// The last lsn it gave.
+    lsn: u64,
     /// The greatest sequence number of the receiver's own id it has stored or seen.
     own_seq: u64,
 }
 
 impl StoreModel {
-    /// What the documented rules say `apply_remote` does with `batch` at `now`.
-    fn expect(&self, batch: &[Change], now: u64) -> Expected {
-        let mut reasons = BTreeSet::new();
+    /// What the documented rules say `apply_remote` does with `batch` at
+    /// `now`: the first change that fails validation refuses it (an unknown
+    /// collection, then a local-only one, then an invalid change), then a
+    /// stamp beyond the drift bound; then the changes are stored one by one,
+    /// each seeing the ones before it, and a forged duplicate of a held slot
+    /// refuses it.
+    fn expect(&self, batch: &[Change], now: u64, source: Option<ReplicaId>) -> Expected {
         for c in batch {
             if c.collection == UNKNOWN {
-                reasons.insert(Reason::UnknownCollection);
+                return Expected::Refuse(Reason::UnknownCollection);
             } else if c.collection == LOCAL {
-                reasons.insert(Reason::LocalOnly);
+                return Expected::Refuse(Reason::LocalOnly);
             } else if c.id.seq == 0 || c.base > c.stamp || c.key.is_empty() {
-                reasons.insert(Reason::Invalid);
-            }
-            if too_far_ahead(c.stamp, now) {
-                reasons.insert(Reason::Drift);
+                return Expected::Refuse(Reason::Invalid);
             }
         }
-        // Stored one by one in one write transaction: each change sees the
-        // ones before it in the batch.
-        let mut slots = BTreeMap::new();
-        let mut fresh = Vec::new();
-        let mut duplicates = 0;
+        if batch.iter().any(|c| too_far_ahead(c.stamp, now)) {
+            return Expected::Refuse(Reason::Drift);
+        }
+        let mut kept = self.kept.clone();
+        let mut or_conflict = false;
         for c in batch {
-            let slot = slot(c);
-            if let Some(stored) = self.slots.get(&slot).or_else(|| slots.get(&slot)) {
-                if stored != c {
-                    reasons.insert(Reason::Conflict);
-                    break;
-                }
-                duplicates += 1;
-                continue;
+            let judged = kept.judge(c);
+            if judged.refused() {
+                return Expected::Refuse(Reason::Conflict);
             }
-            slots.insert(slot, c.clone());
-            fresh.push(c.clone());
+            or_conflict |= judged.outcomes.contains(&Outcome::Conflicting);
+            kept.store(c, source, None);
         }
-        if reasons.is_empty() {
-            Expected::Accept { fresh, duplicates }
-        } else {
-            Expected::Refuse(reasons)
-        }
-    }
-
-    fn accept(
-        &mut self,
-        batch: &[Change],
-        fresh: Vec<Change>,
-        source: Option<ReplicaId>,
-        me: ReplicaId,
-    ) {
-        let n = fresh.len();
-        for (i, c) in fresh.into_iter().enumerate() {
-            self.slots.insert(slot(&c), c.clone());
-            self.feed.push((c, source, i + 1 == n));
-        }
-        for c in batch {
-            self.clock = self.clock.max(c.stamp);
-            if c.id.origin == me {
-                self.own_seq = self.own_seq.max(c.id.seq);
-            }
-        }
-    }
-
-    fn changes(&self) -> Vec<Change> {
-        self.feed.iter().map(|(c, _, _)| c.clone()).collect()
+        Expected::Accept { or_conflict }
     }
 }
 
@@ -264,16 +224,20 @@ pub(super) fn run(data: &[u8]) {
     }
     let time = ManualTime::new(T0);
     let me = replica_id(2);
+    let replica = in_memory(me, &time);
     let mut run = ApplyRun {
-        replica: in_memory(me, &time),
+        watch: replica.watch(),
+        model: StoreModel {
+            clock: replica.clock(),
+            ..StoreModel::default()
+        },
+        replica,
         time,
         me,
         generated: Vec::new(),
         pending: Vec::new(),
         seqs: [0; 3],
-        model: StoreModel::default(),
     };
-    run.model.clock = run.replica.clock();
     for step in steps {
         run.step(step);
     }
@@ -283,6 +247,8 @@ pub(super) fn run(data: &[u8]) {
 
 struct ApplyRun {
     replica: Replica,
+    /// The replica's events: one per change stored.
+    watch: Watch,
     time: ManualTime,
     me: ReplicaId,
     /// Every change made so far, in order; duplicates and forgeries pick from it.
@@ -403,42 +369,61 @@ impl ApplyRun {
     fn cut(&mut self, source: Option<ReplicaId>) {
         let batch = std::mem::take(&mut self.pending);
         let now = now(&self.time);
-        let expected = self.model.expect(&batch, now);
+        let before_lsn = self.model.lsn;
+        let expected = self.model.expect(&batch, now, source);
         let result = self.replica.apply_remote_from(source, &batch);
+        let events = drain(&mut self.watch);
+        if debug_enabled() {
+            eprintln!("batch of {} from {source:?}: {result:?}", batch.len());
+        }
+        let what = format!("batch {batch:#?} at time {now}");
         match (expected, result) {
-            (Expected::Accept { fresh, duplicates }, Ok(report)) => {
-                assert_eq!(
-                    (report.applied, report.duplicates),
-                    (fresh.len(), duplicates),
-                    "applied and duplicates of {batch:#?}"
-                );
-                self.model.accept(&batch, fresh, source, self.me);
-                assert_eq!(report.last_lsn, self.model.feed.len() as u64);
+            (Expected::Accept { .. }, Ok(report)) => {
+                let tally = self
+                    .model
+                    .kept
+                    .replay(&batch, source, &events, before_lsn, &what);
+                tally.check(&report, &what);
+                self.model.lsn += tally.applied as u64;
+                assert_eq!(report.last_lsn, self.model.lsn, "{what}: last_lsn reported");
+                for c in &batch {
+                    self.model.clock = self.model.clock.max(c.stamp);
+                    if c.id.origin == self.me {
+                        self.model.own_seq = self.model.own_seq.max(c.id.seq);
+                    }
+                }
+                let records: BTreeSet<Record> = batch.iter().map(record_of).collect();
+                self.model.kept.sync(&self.replica, &records, &what);
+                (self.model.kept).check_commit(&self.replica, before_lsn, &tally.moved, &what);
             }
-            (Expected::Refuse(reasons), Err(e)) => {
-                let reason = reason_of(&e);
-                assert!(
-                    reason.is_some_and(|r| reasons.contains(&r)),
-                    "batch {batch:#?} at time {now} was refused with {e:?}; the model expects one of {reasons:?}"
-                );
+            (expected, Err(e))
+                if reason_of(&e).is_some_and(|r| match expected {
+                    Expected::Refuse(reason) => r == reason,
+                    Expected::Accept { or_conflict } => or_conflict && r == Reason::Conflict,
+                }) =>
+            {
                 assert_eq!(e.fault(), Fault::Peer, "{e:?} is the peer's fault");
+                assert!(events.is_empty(), "{what}: refused, yet stored {events:#?}");
+                // Nothing stored: every record holds what it held.
+                let records: BTreeSet<Record> = (batch.iter())
+                    .filter(|c| SYNCED.contains(&c.collection.as_str()) && !c.key.is_empty())
+                    .map(record_of)
+                    .collect();
+                self.model.kept.sync(&self.replica, &records, &what);
+                (self.model.kept).check_commit(&self.replica, before_lsn, &BTreeMap::new(), &what);
             }
-            (expected, result) => panic!(
-                "batch {batch:#?} at time {now}: the model expects {expected:?}, apply_remote returned {result:?}"
-            ),
+            (expected, result) => {
+                panic!("{what}: the model expects {expected:?}, apply_remote returned {result:?}")
+            }
         }
         self.check_store();
     }
 
     /// The replica's counters and records match the model.
     fn check_store(&self) {
-        assert_eq!(
-            self.replica.last_lsn(),
-            self.model.feed.len() as u64,
-            "last_lsn"
-        );
+        assert_eq!(self.replica.last_lsn(), self.model.lsn, "last_lsn");
         assert_eq!(self.replica.clock(), self.model.clock, "clock");
-        let model = Model::of(self.model.feed.iter().map(|(c, _, _)| c));
+        let model = Model::of(self.model.kept.changes());
         for name in SYNCED {
             model.check(&self.replica, name, "the receiver");
         }
@@ -448,13 +433,9 @@ impl ApplyRun {
         // A local write after all that: a new sequence number, a stamp above
         // everything the replica has seen, made on top of the newest change
         // of its record.
-        let base = (self.model.feed.iter())
-            .map(|(c, _, _)| c)
-            .filter(|c| c.collection == SYNCED[0] && c.key.as_bytes() == b"k0")
-            .map(|c| c.stamp)
-            .max()
-            .unwrap_or(Stamp::ZERO);
+        let base = self.model.kept.newest_stamp(SYNCED[0], &Key::from("k0"));
         let before = self.replica.clock();
+        let before_lsn = self.model.lsn;
         let now = now(&self.time);
         let mut txn = self.replica.transaction();
         txn.put(SYNCED[0], "k0", Value::Int(-1));
@@ -469,7 +450,7 @@ impl ApplyRun {
             "local stamp {:?} after clock {before:?} at time {now}",
             committed.stamp
         );
-        assert_eq!(committed.lsn, self.model.feed.len() as u64 + 1);
+        assert_eq!(committed.lsn, before_lsn + 1, "the local write's lsn");
         let local = Change {
             id,
             collection: SYNCED[0].to_string(),
@@ -478,27 +459,46 @@ impl ApplyRun {
             base,
             op: Op::Put(Value::Int(-1)),
         };
-        self.model.feed.push((local, None, true));
+        let events = drain(&mut self.watch);
+        let what = "the local write";
+        let tally = (self.model.kept).replay(
+            std::slice::from_ref(&local),
+            None,
+            &events,
+            before_lsn,
+            what,
+        );
+        assert_eq!(tally.applied, 1, "{what} is stored");
+        self.model.lsn += 1;
         self.model.clock = committed.stamp;
+        let record = record_of(&local);
+        self.model.kept.sync(&self.replica, [&record], what);
+        (self.model.kept).check_commit(&self.replica, before_lsn, &tally.moved, what);
         self.check_store();
 
-        let feed = self
-            .replica
-            .feed_after(0, usize::MAX)
-            .expect("the feed reads");
-        assert_eq!(feed.len(), self.model.feed.len(), "feed length");
-        for (i, (entry, (change, source, end))) in feed.iter().zip(&self.model.feed).enumerate() {
-            assert_eq!(entry.lsn, i as u64 + 1, "feed lsn");
-            assert_eq!(&entry.change, change, "feed entry {}", entry.lsn);
-            assert_eq!(entry.source, *source, "source of feed entry {}", entry.lsn);
-            assert_eq!(
-                entry.group_end, *end,
-                "group end of feed entry {}",
-                entry.lsn
-            );
-        }
+        let feed = self.model.kept.check_feed(&self.replica, "the receiver");
+        assert!(
+            feed.iter()
+                .all(|e| SYNCED.contains(&e.change.collection.as_str())),
+            "the feed holds a change to a collection that does not sync"
+        );
         Model::default().check(&self.replica, LOCAL, "the local-only collection");
-        let changes = self.model.changes();
-        Model::of(&changes).check_merge_all(&changes);
+        let changes: Vec<Change> = self.model.kept.changes().cloned().collect();
+        let model = Model::of(&changes);
+        model.check_merge_all(&changes);
+
+        // A pull reads current state: the feed alone rebuilds every record.
+        let latest = (feed.iter())
+            .map(|e| e.change.stamp.millis())
+            .fold(now, u64::max);
+        let fresh = in_memory(replica_id(3), &ManualTime::new(latest));
+        let sent: Vec<Change> = feed.into_iter().map(|e| e.change).collect();
+        let report = fresh
+            .apply_remote_from(Some(self.me), &sent)
+            .unwrap_or_else(|e| panic!("a fresh replica refused the receiver's feed: {e}"));
+        assert_eq!(report.duplicates, 0, "a fresh replica holds nothing yet");
+        for name in SYNCED {
+            model.check(&fresh, name, "a fresh replica fed the receiver's feed");
+        }
     }
 }

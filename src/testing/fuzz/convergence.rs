@@ -1,14 +1,16 @@
 //! The steps, replicas and run behind [`converge`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::{
-    ApplyError, Change, ChangeId, FeedEntry, ManualTime, Replica, ReplicaId, Stamp, Value,
+    ApplyError, Change, ChangeId, FeedEntry, ManualTime, Op, Replica, ReplicaId, Stamp, Value,
+    Watch,
 };
 
 #[cfg(doc)]
 use super::converge;
 use super::input::Input;
+use super::keep::{Kept, Outcome, Record, drain, record_of};
 use super::model::Model;
 use super::setup::{debug_enabled, in_memory, key, move_time, now, replica_id, too_far_ahead};
 use super::{LOCAL, MAX_STEPS, SYNCED, T0};
@@ -121,14 +123,16 @@ fn advance(cursor: &mut u64, start: u64, entries: &[FeedEntry]) {
 /// One replica of [`converge`] and what the checks know of it.
 struct Node {
     replica: Replica,
+    /// Its events: one per change stored.
+    watch: Watch,
     time: ManualTime,
     id: ReplicaId,
     /// The last stamp it issued.
     last_issued: Stamp,
     /// The last clock reading taken: it must never go down.
     last_clock: Stamp,
-    /// The ids of the changes it holds.
-    known: BTreeSet<ChangeId>,
+    /// What it merged and holds, and where its feed entries are.
+    kept: Kept,
     /// Its writes to the local-only collection.
     local_only: Vec<Change>,
     /// Its last own sequence number.
@@ -148,6 +152,44 @@ impl Node {
         self.last_clock = clock;
         clock
     }
+
+    /// Its records and conflicts equal the model over every change it merged.
+    fn check_state(&self, what: &str) {
+        let model = Model::of(self.kept.changes());
+        for name in SYNCED.into_iter().chain([LOCAL]) {
+            model.check(&self.replica, name, what);
+        }
+    }
+
+    /// A fresh replica that applies this one's whole feed (local-only
+    /// changes left out, as the server does) ends with the same records and
+    /// conflicts: a pull reads current state.
+    fn check_pull(&self, what: &str) {
+        let feed = self
+            .replica
+            .feed_after(0, usize::MAX)
+            .expect("the feed reads");
+        let changes: Vec<Change> = (feed.into_iter())
+            .map(|e| e.change)
+            .filter(|c| c.collection != LOCAL)
+            .collect();
+        if changes.is_empty() {
+            return;
+        }
+        let latest = changes.iter().map(|c| c.stamp.millis()).max().unwrap_or(T0);
+        let fresh = in_memory(replica_id(3), &ManualTime::new(latest));
+        fresh
+            .apply_remote_from(Some(self.id), &changes)
+            .unwrap_or_else(|e| panic!("{what}: a fresh replica refused the feed: {e}"));
+        let model = Model::of(self.kept.changes());
+        for name in SYNCED {
+            model.check(
+                &fresh,
+                name,
+                &format!("{what}: a fresh replica fed the feed"),
+            );
+        }
+    }
 }
 
 struct ConvergeRun {
@@ -156,8 +198,6 @@ struct ConvergeRun {
     cursors: [[u64; 3]; 3],
     /// Every change made to a synced collection.
     synced: Vec<Change>,
-    /// Every change made, by id.
-    all: BTreeMap<ChangeId, Change>,
     /// The latest physical time any replica's clock has read.
     max_time: u64,
 }
@@ -180,11 +220,12 @@ pub(super) fn run(data: &[u8]) {
             let replica = in_memory(id, &time);
             Node {
                 last_clock: replica.clock(),
+                watch: replica.watch(),
                 replica,
                 time,
                 id,
                 last_issued: Stamp::ZERO,
-                known: BTreeSet::new(),
+                kept: Kept::default(),
                 local_only: Vec::new(),
                 seq: 0,
             }
@@ -194,7 +235,6 @@ pub(super) fn run(data: &[u8]) {
         nodes,
         cursors: [[0; 3]; 3],
         synced: Vec::new(),
-        all: BTreeMap::new(),
         max_time,
     };
     for step in steps {
@@ -242,42 +282,52 @@ impl ConvergeRun {
         let before_lsn = node.replica.last_lsn();
         let now = now(&node.time);
         let mut txn = node.replica.transaction();
+        let mut queued = Vec::new();
         for &(c, k, v) in writes {
             let collection = match c % 5 {
                 0 | 1 => SYNCED[0],
                 2 | 3 => SYNCED[1],
                 _ => LOCAL,
             };
-            if v % 4 == 3 {
+            let op = if v % 4 == 3 {
                 txn.delete(collection, key(k));
+                Op::Delete
             } else {
-                txn.put(collection, key(k), Value::Int(i64::from(v / 4)));
-            }
+                let value = Value::Int(i64::from(v / 4));
+                txn.put(collection, key(k), value.clone());
+                Op::Put(value)
+            };
+            queued.push((collection, key(k), op));
         }
         let committed = txn
             .commit()
             .unwrap_or_else(|e| panic!("a local write failed: {e}"));
-        let entries = node
-            .replica
-            .feed_after(before_lsn, usize::MAX)
-            .expect("the feed reads");
-        assert_eq!(entries.len(), writes.len(), "feed entries of one write");
+        let what = format!("replica {r}'s write of {writes:?}");
+        let events = drain(&mut node.watch);
+        assert_eq!(events.len(), writes.len(), "{what}: every change is stored");
+        assert_eq!(committed.ids.len(), writes.len(), "{what}: ids");
+        assert_eq!(
+            committed.lsn,
+            before_lsn + writes.len() as u64,
+            "{what}: lsn"
+        );
+        assert_eq!(node.replica.last_lsn(), committed.lsn, "{what}: last_lsn");
         let mut previous = before;
-        for (i, e) in entries.iter().enumerate() {
+        let mut records = BTreeSet::new();
+        for (i, (e, (collection, key, op))) in events.iter().zip(queued).enumerate() {
             node.seq += 1;
             let c = &e.change;
-            assert_eq!(e.lsn, before_lsn + i as u64 + 1, "feed lsn");
-            assert_eq!(e.source, None, "source of a local change");
-            assert_eq!(e.group_end, i + 1 == writes.len(), "group end");
+            let id = ChangeId {
+                origin: node.id,
+                seq: node.seq,
+            };
+            assert_eq!(c.id, id, "{what}: local change id");
+            assert_eq!(c.id, committed.ids[i], "{what}: committed id");
             assert_eq!(
-                c.id,
-                ChangeId {
-                    origin: node.id,
-                    seq: node.seq
-                },
-                "local change id"
+                (c.collection.as_str(), &c.key, &c.op),
+                (collection, &key, &op),
+                "{what}: change {i}"
             );
-            assert_eq!(c.id, committed.ids[i], "committed id");
             assert!(
                 c.stamp > previous && c.stamp > node.last_issued,
                 "replica {:?} issued {:?} after {previous:?} (clock) and {:?} (its last stamp)",
@@ -290,36 +340,44 @@ impl ConvergeRun {
                 "stamp {:?} below physical time {now}",
                 c.stamp
             );
-            let base = (node.known.iter())
-                .map(|id| &self.all[id])
-                .filter(|k| k.collection == c.collection && k.key == c.key)
-                .map(|k| k.stamp)
-                .max()
-                .unwrap_or(Stamp::ZERO);
             assert_eq!(
-                c.base, base,
-                "a local change is made on top of the newest change of its record"
+                c.base,
+                node.kept.newest_stamp(collection, &key),
+                "{what}: a local change is made on top of the newest change of its record"
             );
             previous = c.stamp;
             node.last_issued = c.stamp;
-            node.known.insert(c.id);
-            self.all.insert(c.id, c.clone());
             if c.collection == LOCAL {
                 node.local_only.push(c.clone());
             } else {
                 self.synced.push(c.clone());
             }
+            let tally = node.kept.replay(
+                std::slice::from_ref(c),
+                None,
+                std::slice::from_ref(e),
+                e.lsn - 1,
+                &what,
+            );
+            assert_eq!(tally.applied, 1, "{what}: a local change is stored");
+            records.insert(record_of(c));
         }
-        assert_eq!(committed.stamp, previous, "committed stamp");
-        assert_eq!(committed.lsn, before_lsn + writes.len() as u64);
-        assert_eq!(node.clock(), previous, "clock after a local write");
+        assert_eq!(committed.stamp, previous, "{what}: committed stamp");
+        assert_eq!(node.clock(), previous, "{what}: clock after a local write");
+        let moved = (events.iter())
+            .map(|e| (record_of(&e.change), e.lsn))
+            .collect();
+        node.kept.sync(&node.replica, &records, &what);
+        node.kept
+            .check_commit(&node.replica, before_lsn, &moved, &what);
+        node.check_state(&what);
     }
 
     /// Replica `to` applies `from`'s feed after `start` (about `limit`
     /// changes), local-only changes left out and, `as_server`, also the
     /// changes that came from `to` (as [`crate::SyncServer`] does); returns
-    /// how many were new, or `None` if the batch was refused for a stamp too
-    /// far ahead.
+    /// how many changes it stored, or `None` if the batch was refused for a
+    /// stamp too far ahead.
     fn deliver(
         &mut self,
         from: usize,
@@ -329,26 +387,46 @@ impl ConvergeRun {
         as_server: bool,
     ) -> Option<usize> {
         let to_id = self.nodes[to].id;
-        let entries = self.nodes[from]
+        let what = format!("delivery from replica {from} to {to} after {start}");
+        let sender = &self.nodes[from];
+        let entries = sender
             .replica
             .feed_after(start, limit)
             .expect("the feed reads");
-        for (i, e) in entries.iter().enumerate() {
-            assert_eq!(e.lsn, start + i as u64 + 1, "the feed has a gap");
-            assert!(
-                self.nodes[from].known.contains(&e.change.id),
-                "feed entry {} of replica {from} is a change it never got",
-                e.lsn
-            );
+        // Each record's entry sends all it holds, the sources with them.
+        sender.kept.check_entries(&entries, &what);
+        if let Some(first) = entries.first() {
+            assert!(first.lsn > start, "{what}: an entry at or before the start");
         }
         if let Some(last) = entries.last() {
-            assert!(last.group_end, "a feed slice ended inside a group");
+            assert!(last.group_end, "{what}: a feed slice ended inside a group");
+            assert!(
+                last.lsn <= sender.replica.last_lsn(),
+                "{what}: an entry after last_lsn"
+            );
+            // Whole groups: what comes before the last one is under the limit.
+            let before_last = (entries
+                .iter()
+                .rposition(|e| e.group_end && e.lsn != last.lsn))
+            .map_or(0, |i| i + 1);
+            assert!(
+                before_last < limit,
+                "{what}: the slice went on past {limit} changes"
+            );
         }
         if entries.len() < limit {
-            assert_eq!(
-                entries.last().map_or(start, |e| e.lsn),
-                self.nodes[from].replica.last_lsn().max(start),
-                "a feed slice stopped short of the limit before the end"
+            let after = entries.last().map_or(start, |e| e.lsn);
+            assert!(
+                (sender.replica.feed_after(after, usize::MAX))
+                    .expect("the feed reads")
+                    .is_empty(),
+                "{what}: a feed slice stopped short of the limit before the end"
+            );
+        }
+        for e in entries.iter().filter(|e| e.change.collection == LOCAL) {
+            assert!(
+                e.change.id.origin == sender.id && e.source.is_none(),
+                "{what}: the feed holds a local-only change from elsewhere: {e:?}"
             );
         }
         let changes: Vec<Change> = entries
@@ -363,30 +441,39 @@ impl ConvergeRun {
             advance(cursor, start, &entries);
             return Some(0);
         }
-        let source = self.nodes[from].id;
+        let source = Some(sender.id);
         let node = &mut self.nodes[to];
         let now = now(&node.time);
         let refused = changes.iter().any(|c| too_far_ahead(c.stamp, now));
-        let mut fresh = BTreeSet::new();
         for c in &changes {
-            if !node.known.contains(&c.id) {
-                fresh.insert(c.id);
-            }
+            assert!(
+                !node.kept.judge(c).outcomes.contains(&Outcome::Conflicting),
+                "{what}: the model takes {c:?} for a forged duplicate"
+            );
         }
         let before_lsn = node.replica.last_lsn();
         let before_clock = node.clock();
-        match node.replica.apply_remote_from(Some(source), &changes) {
+        let result = node.replica.apply_remote_from(source, &changes);
+        let events = drain(&mut node.watch);
+        if debug_enabled() {
+            eprintln!("{what}, {} changes: {result:?}", changes.len());
+        }
+        let records: BTreeSet<Record> = changes.iter().map(record_of).collect();
+        match result {
             Ok(report) => {
                 assert!(
                     !refused,
                     "replica {to} at time {now} accepted a stamp beyond the drift bound"
                 );
+                let tally = node
+                    .kept
+                    .replay(&changes, source, &events, before_lsn, &what);
+                tally.check(&report, &what);
                 assert_eq!(
-                    (report.applied, report.duplicates),
-                    (fresh.len(), changes.len() - fresh.len()),
-                    "applied and duplicates"
+                    report.last_lsn,
+                    before_lsn + tally.applied as u64,
+                    "{what}: last_lsn"
                 );
-                assert_eq!(report.last_lsn, before_lsn + fresh.len() as u64);
                 assert_eq!(node.replica.last_lsn(), report.last_lsn);
                 let greatest = changes.iter().map(|c| c.stamp).max();
                 assert_eq!(
@@ -394,12 +481,16 @@ impl ConvergeRun {
                     before_clock.max(greatest.unwrap_or(Stamp::ZERO)),
                     "clock after receiving"
                 );
-                node.known.extend(fresh.iter().copied());
+                node.kept.sync(&node.replica, &records, &what);
+                node.kept
+                    .check_commit(&node.replica, before_lsn, &tally.moved, &what);
+                node.check_state(&what);
                 advance(cursor, start, &entries);
-                Some(fresh.len())
+                Some(tally.applied)
             }
             Err(ApplyError::ClockDrift(e)) if refused => {
                 assert!(too_far_ahead(e.stamp, now), "{e}");
+                assert!(events.is_empty(), "{what}: refused, yet stored {events:#?}");
                 assert_eq!(
                     node.replica.last_lsn(),
                     before_lsn,
@@ -410,6 +501,7 @@ impl ConvergeRun {
                     before_clock,
                     "a refused batch moved the clock"
                 );
+                node.kept.sync(&node.replica, &records, &what);
                 None
             }
             Err(e) => {
@@ -419,6 +511,9 @@ impl ConvergeRun {
     }
 
     fn finish(mut self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            node.check_pull(&format!("replica {i} before the full exchange"));
+        }
         // Clocks agree again: no stamp is ahead of anyone now.
         for node in &self.nodes {
             node.time.set(self.max_time);
@@ -454,27 +549,10 @@ impl ConvergeRun {
             }
         }
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            Model::of(&node.local_only).check(&node.replica, LOCAL, &format!("replica {i}"));
-            assert_eq!(
-                node.replica.last_lsn(),
-                (self.synced.len() + node.local_only.len()) as u64,
-                "replica {i}: feed length"
-            );
-            let mut previous = Stamp::ZERO;
-            for e in node
-                .replica
-                .feed_after(0, usize::MAX)
-                .expect("the feed reads")
-            {
-                if e.change.id.origin == node.id {
-                    assert!(
-                        e.change.stamp > previous,
-                        "replica {i} issued {:?} after {previous:?}",
-                        e.change.stamp
-                    );
-                    previous = e.change.stamp;
-                }
-            }
+            let what = format!("replica {i} after the full exchange");
+            Model::of(&node.local_only).check(&node.replica, LOCAL, &what);
+            node.kept.check_feed(&node.replica, &what);
+            node.check_pull(&what);
             node.clock();
         }
     }

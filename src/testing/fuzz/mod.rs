@@ -31,6 +31,7 @@ mod apply;
 mod convergence;
 mod frame;
 mod input;
+mod keep;
 mod model;
 mod seeds;
 mod session;
@@ -106,18 +107,34 @@ pub fn decode_frame(data: &[u8]) {
 /// pending changes go to [`Replica::apply_remote`] (or `apply_remote_from`)
 /// as one batch.
 ///
-/// Checks after every batch: it is accepted or refused exactly as the model
-/// predicts (a refusal for one of the reasons that apply); the report counts
-/// the new changes and duplicates; a refused batch stores nothing and leaves
-/// the clock where it was; an accepted one moves the clock to its greatest
-/// stamp; the records and conflicts equal a `BTreeMap` model over exactly
-/// the accepted changes (the greatest (stamp, origin, seq) wins, a delete
-/// leaves a tombstone, `seen` is the greatest `base`, and the conflicts are
-/// the losers stamped after it). At the end: the feed is the accepted
-/// changes in order, with their source and group ends; a local write gets a
-/// fresh sequence number, a stamp above everything seen and the newest stamp
-/// of its record as its base; the records equal [`merge_all`] of each
-/// record's changes.
+/// The model follows the documented rules of format 3 (see the private
+/// `keep` module): a replica keeps of each record only what merge needs (the
+/// winner, the conflicts, the change that set `seen`), a change that arrives
+/// superseded is merged and dropped, and duplicates are found among the
+/// changes held. Two ways the store departs from those rules are allowed,
+/// each behind a constant that names it (`keep::TIED_SEEN_SETTERS_KEPT`,
+/// `model::TIED_CONFLICTS_IN_ARRIVAL_ORDER`). Checks after every batch: it is refused exactly when the
+/// model says, for the reason it says (the first change that fails
+/// validation, then the drift bound, then a forged duplicate of a held
+/// slot; a forgery of a slot whose change may have been dropped may be
+/// refused or merged, and is then one of the changes merged); a refused
+/// batch stores nothing and leaves the clock and `last_lsn` alone; in an
+/// accepted one, the replica's events (one per change stored, at
+/// consecutive lsns) are the changes the model allows to be stored, the
+/// report's applied, superseded, duplicates and conflicts are what the model
+/// allows, and the clock moves to the batch's greatest stamp; each record
+/// holds (`Collection::history`) all merge needs and nothing it does not;
+/// the records and conflicts equal a `BTreeMap` model over every change ever
+/// merged (the greatest (stamp, origin, seq) wins, a delete leaves a
+/// tombstone, `seen` is the greatest `base`, and the conflicts are the
+/// losers stamped after it); the commit's feed group holds exactly the
+/// records it moved, each once with all it holds and their sources. At the
+/// end: a local write gets a fresh sequence number, a stamp above
+/// everything seen and the newest stamp of its record as its base; the
+/// whole feed holds each record once, at the lsn of its last move, with
+/// group ends on each commit's last change, and reads the same a change at
+/// a time; a fresh replica that applies the whole feed ends with the same
+/// records and conflicts; the records equal [`merge_all`].
 pub fn apply_changes(data: &[u8]) {
     apply::run(data);
 }
@@ -139,18 +156,26 @@ pub fn apply_changes(data: &[u8]) {
 /// Checks on the way: every stamp a replica issues is greater than its
 /// clock before the write (so greater than everything it has seen) and than
 /// its previous stamp, and not below its physical time; a local change's
-/// `base` is the newest stamp of its record the replica holds; the clock
-/// never goes back; the feed is gap-free and a slice never ends inside a
-/// group; a delivery is refused only for a stamp beyond the drift bound, and
-/// then stores nothing and leaves the clock alone; otherwise it stores
-/// exactly the changes new to the receiver. At the end every clock is set to
-/// the latest time any of them read, and a full exchange between all pairs
-/// runs until nothing changes, which takes at most 3 rounds; then all
-/// replicas hold identical records and conflicts, equal to the model over
-/// every synced change (the greatest (stamp, origin, seq) wins, `seen` is the
-/// greatest `base`, and the conflicts are the losers stamped after it) and to
+/// `base` is the newest stamp of its record the replica merged; every change
+/// of a write is stored, at consecutive lsns; the clock never goes back; a
+/// feed slice sends each record once, with everything it holds, never ends
+/// inside a group, stops at the limit only at a group's end, and holds no
+/// local-only change from elsewhere; a delivery is refused only for a stamp
+/// beyond the drift bound, and then stores nothing and leaves the clock
+/// alone; otherwise what it stores, supersedes and finds held is what the
+/// `apply_changes` model allows, and afterwards the receiver holds what
+/// merge needs and its records equal the model over every change it merged.
+/// At the end a fresh replica fed each replica's whole feed (local-only
+/// changes left out) gets its records; every clock is set to the latest
+/// time any of them read, and a full exchange between all pairs runs until
+/// nothing changes, which takes at most 3 rounds; then all replicas hold
+/// identical records and conflicts, equal to the model over every synced
+/// change ever made (the greatest (stamp, origin, seq) wins, `seen` is the
+/// greatest `base`, and the conflicts are the losers stamped after it; a
+/// change superseded before it travelled changes nothing) and to
 /// [`merge_all`]; each local-only collection holds its own replica's writes
-/// alone; and each feed holds each change once.
+/// alone; and each feed holds each record once, with its group ends, and
+/// again rebuilds the records on a fresh replica.
 pub fn converge(data: &[u8]) {
     convergence::run(data);
 }

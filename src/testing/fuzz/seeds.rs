@@ -473,6 +473,58 @@ pub(super) fn apply_seeds() -> Vec<(String, Vec<u8>)> {
                 Duplicate { of: 0 },
             ],
         ),
+        (
+            // A change made on top of another supersedes it: the older one is
+            // dropped, so a forgery of its slot is merged (and superseded),
+            // not refused, and so is the original arriving again.
+            "forged-dropped",
+            vec![
+                fresh(0, 0, 0, 0x08, 8),
+                fresh_on(1, 0, 0, 0x0c, 16, 0x11),
+                Cut { source: 0 },
+                Forge { of: 0, how: 0 },
+                Cut { source: 2 },
+                Duplicate { of: 0 },
+                SameSlot { of: 0, op: 24 },
+                Cut { source: 3 },
+                Forge { of: 1, how: 0 },
+            ],
+        ),
+        (
+            // A loser stamped at its own base raises `seen`: it is kept as
+            // the change that set it; another one tying for it changes
+            // nothing; a forgery of the kept one is refused.
+            "seen-setter",
+            vec![
+                fresh(0, 1, 2, 0x0c, 8),
+                Cut { source: 0 },
+                fresh_on(1, 1, 2, 0x08, 16, 0x11),
+                Cut { source: 2 },
+                fresh_on(0, 1, 2, 0x08, 24, 0x11),
+                Cut { source: 0 },
+                Forge { of: 1, how: 0 },
+                Cut { source: 0 },
+                fresh_on(1, 1, 2, 0x0d, 32, 0x19),
+            ],
+        ),
+        (
+            // Records' feed entries move to new lsns as they change: the
+            // first group is left with markers, then goes.
+            "entries-move",
+            vec![
+                fresh(0, 0, 0, 0, 8),
+                fresh(0, 0, 1, 0, 8),
+                fresh(0, 0, 2, 0, 8),
+                Cut { source: 2 },
+                fresh(1, 0, 1, 4, 16),
+                Cut { source: 3 },
+                fresh(1, 0, 0, 4, 16),
+                fresh(1, 0, 2, 4, 16),
+                fresh(1, 0, 2, 5, 24),
+                Cut { source: 0 },
+                Duplicate { of: 1 },
+            ],
+        ),
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = scenarios
         .into_iter()
@@ -603,6 +655,41 @@ pub(super) fn converge_seeds() -> Vec<(String, Vec<u8>)> {
             "local-only",
             [128; 3],
             vec![w(0, 4, 0, 4), w(1, 4, 0, 8), DeliverAll { pair: 0 }],
+        ),
+        (
+            // Only a record's latest change travels: the first write of the
+            // transaction is superseded by the second before any delivery.
+            "superseded-before-delivery",
+            [128; 3],
+            vec![
+                Write {
+                    replica: 0,
+                    writes: vec![(0, 0, 4), (0, 0, 8)],
+                },
+                w(0, 0, 0, 12),
+                deliver(0, 0, 0, 0),
+                w(1, 0, 0, 16),
+                deliver(1, 0, 0, 7),
+            ],
+        ),
+        (
+            // Entries move while a peer reads the feed a change at a time.
+            "entries-move-under-a-reader",
+            [128; 3],
+            vec![
+                Write {
+                    replica: 1,
+                    writes: vec![(0, 0, 4), (0, 1, 4)],
+                },
+                w(1, 2, 2, 4),
+                deliver(1, 0, 0, 0),
+                w(1, 0, 0, 8),
+                deliver(1, 0, 0, 0),
+                deliver(1, 0, 0, 0),
+                deliver(1, 2, 0, 0),
+                w(1, 0, 1, 8),
+                deliver(1, 0, 0, 7),
+            ],
         ),
     ];
     let mut seeds: Vec<(String, Vec<u8>)> = scenarios
