@@ -108,7 +108,7 @@ impl Replica {
             }
             let kept: Vec<Change> = self
                 .store()
-                .history(&collection, &key)?
+                .history(&collection, &key, true)?
                 .into_iter()
                 .filter(|c| !refused.contains(&slot(c)))
                 .collect();

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use common::{T0, manual_config, memory_replica};
 use serde::{Deserialize, Serialize};
 use syncline::{
-    ApplyError, Change, CollectionConfig, Fault, Key, KeyError, ManualTime, Op, OpenError, ReadError,
-    Replica, ReplicaConfig, ReplicaId, Scan, Stamp, Value, WriteError,
+    ApplyError, Change, CollectionConfig, Fault, Key, KeyError, ManualTime, Op, OpenError,
+    ReadError, Replica, ReplicaConfig, ReplicaId, Scan, Stamp, Value, WriteError,
 };
 
 fn file_replica(dir: &tempfile::TempDir, time: &ManualTime) -> Replica {
@@ -465,7 +465,10 @@ fn a_format_1_file_is_upgraded_in_place_and_keeps_everything() {
         // One feed entry per record, at its latest lsn; `c` sends its
         // winner (from 0x02..) and the conflict.
         let feed = r.feed_after(0, 100).unwrap();
-        let c: Vec<_> = feed.iter().filter(|e| e.change.key == Key::from("c")).collect();
+        let c: Vec<_> = feed
+            .iter()
+            .filter(|e| e.change.key == Key::from("c"))
+            .collect();
         assert_eq!(c.len(), 2, "{feed:?}");
         assert!(c.iter().any(|e| e.change.id.origin.as_bytes() == &[2; 16]));
         let mut lsns: Vec<u64> = feed
@@ -605,7 +608,11 @@ fn a_format_2_file_is_upgraded_in_place_and_keeps_everything() {
         assert_eq!(r.collections().len(), 3);
         let todos = r.collection("todos").unwrap();
         assert_eq!(todos.get("a").unwrap(), Some(Value::Int(2)));
-        assert_eq!(todos.history("a").unwrap().len(), 1, "the first put was seen");
+        assert_eq!(
+            todos.history("a").unwrap().len(),
+            1,
+            "the first put was seen"
+        );
         assert!(todos.record("b\0x").unwrap().unwrap().is_tombstone());
         assert_eq!(todos.get("c").unwrap(), Some(Value::Bool(false)));
         let conflicts = todos.conflicts().unwrap();
@@ -624,17 +631,32 @@ fn a_format_2_file_is_upgraded_in_place_and_keeps_everything() {
         // The feed: one entry per record at its latest lsn, in the old
         // groups (t1 and t2 still end together), sources kept.
         let feed = r.feed_after(0, 100).unwrap();
-        let lsn_of = |k: &str| feed.iter().find(|e| e.change.key == Key::from(k)).map(|e| e.lsn);
+        let lsn_of = |k: &str| {
+            feed.iter()
+                .find(|e| e.change.key == Key::from(k))
+                .map(|e| e.lsn)
+        };
         assert_eq!(lsn_of("a"), Some(3));
         assert_eq!(lsn_of("t1"), Some(9));
         assert_eq!(lsn_of("t2"), Some(10));
-        let t1 = feed.iter().find(|e| e.change.key == Key::from("t1")).unwrap();
+        let t1 = feed
+            .iter()
+            .find(|e| e.change.key == Key::from("t1"))
+            .unwrap();
         assert!(!t1.group_end, "t1 and t2 are one group");
-        let p = feed.iter().find(|e| e.change.key == Key::from("p")).unwrap();
+        let p = feed
+            .iter()
+            .find(|e| e.change.key == Key::from("p"))
+            .unwrap();
         assert_eq!(p.source, Some(peer));
         // A peer's pull from zero gets current state only: nothing from 0x02
         // goes back to it, and `a` once.
-        assert_eq!(feed.iter().filter(|e| e.change.key == Key::from("a")).count(), 1);
+        assert_eq!(
+            feed.iter()
+                .filter(|e| e.change.key == Key::from("a"))
+                .count(),
+            1
+        );
     };
     let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
     check(&r);

@@ -243,7 +243,7 @@ impl Collection {
     /// The change log of one record, in merge order (stamp, then origin).
     pub fn history(&self, key: impl Into<Key>) -> Result<Vec<Change>, ReadError> {
         let key = self.checked(key)?;
-        Ok(self.replica.store().history(&self.name, &key)?)
+        Ok(self.replica.store().history(&self.name, &key, false)?)
     }
 
     /// The conflicts of the collection, in key order: losing changes that

@@ -184,8 +184,14 @@ impl Store {
     }
 
     /// The changes one record holds (see [`crate::History`]), in merge
-    /// order of stamp, then origin.
-    pub(crate) fn history(&self, collection: &str, key: &Key) -> Result<Vec<Change>, StorageError> {
+    /// order of stamp, then origin; with `undo`, also the changes kept to
+    /// undo an unsettled local write.
+    pub(crate) fn history(
+        &self,
+        collection: &str,
+        key: &Key,
+        undo: bool,
+    ) -> Result<Vec<Change>, StorageError> {
         let read = self.begin_read()?;
         let origins = self.read_origins(&read)?;
         let records = read.open_table(RECORDS)?;
@@ -196,6 +202,7 @@ impl Store {
         let row: RecordRow = tables::decode(RECORDS.name(), bytes.value())?;
         let mut out: Vec<Change> = rows::record_changes(&log, &origins, collection, key, &row)?
             .into_iter()
+            .filter(|h| undo || !h.undo)
             .map(|h| h.change)
             .collect();
         out.sort_by_key(|c| c.version());
@@ -363,6 +370,7 @@ impl Store {
                 change: e.change,
                 source: e.source,
                 history: false,
+                undo: false,
             };
             if pushable(peer, &held, wanted) && !refused.contains(&slot(&held.change)) {
                 changes.push(held.change);

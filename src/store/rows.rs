@@ -122,6 +122,8 @@ pub(crate) struct Held {
     /// Whether it is kept only here (history, or to undo a local write):
     /// it never travels.
     pub(crate) history: bool,
+    /// Whether it is kept to undo a local write ([`Kept::Undo`]).
+    pub(crate) undo: bool,
 }
 
 /// Every change a record holds: the row's winner first, when it holds one,
@@ -150,6 +152,7 @@ pub(crate) fn record_changes(
             },
             source: row.source.map(|s| origins.resolve(s)).transpose()?,
             history: false,
+            undo: false,
         });
     }
     if row.logged > 0 {
@@ -173,6 +176,7 @@ pub(crate) fn record_changes(
                 },
                 source: body.source.map(|s| origins.resolve(s)).transpose()?,
                 history: body.kept != Kept::Merge,
+                undo: body.kept == Kept::Undo,
             });
         }
     }

@@ -515,20 +515,31 @@ mod tests {
                 origin: 3,
                 seq: 9,
             },
-            base: if plain { Stamp::ZERO } else { Stamp::from_u64(5) },
+            base: if plain {
+                Stamp::ZERO
+            } else {
+                Stamp::from_u64(5)
+            },
             source: Some(1),
             value: Some(Value::Int(-4)),
             fields: if plain {
                 Vec::new()
             } else {
-                vec![("f".into(), StoredVersion {
-                    stamp: Stamp::from_u64(2),
-                    origin: 0,
-                    seq: 1,
-                })]
+                vec![(
+                    "f".into(),
+                    StoredVersion {
+                        stamp: Stamp::from_u64(2),
+                        origin: 0,
+                        seq: 1,
+                    },
+                )]
             },
             tombstone: None,
-            seen: if plain { Stamp::ZERO } else { Stamp::from_u64(5) },
+            seen: if plain {
+                Stamp::ZERO
+            } else {
+                Stamp::from_u64(5)
+            },
             seen_by: None,
             winner: plain,
             logged: u32::from(!plain),

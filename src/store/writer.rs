@@ -324,6 +324,11 @@ impl<'txn> Writer<'txn> {
             return Ok(None);
         };
         let body: LogBody = tables::decode(LOG.name(), bytes.value())?;
+        if body.kept != Kept::Merge {
+            // Kept only here (history, undo): merge holds no such change,
+            // and merging it again is what a first arrival would do.
+            return Ok(None);
+        }
         let same =
             body.seq == change.id.seq && body.base == change.base && same_op(&body.op, &change.op);
         Ok(Some(if same {
@@ -561,6 +566,10 @@ impl<'txn> Writer<'txn> {
             },
             &mut self.scratch,
         );
+        if kept != Kept::Merge && self.log.get(self.log_key.as_slice())?.is_some() {
+            // Kept already: a second arrival never rewrites it.
+            return Ok(0);
+        }
         let old = self
             .log
             .insert(self.log_key.as_slice(), self.scratch.as_slice())?;

@@ -111,9 +111,9 @@ pub fn decode_frame(data: &[u8]) {
 /// `keep` module): a replica keeps of each record only what merge needs (the
 /// winner, the conflicts, the change that set `seen`), a change that arrives
 /// superseded is merged and dropped, and duplicates are found among the
-/// changes held. Two ways the store departs from those rules are allowed,
-/// each behind a constant that names it (`keep::TIED_SEEN_SETTERS_KEPT`,
-/// `model::TIED_CONFLICTS_IN_ARRIVAL_ORDER`). Checks after every batch: it is refused exactly when the
+/// changes held. One way the store departs from those rules is allowed,
+/// behind a constant that names it (`keep::TIED_SEEN_SETTERS_KEPT`: a
+/// hostile peer's changes stamped equal to their base may all be kept). Checks after every batch: it is refused exactly when the
 /// model says, for the reason it says (the first change that fails
 /// validation, then the drift bound, then a forged duplicate of a held
 /// slot; a forgery of a slot whose change may have been dropped may be

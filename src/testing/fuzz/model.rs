@@ -4,13 +4,6 @@ use std::collections::BTreeMap;
 
 use crate::{Change, Conflict, Key, Op, RecordState, Replica, Rule, Stamp, Value, merge_all};
 
-/// The store lists a record's conflicts with equal stamps in the order of
-/// its own numbers for their origins (given as origins first arrive), not in
-/// origin order: two replicas holding the same changes can list them in
-/// different orders. Set this to `false` to check the (stamp, origin) order
-/// once the store lists them that way.
-const TIED_CONFLICTS_IN_ARRIVAL_ORDER: bool = true;
-
 /// The merge order, spelled out: stamp, then origin, then sequence number.
 type Rank = (u64, [u8; 16], u64);
 
@@ -129,16 +122,7 @@ impl Model {
             self.states(collection),
             "{what}: records of {collection:?}"
         );
-        let mut conflicts = handle.conflicts().expect("conflicts read");
-        if TIED_CONFLICTS_IN_ARRIVAL_ORDER {
-            conflicts.sort_by(|a, b| {
-                (&a.key, a.loser.stamp, a.loser.id.origin).cmp(&(
-                    &b.key,
-                    b.loser.stamp,
-                    b.loser.id.origin,
-                ))
-            });
-        }
+        let conflicts = handle.conflicts().expect("conflicts read");
         assert_eq!(
             conflicts,
             self.conflicts(collection),
