@@ -268,13 +268,61 @@ impl<'txn> Writer<'txn> {
         now_ms: u64,
     ) -> Result<Outcome, StorageError> {
         keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
-        let row = self.read_row()?;
+        let row = if Kind::of(rule) == Kind::Record {
+            // Most remote changes of record-level policies are new records
+            // (an initial sync): write the row the change makes on its own,
+            // and redb's insert hands back the row it replaced, if any: one
+            // B-tree walk instead of a read and a write.
+            let lsn = state.lsn + 1;
+            let mine = RecordRow {
+                lsn,
+                version: self.stored(change.version())?,
+                base: change.base,
+                source: source.map(|s| self.number(s)).transpose()?,
+                value: crate::merge::record_value(&change.op),
+                fields: Vec::new(),
+                tombstone: None,
+                seen: change.base,
+                seen_by: None,
+                winner: true,
+                logged: 0,
+                pending: false,
+            };
+            self.scratch.clear();
+            codec::encode_into(&mine, &mut self.scratch);
+            let old = match self
+                .records
+                .insert(self.key.as_slice(), self.scratch.as_slice())?
+            {
+                Some(old) => Some(old.value().to_vec()),
+                None => None,
+            };
+            let Some(old) = old else {
+                state.lsn = lsn;
+                self.group.push(Some(self.key.clone()));
+                return Ok(Outcome::Stored {
+                    lsn,
+                    conflicts: 0,
+                    carried: false,
+                });
+            };
+            // Not new: merge as usual; whatever the merge leaves as it was
+            // gets the old row back.
+            let row: RecordRow = tables::decode(RECORDS.name(), &old)?;
+            if let Some(held) = self.held(&row, change)? {
+                self.write_row(&row)?;
+                return Ok(held);
+            }
+            return self.merge(state, rule, change, source, Some(row), now_ms, true);
+        } else {
+            self.read_row()?
+        };
         if let Some(row) = &row
             && let Some(held) = self.held(row, change)?
         {
             return Ok(held);
         }
-        self.merge(state, rule, change, source, row, now_ms)
+        self.merge(state, rule, change, source, row, now_ms, false)
     }
 
     /// Stores a change made here just now: its stamp is new by construction,
@@ -289,7 +337,7 @@ impl<'txn> Writer<'txn> {
         now_ms: u64,
     ) -> Result<Outcome, StorageError> {
         keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
-        self.merge(state, rule, change, None, row, now_ms)
+        self.merge(state, rule, change, None, row, now_ms, false)
     }
 
     /// Whether the record holds `change`'s slot: the same change
@@ -339,7 +387,9 @@ impl<'txn> Writer<'txn> {
     }
 
     /// Merges a change the record does not hold into it (its record key in
-    /// `self.key`).
+    /// `self.key`). With `restore`, the stored row is not `row` and must be
+    /// written back unless the merge writes the record anyway.
+    #[allow(clippy::too_many_arguments)]
     fn merge(
         &mut self,
         state: &mut WriteState,
@@ -348,6 +398,7 @@ impl<'txn> Writer<'txn> {
         source: Option<ReplicaId>,
         row: Option<RecordRow>,
         now_ms: u64,
+        restore: bool,
     ) -> Result<Outcome, StorageError> {
         let kind = Kind::of(rule);
         let before = row.as_ref().map(|r| self.state_of(r)).transpose()?;
@@ -482,7 +533,7 @@ impl<'txn> Writer<'txn> {
         self.key = record_key;
         if !moved {
             if let Some(mut r) = row
-                && (r.logged != logged || r.pending != pending)
+                && (restore || r.logged != logged || r.pending != pending)
             {
                 r.logged = logged;
                 r.pending = pending;
@@ -494,19 +545,29 @@ impl<'txn> Writer<'txn> {
             self.supersede(old.lsn)?;
         }
         let lsn = self.next_entry(state);
+        let version = self.stored(after.version)?;
+        let fields = after
+            .fields
+            .iter()
+            .map(|(f, v)| Ok((f.clone(), self.stored(*v)?)))
+            .collect::<Result<_, StorageError>>()?;
+        let tombstone = after.tombstone.map(|t| self.stored(t)).transpose()?;
+        let seen = after.seen;
+        // The merged state's value moves into the row (no copy) when the
+        // merge made a new state.
+        let value = match next {
+            Some(next) => next.value,
+            None => before.and_then(|b| b.value),
+        };
         let next_row = RecordRow {
             lsn,
-            version: self.stored(after.version)?,
+            version,
             base: version_base,
             source: version_source,
-            value: after.value.clone(),
-            fields: after
-                .fields
-                .iter()
-                .map(|(f, v)| Ok((f.clone(), self.stored(*v)?)))
-                .collect::<Result<_, StorageError>>()?,
-            tombstone: after.tombstone.map(|t| self.stored(t)).transpose()?,
-            seen: after.seen,
+            value,
+            fields,
+            tombstone,
+            seen,
             seen_by,
             winner: kind == Kind::Record,
             logged,
