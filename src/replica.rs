@@ -238,7 +238,9 @@ impl Replica {
     }
 
     /// Defines a collection, or opens it if it exists with the same
-    /// configuration. A collection's configuration never changes once defined.
+    /// configuration. Its policy and sync flag never change once defined;
+    /// its [`crate::History`] setting may (it is local to this replica), and
+    /// applies from each record's next write.
     pub fn define_collection(
         &self,
         name: &str,
@@ -263,12 +265,19 @@ impl Replica {
             .collections
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some((existing, _)) = collections.get(name) {
-            return if *existing == config {
-                Ok(Collection::new(self.clone(), name.to_string()))
-            } else {
-                Err(WriteError::CollectionMismatch(name.to_string()))
-            };
+        if let Some((existing, rule)) = collections.get(name) {
+            if *existing == config {
+                return Ok(Collection::new(self.clone(), name.to_string()));
+            }
+            if existing.policy != config.policy || existing.sync != config.sync {
+                return Err(WriteError::CollectionMismatch(name.to_string()));
+            }
+            // Only the history setting differs: it is local and may change;
+            // it applies from each record's next write.
+            let rule = rule.clone();
+            self.inner.store.define_collection(name, &config)?;
+            collections.insert(name.to_string(), (config, rule));
+            return Ok(Collection::new(self.clone(), name.to_string()));
         }
         let rule = Rule::for_policy(&config.policy, &self.inner.config.resolvers)?;
         self.inner.store.define_collection(name, &config)?;

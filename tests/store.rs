@@ -4,11 +4,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::{T0, manual_config, memory_replica};
 use serde::{Deserialize, Serialize};
 use syncline::{
-    ApplyError, Change, CollectionConfig, Fault, Key, KeyError, ManualTime, Op, OpenError,
+    ApplyError, Change, CollectionConfig, Fault, History, Key, KeyError, ManualTime, Op, OpenError,
     ReadError, Replica, ReplicaConfig, ReplicaId, Scan, Stamp, Value, WriteError,
 };
 
@@ -694,4 +695,79 @@ fn a_format_2_file_is_upgraded_in_place_and_keeps_everything() {
         r.collection("todos").unwrap().get("d").unwrap(),
         Some(Value::Int(4))
     );
+}
+
+/// A collection's history setting: by default a record keeps what merge
+/// needs; `Last(n)` keeps the last n superseded changes too, `For(d)` those
+/// stamped within d of now. History never travels, and the setting may
+/// change on a defined collection.
+#[test]
+fn history_keeps_what_the_collection_asks_for() {
+    let time = ManualTime::new(T0);
+    let r = memory_replica(1, &time);
+    let merge = r.collection("todos").unwrap();
+    let last = r
+        .define_collection(
+            "last",
+            CollectionConfig::default().with_history(History::Last(2)),
+        )
+        .unwrap();
+    let recent = r
+        .define_collection(
+            "recent",
+            CollectionConfig::default().with_history(History::For(Duration::from_secs(10))),
+        )
+        .unwrap();
+    for i in 0..5i64 {
+        for c in [&merge, &last, &recent] {
+            c.put("k", i).unwrap();
+        }
+        time.advance(Duration::from_secs(4));
+    }
+    let values = |c: &syncline::Collection| -> Vec<Value> {
+        c.history("k")
+            .unwrap()
+            .into_iter()
+            .map(|c| match c.op {
+                Op::Put(v) => v,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        values(&merge),
+        [Value::Int(4)],
+        "merge needs the winner only"
+    );
+    assert_eq!(
+        values(&last),
+        [Value::Int(2), Value::Int(3), Value::Int(4)],
+        "the winner and the last two superseded"
+    );
+    // Written at 0, 4, 8, 12 and 16 s; the last write, at 16 s, kept those
+    // stamped within 10 s of it.
+    assert_eq!(
+        values(&recent),
+        [Value::Int(2), Value::Int(3), Value::Int(4)],
+        "the winner and those of the last 10 s"
+    );
+    // History stays here: the feed sends the winner only.
+    let sent: Vec<_> = r
+        .feed_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.change.collection == "last")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    // The setting may change; it applies from the record's next write.
+    let last = r
+        .define_collection("last", CollectionConfig::default())
+        .unwrap();
+    assert_eq!(values(&last).len(), 3);
+    last.put("k", 5i64).unwrap();
+    assert_eq!(values(&last), [Value::Int(5)]);
+    assert!(matches!(
+        r.define_collection("last", CollectionConfig::local_only()),
+        Err(WriteError::CollectionMismatch(_))
+    ));
 }

@@ -240,7 +240,14 @@ impl Collection {
         )?)
     }
 
-    /// The change log of one record, in merge order (stamp, then origin).
+    /// The changes this replica keeps of one record, in merge order (stamp,
+    /// then origin): what its merge policy needs (the winner, conflicts, the
+    /// change that saw the most; field-level: each field's winner and the
+    /// newest delete; automerge: every change), plus the superseded changes
+    /// the collection's [`crate::History`] keeps (none by default). Changes
+    /// superseded beyond that are dropped, here and on every replica, so
+    /// two replicas may keep different histories of the same record; they
+    /// always merge to the same state.
     pub fn history(&self, key: impl Into<Key>) -> Result<Vec<Change>, ReadError> {
         let key = self.checked(key)?;
         Ok(self.replica.store().history(&self.name, &key, false)?)

@@ -527,7 +527,8 @@ impl<'txn> Writer<'txn> {
                 moved = true;
             }
         }
-        if history != History::Merge && logged > 0 {
+        // (Under `Merge`, this drops history kept under an earlier setting.)
+        if logged > 0 {
             logged -= self.trim_history(collection, key, history, now_ms)?;
         }
         self.key = record_key;
