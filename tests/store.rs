@@ -291,7 +291,7 @@ fn remote_changes_that_lose_leave_the_record_as_it_was() {
     let todos = a.collection("todos").unwrap();
     todos.put("k", 1i64).unwrap();
     let mut changes = todos.history("k").unwrap();
-    time.advance(std::time::Duration::from_millis(5));
+    time.advance(Duration::from_millis(5));
     todos.put("k", 2i64).unwrap();
     changes.extend(todos.history("k").unwrap());
     assert_eq!(changes.len(), 2, "each put, as made");

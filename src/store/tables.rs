@@ -158,8 +158,8 @@ pub(crate) struct RecordRow {
     /// How many `log-3` entries the record has.
     pub(crate) logged: u32,
     /// Whether the record has a local write that no push has settled yet
-    /// (acknowledged, or refused and then retried or discarded); meanwhile
-    /// the log keeps [`Kept::Undo`] entries for it.
+    /// (acknowledged; a refused one stays unsettled until it is retried or
+    /// discarded); meanwhile the log keeps [`Kept::Undo`] entries for it.
     pub(crate) pending: bool,
 }
 

@@ -54,6 +54,7 @@ enum Kind {
     /// the greatest version and the change that set `seen`.
     Field,
     /// Automerge: the log holds every change.
+    #[cfg(feature = "automerge")]
     All,
 }
 
@@ -290,13 +291,10 @@ impl<'txn> Writer<'txn> {
             };
             self.scratch.clear();
             codec::encode_into(&mine, &mut self.scratch);
-            let old = match self
+            let old = self
                 .records
                 .insert(self.key.as_slice(), self.scratch.as_slice())?
-            {
-                Some(old) => Some(old.value().to_vec()),
-                None => None,
-            };
+                .map(|old| old.value().to_vec());
             let Some(old) = old else {
                 state.lsn = lsn;
                 self.group.push(Some(self.key.clone()));
@@ -440,9 +438,11 @@ impl<'txn> Writer<'txn> {
         let mut logged = row.as_ref().map_or(0, |r| r.logged);
         let mut moved = next.is_some();
         // Whether the record has a local write no peer acknowledged yet.
-        let pending_before = row.as_ref().is_some_and(|r| r.pending);
         let local = source.is_none() && mine.version.origin == 0;
-        let pending = pending_before || local;
+        // Whether the record has a local write no push has settled yet
+        // (acknowledged; a refused one stays unsettled until it is retried
+        // or discarded).
+        let unsettled = row.as_ref().is_some_and(|r| r.pending);
         // This replica's own winner is what peers hold when every peer
         // acknowledged the record's entry; otherwise no peer needs it back.
         let acked = match (&row, local) {
@@ -456,7 +456,7 @@ impl<'txn> Writer<'txn> {
         // from them. Others' changes always; its own when every peer
         // acknowledged them. Otherwise the collection's history may keep it.
         let fate = |origin: u32, stamp: Stamp| {
-            if (local && (origin != 0 || acked)) || (!local && pending_before) {
+            if (local && (origin != 0 || acked)) || (!local && unsettled) {
                 Some(Kept::Undo)
             } else if keeps(history, stamp, now_ms) {
                 Some(Kept::History)
@@ -522,6 +522,7 @@ impl<'txn> Writer<'txn> {
                     }
                 }
             }
+            #[cfg(feature = "automerge")]
             Kind::All => {
                 logged += self.put_log(collection, key, &mine, Kept::Merge)?;
                 moved = true;
@@ -532,6 +533,7 @@ impl<'txn> Writer<'txn> {
             logged -= self.trim_history(collection, key, history, now_ms)?;
         }
         self.key = record_key;
+        let pending = unsettled || local;
         if !moved {
             if let Some(mut r) = row
                 && (restore || r.logged != logged || r.pending != pending)

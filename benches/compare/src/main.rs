@@ -587,6 +587,21 @@ fn targets(all: &[(Workload, Vec<Row>)], floor: &systems::Floor) -> String {
         )
         .unwrap();
     }
+    // The like-for-like floor: the same pairs written in the same order.
+    if let Some((same_what, same_file)) = redb.disk.get(1) {
+        for (i, (what, f)) in sd.disk.iter().take(2).enumerate() {
+            let r = f.allocated as f64 / same_file.allocated as f64;
+            writeln!(
+                s,
+                "- (1{}) {}: the same, {what}, vs bare redb, {same_what}: {} allocated (file {}): {r:.2}x (target ≤ 3.0x)",
+                ["c", "d"][i],
+                verdict(r <= 3.0),
+                mb(same_file.allocated),
+                mb(same_file.len)
+            )
+            .unwrap();
+        }
+    }
 
     // (2), (3) merges with the engine's defaults into an empty replica.
     merge_target(

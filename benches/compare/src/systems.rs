@@ -1163,6 +1163,43 @@ fn redb_run(w: Workload) -> Row {
             ));
         }
     }
+    // The same pairs in the writer's order (as syncline's hub writes them
+    // and its client receives them), in durable transactions of HUB_TXN:
+    // B-tree pages fill as the insertion order lets them, so this is the
+    // like-for-like floor for syncline's files; the sorted one above is the
+    // densest bare redb can be.
+    {
+        let name = "merged-writer-order";
+        let b = bare(&file(name));
+        let ordered: Vec<(Vec<u8>, Vec<u8>)> = {
+            let by_key: std::collections::HashMap<&[u8], &[u8]> =
+                live.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+            let mut seen = std::collections::HashSet::new();
+            (0..N)
+                .rev()
+                .map(|i| w.key(i))
+                .filter(|k| seen.insert(k.clone()))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .filter_map(|k| by_key.get(k.as_bytes()).map(|v| (k.into_bytes(), v.to_vec())))
+                .collect()
+        };
+        for chunk in ordered.chunks(HUB_TXN as usize) {
+            bare_insert(&b, chunk);
+        }
+        assert_eq!(bare_count(&b), expected_keys(w));
+        row.disk.insert(
+            1,
+            (
+                format!(
+                    "the same pairs in the writer's order (each key at its last write), in durable transactions of {}",
+                    crate::thousands(HUB_TXN)
+                ),
+                FileSize::of(&file(name)),
+            ),
+        );
+    }
     row.merge(
         true,
         format!(

@@ -198,6 +198,64 @@ fn quiet_round(s: &mut Session, clock: &Clock) {
     expect_finished(s).unwrap();
 }
 
+/// A pulled batch that moved records keeping older changes (say, this
+/// replica's own change that became a conflict) makes the round push once
+/// more, and only once.
+#[test]
+fn a_pull_that_carried_older_changes_pushes_once_more() {
+    let clock = Clock::new();
+    let mut s = connected(config(), &clock);
+    nothing_to_push(&mut s, &clock);
+    assert!(matches!(action(&mut s), Action::ReadPullCursor { .. }));
+    s.handle_pull_cursor(Ok(5), clock.now());
+    expect_exchange(&mut s);
+    let batch = Batch::new(vec![change(6, "todos")], 6);
+    s.handle_response(Ok(&changes(batch, false)), clock.now());
+    assert!(matches!(action(&mut s), Action::Apply { .. }));
+    s.handle_applied(
+        Ok(ApplyReport {
+            applied: 1,
+            conflicts: 1,
+            carried: 1,
+            ..Default::default()
+        }),
+        clock.now(),
+    );
+    // The push once more: its outbox has the conflict to send back.
+    assert!(matches!(action(&mut s), Action::ReadOutbox { .. }));
+    let mine = vec![change(3, "todos")];
+    s.handle_outbox(
+        Ok(Outbox {
+            acked: 3,
+            changes: mine.clone(),
+            through: 4,
+            has_more: false,
+            groups: vec![(1, 4)],
+            oversized: false,
+        }),
+        clock.now(),
+    );
+    let RequestBody::Push(batch) = expect_exchange(&mut s) else {
+        panic!("a push");
+    };
+    assert_eq!(batch.changes, mine);
+    s.handle_response(
+        Ok(&protocol::encode(&Response::Ack {
+            through: 4,
+            applied: 0,
+            refused: vec![],
+        })),
+        clock.now(),
+    );
+    assert!(matches!(
+        action(&mut s),
+        Action::RecordPushed { through: 4, .. }
+    ));
+    s.handle_pushed(Ok(()), clock.now());
+    // And then the round ends: no second pull, no third push.
+    expect_finished(&mut s).expect("a good round");
+}
+
 #[test]
 fn a_round_connects_pushes_and_pulls_until_caught_up() {
     let clock = Clock::new();
