@@ -98,25 +98,48 @@ fn redb_insert_10k_in_one_transaction(bencher: Bencher) {
     });
 }
 
-/// 100,000 changes made elsewhere.
-fn remote_changes() -> Vec<Change> {
+/// 100,000 changes made elsewhere, over `keys` records, each as made (a
+/// watch sees every change; the feed would send current state only).
+fn remote_changes_over(keys: u64) -> Vec<Change> {
     let source = Replica::in_memory(ReplicaConfig::default()).unwrap();
     source
         .define_collection("bench", CollectionConfig::default())
         .unwrap();
+    let mut watch = source.watch();
+    let mut out = Vec::with_capacity(100_000);
     for chunk in 0..100u64 {
         let mut txn = source.transaction();
         for i in chunk * 1000..(chunk + 1) * 1000 {
-            txn.put("bench", format!("k{i}"), value(i));
+            txn.put("bench", format!("k{}", i % keys), value(i));
         }
         txn.commit().unwrap();
+        while let Some(e) = watch.try_recv().unwrap() {
+            out.push(e.change.clone());
+        }
     }
-    source
-        .feed_after(0, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.change)
-        .collect()
+    out
+}
+
+/// 100,000 changes made elsewhere, each to its own record.
+fn remote_changes() -> Vec<Change> {
+    remote_changes_over(100_000)
+}
+
+/// `apply_remote` of 100,000 changes over 1,000 records (100 each), in
+/// batches of 1,000 as made, into a new file: what live sync of a hot data
+/// set costs per change (a new replica's pull sends current state only).
+#[divan::bench(sample_count = 5)]
+fn apply_remote_100k_over_1k_hot_keys_in_batches_of_1k(bencher: Bencher) {
+    let changes = remote_changes_over(1000);
+    bencher
+        .with_inputs(|| tempfile::tempdir().unwrap())
+        .bench_local_values(|dir| {
+            let r = replica(&dir);
+            for batch in changes.chunks(1000) {
+                r.apply_remote(batch).unwrap();
+            }
+            dir
+        });
 }
 
 /// `apply_remote` of 100,000 changes in batches of 1,000 into a new file.
