@@ -19,7 +19,7 @@ use crate::replica::{CommitNote, Replica};
 use crate::store::{CommitDurability, STAGED_PULLED};
 use crate::sync::config::{SyncConfig, TokenProvider};
 use crate::sync::error::SyncError;
-use crate::sync::protocol::{self, synced_specs};
+use crate::sync::protocol::{self, Request, synced_specs};
 use crate::sync::session::{Action, Commit, Local, Now, Outbox, Progress, PullCursor, Session};
 use crate::sync::status::{Status, SyncEvent, SyncReport, SyncStats};
 
@@ -328,7 +328,9 @@ impl Driver {
 
     /// Performs the session's actions until it has none.
     async fn perform(&mut self) {
-        while let Some(action) = self.session.poll_action() {
+        // An action taken from the session ahead of its turn (see `Apply`).
+        let mut ahead: Option<Action> = None;
+        while let Some(action) = ahead.take().or_else(|| self.session.poll_action()) {
             self.publish();
             match action {
                 Action::Connect { refresh } => {
@@ -351,18 +353,9 @@ impl Driver {
                     self.session.handle_connected(result, now);
                 }
                 Action::Exchange(request) => {
-                    let frame = Frame::from(protocol::encode(&request));
-                    let answer = match &self.conn {
-                        Some(conn) => conn.exchange(frame).await,
-                        None => Err(TransportError::Closed {
-                            by: syncline_transport::Side::Local,
-                        }),
-                    };
+                    let answer = self.exchange(&request).await;
                     let now = self.now();
-                    match &answer {
-                        Ok(frame) => self.session.handle_response(Ok(frame), now),
-                        Err(e) => self.session.handle_response(Err(e.clone()), now),
-                    }
+                    self.answer(answer, now);
                 }
                 Action::Subscribe(request) => {
                     let frame = Frame::from(protocol::encode(&request));
@@ -439,15 +432,29 @@ impl Driver {
                     through,
                     durable,
                 } => {
+                    // A pull with more to come asks for the next batch at
+                    // once: the remote reads it while this one is applied.
+                    // The session takes the apply's result first.
+                    let next = self.session.poll_action();
                     let shared = self.shared.clone();
-                    let result = self
-                        .blocking(move |r| {
-                            let durability = pull_durability(durable, &shared);
-                            r.apply_batch(Some(remote), &changes, Some(through), durability)
-                        })
-                        .await;
-                    let now = self.now();
-                    self.session.handle_applied(result, now);
+                    let apply = self.blocking(move |r| {
+                        let durability = pull_durability(durable, &shared);
+                        r.apply_batch(Some(remote), &changes, Some(through), durability)
+                    });
+                    match next {
+                        Some(Action::Exchange(request)) => {
+                            let (result, answer) = tokio::join!(apply, self.exchange(&request));
+                            let now = self.now();
+                            self.session.handle_applied(result, now);
+                            self.answer(answer, now);
+                        }
+                        other => {
+                            let result = apply.await;
+                            let now = self.now();
+                            self.session.handle_applied(result, now);
+                            ahead = other;
+                        }
+                    }
                 }
                 Action::StagePart {
                     remote,
@@ -574,6 +581,25 @@ impl Driver {
     }
 
     /// Runs blocking store work off the async workers.
+    /// Sends a request on the connection and waits for its answer.
+    async fn exchange(&self, request: &Request) -> Result<Frame, TransportError> {
+        let frame = Frame::from(protocol::encode(request));
+        match &self.conn {
+            Some(conn) => conn.exchange(frame).await,
+            None => Err(TransportError::Closed {
+                by: syncline_transport::Side::Local,
+            }),
+        }
+    }
+
+    /// Hands an exchange's answer to the session.
+    fn answer(&mut self, answer: Result<Frame, TransportError>, now: Now) {
+        match &answer {
+            Ok(frame) => self.session.handle_response(Ok(frame), now),
+            Err(e) => self.session.handle_response(Err(e.clone()), now),
+        }
+    }
+
     async fn blocking<T, E>(
         &self,
         f: impl FnOnce(&Replica) -> Result<T, E> + Send + 'static,

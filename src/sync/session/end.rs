@@ -14,6 +14,17 @@ use crate::sync::status::{Status, SyncEvent, SyncReport};
 impl Session {
     /// Ends the round.
     pub(super) fn finish(&mut self, result: Result<SyncReport, SyncError>, now: Now) {
+        if matches!(
+            self.phase,
+            Phase::Applying {
+                prefetch: Some(_),
+                ..
+            }
+        ) {
+            // The next pull asked for ahead goes with the round, asked or
+            // not yet (its answer, if any, is dropped with the phase).
+            self.actions.retain(|a| !matches!(a, Action::Exchange(_)));
+        }
         if let Err(e) = &result
             && (self.refresh_token(e) || self.pull_despite(e, now))
         {

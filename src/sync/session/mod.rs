@@ -112,7 +112,31 @@ enum Phase {
         after: u64,
         through: u64,
         has_more: bool,
+        /// The next pull, asked for while this batch is applied (the
+        /// remote reads it meanwhile): its answer, when it came first.
+        prefetch: Option<Prefetch>,
     },
+}
+
+/// The next pull of a round, asked for before the current batch is applied.
+#[derive(Clone, Debug)]
+pub(super) enum Prefetch {
+    /// Asked; no answer yet.
+    Asked,
+    /// Answered before the apply finished (a driver may answer in either
+    /// order): kept until it has.
+    Answered(Result<Vec<u8>, TransportError>),
+}
+
+// Phases compare only in tests; an error compares by what it says.
+impl PartialEq for Prefetch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Asked, Self::Asked) => true,
+            (Self::Answered(a), Self::Answered(b)) => format!("{a:?}") == format!("{b:?}"),
+            _ => false,
+        }
+    }
 }
 
 // `Link` holds an `Instant`; phases compare only in tests.
@@ -413,6 +437,15 @@ impl Session {
     /// The answer to [`Action::Exchange`]: the response frame, or how the
     /// transport failed (a refusal included).
     pub(crate) fn handle_response(&mut self, answer: Result<&[u8], TransportError>, now: Now) {
+        if let Phase::Applying {
+            prefetch: Some(prefetch @ Prefetch::Asked),
+            ..
+        } = &mut self.phase
+        {
+            // The next pull's answer, before this batch's apply: kept.
+            *prefetch = Prefetch::Answered(answer.map(<[u8]>::to_vec));
+            return;
+        }
         let expected = match &self.phase {
             Phase::Hello { .. } => "a welcome",
             Phase::Pushing { .. } => "an ack",

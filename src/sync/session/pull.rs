@@ -1,7 +1,7 @@
 //! The pull stage of a round: the pull's answer checked, applied with its
 //! cursor.
 
-use super::{Action, Now, Phase, Session, Stage};
+use super::{Action, Now, Phase, Prefetch, Session, Stage};
 use crate::error::ApplyError;
 use crate::store::ApplyReport;
 use crate::sync::error::{ProtocolViolation, SyncError};
@@ -15,6 +15,7 @@ impl Session {
             after,
             through,
             has_more,
+            ..
         } = self.phase
         else {
             return;
@@ -49,8 +50,20 @@ impl Session {
                 Stage::Done
             };
         }
-        self.phase = Phase::Idle;
-        self.next(now);
+        match std::mem::replace(&mut self.phase, Phase::Idle) {
+            // The next pull is on its way: wait for its answer (or take the
+            // one that came first) with the cursor this apply stored.
+            Phase::Applying {
+                prefetch: Some(prefetch),
+                ..
+            } if self.stage == Stage::Pull => {
+                self.phase = Phase::Pulling { after: through };
+                if let Prefetch::Answered(answer) = prefetch {
+                    self.handle_response(answer.as_deref().map_err(Clone::clone), now);
+                }
+            }
+            _ => self.next(now),
+        }
     }
 
     /// Checks a pull's answer and asks for it to be applied.
@@ -63,18 +76,33 @@ impl Session {
     ) -> Result<(), SyncError> {
         self.check_pulled(after, &batch)?;
         let remote = self.link.as_ref().ok_or(SyncError::Stopped)?.remote;
-        let durable = self.durable_pull(!has_more || batch.through == after, now);
-        self.phase = Phase::Applying {
-            after,
-            through: batch.through,
-            has_more,
-        };
+        let last = !has_more || batch.through == after;
+        let durable = self.durable_pull(last, now);
+        let through = batch.through;
         self.actions.push_back(Action::Apply {
             remote,
             changes: batch.changes,
-            through: batch.through,
+            through,
             durable,
         });
+        // More follows: ask for it now, so that the remote reads the next
+        // batch while this one is applied (the driver runs both at once).
+        // Its cursor is this batch's end, which the apply stores.
+        let prefetch = (!last).then(|| {
+            let request = self.request(RequestBody::Pull {
+                after: through,
+                limit: u32::try_from(self.config.batch_size).unwrap_or(u32::MAX),
+                collections: self.link_collections(),
+            });
+            self.actions.push_back(Action::Exchange(request));
+            Prefetch::Asked
+        });
+        self.phase = Phase::Applying {
+            after,
+            through,
+            has_more,
+            prefetch,
+        };
         Ok(())
     }
 
@@ -135,6 +163,7 @@ impl Session {
                 after,
                 through: batch.through,
                 has_more,
+                prefetch: None,
             };
             self.actions.push_back(Action::ApplyStaged {
                 remote,

@@ -14,17 +14,32 @@ fn pulling(interval: Duration, clock: &Clock) -> Session {
 }
 
 /// Answers one pull with a batch of one change through `through`, and
-/// returns whether its apply is durable.
+/// returns whether its apply is durable. The first pull of a round reads
+/// the cursor; after a batch with more to come, the next pull was asked
+/// for with its apply.
 fn pull_one(s: &mut Session, clock: &Clock, after: u64, through: u64, has_more: bool) -> bool {
-    assert!(matches!(action(s), Action::ReadPullCursor { .. }));
-    s.handle_pull_cursor(Ok(after), clock.now());
-    expect_exchange(s);
+    if after == 0 {
+        assert!(matches!(action(s), Action::ReadPullCursor { .. }));
+        s.handle_pull_cursor(Ok(after), clock.now());
+        expect_exchange(s);
+    }
     let batch = Batch::new(vec![change(through, "todos")], through);
     s.handle_response(Ok(&changes(batch, has_more)), clock.now());
     let durable = match action(s) {
         Action::Apply { durable, .. } => durable,
         other => panic!("expected an apply, got {other:?}"),
     };
+    if has_more {
+        assert_eq!(
+            expect_exchange(s),
+            RequestBody::Pull {
+                after: through,
+                limit: 2,
+                collections: vec!["todos".into()],
+            },
+            "the next pull, asked for with the apply"
+        );
+    }
     s.handle_applied(
         Ok(ApplyReport {
             applied: 1,
@@ -74,9 +89,6 @@ fn a_pull_that_makes_no_progress_ends_durably() {
     assert!(!pull_one(&mut s, &clock, 0, 1, true));
     // The remote says more follows but sends nothing new: the pull ends
     // here, so this apply is its last.
-    assert!(matches!(action(&mut s), Action::ReadPullCursor { .. }));
-    s.handle_pull_cursor(Ok(1), clock.now());
-    expect_exchange(&mut s);
     s.handle_response(Ok(&changes(Batch::new(vec![], 1), true)), clock.now());
     assert!(matches!(
         action(&mut s),
@@ -84,4 +96,62 @@ fn a_pull_that_makes_no_progress_ends_durably() {
     ));
     s.handle_applied(Ok(Default::default()), clock.now());
     expect_finished(&mut s).unwrap();
+}
+
+/// The next pull is asked for with the current batch's apply; its answer
+/// may come first (a driver may answer in either order) and waits for the
+/// apply; a failed apply ends the round and drops it.
+#[test]
+fn the_next_pull_is_asked_ahead_and_waits_for_the_apply() {
+    let clock = Clock::new();
+    let mut s = pulling(Duration::from_secs(60), &clock);
+    assert!(!pull_one(&mut s, &clock, 0, 1, true));
+    // Batch 2 of 3, then its answer before its apply's result.
+    s.handle_response(
+        Ok(&changes(Batch::new(vec![change(2, "todos")], 2), true)),
+        clock.now(),
+    );
+    assert!(matches!(action(&mut s), Action::Apply { through: 2, .. }));
+    assert!(matches!(
+        expect_exchange(&mut s),
+        RequestBody::Pull { after: 2, .. }
+    ));
+    s.handle_response(
+        Ok(&changes(Batch::new(vec![change(3, "todos")], 3), false)),
+        clock.now(),
+    );
+    assert!(s.poll_action().is_none(), "the answer waits for the apply");
+    s.handle_applied(Ok(Default::default()), clock.now());
+    assert!(
+        matches!(
+            action(&mut s),
+            Action::Apply {
+                through: 3,
+                durable: true,
+                ..
+            }
+        ),
+        "then it is applied, the last of the pull"
+    );
+    s.handle_applied(Ok(Default::default()), clock.now());
+    expect_finished(&mut s).unwrap();
+
+    // A failed apply ends the round; the pull asked ahead goes with it.
+    let mut s = pulling(Duration::from_secs(60), &clock);
+    assert!(matches!(action(&mut s), Action::ReadPullCursor { .. }));
+    s.handle_pull_cursor(Ok(0), clock.now());
+    expect_exchange(&mut s);
+    s.handle_response(
+        Ok(&changes(Batch::new(vec![change(1, "todos")], 1), true)),
+        clock.now(),
+    );
+    assert!(matches!(action(&mut s), Action::Apply { .. }));
+    s.handle_applied(
+        Err(ApplyError::BatchTooLarge { len: 2, max: 1 }),
+        clock.now(),
+    );
+    assert!(
+        expect_finished(&mut s).is_err(),
+        "the round fails, and no pull is left to send"
+    );
 }
