@@ -452,8 +452,12 @@ impl Store {
     /// The part of the group after `after` that starts at its change
     /// `offset` (counting only the changes that go to `peer`, see
     /// [`pushable`]), about `max_bytes` long (at least one change). A
-    /// group's entries keep their places while the transfer lasts (records
-    /// that move on leave markers), so the offsets of its parts stay true.
+    /// group's entries keep their places while the transfer lasts: a record
+    /// that moves on leaves a marker that holds the positions of the
+    /// changes its entry sent, and sends nothing (the record comes later,
+    /// with its new entry). A part that crosses markers covers more
+    /// positions than it sends changes, so the peer's next offset may repeat
+    /// some (duplicates, which it takes as such); an offset never skips one.
     /// `None` when no group follows `after`.
     pub(crate) fn group_part(
         &self,
@@ -469,26 +473,39 @@ impl Store {
         let records = read.open_table(RECORDS)?;
         let log = read.open_table(LOG)?;
         let mut transfer = None;
-        let mut kept = Vec::new();
-        let mut sizes = Vec::new();
+        // The group's positions for this peer, in order: a change, or the
+        // place of one a marker's entry sent (its record moved on since).
+        let mut positions: Vec<Option<(Change, usize)>> = Vec::new();
         rows::walk_feed(&feed, after, |step| {
             if transfer.is_some_and(|t| t != step.group) {
                 return Ok(false);
             }
             transfer = Some(step.group);
-            if !step.row.is_marker() {
-                let (held, size) = rows::entry_changes_sized(
-                    &records,
-                    &log,
-                    &origins,
-                    step.lsn,
-                    step.row.record.as_bytes(),
-                )?;
-                let each = size / held.len().max(1);
-                for h in held {
-                    if pushable(peer, &h, wanted) {
-                        kept.push(h.change);
-                        sizes.push(each);
+            match &step.row.moved {
+                Some(sent) => {
+                    let wanted_here = !step.row.record.is_empty()
+                        && wanted(&keys::split_record(FEED.name(), step.row.record.as_bytes())?.0);
+                    for (origin, source) in sent {
+                        let origin = origins.resolve(*origin)?;
+                        let source = source.map(|s| origins.resolve(s)).transpose()?;
+                        if wanted_here && origin != peer && source != Some(peer) {
+                            positions.push(None);
+                        }
+                    }
+                }
+                None => {
+                    let (held, size) = rows::entry_changes_sized(
+                        &records,
+                        &log,
+                        &origins,
+                        step.lsn,
+                        step.row.record.as_bytes(),
+                    )?;
+                    let each = size / held.len().max(1);
+                    for h in held {
+                        if pushable(peer, &h, wanted) {
+                            positions.push(Some((h.change, each)));
+                        }
                     }
                 }
             }
@@ -497,18 +514,21 @@ impl Store {
         let Some(transfer) = transfer else {
             return Ok(None);
         };
-        let total = kept.len();
+        let total = positions.len();
         let start = (offset as usize).min(total);
         let mut size = 0usize;
         let mut take = 0;
-        for len in sizes.iter().skip(start) {
-            if take > 0 && size.saturating_add(*len) > max_bytes {
-                break;
+        let mut out = Vec::new();
+        for position in positions.into_iter().skip(start) {
+            if let Some((change, len)) = position {
+                if !out.is_empty() && size.saturating_add(len) > max_bytes {
+                    break;
+                }
+                size = size.saturating_add(len);
+                out.push(change);
             }
-            size = size.saturating_add(*len);
             take += 1;
         }
-        let out: Vec<Change> = kept.drain(start..start + take).collect();
         let last = start + take >= total;
         Ok(Some(GroupPart {
             transfer,
@@ -666,5 +686,64 @@ fn range_is_empty(start: &Bound<Key>, end: &Bound<Key>) -> bool {
         (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b))
         | (Bound::Excluded(a), Bound::Included(b)) => a >= b,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{CollectionConfig, Key, Replica, ReplicaConfig, ReplicaId};
+
+    /// A group read in parts keeps its shape while records in it move on:
+    /// a part never skips or repeats a change of the group that is still
+    /// there, and records that moved on arrive later with their new entries.
+    #[test]
+    fn parts_of_a_group_keep_their_offsets_while_records_move_on() {
+        let r = Replica::in_memory(ReplicaConfig::default()).unwrap();
+        let c = r
+            .define_collection("c", CollectionConfig::default())
+            .unwrap();
+        let mut txn = r.transaction();
+        for i in 0..10 {
+            txn.put("c", format!("k{i}"), i64::from(i));
+        }
+        txn.commit().unwrap();
+        let peer = ReplicaId::from_bytes([9; 16]);
+        let all = |_: &str| true;
+        let store = r.store();
+        // Parts of about three changes each.
+        let size = store
+            .group_part(peer, 0, &all, 0, usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(size.changes.len(), 10);
+        let one = crate::codec::encoded_len(&size.changes[0]) * 3;
+        let first = store.group_part(peer, 0, &all, 0, one).unwrap().unwrap();
+        let mut got: Vec<Key> = first.changes.iter().map(|c| c.key.clone()).collect();
+        assert!(!first.last && got.len() < 10);
+        // Meanwhile a record already sent and one not yet sent move on.
+        c.put("k1", 100i64).unwrap();
+        c.put("k7", 700i64).unwrap();
+        let mut offset = first.offset + first.changes.len() as u32;
+        loop {
+            let part = store
+                .group_part(peer, 0, &all, offset, one)
+                .unwrap()
+                .unwrap();
+            assert_eq!(part.transfer, first.transfer, "the same group");
+            got.extend(part.changes.iter().map(|c| c.key.clone()));
+            offset += part.changes.len() as u32;
+            if part.last {
+                break;
+            }
+        }
+        let want: Vec<Key> = (0..10)
+            .filter(|i| *i != 7)
+            .map(|i| Key::from(format!("k{i}")))
+            .collect();
+        assert_eq!(got, want, "k7 moved on before its part: it comes later");
+        // The moved records come after the group, with their new values.
+        let rest = store.feed_scan(first.transfer, 100, usize::MAX).unwrap();
+        let keys: Vec<Key> = rest.entries.iter().map(|e| e.change.key.clone()).collect();
+        assert_eq!(keys, [Key::from("k1"), Key::from("k7")]);
     }
 }

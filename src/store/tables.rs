@@ -306,20 +306,25 @@ pub(crate) struct LogBodyRef<'a> {
 /// The value of a `feed-3` entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FeedRow {
-    /// The record key of the entry's record; empty for a marker (the record
-    /// moved on, and the entry holds its group's place).
+    /// The record key of the entry's record.
     pub(crate) record: Key,
     /// The group's last lsn minus this one: entries with the same
     /// `lsn + end` are one group.
     pub(crate) end: u64,
     /// On the group's last entry: the group's shape and the counters.
     pub(crate) group: Option<GroupInfo>,
+    /// A marker: the record moved on, and the entry holds its place in its
+    /// group. It lists the (origin number, source number) of each change
+    /// the entry sent, so that a group read in parts counts the positions
+    /// it held for each peer, and no part skips a change (see
+    /// `Store::group_part`).
+    pub(crate) moved: Option<Vec<(u32, Option<u32>)>>,
 }
 
 impl FeedRow {
     /// Whether the entry is a marker.
     pub(crate) fn is_marker(&self) -> bool {
-        self.record.is_empty()
+        self.moved.is_some()
     }
 }
 

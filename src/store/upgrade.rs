@@ -194,6 +194,8 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
     // groups.
     let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
     let mut sources: HashMap<Vec<u8>, ReplicaId> = HashMap::new();
+    // Each old lsn's change: its origin and source (for markers).
+    let mut items: HashMap<u64, (Vec<u8>, ReplicaId, Option<ReplicaId>)> = HashMap::new();
     let mut groups: Vec<(u64, u64, Stamp, u64)> = Vec::new();
     {
         let feed = txn.open_table(FEED)?;
@@ -204,8 +206,14 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
             let len = group.entries.len() as u64;
             let first = (last + 1).saturating_sub(len);
             for (lsn, FeedItem { log_key }) in (first..).zip(group.entries) {
-                let (collection, key, _, _) = keys::v2::parse_log(FEED.name(), log_key.as_bytes())?;
-                latest.insert(keys::record(&collection, key.as_bytes()), lsn);
+                let (collection, key, _, origin) =
+                    keys::v2::parse_log(FEED.name(), log_key.as_bytes())?;
+                let rk = keys::record(&collection, key.as_bytes());
+                items.insert(
+                    lsn,
+                    (rk.clone(), ReplicaId::from_bytes(origin), group.source),
+                );
+                latest.insert(rk, lsn);
                 if let Some(source) = group.source {
                     sources.insert(log_key.as_bytes().to_vec(), source);
                 }
@@ -335,11 +343,35 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
                 seq,
             };
             for lsn in first..=last {
-                let record = alive.get(&lsn).cloned().unwrap_or_default();
+                // An lsn whose record moved on holds its place as a marker
+                // of the one change it sent.
+                let moved = match alive.get(&lsn) {
+                    Some(_) => None,
+                    None => Some(
+                        items
+                            .get(&lsn)
+                            .map(|(_, origin, source)| {
+                                (
+                                    number(&mut origins, *origin),
+                                    source.map(|s| number(&mut origins, s)),
+                                )
+                            })
+                            .into_iter()
+                            .collect(),
+                    ),
+                };
+                let record = match alive.get(&lsn) {
+                    Some(rk) => rk.clone(),
+                    None => items
+                        .get(&lsn)
+                        .map(|(rk, _, _)| rk.clone())
+                        .unwrap_or_default(),
+                };
                 let row = FeedRow {
                     record: Key::new(record),
                     end: last - lsn,
                     group: (lsn == last).then_some(info),
+                    moved,
                 };
                 feed.insert(lsn, codec::encode(&row).as_slice())?;
             }

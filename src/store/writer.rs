@@ -437,7 +437,12 @@ impl<'txn> Writer<'txn> {
         };
         let mut logged = row.as_ref().map_or(0, |r| r.logged);
         let mut moved = next.is_some();
-        // Whether the record has a local write no peer acknowledged yet.
+        // What the record's entry sends now, before this change alters the
+        // log: its marker's positions, should the entry move on.
+        let sent = match &row {
+            Some(r) if r.lsn < self.first => self.sent_by(r)?,
+            _ => Vec::new(),
+        };
         let local = source.is_none() && mine.version.origin == 0;
         // Whether the record has a local write no push has settled yet
         // (acknowledged; a refused one stays unsettled until it is retried
@@ -545,7 +550,7 @@ impl<'txn> Writer<'txn> {
             return Ok(Outcome::Superseded);
         }
         if let Some(old) = &row {
-            self.supersede(old.lsn)?;
+            self.supersede(old.lsn, sent)?;
         }
         let lsn = self.next_entry(state);
         let version = self.stored(after.version)?;
@@ -768,9 +773,34 @@ impl<'txn> Writer<'txn> {
         state.lsn
     }
 
-    /// The feed entry at `lsn` is no longer its record's: it leaves the
-    /// feed with its group, and meanwhile holds its place as a marker.
-    fn supersede(&mut self, lsn: u64) -> Result<(), StorageError> {
+    /// What a record's feed entry sends, as (origin number, source number)
+    /// per change: the row's winner and the log's `Kept::Merge` entries.
+    /// The record's key is in `self.key`.
+    fn sent_by(&self, row: &RecordRow) -> Result<Vec<(u32, Option<u32>)>, StorageError> {
+        let mut out = Vec::with_capacity(1);
+        if row.winner {
+            out.push((row.version.origin, row.source));
+        }
+        if row.logged > 0 {
+            let (collection, key) = keys::split_record(RECORDS.name(), &self.key)?;
+            let prefix = keys::log_prefix(&collection, key.as_bytes());
+            let end = keys::prefix_end(&prefix);
+            for entry in self.log.range(prefix.as_slice()..end.as_slice())? {
+                let (k, v) = entry?;
+                let body: LogBody = tables::decode(LOG.name(), v.value())?;
+                if body.kept == Kept::Merge {
+                    let (_, origin) = keys::split_log_tail(LOG.name(), k.value())?;
+                    out.push((origin, body.source));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The feed entry at `lsn` is no longer its record's (whose entry sent
+    /// `sent`): it leaves the feed with its group, and meanwhile holds its
+    /// place as a marker.
+    fn supersede(&mut self, lsn: u64, sent: Vec<(u32, Option<u32>)>) -> Result<(), StorageError> {
         if lsn >= self.first {
             if let Some(slot) = self.group.get_mut((lsn - self.first) as usize) {
                 *slot = None;
@@ -805,9 +835,10 @@ impl<'txn> Writer<'txn> {
             return Ok(());
         }
         let marker = FeedRow {
-            record: Key::new(Vec::new()),
+            record: row.record,
             end: row.end,
             group: (row.end == 0).then_some(info),
+            moved: Some(sent),
         };
         self.feed.insert(lsn, codec::encode(&marker).as_slice())?;
         if row.end != 0 {
@@ -1029,7 +1060,8 @@ impl<'txn> Writer<'txn> {
             let Some(mut row) = self.read_row()? else {
                 continue;
             };
-            self.supersede(row.lsn)?;
+            let sent = self.sent_by(&row)?;
+            self.supersede(row.lsn, sent)?;
             row.lsn = self.next_entry(state);
             self.write_row(&row)?;
         }
@@ -1056,10 +1088,12 @@ impl<'txn> Writer<'txn> {
             if record.is_none() && !is_last {
                 continue;
             }
+            let moved = record.is_none().then(Vec::new);
             let row = FeedRow {
                 record: Key::new(record.unwrap_or_default()),
                 end: last - lsn,
                 group: is_last.then_some(info),
+                moved,
             };
             self.scratch.clear();
             codec::encode_into(&row, &mut self.scratch);
