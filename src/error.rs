@@ -113,6 +113,7 @@ from_redb!(
     redb::StorageError,
     redb::CommitError,
     redb::SetDurabilityError,
+    redb::CompactionError,
 );
 from_redb!(
     OpenError: redb::DatabaseError,

@@ -109,7 +109,9 @@ pub use model::{
 };
 pub use rejected::Rejected;
 pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};
-pub use store::{ApplyReport, Conflict, FeedEntry, PeerState};
+pub use store::{
+    ApplyReport, CollectionStats, Conflict, FeedEntry, PeerState, StorageStats, TableStats,
+};
 pub use sync::config::{Direction, SyncConfig, TokenProvider};
 pub use sync::engine::SyncEngine;
 pub use sync::error::{ClockDrift, ProtocolViolation, SyncError};

@@ -176,6 +176,27 @@ impl Replica {
         Self::init(db, config, limits)
     }
 
+    /// Compacts the replica file at `path`, which no replica may have open
+    /// (in this process or another): redb moves its pages down and returns
+    /// the free space at the end to the file system. True when anything
+    /// moved. Space freed inside a file is reused by later commits anyway;
+    /// compact to give it back, after deleting much or after an upgrade.
+    /// A file that is open fails with `OpenError::Storage` (redb's
+    /// "already open").
+    pub fn compact_file(path: impl AsRef<Path>) -> Result<bool, OpenError> {
+        crate::store::compact_file(path.as_ref())
+    }
+
+    /// What the file holds, counted: per collection, live records,
+    /// tombstones, conflicts, changes kept for merge and changes kept only
+    /// as history; feed entries and markers; every table's entries and
+    /// bytes (stored, redb's metadata, unused); and the peers with their
+    /// cursors and last contact. It reads the whole file in one snapshot:
+    /// an operator's call, not one for every request.
+    pub fn storage_stats(&self) -> Result<crate::StorageStats, ReadError> {
+        Ok(self.inner.store.storage_stats()?)
+    }
+
     /// Opens a replica held in memory only (redb's in-memory backend): for
     /// tests, simulations and benchmarks.
     pub fn in_memory(config: ReplicaConfig) -> Result<Self, OpenError> {

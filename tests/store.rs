@@ -771,3 +771,63 @@ fn history_keeps_what_the_collection_asks_for() {
         Err(WriteError::CollectionMismatch(_))
     ));
 }
+
+/// `storage_stats` counts what the file holds; `compact_file` compacts a
+/// file nobody has open, and refuses one that is open.
+#[test]
+fn storage_stats_count_and_a_closed_file_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let time = ManualTime::new(T0);
+    let path = dir.path().join("stats.redb");
+    let r = Replica::open(&path, manual_config(1, &time)).unwrap();
+    let todos = r
+        .define_collection("todos", CollectionConfig::default())
+        .unwrap();
+    let notes = r
+        .define_collection(
+            "notes",
+            CollectionConfig::default().with_history(History::Last(5)),
+        )
+        .unwrap();
+    for i in 0..100i64 {
+        todos.put(format!("k{i}"), i).unwrap();
+    }
+    for i in 0..10 {
+        todos.delete(format!("k{i}")).unwrap();
+    }
+    for i in 0..3i64 {
+        notes.put("n", i).unwrap();
+    }
+    // A concurrent change from another replica: one conflict.
+    let other = memory_replica(2, &time);
+    other
+        .collection("todos")
+        .unwrap()
+        .put("k50", "theirs")
+        .unwrap();
+    let theirs: Vec<Change> = other
+        .feed_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+    r.apply_remote_from(Some(other.id()), &theirs).unwrap();
+    let stats = r.storage_stats().unwrap();
+    let t = stats.collections["todos"];
+    assert_eq!((t.live, t.tombstones, t.conflicts), (90, 10, 1), "{t:?}");
+    assert_eq!(t.changes, 101, "100 winners and the conflict");
+    let n = stats.collections["notes"];
+    assert_eq!((n.live, n.changes, n.history), (1, 1, 2), "{n:?}");
+    assert_eq!(stats.feed_entries, 101);
+    assert_eq!(stats.peers.len(), 1);
+    assert_eq!(stats.peers[0].0, other.id());
+    let records = stats.tables.iter().find(|t| t.name == "records-3").unwrap();
+    assert_eq!(records.entries, 101);
+    assert!(records.stored_bytes > 0);
+    // Open here: compaction refuses.
+    assert!(Replica::compact_file(&path).is_err());
+    drop((todos, notes, r));
+    Replica::compact_file(&path).unwrap();
+    let r = Replica::open(&path, manual_config(1, &time)).unwrap();
+    assert_eq!(r.storage_stats().unwrap().collections["todos"], t);
+}

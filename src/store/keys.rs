@@ -167,7 +167,6 @@ pub(crate) fn malformed(table: &'static str, bytes: &[u8]) -> StorageError {
 }
 
 /// Splits a whole log key into (collection, record key, stamp, origin number).
-#[cfg(test)]
 pub(crate) fn parse_log(
     table: &'static str,
     bytes: &[u8],

@@ -20,6 +20,7 @@ mod commit;
 mod keys;
 mod read;
 mod rows;
+mod stats;
 mod tables;
 mod upgrade;
 mod validate;
@@ -42,6 +43,8 @@ pub(crate) use read::{FeedSlice, GroupPart};
 pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 
 pub use read::{Conflict, FeedEntry};
+pub(crate) use stats::compact_file;
+pub use stats::{CollectionStats, StorageStats, TableStats};
 pub use tables::PeerState;
 use validate::check_value;
 pub(crate) use validate::{Collections, Limits, check_key, check_local, check_remote};
