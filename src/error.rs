@@ -412,6 +412,16 @@ pub enum ApplyError {
         /// The change.
         id: ChangeId,
     },
+    /// A change is stamped below this replica's tombstone collection mark
+    /// and its record is not held: it could bring back a record deleted
+    /// and collected. Its sender fell behind the horizon and must resync.
+    #[error(
+        "change {id:?} is older than the tombstone horizon and its record is not held: the sender must resync"
+    )]
+    BeyondHorizon {
+        /// The change.
+        id: ChangeId,
+    },
     /// The batch holds more changes than allowed.
     #[error("batch of {len} changes exceeds the maximum of {max}")]
     BatchTooLarge {

@@ -187,6 +187,34 @@ impl Replica {
         crate::store::compact_file(path.as_ref())
     }
 
+    /// Collects the tombstones whose delete is stamped more than `horizon`
+    /// before now (this replica's clock): each deleted record goes with its
+    /// delete, its kept changes and its feed entry, in one durable commit;
+    /// on a replica that pushes to peers, a local delete no push has
+    /// settled yet stays. Returns how many records went.
+    ///
+    /// From then on no record comes back through a change older than the
+    /// horizon: a remote change stamped below the collection mark for a
+    /// record this replica does not hold refuses its batch
+    /// (`ApplyError::BeyondHorizon`), and a server refuses a pull from a
+    /// cursor below the last lsn collected (`RefusalCode::RESYNC_REQUIRED`,
+    /// 410): that peer may have missed a delete that is gone, and must
+    /// sync again from current state. Run it on a hub whose peers all sync
+    /// within the horizon. (Automatic collection on a server, and an
+    /// engine's automatic resync, are not built yet: see the design.)
+    pub fn collect_tombstones(&self, horizon: Duration) -> Result<u64, WriteError> {
+        let now = self.inner.config.time.now_millis();
+        let cutoff = Stamp::new(now.saturating_sub(horizon.as_millis() as u64), 0);
+        Ok(self.inner.store.collect_tombstones(cutoff)?)
+    }
+
+    /// The collection marks: the stamp below which this replica collected
+    /// tombstones, and the greatest lsn a collection removed (zeros when it
+    /// never collected).
+    pub fn collected(&self) -> (Stamp, u64) {
+        self.inner.store.collected()
+    }
+
     /// What the file holds, counted: per collection, live records,
     /// tombstones, conflicts, changes kept for merge and changes kept only
     /// as history; feed entries and markers; every table's entries and

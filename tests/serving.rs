@@ -8,8 +8,8 @@ use syncline::protocol::{self, Batch, PROTOCOL_VERSION, Request, RequestBody, Re
 use syncline::transport::loopback::LoopbackNetwork;
 use syncline::transport::{Limits, TransportError};
 use syncline::{
-    Change, ChangeId, Collections, Key, Op, Permissions, RefusalCode, Replica, ReplicaId, Stamp,
-    SyncConfig, SyncEngine, SyncError, SyncServer, Tokens, Value,
+    Change, ChangeId, Collections, Key, ManualTime, Op, Permissions, RefusalCode, Replica,
+    ReplicaId, Stamp, SyncConfig, SyncEngine, SyncError, SyncServer, Tokens, Value,
 };
 
 /// The wall clock, as the hub sees it.
@@ -416,4 +416,69 @@ async fn a_refused_part_refuses_its_group_and_stages_nothing() {
         other => panic!("expected a staged part, got {other:?}"),
     }
     assert_eq!(hub.last_lsn(), 0);
+}
+
+/// After a tombstone collection, a pull from a cursor below the last lsn
+/// collected is refused (410: the caller may have missed a delete that is
+/// gone), a new replica (cursor 0) is served, and a push of an old change
+/// for a collected record is refused the same way: no resurrection.
+#[tokio::test]
+async fn after_collection_a_cursor_behind_the_horizon_must_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let time = ManualTime::new(common::T0);
+    let net = LoopbackNetwork::new(6);
+    let hub = common::open_node_on(dir.path(), "hub", 100, Some(&time)).await;
+    let _server = net
+        .serve(
+            "hub",
+            SyncServer::new(hub.clone())
+                .with_access(access())
+                .into_service(),
+            Limits::default(),
+        )
+        .unwrap();
+    let todos = hub.collection("todos").unwrap();
+    for i in 0..5 {
+        todos.put(format!("k{i}"), i).unwrap();
+    }
+    let early = hub.last_lsn();
+    // An old write, made before the deletes, that arrives only later.
+    let old = Change {
+        key: Key::from("k1"),
+        ..change(Stamp::new(common::T0, 0), 1)
+    };
+    time.advance(std::time::Duration::from_secs(1));
+    for i in 0..3 {
+        todos.delete(format!("k{i}")).unwrap();
+    }
+    time.advance(std::time::Duration::from_secs(1));
+    let collected = hub.collect_tombstones(std::time::Duration::ZERO).unwrap();
+    assert_eq!(collected, 3);
+    let (_, collected_lsn) = hub.collected();
+    assert!(collected_lsn > early);
+    let pull = |after| {
+        request(RequestBody::Pull {
+            after,
+            limit: 100,
+            collections: vec!["todos".into()],
+        })
+    };
+    assert_eq!(
+        refused_with(raw(&net, pull(early)).await),
+        RefusalCode::RESYNC_REQUIRED
+    );
+    match raw(&net, pull(0)).await.unwrap() {
+        Response::Changes { batch, .. } => {
+            let keys: Vec<Key> = batch.changes.iter().map(|c| c.key.clone()).collect();
+            assert_eq!(keys, [Key::from("k3"), Key::from("k4")], "current state");
+        }
+        other => panic!("expected changes, got {other:?}"),
+    }
+    // The old write of a collected record would bring it back: refused.
+    let push = request(RequestBody::Push(Batch::new(vec![old], 1)));
+    assert_eq!(
+        refused_with(raw(&net, push).await),
+        RefusalCode::RESYNC_REQUIRED
+    );
+    assert_eq!(todos.get("k1").unwrap(), None, "not resurrected");
 }

@@ -831,3 +831,94 @@ fn storage_stats_count_and_a_closed_file_compacts() {
     let r = Replica::open(&path, manual_config(1, &time)).unwrap();
     assert_eq!(r.storage_stats().unwrap().collections["todos"], t);
 }
+
+/// Tombstones older than the horizon go, with their feed entries; a change
+/// older than the horizon for a collected record refuses its batch (no
+/// resurrection), while one for a live record merges as usual and a new
+/// write recreates a record; the marks and the lsn survive a reopen.
+#[test]
+fn collected_tombstones_never_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let time = ManualTime::new(T0);
+    let path = dir.path().join("hub.redb");
+    let hub = Replica::open(&path, manual_config(1, &time)).unwrap();
+    hub.define_collection("todos", CollectionConfig::default())
+        .unwrap();
+    let writer = memory_replica(2, &time);
+    let mut made = writer.watch();
+    let w = writer.collection("todos").unwrap();
+    for i in 0..6i64 {
+        w.put(format!("k{i}"), i).unwrap();
+    }
+    let stale: Vec<Change> = std::iter::from_fn(|| made.try_recv().unwrap())
+        .map(|e| e.change.clone())
+        .collect();
+    time.advance(Duration::from_secs(1));
+    for i in 0..3 {
+        w.delete(format!("k{i}")).unwrap();
+    }
+    let current: Vec<Change> = writer
+        .feed_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+    hub.apply_remote_from(Some(writer.id()), &current).unwrap();
+    assert_eq!(
+        hub.storage_stats().unwrap().collections["todos"].tombstones,
+        3
+    );
+    // 31 days later, with a 30-day horizon.
+    time.advance(Duration::from_secs(31 * 24 * 3600));
+    let lsn = hub.last_lsn();
+    assert_eq!(
+        hub.collect_tombstones(Duration::from_secs(30 * 24 * 3600))
+            .unwrap(),
+        3
+    );
+    let stats = hub.storage_stats().unwrap();
+    assert_eq!(
+        (
+            stats.collections["todos"].live,
+            stats.collections["todos"].tombstones
+        ),
+        (3, 0)
+    );
+    assert_eq!(stats.feed_entries, 3);
+    // The put of k0 made before its delete, arriving late: refused whole.
+    let err = hub
+        .apply_remote_from(Some(writer.id()), &stale[..1])
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::BeyondHorizon { .. }), "{err}");
+    assert_eq!(hub.collection("todos").unwrap().record("k0").unwrap(), None);
+    // An old change of a live record merges: it is superseded.
+    let report = hub
+        .apply_remote_from(Some(writer.id()), &stale[4..5])
+        .unwrap();
+    assert_eq!(report.duplicates + report.superseded, 1);
+    // A new write recreates a collected record.
+    w.put("k0", "again").unwrap();
+    let again: Vec<Change> = writer
+        .feed_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .filter(|c| c.key == Key::from("k0"))
+        .collect();
+    hub.apply_remote_from(Some(writer.id()), &again).unwrap();
+    assert_eq!(
+        hub.collection("todos").unwrap().get("k0").unwrap(),
+        Some(Value::from("again"))
+    );
+    let marks = hub.collected();
+    let after = hub.last_lsn();
+    assert!(after > lsn);
+    drop(hub);
+    let hub = Replica::open(&path, manual_config(1, &time)).unwrap();
+    assert_eq!(hub.collected(), marks, "the marks are kept");
+    assert_eq!(hub.last_lsn(), after, "no lsn is given twice");
+    assert!(matches!(
+        hub.apply_remote_from(Some(writer.id()), &stale[1..2]),
+        Err(ApplyError::BeyondHorizon { .. })
+    ));
+}

@@ -370,6 +370,9 @@ impl Store {
                     Outcome::Conflicting => {
                         return Err(ApplyError::ConflictingDuplicate { id: change.id });
                     }
+                    Outcome::BeyondHorizon => {
+                        return Err(ApplyError::BeyondHorizon { id: change.id });
+                    }
                 }
                 c.state.hlc.observe(change.stamp);
                 if change.id.origin == self.id {
@@ -488,6 +491,22 @@ impl Store {
             Ok(true)
         })
         .map(|stored| stored.value)
+    }
+
+    /// Collects the tombstones stamped below `cutoff` (see
+    /// [`Writer::collect`]), durably. Returns how many records went.
+    pub(crate) fn collect_tombstones(&self, cutoff: Stamp) -> Result<u64, StorageError> {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
+            c.writer.collect(&mut c.state, cutoff)
+        })
+        .map(|stored| stored.value)
+    }
+
+    /// The collection marks: the stamp below which tombstones are
+    /// collected, and the greatest lsn a collection removed.
+    pub(crate) fn collected(&self) -> (Stamp, u64) {
+        let state = self.lock();
+        (state.collected, state.collected_lsn)
     }
 
     /// Stores a collection's definition.

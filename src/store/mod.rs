@@ -74,6 +74,14 @@ pub(crate) struct WriteState {
     /// The last lsn on disk: moved to `lsn` by every durable commit, left
     /// by deferred ones. The feed is served only through it.
     pub(crate) durable: u64,
+    /// The collection mark: every tombstone stamped below it is collected,
+    /// so a remote change below it for a record not held could resurrect
+    /// one, and is refused (`ApplyError::BeyondHorizon`). Zero: never
+    /// collected.
+    pub(crate) collected: Stamp,
+    /// The greatest lsn a collection removed: a peer pulling from a cursor
+    /// below it may have missed a delete that is gone.
+    pub(crate) collected_lsn: u64,
 }
 
 /// An opened store, with what its file says about the replica.
@@ -148,7 +156,12 @@ impl Store {
         // feed group; meta holds them as of creation or the format upgrade.
         let mut clock = tables::meta_u64(&meta, "clock")?.unwrap_or(0);
         let mut seq = tables::meta_u64(&meta, "seq")?.unwrap_or(0);
-        let lsn = last_group(&read, &mut clock, &mut seq)?;
+        // A collection may have removed the feed's last entries: it saved
+        // the lsn, and opening never goes below it.
+        let lsn = last_group(&read, &mut clock, &mut seq)?
+            .max(tables::meta_u64(&meta, "lsn")?.unwrap_or(0));
+        let collected = Stamp::from_u64(tables::meta_u64(&meta, "collected")?.unwrap_or(0));
+        let collected_lsn = tables::meta_u64(&meta, "collected_lsn")?.unwrap_or(0);
         let origins = Origins::load(&read.open_table(ORIGINS)?)?;
         let mut collections = Vec::new();
         let table = read.open_table(COLLECTIONS)?;
@@ -171,6 +184,8 @@ impl Store {
                     seq,
                     lsn,
                     durable: lsn,
+                    collected,
+                    collected_lsn,
                 }),
                 origins: RwLock::new(origins),
             },

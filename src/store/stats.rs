@@ -31,6 +31,10 @@ pub struct StorageStats {
     /// The peers this replica synced with: their cursors and when each was
     /// last heard from.
     pub peers: Vec<(ReplicaId, PeerState)>,
+    /// The tombstone collection marks ([`crate::Replica::collected`]): the
+    /// stamp below which tombstones are collected, and the greatest lsn
+    /// collected (zeros when never collected).
+    pub collected: (crate::clock::Stamp, u64),
 }
 
 /// Counts of one collection's records and kept changes.
@@ -72,7 +76,10 @@ impl Store {
     /// log entry and feed entry, so it costs a scan of the file.
     pub(crate) fn storage_stats(&self) -> Result<StorageStats, StorageError> {
         let read = self.begin_read()?;
-        let mut out = StorageStats::default();
+        let mut out = StorageStats {
+            collected: self.collected(),
+            ..StorageStats::default()
+        };
         let records = read.open_table(RECORDS)?;
         for entry in records.iter()? {
             let (k, v) = entry?;

@@ -39,6 +39,10 @@ pub(crate) enum Outcome {
     Superseded,
     /// The record holds the same change: nothing was written.
     Duplicate,
+    /// Stamped below the collection mark, for a record not held: it could
+    /// resurrect a collected record. The error this becomes aborts the
+    /// transaction.
+    BeyondHorizon,
     /// The record holds a different change in its slot (record, stamp,
     /// origin). The error this becomes aborts the transaction.
     Conflicting,
@@ -269,6 +273,16 @@ impl<'txn> Writer<'txn> {
         now_ms: u64,
     ) -> Result<Outcome, StorageError> {
         keys::record_into(&mut self.key, &change.collection, change.key.as_bytes());
+        if change.stamp < state.collected {
+            // Older than the horizon: only a record held may take it.
+            let Some(row) = self.read_row()? else {
+                return Ok(Outcome::BeyondHorizon);
+            };
+            if let Some(held) = self.held(&row, change)? {
+                return Ok(held);
+            }
+            return self.merge(state, rule, change, source, Some(row), now_ms, false);
+        }
         let row = if Kind::of(rule) == Kind::Record {
             // Most remote changes of record-level policies are new records
             // (an initial sync): write the row the change makes on its own,
@@ -904,6 +918,66 @@ impl<'txn> Writer<'txn> {
             Some(g) => tables::decode(PEERS.name(), g.value()),
             None => Ok(PeerState::default()),
         }
+    }
+
+    /// Collects the tombstones stamped below `cutoff`: each goes with its
+    /// log entries and its feed entry (as a record that moves on to no new
+    /// lsn), unless it is a local delete not settled yet on a replica that
+    /// pushes. Raises the
+    /// collection marks, and saves the counters in `meta-1` (the feed's last
+    /// entry may go). Returns how many records went.
+    pub(crate) fn collect(
+        &mut self,
+        state: &mut WriteState,
+        cutoff: Stamp,
+    ) -> Result<u64, StorageError> {
+        // A local delete no push has settled stays, on a replica that
+        // pushes: collected, it would never reach its peers. (A hub never
+        // pushes; its peers pull.)
+        let pushes = {
+            let peers = self.txn.open_table(PEERS)?;
+            let mut pushes = false;
+            for entry in peers.iter()? {
+                let (_, v) = entry?;
+                pushes |= tables::decode::<PeerState>(PEERS.name(), v.value())?.pushed > 0;
+            }
+            pushes
+        };
+        let mut victims = Vec::new();
+        for entry in self.records.iter()? {
+            let (k, v) = entry?;
+            let row: RecordRow = tables::decode(RECORDS.name(), v.value())?;
+            if row.value.is_none() && row.version.stamp < cutoff && !(row.pending && pushes) {
+                victims.push((k.value().to_vec(), row));
+            }
+        }
+        for (record, row) in &victims {
+            self.key.clear();
+            self.key.extend_from_slice(record);
+            let sent = self.sent_by(row)?;
+            self.supersede(row.lsn, sent)?;
+            if row.logged > 0 {
+                let (collection, key) = keys::split_record(RECORDS.name(), record)?;
+                let prefix = keys::log_prefix(&collection, key.as_bytes());
+                let end = keys::prefix_end(&prefix);
+                self.log
+                    .retain_in(prefix.as_slice()..end.as_slice(), |_, _| false)?;
+            }
+            self.records.remove(record.as_slice())?;
+            state.collected_lsn = state.collected_lsn.max(row.lsn);
+        }
+        state.collected = state.collected.max(cutoff);
+        let mut meta = self.txn.open_table(tables::META)?;
+        for (name, value) in [
+            ("collected", state.collected.as_u64()),
+            ("collected_lsn", state.collected_lsn),
+            ("lsn", state.lsn),
+            ("clock", state.hlc.last().as_u64()),
+            ("seq", state.seq),
+        ] {
+            meta.insert(name, value.to_le_bytes().as_slice())?;
+        }
+        Ok(victims.len() as u64)
     }
 
     /// Reads, changes and writes the cursors of `peer`.

@@ -272,6 +272,18 @@ impl SyncServer {
         for name in wanted {
             self.check_collection(principal, name, Access::Read)?;
         }
+        // A cursor below the last lsn a tombstone collection removed may
+        // have missed a delete that is gone: the caller must start over
+        // (a cursor of 0 is a new replica, which needs no delete).
+        let (_, collected_lsn) = self.replica.collected();
+        if after > 0 && after < collected_lsn {
+            return Err(ServiceError::new(
+                RefusalCode::RESYNC_REQUIRED,
+                format!(
+                    "resync required: the pull cursor {after} lies behind the tombstone horizon (lsn {collected_lsn})"
+                ),
+            ));
+        }
         let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
         let max_bytes = self.config.max_pull_bytes;
         let wanted = |c: &str| wanted.iter().any(|w| w == c);
@@ -578,6 +590,9 @@ impl Service for SyncServer {
 fn apply_refusal(e: ApplyError) -> ServiceError {
     match e {
         ApplyError::ClockDrift(_) => ServiceError::new(RefusalCode::UNPROCESSABLE, e.to_string()),
+        ApplyError::BeyondHorizon { .. } => {
+            ServiceError::new(RefusalCode::RESYNC_REQUIRED, e.to_string())
+        }
         ApplyError::Storage(_) => ServiceError::internal(e.to_string()),
         _ => ServiceError::bad_request(e.to_string()),
     }

@@ -246,6 +246,10 @@ impl RefusalCode {
     /// The request is well formed but cannot be applied (syncline: a clock
     /// or a stamp too far ahead of the service's time).
     pub const UNPROCESSABLE: Self = Self(422);
+    /// What the caller asks for is gone (syncline: its cursor, or the
+    /// changes it pushes, lie behind the service's tombstone horizon; it
+    /// must resync from current state).
+    pub const RESYNC_REQUIRED: Self = Self(410);
     /// The caller speaks another protocol version.
     pub const UPGRADE_REQUIRED: Self = Self(426);
     /// The peer sends too many requests; retry later.
