@@ -301,7 +301,7 @@ async fn malformed_frames_and_bad_batches_are_refused() {
 async fn a_client_whose_clock_is_a_year_ahead_is_refused_at_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let (net, hub, _server) = setup(dir.path()).await;
-    let future = syncline::ManualTime::new(wall_ms() + 365 * 24 * 3600 * 1000);
+    let future = ManualTime::new(wall_ms() + 365 * 24 * 3600 * 1000);
     let config = syncline::ReplicaConfig {
         replica_id: Some(ReplicaId::from_bytes([4; 16])),
         ..syncline::ReplicaConfig::default().with_time(future)
