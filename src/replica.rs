@@ -17,7 +17,7 @@ use crate::error::{
     ApplyError, CollectionNameError, ConfigError, OpenError, ReadError, StorageError, WriteError,
 };
 use crate::merge::{Resolver, Rule};
-use crate::model::{Change, CollectionConfig, ReplicaId};
+use crate::model::{Change, CollectionConfig, Key, ReplicaId};
 use crate::store::{
     ApplyReport, Collections, CommitDurability, FeedEntry, FeedSlice, GroupPart, Limits, PeerState,
     Received, Refused, Store, check_remote,
@@ -206,6 +206,44 @@ impl Replica {
         let now = self.inner.config.time.now_millis();
         let cutoff = Stamp::new(now.saturating_sub(horizon.as_millis() as u64), 0);
         Ok(self.inner.store.collect_tombstones(cutoff)?)
+    }
+
+    /// Bootstraps the synced `collections` shared with `remote` again (see
+    /// `Store::resync`): the records written again, in order.
+    pub(crate) fn resync(
+        &self,
+        remote: ReplicaId,
+        collections: &[String],
+    ) -> Result<Vec<(String, Key)>, StorageError> {
+        let rules: Vec<(String, Rule)> = {
+            let defined = self.read_collections();
+            collections
+                .iter()
+                .filter_map(|name| {
+                    defined
+                        .get(name)
+                        .filter(|(c, _)| c.sync)
+                        .map(|(_, rule)| (name.clone(), rule.clone()))
+                })
+                .collect()
+        };
+        let stored = self
+            .inner
+            .store
+            .resync(&*self.inner.config.time, remote, &rules, &|| {
+                self.has_listeners()
+            })?;
+        let again = stored.value;
+        self.publish(stored.events);
+        if !again.is_empty() {
+            self.note_commit(CommitNote {
+                lsn: stored.lsn,
+                source: None,
+                synced: true,
+                carried: false,
+            });
+        }
+        Ok(again)
     }
 
     /// The collection marks: the stamp below which this replica collected

@@ -493,6 +493,65 @@ impl Store {
         .map(|stored| stored.value)
     }
 
+    /// Bootstraps the synced `collections` again from `remote`, in one
+    /// durable commit: notes the records whose local write no push has
+    /// settled, empties the collections, writes each noted record again as
+    /// a new local write (a put of its value, or a delete), and sets the
+    /// pull cursor kept for `remote` to 0. Returns the records written
+    /// again, in order.
+    pub(crate) fn resync(
+        &self,
+        time: &dyn TimeSource,
+        remote: ReplicaId,
+        collections: &[(String, Rule)],
+        listening: &dyn Fn() -> bool,
+    ) -> Result<Stored<Vec<(String, Key)>>, StorageError> {
+        self.commit(None, None, Durability::Immediate, listening, |c| {
+            let now = time.now_millis();
+            let mut again = Vec::new();
+            for (collection, rule) in collections {
+                for (key, value) in c.writer.wipe(collection)? {
+                    again.push((collection.clone(), rule.clone(), key, value));
+                }
+            }
+            let mut out = Vec::with_capacity(again.len());
+            for (collection, rule, key, value) in again {
+                let op = match value {
+                    // An automerge record's value is its changes: written
+                    // again as one change that carries them all.
+                    #[cfg(feature = "automerge")]
+                    Some(Value::Bytes(bytes)) if matches!(rule, Rule::Automerge) => {
+                        Op::Automerge(bytes)
+                    }
+                    Some(value) => Op::Put(value),
+                    None => Op::Delete,
+                };
+                let change = Change {
+                    id: next_id(self.id, &mut c.state),
+                    collection,
+                    key,
+                    stamp: c.state.hlc.tick(now),
+                    base: Stamp::ZERO,
+                    op,
+                };
+                if let Outcome::Stored { lsn, .. } =
+                    c.writer
+                        .store_fresh(&mut c.state, &rule, &change, None, now)?
+                    && c.listened
+                {
+                    c.events.push(ChangeEvent {
+                        lsn,
+                        change: change.clone(),
+                        source: None,
+                    });
+                }
+                out.push((change.collection, change.key));
+            }
+            c.writer.update_peer(remote, |p| p.pulled = 0)?;
+            Ok(out)
+        })
+    }
+
     /// Collects the tombstones stamped below `cutoff` (see
     /// [`Writer::collect`]), durably. Returns how many records went.
     pub(crate) fn collect_tombstones(&self, cutoff: Stamp) -> Result<u64, StorageError> {

@@ -980,6 +980,46 @@ impl<'txn> Writer<'txn> {
         Ok(victims.len() as u64)
     }
 
+    /// Empties `collection` for a resync: every record goes with its log
+    /// entries and its feed entry. Returns the records whose local write no
+    /// push has settled (`pending`), with their values (`None`: a delete),
+    /// to be written again.
+    pub(crate) fn wipe(
+        &mut self,
+        collection: &str,
+    ) -> Result<Vec<(Key, Option<crate::value::Value>)>, StorageError> {
+        let prefix = keys::collection(collection);
+        let end = keys::prefix_end(&prefix);
+        let mut rows = Vec::new();
+        for entry in self.records.range(prefix.as_slice()..end.as_slice())? {
+            let (k, v) = entry?;
+            let row: RecordRow = tables::decode(RECORDS.name(), v.value())?;
+            rows.push((k.value().to_vec(), row));
+        }
+        let mut pending = Vec::new();
+        for (record, row) in rows {
+            self.key.clear();
+            self.key.extend_from_slice(&record);
+            let sent = self.sent_by(&row)?;
+            if row.lsn < self.first {
+                self.supersede(row.lsn, sent)?;
+            } else {
+                self.supersede(row.lsn, Vec::new())?;
+            }
+            self.records.remove(record.as_slice())?;
+            if row.pending {
+                let (_, key) = keys::split_record(RECORDS.name(), &record)?;
+                pending.push((key, row.value));
+            }
+        }
+        let prefix = keys::collection(collection);
+        self.log.retain_in(
+            prefix.as_slice()..keys::prefix_end(&prefix).as_slice(),
+            |_, _| false,
+        )?;
+        Ok(pending)
+    }
+
     /// Reads, changes and writes the cursors of `peer`.
     pub(crate) fn update_peer(
         &mut self,

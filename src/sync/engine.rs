@@ -456,6 +456,17 @@ impl Driver {
                         }
                     }
                 }
+                Action::Resync {
+                    remote,
+                    collections,
+                } => {
+                    let result = self
+                        .blocking(move |r| r.resync(remote, &collections))
+                        .await
+                        .map_err(SyncError::from);
+                    let now = self.now();
+                    self.session.handle_resynced(result, now);
+                }
                 Action::StagePart {
                     remote,
                     transfer,

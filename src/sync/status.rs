@@ -87,6 +87,15 @@ pub enum SyncEvent {
         /// How many conflicts the batch recorded.
         count: usize,
     },
+    /// The remote said this replica fell behind its tombstone horizon
+    /// (`RefusalCode::RESYNC_REQUIRED`): the shared collections were
+    /// emptied and are pulled again from current state. The local writes
+    /// no push had settled were written again as new writes, listed here
+    /// (collection, key); their earlier versions are gone, by design.
+    Resynced {
+        /// The records written again.
+        reapplied: Vec<(String, crate::Key)>,
+    },
     /// The status changed.
     StatusChanged(Status),
 }

@@ -26,7 +26,7 @@ impl Session {
             self.actions.retain(|a| !matches!(a, Action::Exchange(_)));
         }
         if let Err(e) = &result
-            && (self.refresh_token(e) || self.pull_despite(e, now))
+            && (self.refresh_token(e) || self.resync(e) || self.pull_despite(e, now))
         {
             return;
         }
@@ -79,6 +79,54 @@ impl Session {
         self.phase = Phase::Idle;
         self.next(now);
         true
+    }
+
+    /// After a `RESYNC_REQUIRED` refusal, once a round: bootstrap the
+    /// shared collections again, then go on with the round from its start
+    /// (push, then pull from 0). True when it did.
+    fn resync(&mut self, e: &SyncError) -> bool {
+        if self.resynced || e.refusal_code() != Some(RefusalCode::RESYNC_REQUIRED) {
+            return false;
+        }
+        let Some(link) = &self.link else {
+            return false;
+        };
+        self.resynced = true;
+        let remote = link.remote;
+        let collections = link.collections.clone();
+        self.phase = Phase::Resyncing;
+        self.actions.push_back(Action::Resync {
+            remote,
+            collections,
+        });
+        true
+    }
+
+    /// The result of [`Action::Resync`].
+    pub(crate) fn handle_resynced(
+        &mut self,
+        result: Result<Vec<(String, crate::Key)>, SyncError>,
+        now: Now,
+    ) {
+        if self.phase != Phase::Resyncing {
+            return;
+        }
+        self.phase = Phase::Idle;
+        match result {
+            Ok(reapplied) => {
+                self.events.push_back(SyncEvent::Resynced { reapplied });
+                self.pull_staged = None;
+                self.push_error = None;
+                self.stage = if self.config.direction.pushes() {
+                    Stage::Push
+                } else {
+                    Stage::Pull
+                };
+                self.pulls = self.config.direction.pulls();
+                self.next(now);
+            }
+            Err(e) => self.finish(Err(e), now),
+        }
     }
 
     /// After a refusal as unauthenticated, once a round: reconnect with a

@@ -114,6 +114,17 @@ pub(crate) enum Action {
         /// Whether the commit waits for the disk, as for [`Action::Apply`].
         durable: bool,
     },
+    /// Bootstrap the synced collections shared with `remote` again (the
+    /// remote said the pull cursor lies behind its tombstone horizon): in
+    /// one commit, empty them, write this replica's unsettled local writes
+    /// again as new ones, and set the pull cursor to 0; then
+    /// [`Session::handle_resynced`] with the records written again.
+    Resync {
+        /// The remote.
+        remote: ReplicaId,
+        /// The collections shared with it.
+        collections: Vec<String>,
+    },
     /// Drop the connection and its subscription.
     Disconnect,
     /// The round is over: answer the command that started it, if any.

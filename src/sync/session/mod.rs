@@ -59,6 +59,8 @@ struct Link {
 /// Where a round is, and what it waits for.
 #[derive(Clone, Debug, PartialEq)]
 enum Phase {
+    /// Waiting for the store to bootstrap the shared collections again.
+    Resyncing,
     /// No round.
     Idle,
     /// Waiting for [`Session::handle_connected`].
@@ -179,6 +181,9 @@ pub(crate) struct Session {
     /// Whether this round already asked the token provider for a fresh
     /// token after a refusal.
     refreshed: bool,
+    /// Whether this round already bootstrapped again after a
+    /// `RESYNC_REQUIRED` refusal.
+    resynced: bool,
     /// The refusal that ended this round's push, while its pull runs.
     push_error: Option<SyncError>,
     /// The parts staged here of a group pulled in parts: its transfer and
@@ -219,6 +224,7 @@ impl Session {
             failures: 0,
             token,
             refreshed: false,
+            resynced: false,
             push_error: None,
             repush: false,
             pull_staged: None,
@@ -617,6 +623,7 @@ impl Session {
         self.begun += 1;
         self.durable_at = now.at;
         self.refreshed = false;
+        self.resynced = false;
         self.push_error = None;
         self.stage = match (push, pull) {
             (true, _) => Stage::Push,

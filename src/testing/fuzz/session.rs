@@ -188,6 +188,14 @@ fn answer(
             };
             session.handle_pushed(result, now);
         }
+        Action::Resync { .. } => {
+            let result = match choice % 4 {
+                0 => Err(storage()),
+                1 => Ok(vec![("todos".to_string(), Key::from("k"))]),
+                _ => Ok(Vec::new()),
+            };
+            session.handle_resynced(result, now);
+        }
         Action::StagePart {
             offset, changes, ..
         } => {

@@ -145,3 +145,37 @@ fn a_refused_push_still_lets_the_round_pull() {
     assert_eq!(e.refusal_code(), Some(RefusalCode::FORBIDDEN));
     assert_eq!(s.stats().pulled, 1);
 }
+
+/// A `RESYNC_REQUIRED` refusal makes the session bootstrap again once per
+/// round (the store empties the shared collections and writes the
+/// unsettled local writes again), then the round starts over; a second
+/// one in the same round fails it.
+#[test]
+fn resync_required_bootstraps_again_once_per_round() {
+    let clock = Clock::new();
+    let mut s = connected(config(), &clock);
+    nothing_to_push(&mut s, &clock);
+    assert!(matches!(action(&mut s), Action::ReadPullCursor { .. }));
+    s.handle_pull_cursor(Ok(5), clock.now());
+    expect_exchange(&mut s);
+    s.handle_response(Err(refused(RefusalCode::RESYNC_REQUIRED)), clock.now());
+    match action(&mut s) {
+        Action::Resync {
+            remote,
+            collections,
+        } => assert_eq!((remote, collections), (REMOTE, vec!["todos".to_string()])),
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    let again = vec![("todos".to_string(), Key::from("mine"))];
+    s.handle_resynced(Ok(again.clone()), clock.now());
+    assert!(events(&mut s).contains(&SyncEvent::Resynced { reapplied: again }));
+    // The round starts over: push, then pull from the reset cursor.
+    nothing_to_push(&mut s, &clock);
+    assert!(matches!(action(&mut s), Action::ReadPullCursor { .. }));
+    s.handle_pull_cursor(Ok(0), clock.now());
+    expect_exchange(&mut s);
+    // Told again in the same round: it fails.
+    s.handle_response(Err(refused(RefusalCode::RESYNC_REQUIRED)), clock.now());
+    let e = expect_finished(&mut s).unwrap_err();
+    assert_eq!(e.refusal_code(), Some(RefusalCode::RESYNC_REQUIRED));
+}
