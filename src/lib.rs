@@ -116,7 +116,7 @@ pub use sync::config::{Direction, SyncConfig, TokenProvider};
 pub use sync::engine::SyncEngine;
 pub use sync::error::{ClockDrift, ProtocolViolation, SyncError};
 pub use sync::protocol;
-pub use sync::server::{ServerConfig, SyncServer};
+pub use sync::server::{DEFAULT_TOMBSTONE_HORIZON, ServerConfig, SyncServer};
 pub use sync::status::{Status, SyncEvent, SyncReport, SyncStats};
 /// Whose fault an error is, and how a remote refuses a request: one
 /// vocabulary shared with the transport crates.

@@ -149,3 +149,49 @@ async fn a_pull_behind_the_horizon_bootstraps_again() {
     );
     engine.stop().await;
 }
+
+/// A server collects tombstones older than its horizon by itself while it
+/// serves (30 days by default), at most once per `collect_every`.
+#[tokio::test]
+async fn a_server_collects_by_itself_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let time = ManualTime::new(common::T0);
+    let net = LoopbackNetwork::new(13);
+    let hub = open_node_on(dir.path(), "hub", 100, Some(&time)).await;
+    let _server = net
+        .serve(
+            "hub",
+            SyncServer::new(hub.clone()).into_service(),
+            Limits::default(),
+        )
+        .unwrap();
+    let todos = hub.collection("todos").unwrap();
+    todos.put("gone", 1).unwrap();
+    todos.delete("gone").unwrap();
+    todos.put("kept", 2).unwrap();
+    let client = open_node_on(dir.path(), "c", 3, Some(&time)).await;
+    let engine = SyncEngine::start(client.clone(), net.connector("c", "hub"), on_demand());
+    engine.sync_now().await.unwrap();
+    // A pass ran with the first exchanges; nothing was old enough.
+    assert_eq!(hub.collected().1, 0, "nothing collected yet");
+    assert!(
+        hub.collection("todos")
+            .unwrap()
+            .record("gone")
+            .unwrap()
+            .is_some()
+    );
+    time.advance(31 * DAY);
+    // Any exchange runs the pass (on the blocking pool, after answering).
+    engine.sync_now().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hub.collected().1 == 0 {
+        assert!(std::time::Instant::now() < deadline, "no collection ran");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        hub.collection("todos").unwrap().record("gone").unwrap(),
+        None
+    );
+    engine.stop().await;
+}

@@ -41,7 +41,20 @@ pub struct ServerConfig {
     /// quiet stream from a dead one (see [`crate::SyncConfig::subscription_timeout`],
     /// which should be a few times this). `None` sends none. Default 15 s.
     pub heartbeat: Option<Duration>,
+    /// Tombstones older than this are collected while serving
+    /// ([`crate::Replica::collect_tombstones`]), at most once per
+    /// `collect_every`; `None` never collects. Clients that stay away
+    /// longer are told to resync (`RefusalCode::RESYNC_REQUIRED`) and
+    /// their engines bootstrap again. Default 30 days. In a mesh where
+    /// every peer serves, every peer collects: set it there only if all
+    /// peers sync within it.
+    pub tombstone_horizon: Option<Duration>,
+    /// How often, at most, a collection pass runs. Default 1 hour.
+    pub collect_every: Duration,
 }
+
+/// The default [`ServerConfig::tombstone_horizon`]: 30 days.
+pub const DEFAULT_TOMBSTONE_HORIZON: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The default [`ServerConfig::heartbeat`].
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
@@ -52,6 +65,8 @@ impl Default for ServerConfig {
             max_pull_changes: 1000,
             max_pull_bytes: 4 << 20,
             heartbeat: Some(DEFAULT_HEARTBEAT),
+            tombstone_horizon: Some(DEFAULT_TOMBSTONE_HORIZON),
+            collect_every: Duration::from_secs(3600),
         }
     }
 }
@@ -78,6 +93,9 @@ pub struct SyncServer {
     /// Handle requests on the calling task instead of tokio's blocking pool
     /// (simulations only: see [`SyncServer::inline`]).
     inline_store: bool,
+    /// When the last collection pass began, in ms of the replica's clock
+    /// (`None`: none yet); shared by the server's clones.
+    collected_at: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl fmt::Debug for SyncServer {
@@ -100,6 +118,35 @@ impl SyncServer {
             validators: HashMap::new(),
             config: ServerConfig::default(),
             inline_store: false,
+            collected_at: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    /// Runs a tombstone collection pass if one is due: called after each
+    /// exchange, off the caller's answer (on the blocking pool).
+    fn collect_if_due(&self) {
+        let Some(horizon) = self.config.tombstone_horizon else {
+            return;
+        };
+        let now = self.replica.config().time.now_millis();
+        {
+            let mut at = self.collected_at.lock().unwrap_or_else(|p| p.into_inner());
+            let every = u64::try_from(self.config.collect_every.as_millis()).unwrap_or(u64::MAX);
+            if at.is_some_and(|t| now.saturating_sub(t) < every) {
+                return;
+            }
+            *at = Some(now);
+        }
+        let replica = self.replica.clone();
+        let run = move || match replica.collect_tombstones(horizon) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(collected = n, "collected tombstones"),
+            Err(e) => tracing::warn!(error = %e, "tombstone collection failed"),
+        };
+        if self.inline_store {
+            run();
+        } else {
+            tokio::task::spawn_blocking(run);
         }
     }
 
@@ -525,6 +572,7 @@ impl Service for SyncServer {
                     .await
                     .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))??
             };
+            self.collect_if_due();
             Ok(Frame::from(protocol::encode(&response)))
         })
     }
