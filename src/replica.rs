@@ -494,7 +494,7 @@ impl Replica {
     /// Durable first, as [`Replica::feed_for`].
     pub(crate) fn group_part(
         &self,
-        peer: ReplicaId,
+        peer: Option<ReplicaId>,
         after: u64,
         wanted: &dyn Fn(&str) -> bool,
         offset: u32,
@@ -604,7 +604,7 @@ impl Replica {
     /// that a crash can never give a served lsn to another change.
     pub(crate) fn feed_for(
         &self,
-        peer: ReplicaId,
+        peer: Option<ReplicaId>,
         after: u64,
         limit: usize,
         max_bytes: usize,
@@ -758,7 +758,7 @@ mod tests {
         assert_eq!(lsns(&b), (1, 0), "a deferred commit leaves the durable lsn");
         // Serving the feed to a third replica flushes first.
         let c = ReplicaId::from_bytes([3; 16]);
-        let slice = b.feed_for(c, 0, 100, usize::MAX, &|_| true).unwrap();
+        let slice = b.feed_for(Some(c), 0, 100, usize::MAX, &|_| true).unwrap();
         assert_eq!(slice.changes.len(), 1);
         assert_eq!(lsns(&b), (1, 1));
         // A durable commit of any kind makes the deferred ones before it durable.
@@ -769,7 +769,7 @@ mod tests {
         b.collection("todos").unwrap().put("mine", 3i64).unwrap();
         assert_eq!(lsns(&b), (3, 3));
         // Nothing deferred: serving commits nothing.
-        b.feed_for(c, 0, 100, usize::MAX, &|_| true).unwrap();
+        b.feed_for(Some(c), 0, 100, usize::MAX, &|_| true).unwrap();
         assert_eq!(lsns(&b), (3, 3));
     }
 

@@ -65,6 +65,32 @@ fn refused_groups_converge_on_what_the_hub_accepted() {
     assert!(checked >= 5, "only {checked} schedules had a hub");
 }
 
+/// A hub that collects tombstones older than a day, while schedules jump
+/// every clock ahead by hours to days and cut replicas off: replicas left
+/// behind the horizon are told to resync and bootstrap again, every
+/// schedule settles with the same live values everywhere, equal to the
+/// merge of every change made (a resync's writes included), and nothing
+/// deleted and collected comes back.
+#[test]
+fn collected_tombstones_never_come_back_in_any_schedule() {
+    let mut checked = 0;
+    for seed in 0..200u64 {
+        let config = SimConfig {
+            collection: true,
+            rejections: false,
+            topology: Topology::Hub,
+            policy: syncline::MergePolicy::Lww,
+            steps: 60,
+            ..SimConfig::from_seed(7000 + seed)
+        };
+        checked += 1;
+        if let Err(failure) = sim::check(&config) {
+            panic!("{failure}");
+        }
+    }
+    assert!(checked >= 100);
+}
+
 #[test]
 fn every_topology_with_eight_replicas_on_files() {
     for (seed, topology) in [

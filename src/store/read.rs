@@ -340,11 +340,13 @@ impl Store {
     }
 
     /// The feed after `after` as `peer` should see it: at most about `limit`
-    /// changes and `max_bytes` (whole groups), leaving out what came from
-    /// `peer` and collections not in `wanted`.
+    /// changes and `max_bytes` (whole groups), leaving out collections not
+    /// in `wanted` and what came from `peer` or was made by it. `None`: a
+    /// peer that bootstraps, which may hold nothing, not even its own
+    /// changes (a resync emptied its collections), gets everything.
     pub(crate) fn feed_for(
         &self,
-        peer: ReplicaId,
+        peer: Option<ReplicaId>,
         after: u64,
         limit: usize,
         max_bytes: usize,
@@ -359,7 +361,10 @@ impl Store {
         let has_more = through < self.lock().lsn;
         // Changes this peer refused before stay refused: a record that
         // moves on carries them again, and they are not sent again.
-        let refused = self.refused_by(peer)?;
+        let refused = match peer {
+            Some(peer) => self.refused_by(peer)?,
+            None => Default::default(),
+        };
         let mut changes = Vec::with_capacity(entries.len());
         let mut groups = Vec::new();
         let mut in_group = 0u32;
@@ -372,7 +377,14 @@ impl Store {
                 history: false,
                 undo: false,
             };
-            if pushable(peer, &held, wanted) && !refused.contains(&slot(&held.change)) {
+            // A peer that bootstraps (`None`) may no longer hold even its
+            // own changes (a resync emptied its collections): it gets
+            // everything, its own included.
+            let goes = match peer {
+                None => wanted(&held.change.collection),
+                Some(peer) => pushable(peer, &held, wanted),
+            };
+            if goes && !refused.contains(&slot(&held.change)) {
                 changes.push(held.change);
                 in_group += 1;
             }
@@ -461,7 +473,7 @@ impl Store {
     /// `None` when no group follows `after`.
     pub(crate) fn group_part(
         &self,
-        peer: ReplicaId,
+        peer: Option<ReplicaId>,
         after: u64,
         wanted: &dyn Fn(&str) -> bool,
         offset: u32,
@@ -488,7 +500,8 @@ impl Store {
                     for (origin, source) in sent {
                         let origin = origins.resolve(*origin)?;
                         let source = source.map(|s| origins.resolve(s)).transpose()?;
-                        if wanted_here && origin != peer && source != Some(peer) {
+                        let theirs = peer.is_some_and(|p| origin == p || source == Some(p));
+                        if wanted_here && !theirs {
                             positions.push(None);
                         }
                     }
@@ -503,7 +516,11 @@ impl Store {
                     )?;
                     let each = size / held.len().max(1);
                     for h in held {
-                        if pushable(peer, &h, wanted) {
+                        let goes = match peer {
+                            None => wanted(&h.change.collection),
+                            Some(peer) => pushable(peer, &h, wanted),
+                        };
+                        if goes {
                             positions.push(Some((h.change, each)));
                         }
                     }
@@ -707,7 +724,7 @@ mod tests {
             txn.put("c", format!("k{i}"), i64::from(i));
         }
         txn.commit().unwrap();
-        let peer = ReplicaId::from_bytes([9; 16]);
+        let peer = Some(ReplicaId::from_bytes([9; 16]));
         let all = |_: &str| true;
         let store = r.store();
         // Parts of about three changes each.

@@ -981,9 +981,9 @@ impl<'txn> Writer<'txn> {
     }
 
     /// Empties `collection` for a resync: every record goes with its log
-    /// entries and its feed entry. Returns the records whose local write no
-    /// push has settled (`pending`), with their values (`None`: a delete),
-    /// to be written again.
+    /// entries and its feed entry. Returns the records whose winner is a
+    /// local write no push has settled (`pending`), with their values
+    /// (`None`: a delete), to be written again.
     pub(crate) fn wipe(
         &mut self,
         collection: &str,
@@ -1007,7 +1007,10 @@ impl<'txn> Writer<'txn> {
                 self.supersede(row.lsn, Vec::new())?;
             }
             self.records.remove(record.as_slice())?;
-            if row.pending {
+            // This replica's own write, not settled by a push, and still the
+            // record's winner: written again. (One that lost to a remote
+            // change since lost at the remote too.)
+            if row.pending && row.source.is_none() && row.version.origin == 0 {
                 let (_, key) = keys::split_record(RECORDS.name(), &record)?;
                 pending.push((key, row.value));
             }

@@ -391,9 +391,10 @@ impl Driver {
                     let result = self
                         .blocking(move |r| {
                             let acked = r.peer_state(remote)?.pushed;
-                            let slice = r.feed_for(remote, acked, limit, max_bytes, &|c| {
-                                collections.iter().any(|w| w == c)
-                            })?;
+                            let slice =
+                                r.feed_for(Some(remote), acked, limit, max_bytes, &|c| {
+                                    collections.iter().any(|w| w == c)
+                                })?;
                             Ok::<_, ReadError>(Outbox {
                                 acked,
                                 changes: slice.changes,

@@ -96,6 +96,10 @@ pub struct SyncServer {
     /// When the last collection pass began, in ms of the replica's clock
     /// (`None`: none yet); shared by the server's clones.
     collected_at: Arc<std::sync::Mutex<Option<u64>>>,
+    /// The callers bootstrapping (a pull from 0), and the lsn that was last
+    /// when each began: until their cursor reaches it, they get
+    /// everything, their own changes included.
+    bootstraps: Arc<std::sync::Mutex<HashMap<ReplicaId, u64>>>,
 }
 
 impl fmt::Debug for SyncServer {
@@ -119,6 +123,7 @@ impl SyncServer {
             config: ServerConfig::default(),
             inline_store: false,
             collected_at: Arc::new(std::sync::Mutex::new(None)),
+            bootstraps: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
@@ -319,11 +324,36 @@ impl SyncServer {
         for name in wanted {
             self.check_collection(principal, name, Access::Read)?;
         }
+        let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
+        let max_bytes = self.config.max_pull_bytes;
+        let wanted = |c: &str| wanted.iter().any(|w| w == c);
+        // A pull from 0 bootstraps the caller, which may hold nothing, not
+        // even its own changes (a resync emptied its collections): until it
+        // reaches the lsn that was last then, it gets everything, its own
+        // changes included. (Kept in memory: a server restarted in the
+        // middle of a bootstrap filters the rest as usual.)
+        let peer = {
+            let mut bootstraps = self.bootstraps.lock().unwrap_or_else(|p| p.into_inner());
+            let bootstrap = if after == 0 {
+                bootstraps.insert(from, self.replica.last_lsn());
+                true
+            } else {
+                match bootstraps.get(&from) {
+                    Some(&until) if after < until => true,
+                    Some(_) => {
+                        bootstraps.remove(&from);
+                        false
+                    }
+                    None => false,
+                }
+            };
+            (!bootstrap).then_some(from)
+        };
         // A cursor below the last lsn a tombstone collection removed may
         // have missed a delete that is gone: the caller must start over
-        // (a cursor of 0 is a new replica, which needs no delete).
+        // (a bootstrap, from 0 on, needs no delete it missed).
         let (_, collected_lsn) = self.replica.collected();
-        if after > 0 && after < collected_lsn {
+        if peer.is_some() && after < collected_lsn {
             return Err(ServiceError::new(
                 RefusalCode::RESYNC_REQUIRED,
                 format!(
@@ -331,9 +361,6 @@ impl SyncServer {
                 ),
             ));
         }
-        let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
-        let max_bytes = self.config.max_pull_bytes;
-        let wanted = |c: &str| wanted.iter().any(|w| w == c);
         let internal = |e: StorageError| ServiceError::internal(e.to_string());
         // A group larger than a batch goes in parts; a part names where it
         // starts, so that a caller can resume at any change. Going on with
@@ -342,7 +369,7 @@ impl SyncServer {
             Some((transfer, next)) => {
                 let part = self
                     .replica
-                    .group_part(from, after, &wanted, next, max_bytes)
+                    .group_part(peer, after, &wanted, next, max_bytes)
                     .map_err(internal)?;
                 match part {
                     Some(part) if part.transfer == transfer => return Ok(part_response(part)),
@@ -353,7 +380,7 @@ impl SyncServer {
             None => {
                 let slice = self
                     .replica
-                    .feed_for(from, after, limit, max_bytes, &wanted)
+                    .feed_for(peer, after, limit, max_bytes, &wanted)
                     .map_err(|e| ServiceError::internal(e.to_string()))?;
                 if !slice.oversized {
                     return Ok(Response::Changes {
@@ -366,7 +393,7 @@ impl SyncServer {
         };
         let part = self
             .replica
-            .group_part(from, after, &wanted, offset, max_bytes)
+            .group_part(peer, after, &wanted, offset, max_bytes)
             .map_err(internal)?
             .ok_or_else(|| ServiceError::bad_request(format!("no group follows {after}")))?;
         Ok(part_response(part))

@@ -61,11 +61,30 @@ impl Sim<'_> {
                     })
                 })
                 .collect();
+            let values: Vec<String> = (0..self.nodes.len())
+                .map(|i| format!("r{i} {:?}", self.values(i)))
+                .collect();
+            if std::env::var_os("SYNCLINE_SIM_VALUES").is_some() {
+                eprintln!("live values: {values:?}");
+                for i in 0..self.nodes.len() {
+                    let r = self.replica(i)?;
+                    eprintln!("r{i} states {:?}", self.states(i));
+                    eprintln!(
+                        "r{i} collected {:?} stats {:?}",
+                        r.collected(),
+                        r.storage_stats().map(|s| s.peers)
+                    );
+                }
+                for c in self.made.values() {
+                    eprintln!("made {:?} {} {:?} {:?}", c.id, c.key, c.stamp, c.op);
+                }
+            }
             return Err(format!(
                 "replicas did not settle within 300 simulated seconds after healing \
                  (record counts {states:?}, equal to r0 {same:?}, engines {engines:?})"
             ));
         }
+        self.drain_watches()?;
         let rounds_settled = self.rounds();
         tokio::time::sleep(Duration::from_secs(60)).await;
         let rounds_after = self.rounds();
@@ -229,7 +248,10 @@ impl Sim<'_> {
     /// refused too (replica 1 writes nothing there) stays local, so the
     /// origin may hold other versions, and tombstones, of the same values.
     fn quiet(&self) -> Result<bool, String> {
-        if self.config.rejections {
+        // With refusals or collection, replicas may differ in tombstones
+        // (refused writes compensated, tombstones collected on the hub):
+        // live values must agree.
+        if self.config.rejections || self.config.collection {
             let first = self.values(0)?;
             for i in 1..self.nodes.len() {
                 if self.values(i)? != first {
@@ -334,7 +356,7 @@ impl Sim<'_> {
             .and_then(|c| c.conflicts())
             .map_err(|e| e.to_string())?;
         for i in 0..self.nodes.len() {
-            if self.config.rejections && i != 0 {
+            if (self.config.rejections && i != 0) || self.config.collection {
                 // The origin of refused changes holds them, and their
                 // compensations, beside the hub's: compare live values.
                 let values = self.values(i)?;
@@ -396,7 +418,7 @@ impl Sim<'_> {
                 // With refusals, a replica whose write was refused writes
                 // the accepted value back as its own change (the values
                 // are compared above).
-                .filter(|_| !self.config.rejections || i == 0)
+                .filter(|_| (!self.config.rejections || i == 0) && !self.config.collection)
                 .map(|c| c.id)
                 .find(|id| !ids.contains(id))
             {

@@ -89,6 +89,15 @@ pub struct SimConfig {
     /// listed once at its origin, discards every refusal, and checks that
     /// all replicas converge on the changes the hub accepted.
     pub rejections: bool,
+    /// Whether the hub collects tombstones (hub topology): its server's
+    /// horizon is a day and a pass may run every second, and schedules
+    /// jump every clock ahead by hours to days (`Step::Jump`), so replicas
+    /// cut off for longer than the horizon come back behind it, are told
+    /// to resync and bootstrap again. Settling compares live values: no
+    /// collected record comes back, and no write is lost but by the
+    /// documented resync rule (a replica's unpushed writes are written
+    /// again, as new writes).
+    pub collection: bool,
 }
 
 impl Default for SimConfig {
@@ -103,6 +112,7 @@ impl Default for SimConfig {
             clock_skew: true,
             policy: MergePolicy::Lww,
             rejections: false,
+            collection: false,
         }
     }
 }
@@ -138,6 +148,7 @@ impl SimConfig {
                 _ => MergePolicy::Custom(MaxValue.name().to_string()),
             },
             rejections: false,
+            collection: false,
         };
         // Drawn last, so that the fields above stay what older builds drew.
         config.rejections = config.topology == Topology::Hub
@@ -227,6 +238,11 @@ pub enum Step {
         /// The replica.
         replica: usize,
     },
+    /// Moves every replica's wall clock ahead (tombstone collection only).
+    Jump {
+        /// Hours to add.
+        hours: u64,
+    },
 }
 
 /// Draws the schedule of `config.steps` steps from `config.seed`.
@@ -262,6 +278,9 @@ pub fn schedule(config: &SimConfig) -> Vec<Step> {
                 key: rng.random_range(0..keys),
                 field: rng.random_range(0..3),
                 value: rng.random_range(-100..100),
+            },
+            56..60 if config.collection => Step::Jump {
+                hours: rng.random_range(6..60),
             },
             56..72 => Step::Run {
                 millis: rng.random_range(1..2000),
@@ -385,6 +404,7 @@ pub fn run(config: &SimConfig, steps: &[Step]) -> Result<SimReport, String> {
             sim.step(step)
                 .await
                 .map_err(|e| format!("step {i} {step:?}: {e}"))?;
+            sim.drain_watches()?;
         }
         sim.settle_and_check(steps.len()).await
     });

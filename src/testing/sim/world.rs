@@ -39,6 +39,8 @@ pub(super) fn tempfile_dir() -> Result<TempDir, String> {
 pub(super) struct SimClock {
     start: tokio::time::Instant,
     pub(super) skew_ms: AtomicI64,
+    /// Jumps ahead every clock made (`Step::Jump`); never undone.
+    pub(super) jump_ms: AtomicI64,
 }
 
 /// The simulated epoch: 2026-01-01.
@@ -47,7 +49,11 @@ const BASE_MS: u64 = 1_767_225_600_000;
 impl TimeSource for SimClock {
     fn now_millis(&self) -> u64 {
         let elapsed = self.start.elapsed().as_millis() as i64;
-        (BASE_MS as i64 + elapsed + self.skew_ms.load(Ordering::SeqCst)).max(0) as u64
+        (BASE_MS as i64
+            + elapsed
+            + self.skew_ms.load(Ordering::SeqCst)
+            + self.jump_ms.load(Ordering::SeqCst))
+        .max(0) as u64
     }
 }
 
@@ -58,6 +64,9 @@ pub(super) struct Node {
     replica: Option<Replica>,
     server: Option<LoopbackServer>,
     pub(super) engines: Vec<SyncEngine>,
+    /// Every change committed on the replica, engines' included (a resync
+    /// writes local changes): tombstone collection runs only.
+    watch: Option<crate::Watch>,
 }
 
 pub(super) struct Sim<'a> {
@@ -103,10 +112,12 @@ impl<'a> Sim<'a> {
                 clock: Arc::new(SimClock {
                     start,
                     skew_ms: AtomicI64::new(0),
+                    jump_ms: AtomicI64::new(0),
                 }),
                 replica: None,
                 server: None,
                 engines: Vec::new(),
+                watch: None,
             })
             .collect();
         let mut sim = Self {
@@ -148,6 +159,9 @@ impl<'a> Sim<'a> {
         let config = ReplicaConfig {
             replica_id: Some(node.id),
             time: node.clock.clone(),
+            // Large enough that the events of a step never lag (the watch
+            // of a tombstone collection run reads them after each step).
+            watch_capacity: 1 << 16,
             ..ReplicaConfig::default().with_resolver(MaxValue)
         };
         let replica = match self.dir {
@@ -181,6 +195,12 @@ impl<'a> Sim<'a> {
             let mut server = SyncServer::new(replica.clone())
                 .with_config(ServerConfig {
                     max_pull_changes: 5,
+                    tombstone_horizon: if self.config.collection {
+                        Some(Duration::from_secs(24 * 3600))
+                    } else {
+                        None
+                    },
+                    collect_every: Duration::from_secs(1),
                     ..ServerConfig::default()
                 })
                 .inline();
@@ -232,9 +252,27 @@ impl<'a> Sim<'a> {
             engines.push(SyncEngine::start_inline(replica.clone(), connector, config));
         }
         let node = &mut self.nodes[i];
+        node.watch = self.config.collection.then(|| replica.watch());
         node.replica = Some(replica);
         node.server = server;
         node.engines = engines;
+        Ok(())
+    }
+
+    /// Records every local change the replicas' watches saw (tombstone
+    /// collection runs: a resync writes local changes inside an engine).
+    pub(super) fn drain_watches(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            let id = self.nodes[i].id;
+            let Some(watch) = self.nodes[i].watch.as_mut() else {
+                continue;
+            };
+            while let Some(event) = watch.try_recv().map_err(|e| format!("r{i}: {e}"))? {
+                if event.source.is_none() && event.change.id.origin == id {
+                    self.made.insert(event.change.id, event.change.clone());
+                }
+            }
+        }
         Ok(())
     }
 
@@ -246,6 +284,9 @@ impl<'a> Sim<'a> {
         if let Some(server) = node.server.take() {
             server.shutdown().await;
         }
+        let _ = self.drain_watches();
+        let node = &mut self.nodes[i];
+        node.watch = None;
         node.replica = None;
         // Let tasks of the killed instance run to their end and drop their handles.
         for _ in 0..50 {
@@ -346,6 +387,13 @@ impl<'a> Sim<'a> {
                 }
             }
             Step::HealAll => self.net.heal_all(),
+            Step::Jump { hours } => {
+                for node in &self.nodes {
+                    node.clock
+                        .jump_ms
+                        .fetch_add((*hours * 3600 * 1000) as i64, Ordering::SeqCst);
+                }
+            }
             Step::Offline { replica } => self.net.set_online(&self.nodes[*replica].name, false),
             Step::Faults { level } => self.net.set_faults(faults(*level)),
             Step::Restart { replica } => {
