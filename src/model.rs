@@ -241,6 +241,13 @@ pub enum Op {
     /// chunks in automerge's binary format, concatenated; automerge
     /// collections only, validated before they are stored.
     Automerge(Vec<u8>),
+    /// Deletes the record and erases its history: every replica it reaches
+    /// drops the record's earlier changes (values kept as history, as
+    /// conflicts, or to undo a write included), and keeps a tombstone that
+    /// a collection removes after its horizon. A purge is made on top of
+    /// everything up to its own stamp (its `base` is its stamp), so nothing
+    /// earlier is a conflict. Record-level and field-level collections.
+    Purge,
 }
 
 /// One change to one record: the unit that is stored, merged and synced.

@@ -91,6 +91,12 @@ impl Transaction {
         self.push(collection, key.into(), Op::Delete)
     }
 
+    /// Queues a purge of a record: a delete that erases its history on
+    /// every replica it reaches (see [`crate::Collection::purge`]).
+    pub fn purge(&mut self, collection: &str, key: impl Into<Key>) -> &mut Self {
+        self.push(collection, key.into(), Op::Purge)
+    }
+
     /// Queues automerge changes (uncompressed change chunks, concatenated)
     /// to a record of an automerge collection; see
     /// [`crate::Collection::automerge_change`].

@@ -922,3 +922,95 @@ fn collected_tombstones_never_come_back() {
         Err(ApplyError::BeyondHorizon { .. })
     ));
 }
+
+/// A purge deletes a record and erases its history: conflicts, history
+/// kept by the collection's setting and undo entries go; a change older
+/// than the purge that arrives later is not kept, even as history; another
+/// replica that receives the purge erases the same; a newer write brings
+/// the record back as after a delete.
+#[test]
+fn a_purge_erases_a_record_everywhere_it_goes() {
+    let time = ManualTime::new(T0);
+    let config = CollectionConfig::default().with_history(History::Last(10));
+    let a = memory_replica(1, &time);
+    let b = memory_replica(2, &time);
+    let other = memory_replica(3, &time);
+    for r in [&a, &b] {
+        r.define_collection("notes", config.clone()).unwrap();
+    }
+    other
+        .define_collection("notes", CollectionConfig::default())
+        .unwrap();
+    let notes = a.collection("notes").unwrap();
+    let mut made = a.watch();
+    for i in 0..3i64 {
+        notes.put("secret", format!("version {i}")).unwrap();
+        time.advance(Duration::from_millis(5));
+    }
+    // A concurrent change from elsewhere: a conflict.
+    let mut theirs = other.watch();
+    other
+        .collection("notes")
+        .unwrap()
+        .put("secret", "theirs")
+        .unwrap();
+    let theirs: Vec<Change> = std::iter::from_fn(|| theirs.try_recv().unwrap())
+        .map(|e| e.change.clone())
+        .collect();
+    a.apply_remote(&theirs).unwrap();
+    let all: Vec<Change> = std::iter::from_fn(|| made.try_recv().unwrap())
+        .map(|e| e.change.clone())
+        .chain(theirs.clone())
+        .collect();
+    b.apply_remote(&all).unwrap();
+    assert!(notes.history("secret").unwrap().len() >= 3);
+    assert_eq!(notes.conflicts().unwrap().len(), 1);
+
+    time.advance(Duration::from_millis(5));
+    notes.purge("secret").unwrap();
+    let kept = notes.history("secret").unwrap();
+    assert_eq!(kept.len(), 1, "only the purge: {kept:?}");
+    assert_eq!(kept[0].op, Op::Purge);
+    assert_eq!(kept[0].base, kept[0].stamp, "it saw everything before it");
+    assert_eq!(notes.get("secret").unwrap(), None);
+    assert!(notes.conflicts().unwrap().is_empty());
+    let stats = a.storage_stats().unwrap().collections["notes"];
+    assert_eq!((stats.history, stats.tombstones), (0, 1), "{stats:?}");
+
+    // The purge travels as current state, and erases the same there.
+    let sent: Vec<Change> = a
+        .feed_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .filter(|c| c.collection == "notes")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].op, Op::Purge);
+    b.apply_remote(&sent).unwrap();
+    let on_b = b.collection("notes").unwrap();
+    assert_eq!(on_b.history("secret").unwrap(), kept);
+    assert!(on_b.conflicts().unwrap().is_empty());
+    // An old change arriving later changes nothing and is not kept.
+    let report = b.apply_remote(&all[..1]).unwrap();
+    assert_eq!(report.superseded, 1);
+    assert_eq!(on_b.history("secret").unwrap(), kept);
+    // A newer write brings the record back.
+    time.advance(Duration::from_millis(5));
+    notes.put("secret", "new").unwrap();
+    assert_eq!(notes.get("secret").unwrap(), Some(Value::from("new")));
+    // Not on automerge collections.
+    #[cfg(feature = "automerge")]
+    {
+        let docs = a
+            .define_collection(
+                "docs",
+                CollectionConfig::default().with_policy(syncline::MergePolicy::Automerge),
+            )
+            .unwrap();
+        assert!(matches!(
+            docs.purge("d"),
+            Err(WriteError::Op(syncline::OpError::NotAllowed { .. }))
+        ));
+    }
+}

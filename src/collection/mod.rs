@@ -178,6 +178,24 @@ impl Collection {
         single(txn.commit()?)
     }
 
+    /// Purges a record: deletes it and erases its history, here and on
+    /// every replica the purge reaches. Each drops the record's earlier
+    /// changes, whatever kept them (conflicts, the collection's history,
+    /// undo entries), keeps only the purge as a tombstone, and keeps no
+    /// change older than the purge that arrives later, not even as
+    /// history; a tombstone collection removes the purge itself after its
+    /// horizon. Newer writes recreate the record as after a delete. Not on
+    /// automerge collections (`OpError::NotAllowed`).
+    ///
+    /// What redb freed stays in the file's free pages until reused or the
+    /// file is compacted ([`crate::Replica::compact_file`]); a replica that
+    /// never receives the purge keeps what it holds.
+    pub fn purge(&self, key: impl Into<Key>) -> Result<ChangeId, WriteError> {
+        let mut txn = self.replica.transaction();
+        txn.purge(&self.name, key);
+        single(txn.commit()?)
+    }
+
     /// A record's value; `None` if it never existed or is deleted.
     pub fn get(&self, key: impl Into<Key>) -> Result<Option<Value>, ReadError> {
         Ok(self.record(key)?.and_then(|r| r.value))

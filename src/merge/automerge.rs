@@ -81,7 +81,8 @@ pub(crate) fn merge(current: Option<&RecordState>, change: &Change) -> Option<Re
                 set.extend(chunks);
             }
         }
-        Op::Put(_) | Op::Patch(_) => return None,
+        // Refused on automerge collections (check_op).
+        Op::Put(_) | Op::Patch(_) | Op::Purge => return None,
     }
     let version = current.map_or(v, |c| c.version.max(v));
     let seen = current.map_or(change.base, |c| c.seen.max(change.base));

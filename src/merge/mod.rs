@@ -190,6 +190,8 @@ pub enum OpKind {
     Automerge,
     /// A delete.
     Delete,
+    /// A purge: a delete that erases the record's history.
+    Purge,
 }
 
 impl OpKind {
@@ -201,6 +203,7 @@ impl OpKind {
             Op::Patch(_) => Self::Patch,
             Op::Automerge(_) => Self::Automerge,
             Op::Delete => Self::Delete,
+            Op::Purge => Self::Purge,
         }
     }
 }
@@ -213,6 +216,7 @@ impl fmt::Display for OpKind {
             Self::Patch => "a patch",
             Self::Automerge => "an automerge change",
             Self::Delete => "a delete",
+            Self::Purge => "a purge",
         })
     }
 }
@@ -243,6 +247,7 @@ pub(crate) fn check_op(op: &Op, policy: &MergePolicy) -> Result<(), OpError> {
     let kind = OpKind::of(op);
     let ok = match (kind, policy) {
         (OpKind::Delete, _) => true,
+        (OpKind::Purge, p) => *p != MergePolicy::Automerge,
         (OpKind::PutMap | OpKind::PutOther, p) if p.is_record_level() => true,
         (OpKind::PutMap | OpKind::Patch, MergePolicy::FieldLww) => true,
         (OpKind::Automerge, MergePolicy::Automerge) => true,
@@ -313,7 +318,7 @@ pub(crate) fn record_value(op: &Op) -> Option<Value> {
         Op::Patch(fields) => Some(Value::Map(fields.clone())),
         // Refused on record-level collections; read as bytes for totality.
         Op::Automerge(bytes) => Some(Value::Bytes(bytes.clone())),
-        Op::Delete => None,
+        Op::Delete | Op::Purge => None,
     }
 }
 
@@ -362,7 +367,7 @@ fn field_lww(current: Option<&RecordState>, change: &Change) -> Option<RecordSta
     };
     let masked = next.tombstone.is_some_and(|t| t >= v);
     match &change.op {
-        Op::Delete if !masked => {
+        Op::Delete | Op::Purge if !masked => {
             next.tombstone = Some(v);
             next.fields.retain(|_, fv| *fv > v);
             map.retain(|f, _| next.fields.contains_key(f));

@@ -283,11 +283,14 @@ impl Store {
                     (Rule::Lww | Rule::FieldLww, Some(r)) => r.version.stamp,
                     (_, Some(r)) => c.writer.latest_stamp(&collection, &key, r)?,
                 };
+                let stamp = c.state.hlc.tick(now);
+                // A purge is made on top of everything up to itself.
+                let base = if matches!(op, Op::Purge) { stamp } else { base };
                 let change = Change {
                     id: next_id(self.id, &mut c.state),
                     collection,
                     key,
-                    stamp: c.state.hlc.tick(now),
+                    stamp,
                     base,
                     op,
                 };

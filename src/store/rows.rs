@@ -108,6 +108,7 @@ pub(crate) fn state_of(
 pub(crate) fn winner_op(row: &RecordRow) -> Op {
     match &row.value {
         Some(value) => Op::Put(value.clone()),
+        None if row.purged => Op::Purge,
         None => Op::Delete,
     }
 }

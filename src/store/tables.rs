@@ -161,6 +161,10 @@ pub(crate) struct RecordRow {
     /// (acknowledged; a refused one stays unsettled until it is retried or
     /// discarded); meanwhile the log keeps [`Kept::Undo`] entries for it.
     pub(crate) pending: bool,
+    /// Whether the winning change is a purge ([`crate::Op::Purge`]): the
+    /// row's `None` value is a purge, not a delete, and nothing older than
+    /// it is kept, not even as history.
+    pub(crate) purged: bool,
 }
 
 /// How a [`RecordRow`] is encoded: the fields every row has, then the
@@ -173,7 +177,7 @@ struct RowRepr {
     version: StoredVersion,
     source: Option<u32>,
     value: Option<Value>,
-    /// Bit 0: `pending`; bit 1: the winner is in the log.
+    /// Bit 0: `pending`; bit 1: the winner is in the log; bit 2: `purged`.
     flags: u8,
     more: Option<RowMore>,
 }
@@ -223,6 +227,7 @@ impl From<RowRepr> for RecordRow {
             winner: r.flags & 2 == 0,
             logged: more.logged,
             pending: r.flags & 1 != 0,
+            purged: r.flags & 4 != 0,
         }
     }
 }
@@ -244,7 +249,8 @@ impl Serialize for RecordRow {
             seen_by: self.seen_by,
             logged: self.logged,
         });
-        let flags = u8::from(self.pending) | (u8::from(!self.winner) << 1);
+        let flags =
+            u8::from(self.pending) | (u8::from(!self.winner) << 1) | (u8::from(self.purged) << 2);
         // The same shape as `RowRepr`, field by field (bincode encodes a
         // struct as the tuple of its fields).
         let mut t = s.serialize_tuple(6)?;
@@ -549,6 +555,7 @@ mod tests {
             winner: plain,
             logged: u32::from(!plain),
             pending: true,
+            purged: !plain,
         }
     }
 

@@ -318,6 +318,7 @@ pub(crate) fn from_2(db: &Database) -> Result<(), StorageError> {
                 winner: kind == Keep::Record,
                 logged,
                 pending: false,
+                purged: false,
             };
             let row = RecordRow {
                 source: version_source.map(|s| number(&mut origins, s)),

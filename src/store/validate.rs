@@ -199,7 +199,7 @@ fn check_depth(op: &Op) -> Result<(), ValueError> {
                 Ok(())
             }
         }),
-        Op::Delete | Op::Automerge(_) => Ok(()),
+        Op::Delete | Op::Purge | Op::Automerge(_) => Ok(()),
     }
 }
 
@@ -209,7 +209,7 @@ fn encoded_len(op: &Op) -> usize {
         Op::Put(v) => codec::encoded_len(v),
         Op::Patch(fields) => codec::encoded_len(fields),
         Op::Automerge(bytes) => bytes.len(),
-        Op::Delete => 0,
+        Op::Delete | Op::Purge => 0,
     }
 }
 

@@ -302,6 +302,7 @@ impl<'txn> Writer<'txn> {
                 winner: true,
                 logged: 0,
                 pending: false,
+                purged: matches!(change.op, Op::Purge),
             };
             self.scratch.clear();
             codec::encode_into(&mine, &mut self.scratch);
@@ -474,8 +475,19 @@ impl<'txn> Writer<'txn> {
         // refuses the write, discarding the refusal rebuilds the record
         // from them. Others' changes always; its own when every peer
         // acknowledged them. Otherwise the collection's history may keep it.
+        // A purge erases what it replaces; and nothing older than a purge
+        // that stands is kept, not even as history.
+        let purging = matches!(change.op, Op::Purge);
+        let under_purge = |stamp: Stamp| {
+            purging
+                || row
+                    .as_ref()
+                    .is_some_and(|r| r.purged && stamp <= r.version.stamp)
+        };
         let fate = |origin: u32, stamp: Stamp| {
-            if (local && (origin != 0 || acked)) || (!local && unsettled) {
+            if under_purge(stamp) {
+                None
+            } else if (local && (origin != 0 || acked)) || (!local && unsettled) {
                 Some(Kept::Undo)
             } else if keeps(history, stamp, now_ms) {
                 Some(Kept::History)
@@ -551,6 +563,24 @@ impl<'txn> Writer<'txn> {
         if logged > 0 {
             logged -= self.trim_history(collection, key, history, now_ms)?;
         }
+        if purging && won && logged > 0 {
+            // Everything the purge saw goes, whatever kept it (the purge
+            // itself, logged under a field-level policy, stays).
+            let prefix = keys::log_prefix(collection, key);
+            let hi = keys::log(
+                collection,
+                key,
+                change.stamp.as_u64().saturating_sub(1),
+                u32::MAX,
+            );
+            let mut gone = 0u32;
+            self.log
+                .retain_in(prefix.as_slice()..=hi.as_slice(), |_, _| {
+                    gone += 1;
+                    false
+                })?;
+            logged = logged.saturating_sub(gone);
+        }
         self.key = record_key;
         let pending = unsettled || local;
         if !moved {
@@ -594,6 +624,11 @@ impl<'txn> Writer<'txn> {
             winner: kind == Kind::Record,
             logged,
             pending,
+            purged: if won {
+                purging
+            } else {
+                row.as_ref().is_some_and(|r| r.purged)
+            },
         };
         self.write_row(&next_row)?;
         Ok(Outcome::Stored {

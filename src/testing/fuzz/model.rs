@@ -17,7 +17,7 @@ fn op_value(op: &Op) -> Option<Value> {
         Op::Put(v) => Some(v.clone()),
         Op::Patch(fields) => Some(Value::Map(fields.clone())),
         Op::Automerge(bytes) => Some(Value::Bytes(bytes.clone())),
-        Op::Delete => None,
+        Op::Delete | Op::Purge => None,
     }
 }
 

@@ -91,7 +91,8 @@ pub struct SimConfig {
     pub rejections: bool,
     /// Whether the hub collects tombstones (hub topology): its server's
     /// horizon is a day and a pass may run every second, and schedules
-    /// jump every clock ahead by hours to days (`Step::Jump`), so replicas
+    /// jump every clock ahead by hours to days (`Step::Jump`) and purge
+    /// records (`Step::Purge`), so replicas
     /// cut off for longer than the horizon come back behind it, are told
     /// to resync and bootstrap again. Settling compares live values: no
     /// collected record comes back, and no write is lost but by the
@@ -238,6 +239,13 @@ pub enum Step {
         /// The replica.
         replica: usize,
     },
+    /// Purges key `k{key}` on a replica (tombstone collection only).
+    Purge {
+        /// The replica.
+        replica: usize,
+        /// The key number.
+        key: u8,
+    },
     /// Moves every replica's wall clock ahead (tombstone collection only).
     Jump {
         /// Hours to add.
@@ -258,6 +266,10 @@ pub fn schedule(config: &SimConfig) -> Vec<Step> {
                 replica,
                 key: rng.random_range(0..keys),
                 value: rng.random_range(-100..100),
+            },
+            30..33 if config.collection => Step::Purge {
+                replica,
+                key: rng.random_range(0..keys),
             },
             30..40 => Step::Delete {
                 replica,

@@ -333,6 +333,11 @@ impl<'a> Sim<'a> {
                 txn.patch(TODOS, format!("k{key}"), fields);
                 self.commit(*replica, txn)?;
             }
+            Step::Purge { replica, key } => {
+                let mut txn = self.replica(*replica)?.transaction();
+                txn.purge(TODOS, format!("k{key}"));
+                self.commit(*replica, txn)?;
+            }
             Step::Delete { replica, key } => {
                 let mut txn = self.replica(*replica)?.transaction();
                 txn.delete(TODOS, format!("k{key}"));
