@@ -9,10 +9,29 @@ use std::time::Duration;
 
 use common::{open_node_on, quick_sync};
 use syncline::transport::Limits;
-use syncline::transport::loopback::LoopbackNetwork;
+use syncline::transport::loopback::{LoopbackNetwork, LoopbackServer};
 use syncline::{Key, ManualTime, SyncConfig, SyncEngine, SyncEvent, SyncServer, Value};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A hub on a manual clock, served on a loopback network of its own (the
+/// server's defaults: a 30-day horizon).
+async fn serving_hub(
+    dir: &std::path::Path,
+    time: &ManualTime,
+    seed: u64,
+) -> (LoopbackNetwork, syncline::Replica, LoopbackServer) {
+    let net = LoopbackNetwork::new(seed);
+    let hub = open_node_on(dir, "hub", 100, Some(time)).await;
+    let server = net
+        .serve(
+            "hub",
+            SyncServer::new(hub.clone()).into_service(),
+            Limits::default(),
+        )
+        .unwrap();
+    (net, hub, server)
+}
 
 fn on_demand() -> SyncConfig {
     SyncConfig {
@@ -26,15 +45,7 @@ fn on_demand() -> SyncConfig {
 async fn a_client_behind_the_horizon_resyncs_and_keeps_its_unpushed_writes() {
     let dir = tempfile::tempdir().unwrap();
     let time = ManualTime::new(common::T0);
-    let net = LoopbackNetwork::new(11);
-    let hub = open_node_on(dir.path(), "hub", 100, Some(&time)).await;
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let (net, hub, _server) = serving_hub(dir.path(), &time, 11).await;
     let todos = hub.collection("todos").unwrap();
     for i in 0..5 {
         todos.put(format!("k{i}"), i).unwrap();
@@ -106,15 +117,7 @@ async fn a_client_behind_the_horizon_resyncs_and_keeps_its_unpushed_writes() {
 async fn a_pull_behind_the_horizon_bootstraps_again() {
     let dir = tempfile::tempdir().unwrap();
     let time = ManualTime::new(common::T0);
-    let net = LoopbackNetwork::new(12);
-    let hub = open_node_on(dir.path(), "hub", 100, Some(&time)).await;
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let (net, hub, _server) = serving_hub(dir.path(), &time, 12).await;
     let todos = hub.collection("todos").unwrap();
     for i in 0..4 {
         todos.put(format!("k{i}"), i).unwrap();
@@ -156,15 +159,7 @@ async fn a_pull_behind_the_horizon_bootstraps_again() {
 async fn a_server_collects_by_itself_while_serving() {
     let dir = tempfile::tempdir().unwrap();
     let time = ManualTime::new(common::T0);
-    let net = LoopbackNetwork::new(13);
-    let hub = open_node_on(dir.path(), "hub", 100, Some(&time)).await;
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let (net, hub, _server) = serving_hub(dir.path(), &time, 13).await;
     let todos = hub.collection("todos").unwrap();
     todos.put("gone", 1).unwrap();
     todos.delete("gone").unwrap();

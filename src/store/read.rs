@@ -28,6 +28,27 @@ struct ReadOrigins<'a> {
     table: ReadOnlyTable<u32, &'static [u8; 16]>,
 }
 
+/// The tables a walk over the feed reads, in one snapshot.
+struct FeedTables<'a> {
+    origins: ReadOrigins<'a>,
+    feed: ReadOnlyTable<u64, &'static [u8]>,
+    records: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    log: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl FeedTables<'_> {
+    /// The changes a live feed entry sends, with about their size.
+    fn entry(&self, step: &rows::Step<'_>) -> Result<(Vec<Held>, usize), StorageError> {
+        rows::entry_changes_sized(
+            &self.records,
+            &self.log,
+            &self.origins,
+            step.lsn,
+            step.row.record.as_bytes(),
+        )
+    }
+}
+
 impl Resolve for ReadOrigins<'_> {
     fn resolve(&self, n: u32) -> Result<ReplicaId, StorageError> {
         if let Some(id) = self.known.id(n) {
@@ -111,6 +132,16 @@ impl Store {
             }
             None => Ok(None),
         }
+    }
+
+    /// The tables of a walk over the feed, as `read` sees them.
+    fn feed_tables(&self, read: &redb::ReadTransaction) -> Result<FeedTables<'_>, StorageError> {
+        Ok(FeedTables {
+            origins: self.read_origins(read)?,
+            feed: read.open_table(FEED)?,
+            records: read.open_table(RECORDS)?,
+            log: read.open_table(LOG)?,
+        })
     }
 
     /// The origin numbers as `read` sees them.
@@ -282,25 +313,16 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Scanned, StorageError> {
         let read = self.begin_read()?;
-        let origins = self.read_origins(&read)?;
-        let feed = read.open_table(FEED)?;
-        let records = read.open_table(RECORDS)?;
-        let log = read.open_table(LOG)?;
+        let tables = self.feed_tables(&read)?;
         let mut out: Vec<FeedEntry> = Vec::new();
         let mut ends: Vec<u64> = Vec::new();
         let mut bytes = 0usize;
         let mut through = after;
         // Where the current group starts in `out`, and the size before it.
         let mut group_start = (0usize, 0usize);
-        rows::walk_feed(&feed, after, |step| {
+        rows::walk_feed(&tables.feed, after, |step| {
             if !step.row.is_marker() {
-                let (held, size) = rows::entry_changes_sized(
-                    &records,
-                    &log,
-                    &origins,
-                    step.lsn,
-                    step.row.record.as_bytes(),
-                )?;
+                let (held, size) = tables.entry(&step)?;
                 bytes = bytes.saturating_add(size);
                 out.extend(held.into_iter().map(|h| FeedEntry {
                     lsn: step.lsn,
@@ -480,15 +502,12 @@ impl Store {
         max_bytes: usize,
     ) -> Result<Option<GroupPart>, StorageError> {
         let read = self.begin_read()?;
-        let origins = self.read_origins(&read)?;
-        let feed = read.open_table(FEED)?;
-        let records = read.open_table(RECORDS)?;
-        let log = read.open_table(LOG)?;
+        let tables = self.feed_tables(&read)?;
         let mut transfer = None;
         // The group's positions for this peer, in order: a change, or the
         // place of one a marker's entry sent (its record moved on since).
         let mut positions: Vec<Option<(Change, usize)>> = Vec::new();
-        rows::walk_feed(&feed, after, |step| {
+        rows::walk_feed(&tables.feed, after, |step| {
             if transfer.is_some_and(|t| t != step.group) {
                 return Ok(false);
             }
@@ -498,8 +517,8 @@ impl Store {
                     let wanted_here = !step.row.record.is_empty()
                         && wanted(&keys::split_record(FEED.name(), step.row.record.as_bytes())?.0);
                     for (origin, source) in sent {
-                        let origin = origins.resolve(*origin)?;
-                        let source = source.map(|s| origins.resolve(s)).transpose()?;
+                        let origin = tables.origins.resolve(*origin)?;
+                        let source = source.map(|s| tables.origins.resolve(s)).transpose()?;
                         let theirs = peer.is_some_and(|p| origin == p || source == Some(p));
                         if wanted_here && !theirs {
                             positions.push(None);
@@ -507,13 +526,7 @@ impl Store {
                     }
                 }
                 None => {
-                    let (held, size) = rows::entry_changes_sized(
-                        &records,
-                        &log,
-                        &origins,
-                        step.lsn,
-                        step.row.record.as_bytes(),
-                    )?;
+                    let (held, size) = tables.entry(&step)?;
                     let each = size / held.len().max(1);
                     for h in held {
                         let goes = match peer {
@@ -594,21 +607,17 @@ impl Store {
         wanted: &dyn Fn(&str) -> bool,
     ) -> Result<u64, StorageError> {
         let read = self.begin_read()?;
-        let origins = self.read_origins(&read)?;
-        let feed = read.open_table(FEED)?;
-        let records = read.open_table(RECORDS)?;
-        let log = read.open_table(LOG)?;
+        let tables = self.feed_tables(&read)?;
+        // What the peer refused is not pushed again (see `feed_for`).
+        let refused = self.refused_by(peer)?;
         let mut count = 0u64;
-        rows::walk_feed(&feed, after, |step| {
+        rows::walk_feed(&tables.feed, after, |step| {
             if !step.row.is_marker() {
-                let held = rows::entry_changes(
-                    &records,
-                    &log,
-                    &origins,
-                    step.lsn,
-                    step.row.record.as_bytes(),
-                )?;
-                count += held.iter().filter(|h| pushable(peer, h, wanted)).count() as u64;
+                let (held, _) = tables.entry(&step)?;
+                count += held
+                    .iter()
+                    .filter(|h| pushable(peer, h, wanted) && !refused.contains(&slot(&h.change)))
+                    .count() as u64;
             }
             Ok(true)
         })?;
