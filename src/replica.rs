@@ -246,6 +246,15 @@ impl Replica {
         Ok(again)
     }
 
+    /// Records where callers of this replica's server pulled from (the
+    /// server, from memory, every `collect_every`).
+    pub(crate) fn record_served(
+        &self,
+        served: &[(ReplicaId, crate::ServedState)],
+    ) -> Result<(), StorageError> {
+        self.inner.store.record_served(served)
+    }
+
     /// The collection marks: the stamp below which this replica collected
     /// tombstones, and the greatest lsn a collection removed (zeros when it
     /// never collected).

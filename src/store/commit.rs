@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tables::{PeerState, RejectedBody};
+use super::tables::{self, PeerState, RejectedBody};
 use super::writer::{Outcome, Writer, next_id};
 use super::{Limits, Store, WriteState, check_value};
 use crate::clock::{Stamp, TimeSource};
@@ -562,6 +562,18 @@ impl Store {
             c.writer.collect(&mut c.state, cutoff)
         })
         .map(|stored| stored.value)
+    }
+
+    /// Records where callers of this replica's server pulled from, and
+    /// when (each entry replaces the caller's earlier one).
+    pub(crate) fn record_served(
+        &self,
+        served: &[(ReplicaId, tables::ServedState)],
+    ) -> Result<(), StorageError> {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
+            c.writer.record_served(served)
+        })
+        .map(drop)
     }
 
     /// The collection marks: the stamp below which tombstones are

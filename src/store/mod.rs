@@ -45,7 +45,7 @@ pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 pub use read::{Conflict, FeedEntry};
 pub(crate) use stats::compact_file;
 pub use stats::{CollectionStats, StorageStats, TableStats};
-pub use tables::PeerState;
+pub use tables::{PeerState, ServedState};
 use validate::check_value;
 pub(crate) use validate::{Collections, Limits, check_key, check_local, check_remote};
 

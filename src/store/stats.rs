@@ -31,6 +31,12 @@ pub struct StorageStats {
     /// The peers this replica synced with: their cursors and when each was
     /// last heard from.
     pub peers: Vec<(ReplicaId, PeerState)>,
+    /// The callers of this replica's server: where each last pulled from
+    /// and when (written by the server every `collect_every`). A caller
+    /// whose cursor lies below the collection mark's lsn is told to resync
+    /// at its next pull; one not heard from for longer than the horizon
+    /// will be.
+    pub served: Vec<(ReplicaId, tables::ServedState)>,
     /// The tombstone collection marks ([`crate::Replica::collected`]): the
     /// stamp below which tombstones are collected, and the greatest lsn
     /// collected (zeros when never collected).
@@ -134,6 +140,17 @@ impl Store {
             } else {
                 out.feed_entries += 1;
             }
+        }
+        match read.open_table(tables::SERVED) {
+            Ok(served) => {
+                for entry in served.iter()? {
+                    let (k, v) = entry?;
+                    let state = tables::decode(tables::SERVED.name(), v.value())?;
+                    out.served.push((ReplicaId::from_bytes(*k.value()), state));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         let peers = read.open_table(PEERS)?;
         for entry in peers.iter()? {

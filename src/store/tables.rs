@@ -79,6 +79,20 @@ pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new
 /// them, written in the commit that moves the push cursor past them.
 pub(crate) const REJECTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejected-3");
 
+/// `served-3`: peer replica id -> encoded [`ServedState`]: where each
+/// caller of this replica's server last pulled from, and when. Written by
+/// the server every `collect_every` (from memory); created on first use.
+pub(crate) const SERVED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("served-3");
+
+/// The value of a `served-3` entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedState {
+    /// The cursor the caller last pulled from (the lsn it held through).
+    pub cursor: u64,
+    /// When, in milliseconds since the epoch.
+    pub at_ms: u64,
+}
+
 /// `staged-1`: role (1 byte: [`STAGED_PUSHED`] or [`STAGED_PULLED`]) ++
 /// peer replica id (16 bytes) ++ transfer (the lsn that ends the group in
 /// the sender's feed, u64 big-endian) ++ the position of the part's first

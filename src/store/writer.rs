@@ -946,6 +946,18 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
+    /// Writes where callers pulled from, and when.
+    pub(crate) fn record_served(
+        &mut self,
+        served: &[(ReplicaId, tables::ServedState)],
+    ) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(tables::SERVED)?;
+        for (peer, state) in served {
+            table.insert(peer.as_bytes(), codec::encode(state).as_slice())?;
+        }
+        Ok(())
+    }
+
     /// The cursors kept for `peer` (zeros if none).
     pub(crate) fn peer(&self, peer: ReplicaId) -> Result<PeerState, StorageError> {
         let table = self.txn.open_table(PEERS)?;

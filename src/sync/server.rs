@@ -100,6 +100,9 @@ pub struct SyncServer {
     /// when each began: until their cursor reaches it, they get
     /// everything, their own changes included.
     bootstraps: Arc<std::sync::Mutex<HashMap<ReplicaId, u64>>>,
+    /// Where each caller last pulled from and when, since the last time
+    /// they were written to `served-3` (every `collect_every`).
+    served: Arc<std::sync::Mutex<HashMap<ReplicaId, crate::ServedState>>>,
 }
 
 impl fmt::Debug for SyncServer {
@@ -124,15 +127,15 @@ impl SyncServer {
             inline_store: false,
             collected_at: Arc::new(std::sync::Mutex::new(None)),
             bootstraps: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            served: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
-    /// Runs a tombstone collection pass if one is due: called after each
-    /// exchange, off the caller's answer (on the blocking pool).
+    /// Writes where callers pulled from, then runs a tombstone collection
+    /// pass, if due (once per `collect_every`): called after each exchange,
+    /// off the caller's answer (on the blocking pool).
     fn collect_if_due(&self) {
-        let Some(horizon) = self.config.tombstone_horizon else {
-            return;
-        };
+        let horizon = self.config.tombstone_horizon;
         let now = self.replica.config().time.now_millis();
         {
             let mut at = self.collected_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -143,10 +146,22 @@ impl SyncServer {
             *at = Some(now);
         }
         let replica = self.replica.clone();
-        let run = move || match replica.collect_tombstones(horizon) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(collected = n, "collected tombstones"),
-            Err(e) => tracing::warn!(error = %e, "tombstone collection failed"),
+        let served: Vec<(ReplicaId, crate::ServedState)> =
+            std::mem::take(&mut *self.served.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        let run = move || {
+            if !served.is_empty()
+                && let Err(e) = replica.record_served(&served)
+            {
+                tracing::warn!(error = %e, "recording callers' cursors failed");
+            }
+            let Some(horizon) = horizon else { return };
+            match replica.collect_tombstones(horizon) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(collected = n, "collected tombstones"),
+                Err(e) => tracing::warn!(error = %e, "tombstone collection failed"),
+            }
         };
         if self.inline_store {
             run();
@@ -332,6 +347,16 @@ impl SyncServer {
         // reaches the lsn that was last then, it gets everything, its own
         // changes included. (Kept in memory: a server restarted in the
         // middle of a bootstrap filters the rest as usual.)
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                from,
+                crate::ServedState {
+                    cursor: after,
+                    at_ms: self.replica.config().time.now_millis(),
+                },
+            );
         let peer = {
             let mut bootstraps = self.bootstraps.lock().unwrap_or_else(|p| p.into_inner());
             let bootstrap = if after == 0 {
