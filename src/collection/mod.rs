@@ -317,7 +317,7 @@ impl Collection {
 fn single(committed: Committed) -> Result<ChangeId, WriteError> {
     committed.ids.first().copied().ok_or_else(|| {
         WriteError::Storage(StorageError::Invalid {
-            table: "feed-2",
+            table: "feed-3",
             reason: Inconsistency::EmptyCommit,
         })
     })

@@ -62,14 +62,14 @@ pub(crate) fn collection(collection: &str) -> Vec<u8> {
     out
 }
 
-/// Writes the `records-2` key of (collection, key) into `out`.
+/// Writes the record key of (collection, key) into `out`.
 pub(crate) fn record_into(out: &mut Vec<u8>, collection: &str, key: &[u8]) {
     out.clear();
     push_name(out, collection.as_bytes());
     out.extend_from_slice(key);
 }
 
-/// The `records-2` key of (collection, key).
+/// The record key of (collection, key).
 pub(crate) fn record(collection: &str, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     record_into(&mut out, collection, key);
