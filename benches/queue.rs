@@ -136,7 +136,11 @@ async fn main() {
         ("collection off", None, false),
         ("collection on, 7-day horizon", Some(7 * DAY), false),
         ("collection on, 1-day horizon", Some(DAY), false),
-        ("collection on, 1-day horizon, file compacted", Some(DAY), true),
+        (
+            "collection on, 1-day horizon, file compacted",
+            Some(DAY),
+            true,
+        ),
     ];
     for (i, (what, horizon, compact)) in cases.into_iter().enumerate() {
         let time = ManualTime::new(T0);
@@ -144,7 +148,10 @@ async fn main() {
         let mut hub = open(&path, &time);
         let started = Instant::now();
         live_count = month(&hub, &time, horizon);
-        eprintln!("{what}: month written in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "{what}: month written in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         if compact {
             drop(hub);
             Replica::compact_file(&path).unwrap();

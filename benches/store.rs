@@ -130,7 +130,11 @@ fn remote_changes() -> Vec<Change> {
 /// set costs per change (a new replica's pull sends current state only).
 #[divan::bench(sample_count = 5)]
 fn apply_remote_100k_over_1k_hot_keys_in_batches_of_1k(bencher: Bencher) {
-    let changes = remote_changes_over(1000);
+    apply_in_batches_of_1k(bencher, remote_changes_over(1000));
+}
+
+/// Applies `changes` with `apply_remote` in batches of 1,000 into a new file.
+fn apply_in_batches_of_1k(bencher: Bencher, changes: Vec<Change>) {
     bencher
         .with_inputs(|| tempfile::tempdir().unwrap())
         .bench_local_values(|dir| {
@@ -145,16 +149,7 @@ fn apply_remote_100k_over_1k_hot_keys_in_batches_of_1k(bencher: Bencher) {
 /// `apply_remote` of 100,000 changes in batches of 1,000 into a new file.
 #[divan::bench(sample_count = 5)]
 fn apply_remote_100k_in_batches_of_1k(bencher: Bencher) {
-    let changes = remote_changes();
-    bencher
-        .with_inputs(|| tempfile::tempdir().unwrap())
-        .bench_local_values(|dir| {
-            let r = replica(&dir);
-            for batch in changes.chunks(1000) {
-                r.apply_remote(batch).unwrap();
-            }
-            dir
-        });
+    apply_in_batches_of_1k(bencher, remote_changes());
 }
 
 /// Bare redb: 100,000 inserts in transactions of 1,000 into a new file.

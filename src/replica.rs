@@ -732,10 +732,11 @@ impl Replica {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn replica(id: u8) -> Replica {
+    /// An in-memory replica with id `[id; 16]` and the `todos` collection.
+    pub(crate) fn replica(id: u8) -> Replica {
         let r = Replica::in_memory(ReplicaConfig {
             replica_id: Some(ReplicaId::from_bytes([id; 16])),
             ..ReplicaConfig::default()

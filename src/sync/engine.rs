@@ -688,22 +688,11 @@ mod tests {
     use syncline_transport::Limits;
 
     use super::*;
-    use crate::model::CollectionConfig;
-    use crate::replica::ReplicaConfig;
     use crate::sync::server::SyncServer;
 
     const WAIT: Duration = Duration::from_secs(30);
 
-    fn replica(id: u8) -> Replica {
-        let r = Replica::in_memory(ReplicaConfig {
-            replica_id: Some(ReplicaId::from_bytes([id; 16])),
-            ..ReplicaConfig::default()
-        })
-        .unwrap();
-        r.define_collection("todos", CollectionConfig::default())
-            .unwrap();
-        r
-    }
+    use crate::replica::tests::replica;
 
     /// The next event `pick` accepts (a timeout is a safety net only).
     async fn next_event(events: &mut broadcast::Receiver<SyncEvent>, pick: fn(&SyncEvent) -> bool) {
