@@ -94,7 +94,7 @@ pub use access::{
 };
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
-pub use collection::{Collection, Scan};
+pub use collection::{Collection, RecordCounts, Scan};
 pub use error::{
     ApplyError, CollectionNameError, ConfigError, Error, ForeignReason, Inconsistency,
     InvalidReason, KeyError, OpenError, ReadError, StorageError, WriteError,
@@ -105,7 +105,8 @@ pub use merge::{
     Candidate, OpError, OpKind, PolicyError, RecordState, Resolver, Rule, merge_all, merge_one,
 };
 pub use model::{
-    Change, ChangeId, CollectionConfig, History, Key, MergePolicy, Op, Ranks, ReplicaId, Version,
+    Change, ChangeId, CollectionConfig, History, Key, MergePolicy, Op, Ranks, ReplicaId,
+    ReplicaIdError, Version,
 };
 pub use rejected::Rejected;
 pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};

@@ -39,6 +39,48 @@ impl fmt::Display for ReplicaId {
     }
 }
 
+/// Why a string is not a replica id ([`ReplicaId`]'s `FromStr`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaIdError {
+    /// Not 32 characters long.
+    #[error("a replica id is 32 hex digits, not {len} characters")]
+    Length {
+        /// The length found.
+        len: usize,
+    },
+    /// A character that is not a hex digit.
+    #[error("{found:?} at {at} is not a hex digit")]
+    NotHex {
+        /// Where.
+        at: usize,
+        /// What.
+        found: char,
+    },
+}
+
+/// Parses the form [`ReplicaId`]'s `Display` writes: 32 hex digits
+/// (either case).
+impl std::str::FromStr for ReplicaId {
+    type Err = ReplicaIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 {
+            return Err(ReplicaIdError::Length {
+                len: s.chars().count(),
+            });
+        }
+        let mut out = [0u8; 16];
+        for (at, c) in s.char_indices() {
+            let digit = c
+                .to_digit(16)
+                .ok_or(ReplicaIdError::NotHex { at, found: c })?;
+            out[at / 2] |= (digit as u8) << if at % 2 == 0 { 4 } else { 0 };
+        }
+        Ok(Self(out))
+    }
+}
+
 impl fmt::Debug for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The first 4 bytes are enough to tell replicas apart in logs.
@@ -444,6 +486,23 @@ mod tests {
         assert!(v(1, b, 9) < v(2, a, 1));
         assert!(v(2, a, 9) < v(2, b, 1));
         assert!(v(2, a, 1) < v(2, a, 2));
+    }
+
+    #[test]
+    fn replica_ids_parse_back_from_their_display() {
+        let id = ReplicaId::from_bytes([0xab, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 0xff]);
+        let text = id.to_string();
+        assert_eq!(text.parse::<ReplicaId>(), Ok(id));
+        assert_eq!(text.to_uppercase().parse::<ReplicaId>(), Ok(id));
+        assert_eq!(
+            "abc".parse::<ReplicaId>(),
+            Err(ReplicaIdError::Length { len: 3 })
+        );
+        assert!(matches!(
+            "zz".repeat(16).parse::<ReplicaId>(),
+            Err(ReplicaIdError::NotHex { at: 0, found: 'z' })
+        ));
+        assert!("é".repeat(16).parse::<ReplicaId>().is_err());
     }
 
     #[test]

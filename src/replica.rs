@@ -246,6 +246,12 @@ impl Replica {
         Ok(again)
     }
 
+    /// Every peer this replica synced with, in id order, with its cursors
+    /// and when it was last heard from.
+    pub fn peers(&self) -> Result<Vec<(ReplicaId, PeerState)>, ReadError> {
+        Ok(self.inner.store.peers()?)
+    }
+
     /// Records where callers of this replica's server pulled from (the
     /// server, from memory, every `collect_every`).
     pub(crate) fn record_served(

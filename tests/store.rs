@@ -815,6 +815,15 @@ fn storage_stats_count_and_a_closed_file_compacts() {
     let stats = r.storage_stats().unwrap();
     let t = stats.collections["todos"];
     assert_eq!((t.live, t.tombstones, t.conflicts), (90, 10, 1), "{t:?}");
+    // Counting without decoding a value says the same.
+    assert_eq!(todos.len().unwrap(), 90);
+    let counts = todos.counts().unwrap();
+    assert_eq!((counts.live, counts.tombstones), (90, 10));
+    assert!(!todos.is_empty().unwrap());
+    let peers = r.peers().unwrap();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].0, other.id());
+    assert_eq!(peers[0].0.to_string().parse::<ReplicaId>(), Ok(other.id()));
     assert_eq!(t.changes, 101, "100 winners and the conflict");
     let n = stats.collections["notes"];
     assert_eq!((n.live, n.changes, n.history), (1, 1, 2), "{n:?}");

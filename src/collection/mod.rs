@@ -196,6 +196,24 @@ impl Collection {
         single(txn.commit()?)
     }
 
+    /// How many records hold a value (tombstones not counted). Reads one
+    /// byte per record, never a value.
+    pub fn len(&self) -> Result<u64, ReadError> {
+        Ok(self.counts()?.live)
+    }
+
+    /// Whether no record holds a value.
+    pub fn is_empty(&self) -> Result<bool, ReadError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// How many records hold a value, and how many are tombstones. Reads
+    /// one byte per record, never a value.
+    pub fn counts(&self) -> Result<RecordCounts, ReadError> {
+        let (live, tombstones) = self.replica.store().counts(&self.name)?;
+        Ok(RecordCounts { live, tombstones })
+    }
+
     /// A record's value; `None` if it never existed or is deleted.
     pub fn get(&self, key: impl Into<Key>) -> Result<Option<Value>, ReadError> {
         Ok(self.record(key)?.and_then(|r| r.value))
@@ -311,6 +329,16 @@ impl Collection {
     pub fn watch(&self) -> Watch {
         Watch::new(self.replica.subscribe_events(), Some(self.name.clone()))
     }
+}
+
+/// How many records a collection holds ([`Collection::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordCounts {
+    /// Records with a value.
+    pub live: u64,
+    /// Deleted records (tombstones) not collected yet.
+    pub tombstones: u64,
 }
 
 /// The id of a one-write transaction's change.

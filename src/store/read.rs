@@ -152,6 +152,40 @@ impl Store {
         })
     }
 
+    /// How many records of `collection` hold a value, and how many are
+    /// tombstones: one byte read per row, no value decoded.
+    pub(crate) fn counts(&self, collection: &str) -> Result<(u64, u64), StorageError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(RECORDS)?;
+        let prefix = keys::collection(collection);
+        let end = keys::prefix_end(&prefix);
+        let (mut live, mut dead) = (0, 0);
+        for entry in table.range(prefix.as_slice()..end.as_slice())? {
+            let (_, v) = entry?;
+            if tables::row_is_live(v.value()) {
+                live += 1;
+            } else {
+                dead += 1;
+            }
+        }
+        Ok((live, dead))
+    }
+
+    /// Every peer this replica keeps cursors for, in id order.
+    pub(crate) fn peers(&self) -> Result<Vec<(ReplicaId, PeerState)>, StorageError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(PEERS)?;
+        let mut out = Vec::new();
+        for entry in redb::ReadableTable::iter(&table)? {
+            let (k, v) = entry?;
+            out.push((
+                ReplicaId::from_bytes(*k.value()),
+                tables::decode(PEERS.name(), v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Walks a collection's records with keys in `start..end` (key order,
     /// or reversed); `visit` returns false to stop.
     pub(crate) fn scan_records(

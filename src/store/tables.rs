@@ -187,13 +187,21 @@ pub(crate) struct RecordRow {
 /// entries).
 #[derive(Deserialize)]
 struct RowRepr {
+    /// Bit 0: `pending`; bit 1: the winner is in the log; bit 2: `purged`;
+    /// bit 3: the record has a value (not a tombstone). First, so that
+    /// counting live records reads one byte per row ([`row_is_live`]).
+    flags: u8,
     lsn: u64,
     version: StoredVersion,
     source: Option<u32>,
     value: Option<Value>,
-    /// Bit 0: `pending`; bit 1: the winner is in the log; bit 2: `purged`.
-    flags: u8,
     more: Option<RowMore>,
+}
+
+/// Whether an encoded `records-3` row holds a value: its first byte, the
+/// flags, says so without decoding the rest.
+pub(crate) fn row_is_live(bytes: &[u8]) -> bool {
+    bytes.first().is_some_and(|flags| flags & 8 != 0)
 }
 
 /// The less common fields of a [`RecordRow`].
@@ -263,16 +271,18 @@ impl Serialize for RecordRow {
             seen_by: self.seen_by,
             logged: self.logged,
         });
-        let flags =
-            u8::from(self.pending) | (u8::from(!self.winner) << 1) | (u8::from(self.purged) << 2);
+        let flags = u8::from(self.pending)
+            | (u8::from(!self.winner) << 1)
+            | (u8::from(self.purged) << 2)
+            | (u8::from(self.value.is_some()) << 3);
         // The same shape as `RowRepr`, field by field (bincode encodes a
         // struct as the tuple of its fields).
         let mut t = s.serialize_tuple(6)?;
+        t.serialize_element(&flags)?;
         t.serialize_element(&self.lsn)?;
         t.serialize_element(&self.version)?;
         t.serialize_element(&self.source)?;
         t.serialize_element(&self.value)?;
-        t.serialize_element(&flags)?;
         t.serialize_element(&more)?;
         t.end()
     }
@@ -580,8 +590,14 @@ mod tests {
             let bytes = codec::encode(&r);
             let back: RecordRow = decode("records-3", &bytes).unwrap();
             assert_eq!(back, r);
+            assert!(row_is_live(&bytes), "the flags come first");
+            let dead = RecordRow {
+                value: None,
+                ..r.clone()
+            };
+            assert!(!row_is_live(&codec::encode(&dead)));
             if plain {
-                // lsn 5, version 9 + 1 + 1, source 2, value 1 + 2, flags 1,
+                // flags 1, lsn 5, version 9 + 1 + 1, source 2, value 1 + 2,
                 // no more 1.
                 assert_eq!(bytes.len(), 23);
             }
