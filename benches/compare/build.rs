@@ -26,7 +26,10 @@ fn main() {
             found.push(format!("{name} {}", v.trim_matches('"')));
         }
     }
-    println!("cargo:rustc-env=COMPARE_CRATE_VERSIONS={}", found.join(", "));
+    println!(
+        "cargo:rustc-env=COMPARE_CRATE_VERSIONS={}",
+        found.join(", ")
+    );
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=build.rs");
 }

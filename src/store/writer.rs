@@ -865,18 +865,25 @@ impl<'txn> Writer<'txn> {
         let row: FeedRow = tables::decode(FEED.name(), bytes.value())?;
         drop(bytes);
         let end = lsn.saturating_add(row.end);
-        let mut info = if row.end == 0 {
-            row.group
+        // The group's last entry carries its shape: this one, or read once.
+        let mut end_row = if row.end == 0 {
+            None
         } else {
             match self.feed.get(end)? {
-                Some(b) => tables::decode::<FeedRow>(FEED.name(), b.value())?.group,
+                Some(b) => Some(tables::decode::<FeedRow>(FEED.name(), b.value())?),
                 None => None,
             }
-        }
-        .ok_or(StorageError::Invalid {
+        };
+        let broken = || StorageError::Invalid {
             table: FEED.name(),
             reason: Inconsistency::FeedRecord { lsn: end },
-        })?;
+        };
+        let mut info = match &end_row {
+            Some(end_row) => end_row.group,
+            None if row.end == 0 => row.group,
+            None => None,
+        }
+        .ok_or_else(broken)?;
         info.alive = info.alive.saturating_sub(1);
         if info.alive == 0 || info.span <= 1 {
             let start = end.saturating_sub(info.span.saturating_sub(1));
@@ -890,13 +897,9 @@ impl<'txn> Writer<'txn> {
             moved: Some(sent),
         };
         self.feed.insert(lsn, codec::encode(&marker).as_slice())?;
-        if row.end != 0 {
-            let mut end_row: FeedRow = match self.feed.get(end)? {
-                Some(b) => tables::decode(FEED.name(), b.value())?,
-                None => unreachable!("read above"),
-            };
+        if let Some(end_row) = &mut end_row {
             end_row.group = Some(info);
-            self.feed.insert(end, codec::encode(&end_row).as_slice())?;
+            self.feed.insert(end, codec::encode(&*end_row).as_slice())?;
         }
         Ok(())
     }

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub collect_every: Duration,
 }
 
+/// The most callers a server remembers as bootstrapping at once.
+const MAX_BOOTSTRAPS: usize = 1 << 16;
+
 /// The default [`ServerConfig::tombstone_horizon`]: 30 days.
 pub const DEFAULT_TOMBSTONE_HORIZON: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -360,6 +363,14 @@ impl SyncServer {
         let peer = {
             let mut bootstraps = self.bootstraps.lock().unwrap_or_else(|p| p.into_inner());
             let bootstrap = if after == 0 {
+                // Callers name themselves: bound what a stream of made-up
+                // ids can make the server remember (one left out is served
+                // as usual, at worst bootstrapping again).
+                if bootstraps.len() >= MAX_BOOTSTRAPS
+                    && let Some(any) = bootstraps.keys().next().copied()
+                {
+                    bootstraps.remove(&any);
+                }
                 bootstraps.insert(from, self.replica.last_lsn());
                 true
             } else {

@@ -54,7 +54,9 @@ impl Workload {
     fn title(self) -> &'static str {
         match self {
             Workload::Distinct => "distinct: 100,000 sets of distinct keys (`k{i}` = i)",
-            Workload::Overwrite => "overwrite: 100,000 sets spread over 1,000 keys (`k{i % 1000}` = i)",
+            Workload::Overwrite => {
+                "overwrite: 100,000 sets spread over 1,000 keys (`k{i % 1000}` = i)"
+            }
             Workload::ManyWriters => {
                 "many writers, one key: 1,540 replicas each set `k` once, all merged into one (crdt-benchmarks B3.1)"
             }
@@ -249,7 +251,11 @@ fn each_cells(row: &Row, workload: Workload) -> (String, String) {
         return ("—".into(), "—".into());
     };
     let per = p.ms * 1e3 / row.each_count as f64;
-    let total_sets = if workload == Workload::ManyWriters { WRITERS } else { N };
+    let total_sets = if workload == Workload::ManyWriters {
+        WRITERS
+    } else {
+        N
+    };
     if row.each_count < total_sets {
         let total = per * total_sets as f64 / 1e3;
         (
@@ -362,7 +368,11 @@ fn table(workload: Workload, rows: &[Row]) -> String {
         "Merge of the workload's 100,000 changes (ms, median of {MERGE_RUNS} runs each into a fresh target, and the spread; peak heap of the median run above its start). Main rows merge into an empty replica; rows marked *extra* keep other setups for comparison:\n"
     )
     .unwrap();
-    writeln!(s, "| system | how the changes arrive | median | min–max | peak heap |").unwrap();
+    writeln!(
+        s,
+        "| system | how the changes arrive | median | min–max | peak heap |"
+    )
+    .unwrap();
     writeln!(s, "|---|---|---:|---:|---:|").unwrap();
     for r in rows {
         let mut merges: Vec<&Merge> = r.merges.iter().filter(|m| m.main).collect();
@@ -391,7 +401,11 @@ fn table(workload: Workload, rows: &[Row]) -> String {
         "\nDisk: durable files holding the workload's pairs, measured after their last commit (allocated = `st_blocks` × 512):\n"
     )
     .unwrap();
-    writeln!(s, "| system | file | length | allocated | allocated vs bare redb |").unwrap();
+    writeln!(
+        s,
+        "| system | file | length | allocated | allocated vs bare redb |"
+    )
+    .unwrap();
     writeln!(s, "|---|---|---:|---:|---:|").unwrap();
     let floor = rows
         .iter()
@@ -501,7 +515,9 @@ fn machine() -> String {
         .find(|l| l.starts_with("MemTotal"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or("?".to_string(), |kb| format!("{:.0} GiB", kb / (1024.0 * 1024.0)));
+        .map_or("?".to_string(), |kb| {
+            format!("{:.0} GiB", kb / (1024.0 * 1024.0))
+        });
     format!(
         "{cores} cores ({cpu}), {mem} RAM, {}/{}; {}; temp files in {}",
         std::env::consts::OS,
@@ -622,7 +638,10 @@ fn targets(all: &[(Workload, Vec<Row>)], floor: &systems::Floor) -> String {
     );
 
     // (4) durable single put vs bare redb single durable commit.
-    let (sp, rp) = (median(&floor.syncline_put_us), median(&floor.redb_commit_us));
+    let (sp, rp) = (
+        median(&floor.syncline_put_us),
+        median(&floor.redb_commit_us),
+    );
     let ratios: Vec<f64> = floor
         .syncline_put_us
         .iter()
@@ -688,7 +707,9 @@ fn median(v: &[f64]) -> f64 {
 
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
 }
 
 fn loadavg() -> String {
@@ -711,12 +732,22 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let mut all = Vec::new();
-    for workload in [Workload::Distinct, Workload::Overwrite, Workload::ManyWriters] {
-        eprintln!("[{:>6.1}s] workload {workload:?}", start.elapsed().as_secs_f64());
+    for workload in [
+        Workload::Distinct,
+        Workload::Overwrite,
+        Workload::ManyWriters,
+    ] {
+        eprintln!(
+            "[{:>6.1}s] workload {workload:?}",
+            start.elapsed().as_secs_f64()
+        );
         let rows = systems::run_workload(workload, &start, &rt);
         all.push((workload, rows));
     }
-    eprintln!("[{:>6.1}s] floor: 10,000 puts in one transaction", start.elapsed().as_secs_f64());
+    eprintln!(
+        "[{:>6.1}s] floor: 10,000 puts in one transaction",
+        start.elapsed().as_secs_f64()
+    );
     let floor = systems::floor_10k();
 
     let total = start.elapsed();

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, ROOT, ReadDoc};
 use loro::{ExportMode, LoroDoc};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use syncline::protocol::{self, Batch, PROTOCOL_VERSION, Request, RequestBody};
 use syncline::transport::Limits;
 use syncline::transport::loopback::{LoopbackNetwork, LoopbackServer};
@@ -252,7 +254,13 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Pulls everything the hub `hub` holds into `target` as an app does: a
 /// `SyncEngine` with `SyncConfig::default()` over the in-process loopback
 /// transport, timed from its start until `wait_synced` returns.
-fn engine_pull(rt: &Runtime, net: &LoopbackNetwork, hub: &str, client: &str, target: &Replica) -> Phase {
+fn engine_pull(
+    rt: &Runtime,
+    net: &LoopbackNetwork,
+    hub: &str,
+    client: &str,
+    target: &Replica,
+) -> Phase {
     let (engine, p) = measure(|| {
         rt.block_on(async {
             let engine = SyncEngine::start(
@@ -328,10 +336,7 @@ fn syncline_run(
     row.state_txn = Some(protocol::encode(&changes_of(&a)).len());
     if !durable {
         shared.each_state = Some(protocol::encode(&changes_of(&a_each)).len());
-        shared.each_frames = frames(
-            a_each.id(),
-            a_each.feed_after(0, usize::MAX).expect("feed"),
-        );
+        shared.each_frames = frames(a_each.id(), a_each.feed_after(0, usize::MAX).expect("feed"));
         shared.each_writer = Some(a_each);
     } else {
         row.notes.push(format!(
@@ -347,7 +352,10 @@ fn syncline_run(
     syncline_write(&hub, w, HUB_TXN);
     if let Some(size) = store.size("hub") {
         row.disk.push((
-            format!("the hub, written in durable transactions of {}", crate::thousands(HUB_TXN)),
+            format!(
+                "the hub, written in durable transactions of {}",
+                crate::thousands(HUB_TXN)
+            ),
             size,
         ));
     }
@@ -375,7 +383,11 @@ fn syncline_run(
             kept = Some(b);
         }
     }
-    let target = if durable { "an empty durable replica" } else { "an empty in-memory replica" };
+    let target = if durable {
+        "an empty durable replica"
+    } else {
+        "an empty in-memory replica"
+    };
     row.merge(
         true,
         format!(
@@ -610,9 +622,15 @@ fn automerge_run(w: Workload) -> Row {
                 }
             }
         });
-        row.write_each = Some(Phase { ms: write_ms, heap: p.heap });
+        row.write_each = Some(Phase {
+            ms: write_ms,
+            heap: p.heap,
+        });
         row.each_count = WRITERS;
-        row.encode = Some(Phase { ms: encode_ms, heap: 0 });
+        row.encode = Some(Phase {
+            ms: encode_ms,
+            heap: 0,
+        });
         row.state_each = Some(payloads.iter().map(Vec::len).sum());
         let mut b = am_doc(3);
         am_own_writes(&mut b, w);
@@ -667,37 +685,16 @@ fn automerge_run(w: Workload) -> Row {
         am_check(&b, w);
         (b, p)
     };
-    let mut kept = None;
-    let mut runs = Vec::new();
-    for i in 0..MERGE_RUNS {
-        let (b, p) = merge(&saved_each, false, 3);
-        runs.push(p);
-        if i == 0 {
-            kept = Some(b);
-        }
-    }
-    row.merge(
-        true,
+    let kept = peer_merge_rows(
+        &mut row,
+        |bytes, own, id| merge(bytes, own, id),
+        &saved_each,
+        &saved,
         "`load_incremental(save())` of the per-set writer (100,000 changes) into an empty document",
-        runs,
-    );
-    let runs = (0..MERGE_RUNS).map(|_| merge(&saved, false, 4).1).collect();
-    row.merge(
-        false,
         "the 1-txn writer's `save()` (one change of 100,000 ops) into an empty document",
-        runs,
-    );
-    let runs = (0..MERGE_RUNS).map(|_| merge(&saved_each, true, 4).1).collect();
-    row.merge(
-        false,
-        format!(
-            "the earlier setup: the per-set writer into a document holding {} conflicting writes",
-            crate::thousands(OWN_WRITES)
-        ),
-        runs,
     );
     drop((saved, saved_each));
-    let mut b = kept.expect("main target");
+    let mut b = kept;
     row.merged_state = Some(b.save().len());
     let (wire, p) = measure(|| am_one_more(&mut a_each, &mut b, w));
     row.one_more = Some(p);
@@ -742,7 +739,10 @@ fn y_check(b: &Doc, m: &MapRef, w: Workload) {
     assert_eq!(m.len(&t) as usize, expected_keys(w), "yrs key count");
     if w == Workload::Distinct {
         let v = m.get(&t, "k99999").expect("present");
-        assert!(matches!(v, yrs::Out::Any(Any::Number(Number::Int(99_999)))), "{v:?}");
+        assert!(
+            matches!(v, yrs::Out::Any(Any::Number(Number::Int(99_999)))),
+            "{v:?}"
+        );
     }
 }
 
@@ -781,9 +781,15 @@ fn yrs_run(w: Workload) -> Row {
                 }
             }
         });
-        row.write_each = Some(Phase { ms: write_ms, heap: p.heap });
+        row.write_each = Some(Phase {
+            ms: write_ms,
+            heap: p.heap,
+        });
         row.each_count = WRITERS;
-        row.encode = Some(Phase { ms: encode_ms, heap: 0 });
+        row.encode = Some(Phase {
+            ms: encode_ms,
+            heap: 0,
+        });
         row.state_each = Some(payloads.iter().map(Vec::len).sum());
         let (b, bm) = y_doc(3);
         y_own_writes(&b, &bm, w);
@@ -840,37 +846,16 @@ fn yrs_run(w: Workload) -> Row {
         y_check(&b, &bm, w);
         ((b, bm), p)
     };
-    let mut kept = None;
-    let mut runs = Vec::new();
-    for i in 0..MERGE_RUNS {
-        let (b, p) = merge(&full_each, false, 3);
-        runs.push(p);
-        if i == 0 {
-            kept = Some(b);
-        }
-    }
-    row.merge(
-        true,
+    let kept = peer_merge_rows(
+        &mut row,
+        |bytes, own, id| merge(bytes, own, id),
+        &full_each,
+        &full,
         "decode + `apply_update` of the per-set writer's full update (100,000 transactions) into an empty document",
-        runs,
-    );
-    let runs = (0..MERGE_RUNS).map(|_| merge(&full, false, 4).1).collect();
-    row.merge(
-        false,
         "the 1-txn writer's full update into an empty document",
-        runs,
-    );
-    let runs = (0..MERGE_RUNS).map(|_| merge(&full_each, true, 4).1).collect();
-    row.merge(
-        false,
-        format!(
-            "the earlier setup: the per-set writer into a document holding {} conflicting writes",
-            crate::thousands(OWN_WRITES)
-        ),
-        runs,
     );
     drop((full, full_each));
-    let (b, _) = kept.expect("main target");
+    let (b, _) = kept;
     row.merged_state = Some(y_full(&b).len());
     let (wire, p) = measure(|| y_one_more(&a_each, &am_each, &b, w));
     row.one_more = Some(p);
@@ -909,9 +894,7 @@ fn l_check(b: &LoroDoc, w: Workload) {
 
 fn l_one_more(a: &LoroDoc, b: &LoroDoc, w: Workload) -> usize {
     let vv = a.oplog_vv();
-    a.get_map("m")
-        .insert(&w.key(N), N as i64)
-        .expect("insert");
+    a.get_map("m").insert(&w.key(N), N as i64).expect("insert");
     a.commit();
     let bytes = a.export(ExportMode::updates(&vv)).expect("export");
     b.import(&bytes).expect("import");
@@ -941,9 +924,15 @@ fn loro_run(w: Workload) -> Row {
                 }
             }
         });
-        row.write_each = Some(Phase { ms: write_ms, heap: p.heap });
+        row.write_each = Some(Phase {
+            ms: write_ms,
+            heap: p.heap,
+        });
         row.each_count = WRITERS;
-        row.encode = Some(Phase { ms: encode_ms, heap: 0 });
+        row.encode = Some(Phase {
+            ms: encode_ms,
+            heap: 0,
+        });
         row.state_each = Some(payloads.iter().map(Vec::len).sum());
         let b = l_doc(3);
         l_own_writes(&b, w);
@@ -958,7 +947,8 @@ fn loro_run(w: Workload) -> Row {
         row.one_more = Some(p);
         row.wire_one = Some(wire);
         row.notes.push(
-            "writers ship `export(all_updates)`; the merge is one `import_batch` of all 1,540".into(),
+            "writers ship `export(all_updates)`; the merge is one `import_batch` of all 1,540"
+                .into(),
         );
         return row;
     }
@@ -1032,6 +1022,42 @@ fn loro_run(w: Workload) -> Row {
     row
 }
 
+/// A peer's merge rows: the main one (the per-set writer's state into an
+/// empty document, `MERGE_RUNS` times; the first run's target is
+/// returned for the checks after), the 1-txn writer's, and the earlier
+/// setup (into a document holding `OWN_WRITES` conflicting writes).
+fn peer_merge_rows<T>(
+    row: &mut Row,
+    mut merge: impl FnMut(&[u8], bool, u64) -> (T, Phase),
+    each: &[u8],
+    one: &[u8],
+    main: &str,
+    one_txn: &str,
+) -> T {
+    let mut kept = None;
+    let mut runs = Vec::new();
+    for i in 0..MERGE_RUNS {
+        let (b, p) = merge(each, false, 3);
+        runs.push(p);
+        if i == 0 {
+            kept = Some(b);
+        }
+    }
+    row.merge(true, main, runs);
+    let runs = (0..MERGE_RUNS).map(|_| merge(one, false, 4).1).collect();
+    row.merge(false, one_txn, runs);
+    let runs = (0..MERGE_RUNS).map(|_| merge(each, true, 4).1).collect();
+    row.merge(
+        false,
+        format!(
+            "the earlier setup: the per-set writer into a document holding {} conflicting writes",
+            crate::thousands(OWN_WRITES)
+        ),
+        runs,
+    );
+    kept.expect("main target")
+}
+
 // -------------------------------------------------------------- bare redb
 
 fn bare(path: &std::path::Path) -> Database {
@@ -1044,7 +1070,8 @@ fn bare(path: &std::path::Path) -> Database {
 
 fn bare_insert(db: &Database, rows: &[(Vec<u8>, Vec<u8>)]) {
     let mut txn = db.begin_write().expect("begin");
-    txn.set_durability(Durability::Immediate).expect("durability");
+    txn.set_durability(Durability::Immediate)
+        .expect("durability");
     {
         let mut t = txn.open_table(TABLE).expect("table");
         for (k, v) in rows {
@@ -1078,7 +1105,8 @@ fn redb_run(w: Workload) -> Row {
         assert_eq!(bare_count(&b), 1);
         row.state_each = Some(rows.iter().map(|(k, v)| k.len() + v.len()).sum());
         row.merged_state = Some(1 + 8);
-        row.disk.push(("merged".into(), FileSize::of(&file("merged"))));
+        row.disk
+            .push(("merged".into(), FileSize::of(&file("merged"))));
         let one = row_of(w.key(N), N as i64);
         let ((), p) = measure(|| bare_insert(&b, std::slice::from_ref(&one)));
         row.one_more = Some(p);
@@ -1093,7 +1121,8 @@ fn redb_run(w: Workload) -> Row {
     let a = bare(&file("writer"));
     let ((), p) = measure(|| {
         let mut txn = a.begin_write().expect("begin");
-        txn.set_durability(Durability::Immediate).expect("durability");
+        txn.set_durability(Durability::Immediate)
+            .expect("durability");
         {
             let mut t = txn.open_table(TABLE).expect("table");
             for i in 0..N {
@@ -1112,7 +1141,8 @@ fn redb_run(w: Workload) -> Row {
         let ((), p) = measure(|| {
             for i in 0..DURABLE_CAP {
                 let mut txn = a_each.begin_write().expect("begin");
-                txn.set_durability(Durability::Immediate).expect("durability");
+                txn.set_durability(Durability::Immediate)
+                    .expect("durability");
                 txn.open_table(TABLE)
                     .expect("table")
                     .insert(w.key(i).as_bytes(), (i as i64).to_le_bytes().as_slice())
@@ -1172,8 +1202,10 @@ fn redb_run(w: Workload) -> Row {
         let name = "merged-writer-order";
         let b = bare(&file(name));
         let ordered: Vec<(Vec<u8>, Vec<u8>)> = {
-            let by_key: std::collections::HashMap<&[u8], &[u8]> =
-                live.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+            let by_key: std::collections::HashMap<&[u8], &[u8]> = live
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
             let mut seen = std::collections::HashSet::new();
             (0..N)
                 .rev()
@@ -1182,7 +1214,11 @@ fn redb_run(w: Workload) -> Row {
                 .collect::<Vec<_>>()
                 .into_iter()
                 .rev()
-                .filter_map(|k| by_key.get(k.as_bytes()).map(|v| (k.into_bytes(), v.to_vec())))
+                .filter_map(|k| {
+                    by_key
+                        .get(k.as_bytes())
+                        .map(|v| (k.into_bytes(), v.to_vec()))
+                })
                 .collect()
         };
         for chunk in ordered.chunks(HUB_TXN as usize) {
@@ -1208,7 +1244,10 @@ fn redb_run(w: Workload) -> Row {
         ),
         runs,
     );
-    row.disk.push(("all pairs in one durable transaction (the writer)".into(), writer_size));
+    row.disk.push((
+        "all pairs in one durable transaction (the writer)".into(),
+        writer_size,
+    ));
 
     let own: Vec<_> = (0..OWN_WRITES)
         .map(|i| row_of(w.key(i), own_value(i)))
@@ -1291,12 +1330,16 @@ pub fn floor_10k() -> Floor {
         let db = bare(&store.path("bare"));
         let ((), p) = measure(|| {
             let mut txn = db.begin_write().expect("begin");
-            txn.set_durability(Durability::Immediate).expect("durability");
+            txn.set_durability(Durability::Immediate)
+                .expect("durability");
             {
                 let mut t = txn.open_table(TABLE).expect("table");
                 for i in 0..MAX_BATCH as u64 {
-                    t.insert(format!("k{i}").as_bytes(), (i as i64).to_le_bytes().as_slice())
-                        .expect("insert");
+                    t.insert(
+                        format!("k{i}").as_bytes(),
+                        (i as i64).to_le_bytes().as_slice(),
+                    )
+                    .expect("insert");
                 }
             }
             txn.commit().expect("commit");
