@@ -35,6 +35,9 @@ pub enum StorageError {
     /// was cancelled; whatever it was writing was not committed.
     #[error("a store task failed before it finished")]
     TaskFailed,
+    /// The replica was closed ([`crate::Replica::close`]).
+    #[error("the replica is closed")]
+    Closed,
 }
 
 /// How the stored state contradicts itself ([`StorageError::Invalid`]).
@@ -302,6 +305,7 @@ impl WriteError {
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {
+            Self::Storage(StorageError::Closed) => Fault::Caller,
             Self::Storage(_) => Fault::Storage,
             _ => Fault::Caller,
         }
@@ -334,6 +338,7 @@ impl ReadError {
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {
+            Self::Storage(StorageError::Closed) => Fault::Caller,
             Self::Storage(_) => Fault::Storage,
             _ => Fault::Caller,
         }

@@ -70,6 +70,7 @@ mod access;
 mod clock;
 mod codec;
 mod collection;
+mod connect;
 mod error;
 mod merge;
 mod model;
@@ -95,6 +96,7 @@ pub use access::{
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
 pub use collection::{Collection, RecordCounts, Scan};
+pub use connect::{ConnectConfig, ConnectError, SyncOnceError, connect, sync_once, sync_once_with};
 pub use error::{
     ApplyError, CollectionNameError, ConfigError, Error, ForeignReason, Inconsistency,
     InvalidReason, KeyError, OpenError, ReadError, StorageError, WriteError,
@@ -123,6 +125,6 @@ pub use sync::status::{Status, SyncEvent, SyncReport, SyncStats};
 /// Whose fault an error is, and how a remote refuses a request: one
 /// vocabulary shared with the transport crates.
 pub use syncline_transport::{Fault, RefusalCode, ServiceError};
-pub use txn::{Committed, Transaction};
+pub use txn::{Committed, Transaction, Written};
 pub use value::{MAX_DEPTH, Value, ValueError, from_value, to_value};
 pub use watch::{ChangeEvent, Watch, WatchError};

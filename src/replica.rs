@@ -176,6 +176,23 @@ impl Replica {
         Self::init(db, config, limits)
     }
 
+    /// Closes the replica: makes every commit durable (pulled batches
+    /// commit without an fsync, see `SyncConfig::durable_interval`) and
+    /// releases the file, so that it can be opened again, in this process
+    /// or another. Every clone of this replica, and every engine, server
+    /// or collection built on it, fails from then on with
+    /// `StorageError::Closed`: stop engines ([`crate::SyncEngine::stop`])
+    /// and shut servers down first, so that what they were doing ends
+    /// cleanly. Waits for a write in progress; a read in progress on
+    /// another thread delays the release of the file until it ends.
+    /// Closing a closed replica does nothing.
+    pub fn close(self) -> Result<(), StorageError> {
+        if self.inner.store.close()? {
+            tracing::debug!(replica = %self.id(), "closed replica");
+        }
+        Ok(())
+    }
+
     /// Compacts the replica file at `path`, which no replica may have open
     /// (in this process or another): redb moves its pages down and returns
     /// the free space at the end to the file system. True when anything

@@ -30,6 +30,20 @@ impl fmt::Debug for Transaction {
     }
 }
 
+/// What a single write stored: [`crate::Collection::put`] and its kin
+/// return it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Written {
+    /// The change's id.
+    pub id: ChangeId,
+    /// The change's stamp: its place in the merge order, which
+    /// [`crate::Collection::record`] shows as the record's version while
+    /// this write wins.
+    pub stamp: Stamp,
+    /// The change's lsn in this replica's feed.
+    pub lsn: u64,
+}
+
 /// What a commit stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {

@@ -78,8 +78,8 @@ fn clock_and_sequence_survive_a_reopen_after_remote_batches() {
     let todos = r.collection("todos").unwrap();
     let second = todos.put("mine", 2i64).unwrap();
     assert_eq!(
-        second.seq,
-        first.seq + 1,
+        second.id.seq,
+        first.id.seq + 1,
         "the sequence resumes where it was"
     );
     assert!(todos.record("mine").unwrap().unwrap().version.stamp > theirs[0].stamp);

@@ -58,7 +58,13 @@ fn reopen_keeps_records_id_and_counters() {
     let todos = r.collection("todos").unwrap();
     assert_eq!(todos.get("b").unwrap(), Some(Value::Int(2)));
     let next = todos.put("c", 3i64).unwrap();
-    assert_eq!(next.seq, 3, "sequence numbers continue after a reopen");
+    assert_eq!(next.id.seq, 3, "sequence numbers continue after a reopen");
+    assert_eq!(next.lsn, r.last_lsn(), "a write returns its lsn");
+    assert_eq!(
+        todos.record("c").unwrap().unwrap().version.stamp,
+        next.stamp,
+        "a write returns the stamp the record carries"
+    );
 }
 
 #[test]

@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Inconsistency, ReadError, StorageError, WriteError};
 use crate::merge::RecordState;
-use crate::model::{Change, ChangeId, CollectionConfig, Key};
+use crate::model::{Change, CollectionConfig, Key};
 use crate::replica::Replica;
 use crate::store::{Conflict, check_key};
-use crate::txn::Committed;
+use crate::txn::{Committed, Written};
 use crate::value::{Value, from_value};
 use crate::watch::Watch;
 
@@ -143,7 +143,7 @@ impl Collection {
         &self,
         key: impl Into<Key>,
         value: impl Into<Value>,
-    ) -> Result<ChangeId, WriteError> {
+    ) -> Result<Written, WriteError> {
         let mut txn = self.replica.transaction();
         txn.put(&self.name, key, value);
         single(txn.commit()?)
@@ -154,7 +154,7 @@ impl Collection {
         &self,
         key: impl Into<Key>,
         value: &T,
-    ) -> Result<ChangeId, WriteError> {
+    ) -> Result<Written, WriteError> {
         let mut txn = self.replica.transaction();
         txn.put_typed(&self.name, key, value)?;
         single(txn.commit()?)
@@ -165,14 +165,14 @@ impl Collection {
         &self,
         key: impl Into<Key>,
         fields: BTreeMap<String, Value>,
-    ) -> Result<ChangeId, WriteError> {
+    ) -> Result<Written, WriteError> {
         let mut txn = self.replica.transaction();
         txn.patch(&self.name, key, fields);
         single(txn.commit()?)
     }
 
     /// Deletes a record, leaving a tombstone that older writes cannot undo.
-    pub fn delete(&self, key: impl Into<Key>) -> Result<ChangeId, WriteError> {
+    pub fn delete(&self, key: impl Into<Key>) -> Result<Written, WriteError> {
         let mut txn = self.replica.transaction();
         txn.delete(&self.name, key);
         single(txn.commit()?)
@@ -190,7 +190,7 @@ impl Collection {
     /// What redb freed stays in the file's free pages until reused or the
     /// file is compacted ([`crate::Replica::compact_file`]); a replica that
     /// never receives the purge keeps what it holds.
-    pub fn purge(&self, key: impl Into<Key>) -> Result<ChangeId, WriteError> {
+    pub fn purge(&self, key: impl Into<Key>) -> Result<Written, WriteError> {
         let mut txn = self.replica.transaction();
         txn.purge(&self.name, key);
         single(txn.commit()?)
@@ -318,7 +318,7 @@ impl Collection {
         &self,
         key: impl Into<Key>,
         value: Option<Value>,
-    ) -> Result<ChangeId, WriteError> {
+    ) -> Result<Written, WriteError> {
         match value {
             Some(v) => self.put(key, v),
             None => self.delete(key),
@@ -342,12 +342,17 @@ pub struct RecordCounts {
 }
 
 /// The id of a one-write transaction's change.
-fn single(committed: Committed) -> Result<ChangeId, WriteError> {
-    committed.ids.first().copied().ok_or_else(|| {
+fn single(committed: Committed) -> Result<Written, WriteError> {
+    let id = committed.ids.first().copied().ok_or_else(|| {
         WriteError::Storage(StorageError::Invalid {
             table: "feed-3",
             reason: Inconsistency::EmptyCommit,
         })
+    })?;
+    Ok(Written {
+        id,
+        stamp: committed.stamp,
+        lsn: committed.lsn,
     })
 }
 

@@ -51,7 +51,9 @@ pub(crate) use validate::{Collections, Limits, check_key, check_local, check_rem
 
 /// A replica's database and the counters that advance with its commits.
 pub(crate) struct Store {
-    db: Database,
+    /// `None` once closed ([`Store::close`]): the file is released and
+    /// every later transaction fails with [`StorageError::Closed`].
+    db: RwLock<Option<Database>>,
     /// The replica's id, from `meta-1`: the origin of the changes made here.
     id: ReplicaId,
     /// Held for the whole of every write transaction: redb admits one writer
@@ -175,7 +177,7 @@ impl Store {
         tracing::debug!(replica = %id, lsn, seq, "opened replica");
         Ok(Opened {
             store: Self {
-                db,
+                db: RwLock::new(Some(db)),
                 id,
                 // What a file holds when opened is on disk: redb writes deferred
                 // commits out when it closes and drops them when it recovers.
@@ -210,7 +212,8 @@ impl Store {
         &self,
         durability: commit::Durability,
     ) -> Result<WriteTransaction, StorageError> {
-        let mut txn = self.db.begin_write()?;
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let mut txn = db.as_ref().ok_or(StorageError::Closed)?.begin_write()?;
         txn.set_durability(match durability {
             commit::Durability::Immediate => Durability::Immediate,
             commit::Durability::Deferred => Durability::None,
@@ -220,7 +223,29 @@ impl Store {
 
     /// Begins a read transaction: a snapshot as of the last commit.
     fn begin_read(&self) -> Result<redb::ReadTransaction, StorageError> {
-        Ok(self.db.begin_read()?)
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        Ok(db.as_ref().ok_or(StorageError::Closed)?.begin_read()?)
+    }
+
+    /// Makes every commit durable and closes the database, releasing the
+    /// file once the transactions still running end (redb closes it when
+    /// the last one drops). Later calls find it closed and do nothing.
+    /// Returns whether this call closed it.
+    pub(crate) fn close(&self) -> Result<bool, StorageError> {
+        // No write is in flight while the counters are locked.
+        let state = self.lock();
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let Some(open) = db.as_mut() else {
+            return Ok(false);
+        };
+        if state.lsn > state.durable {
+            let mut txn = open.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+        }
+        drop(db.take());
+        drop(state);
+        Ok(true)
     }
 }
 

@@ -133,6 +133,14 @@ pub struct NetworkStats {
 }
 
 impl LoopbackNetwork {
+    /// The process's own network, with no faults: the one `loopback://`
+    /// URLs reach by default (`syncline::connect`). Every call returns a
+    /// handle to the same network.
+    pub fn process() -> Self {
+        static PROCESS: std::sync::OnceLock<LoopbackNetwork> = std::sync::OnceLock::new();
+        PROCESS.get_or_init(|| LoopbackNetwork::new(0)).clone()
+    }
+
     /// An empty network whose faults are drawn from `seed`.
     pub fn new(seed: u64) -> Self {
         LoopbackNetwork {
