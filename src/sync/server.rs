@@ -106,6 +106,27 @@ pub struct SyncServer {
     /// Where each caller last pulled from and when, since the last time
     /// they were written to `served-3` (every `collect_every`).
     served: Arc<std::sync::Mutex<HashMap<ReplicaId, crate::ServedState>>>,
+    /// Drain state shared by the server's clones ([`SyncServer::drain`]).
+    drain: Arc<Drain>,
+}
+
+/// What [`SyncServer::drain`] needs: whether the server drains, and how
+/// many exchanges are in flight.
+#[derive(Debug)]
+struct Drain {
+    /// Set once draining; subscriptions end when it turns true.
+    draining: tokio::sync::watch::Sender<bool>,
+    /// Exchanges being answered.
+    in_flight: tokio::sync::watch::Sender<usize>,
+}
+
+/// One exchange in flight, counted until it drops.
+struct InFlight<'a>(&'a Drain);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl fmt::Debug for SyncServer {
@@ -131,7 +152,39 @@ impl SyncServer {
             collected_at: Arc::new(std::sync::Mutex::new(None)),
             bootstraps: Arc::new(std::sync::Mutex::new(HashMap::new())),
             served: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            drain: Arc::new(Drain {
+                draining: tokio::sync::watch::Sender::new(false),
+                in_flight: tokio::sync::watch::Sender::new(0),
+            }),
         }
+    }
+
+    /// Drains the server, for a graceful shutdown: from now on it refuses
+    /// new requests (`RefusalCode::UNAVAILABLE`, which engines retry with
+    /// backoff) and ends every subscription; returns once the exchanges in
+    /// flight have been answered, their commits done. Shut the transports
+    /// down after it, then close the replica. Every clone of the server
+    /// drains with it.
+    pub async fn drain(&self) {
+        self.drain.draining.send_replace(true);
+        let mut in_flight = self.drain.in_flight.subscribe();
+        // The sender lives in `self`: the wait ends only at zero.
+        let _ = in_flight.wait_for(|n| *n == 0).await;
+    }
+
+    /// Whether [`SyncServer::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        *self.drain.draining.borrow()
+    }
+
+    /// Counts an exchange in flight, or refuses it while draining.
+    fn begin_exchange(&self) -> Result<InFlight<'_>, ServiceError> {
+        self.drain.in_flight.send_modify(|n| *n += 1);
+        let guard = InFlight(&self.drain);
+        if self.is_draining() {
+            return Err(ServiceError::unavailable("the server is shutting down"));
+        }
+        Ok(guard)
     }
 
     /// Writes where callers pulled from, then runs a tombstone collection
@@ -625,6 +678,7 @@ impl Service for SyncServer {
         request: Frame,
     ) -> BoxFuture<'a, Result<Frame, ServiceError>> {
         Box::pin(async move {
+            let _in_flight = self.begin_exchange()?;
             let response = if self.inline_store {
                 self.handle(peer, &request)?
             } else {
@@ -646,6 +700,9 @@ impl Service for SyncServer {
         request: Frame,
     ) -> BoxFuture<'a, Result<mpsc::Receiver<Frame>, ServiceError>> {
         Box::pin(async move {
+            if self.is_draining() {
+                return Err(ServiceError::unavailable("the server is shutting down"));
+            }
             let (request, principal) = self.admit(peer, &request)?;
             let RequestBody::Subscribe { after } = request.body else {
                 return Err(ServiceError::bad_request("expected a subscribe request"));
@@ -666,6 +723,7 @@ impl Service for SyncServer {
             let mut commits = self.replica.commit_notes();
             let replica = self.replica.clone();
             let heartbeat = self.config.heartbeat;
+            let mut draining = self.drain.draining.subscribe();
             tokio::spawn(async move {
                 let mut sent = after;
                 let mut beat = false;
@@ -683,6 +741,9 @@ impl Service for SyncServer {
                         biased;
                         // The subscriber or the transport went away: let go of the replica.
                         () = tx.closed() => return,
+                        // Draining: end the stream (the transport ends the
+                        // client's subscription when `tx` drops).
+                        _ = draining.wait_for(|d| *d) => return,
                         note = commits.recv() => match note {
                             Ok(_) | Err(RecvError::Lagged(_)) => {}
                             Err(RecvError::Closed) => return,

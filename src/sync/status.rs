@@ -33,6 +33,10 @@ pub struct SyncStats {
     pub last_sync_ms: Option<u64>,
     /// The last error, if the last round failed.
     pub last_error: Option<String>,
+    /// The remote's feed head: its last lsn as of the last handshake,
+    /// notification or pulled batch. With the `through` of
+    /// [`SyncEvent::Pulled`], how far a pull has to go.
+    pub remote_lsn: u64,
     /// Local changes the remote has not acknowledged and the next push
     /// carries: changes of synced collections not made by the remote nor
     /// received from it. (Before the first handshake, every feed entry.)

@@ -390,6 +390,7 @@ impl Session {
             return;
         };
         link.heard = now.at;
+        self.stats.remote_lsn = self.stats.remote_lsn.max(notify.last_lsn);
         if notify.last_lsn <= link.notified {
             // A heartbeat: alive, and nothing new.
             return;
@@ -483,9 +484,13 @@ impl Session {
                 Response::Welcome {
                     replica,
                     collections,
+                    last_lsn,
                     ..
                 },
-            ) => self.welcome(ours, replica, &collections, now),
+            ) => {
+                self.stats.remote_lsn = last_lsn;
+                self.welcome(ours, replica, &collections, now)
+            }
             (
                 Phase::Pushing {
                     through,

@@ -76,6 +76,7 @@ impl Session {
     ) -> Result<(), SyncError> {
         self.check_pulled(after, &batch)?;
         let remote = self.link.as_ref().ok_or(SyncError::Stopped)?.remote;
+        self.stats.remote_lsn = self.stats.remote_lsn.max(batch.through);
         let last = !has_more || batch.through == after;
         let durable = self.durable_pull(last, now);
         let through = batch.through;
