@@ -159,17 +159,20 @@ impl SyncServer {
         }
     }
 
-    /// Drains the server, for a graceful shutdown: from now on it refuses
-    /// new requests (`RefusalCode::UNAVAILABLE`, which engines retry with
-    /// backoff) and ends every subscription; returns once the exchanges in
-    /// flight have been answered, their commits done. Shut the transports
-    /// down after it, then close the replica. Every clone of the server
-    /// drains with it.
-    pub async fn drain(&self) {
+    /// Drains the server, for a graceful shutdown: from the call on it
+    /// refuses new requests (`RefusalCode::UNAVAILABLE`, which engines
+    /// retry with backoff) and ends every subscription; the future resolves
+    /// once the exchanges in flight have been answered, their commits done.
+    /// Shut the transports down after it, then close the replica. Every
+    /// clone of the server drains with it.
+    pub fn drain(&self) -> impl Future<Output = ()> + Send + 'static {
         self.drain.draining.send_replace(true);
-        let mut in_flight = self.drain.in_flight.subscribe();
-        // The sender lives in `self`: the wait ends only at zero.
-        let _ = in_flight.wait_for(|n| *n == 0).await;
+        let drain = self.drain.clone();
+        async move {
+            let mut in_flight = drain.in_flight.subscribe();
+            // `drain` keeps the sender alive: the wait ends only at zero.
+            let _ = in_flight.wait_for(|n| *n == 0).await;
+        }
     }
 
     /// Whether [`SyncServer::drain`] was called.
