@@ -72,6 +72,7 @@ mod codec;
 mod collection;
 mod error;
 mod merge;
+pub mod metrics;
 mod model;
 mod rejected;
 mod replica;
@@ -104,6 +105,7 @@ pub use merge::AutomergeOpError;
 pub use merge::{
     Candidate, OpError, OpKind, PolicyError, RecordState, Resolver, Rule, merge_all, merge_one,
 };
+pub use metrics::describe_metrics;
 pub use model::{
     Change, ChangeId, CollectionConfig, History, Key, MergePolicy, Op, Ranks, ReplicaId,
     ReplicaIdError, Version,
