@@ -1,4 +1,4 @@
-//! The metrics syncline records, through the [`metrics`](::metrics) facade.
+//! The metrics syncline records, through the `metrics` facade crate.
 //!
 //! syncline records into whatever recorder the application installs (a
 //! Prometheus exporter, say); with none installed, recording is a
