@@ -231,7 +231,7 @@ impl RequestKind {
     }
 }
 
-/// An exchange of `kind` answered (or refused) after `started`.
+/// An exchange of `kind` answered (or refused), received at `started`.
 pub(crate) fn served(kind: RequestKind, started: Instant) {
     let elapsed = started.elapsed();
     // Literal labels make static keys: nothing is allocated per request.

@@ -226,12 +226,15 @@ impl SyncServer {
 
     /// Handles one exchange; blocking (it reads and commits to redb). Runs
     /// in the request's span (see [`Service::exchange`]), whose fields it
-    /// fills in, and records the request's metrics.
-    fn handle(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, ServiceError> {
-        let started = Instant::now();
+    /// fills in, and counts the changes sent and the refusal. Returns the
+    /// request's kind with the answer.
+    fn handle(
+        &self,
+        peer: &PeerInfo,
+        frame: &[u8],
+    ) -> (RequestKind, Result<Response, ServiceError>) {
         let mut kind = RequestKind::Invalid;
         let result = self.answer(peer, frame, &mut kind);
-        m::served(kind, started);
         let span = tracing::Span::current();
         match &result {
             Ok(Response::Changes { batch, .. } | Response::Part { batch, .. }) => {
@@ -245,7 +248,7 @@ impl SyncServer {
                 tracing::debug!(%refusal, "refused request");
             }
         }
-        result
+        (kind, result)
     }
 
     fn answer(
@@ -687,9 +690,10 @@ impl Service for SyncServer {
             refusal = Empty,
         );
         Box::pin(async move {
+            let started = Instant::now();
             counter!(RECEIVED_BYTES).increment(request.len() as u64);
-            let response = if self.inline_store {
-                span.in_scope(|| self.handle(peer, &request))?
+            let (kind, answer) = if self.inline_store {
+                span.in_scope(|| self.handle(peer, &request))
             } else {
                 let this = self.clone();
                 let peer_owned = peer.clone();
@@ -699,12 +703,16 @@ impl Service for SyncServer {
                     span.in_scope(|| this.handle(&peer_owned, &request))
                 })
                 .await
-                .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))??
+                .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))?
             };
-            self.collect_if_due();
-            let frame = Frame::from(protocol::encode(&response));
-            counter!(SENT_BYTES).increment(frame.len() as u64);
-            Ok(frame)
+            let answer = answer.map(|response| {
+                self.collect_if_due();
+                let frame = Frame::from(protocol::encode(&response));
+                counter!(SENT_BYTES).increment(frame.len() as u64);
+                frame
+            });
+            m::served(kind, started);
+            answer
         })
     }
 
