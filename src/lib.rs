@@ -73,6 +73,7 @@ mod collection;
 mod connect;
 mod error;
 mod merge;
+pub mod metrics;
 mod model;
 mod rejected;
 mod replica;
@@ -106,6 +107,7 @@ pub use merge::AutomergeOpError;
 pub use merge::{
     Candidate, OpError, OpKind, PolicyError, RecordState, Resolver, Rule, merge_all, merge_one,
 };
+pub use metrics::describe_metrics;
 pub use model::{
     Change, ChangeId, CollectionConfig, History, Key, MergePolicy, Op, Ranks, ReplicaId,
     ReplicaIdError, Version,

@@ -139,11 +139,7 @@ impl Collection {
     }
 
     /// Sets a record; durable when it returns.
-    pub fn put(
-        &self,
-        key: impl Into<Key>,
-        value: impl Into<Value>,
-    ) -> Result<Written, WriteError> {
+    pub fn put(&self, key: impl Into<Key>, value: impl Into<Value>) -> Result<Written, WriteError> {
         let mut txn = self.replica.transaction();
         txn.put(&self.name, key, value);
         single(txn.commit()?)

@@ -137,6 +137,7 @@ impl Store {
     where
         E: From<StorageError>,
     {
+        let started = std::time::Instant::now();
         let mut guard = self.lock();
         let before = guard.lsn;
         let txn = self.begin_write(durability)?;
@@ -176,6 +177,7 @@ impl Store {
         };
         drop(origins);
         commit_txn(txn)?;
+        crate::metrics::committed(started, durability == Durability::Immediate);
         if !added.is_empty() {
             let mut origins = self.origins.write().unwrap_or_else(|p| p.into_inner());
             for id in added {

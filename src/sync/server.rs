@@ -9,16 +9,23 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use metrics::{counter, gauge};
 use syncline_transport::{BoxFuture, Frame, PeerInfo, RefusalCode, Service, ServiceError};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
+use tracing::Instrument;
+use tracing::field::{Empty, display};
 
 use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal, Validator};
 use crate::clock::Stamp;
 use crate::error::{ApplyError, StorageError};
+use crate::metrics::{
+    self as m, CHANGES_IN, CHANGES_OUT, CONNECTED_PEERS, RECEIVED_BYTES, RequestKind, SENT_BYTES,
+    SUBSCRIPTIONS,
+};
 use crate::model::{Change, ReplicaId};
 use crate::replica::Replica;
 use crate::store::{CommitDurability, GroupPart, STAGED_PUSHED};
@@ -98,14 +105,17 @@ pub struct SyncServer {
     inline_store: bool,
     /// When the last collection pass began, in ms of the replica's clock
     /// (`None`: none yet); shared by the server's clones.
-    collected_at: Arc<std::sync::Mutex<Option<u64>>>,
+    collected_at: Arc<Mutex<Option<u64>>>,
     /// The callers bootstrapping (a pull from 0), and the lsn that was last
     /// when each began: until their cursor reaches it, they get
     /// everything, their own changes included.
-    bootstraps: Arc<std::sync::Mutex<HashMap<ReplicaId, u64>>>,
+    bootstraps: Arc<Mutex<HashMap<ReplicaId, u64>>>,
     /// Where each caller last pulled from and when, since the last time
     /// they were written to `served-3` (every `collect_every`).
-    served: Arc<std::sync::Mutex<HashMap<ReplicaId, crate::ServedState>>>,
+    served: Arc<Mutex<HashMap<ReplicaId, crate::ServedState>>>,
+    /// The live subscriptions of each caller, for the
+    /// [`CONNECTED_PEERS`] gauge; shared by the server's clones.
+    subscribers: Arc<Mutex<HashMap<ReplicaId, usize>>>,
     /// Drain state shared by the server's clones ([`SyncServer::drain`]).
     drain: Arc<Drain>,
 }
@@ -149,9 +159,10 @@ impl SyncServer {
             validators: HashMap::new(),
             config: ServerConfig::default(),
             inline_store: false,
-            collected_at: Arc::new(std::sync::Mutex::new(None)),
-            bootstraps: Arc::new(std::sync::Mutex::new(HashMap::new())),
-            served: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            collected_at: Arc::new(Mutex::new(None)),
+            bootstraps: Arc::new(Mutex::new(HashMap::new())),
+            served: Arc::new(Mutex::new(HashMap::new())),
+            subscribers: Arc::new(Mutex::new(HashMap::new())),
             drain: Arc::new(Drain {
                 draining: tokio::sync::watch::Sender::new(false),
                 in_flight: tokio::sync::watch::Sender::new(0),
@@ -269,17 +280,45 @@ impl SyncServer {
         Arc::new(self)
     }
 
-    /// Handles one exchange; blocking (it reads and commits to redb).
-    fn handle(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, ServiceError> {
-        let result = self.answer(peer, frame);
-        if let Err(refusal) = &result {
-            tracing::debug!(peer = %peer.remote, %refusal, "refused request");
+    /// Handles one exchange; blocking (it reads and commits to redb). Runs
+    /// in the request's span (see [`Service::exchange`]), whose fields it
+    /// fills in, and counts the changes sent and the refusal. Returns the
+    /// request's kind with the answer.
+    fn handle(
+        &self,
+        peer: &PeerInfo,
+        frame: &[u8],
+    ) -> (RequestKind, Result<Response, ServiceError>) {
+        let mut kind = RequestKind::Invalid;
+        let result = self.answer(peer, frame, &mut kind);
+        let span = tracing::Span::current();
+        match &result {
+            Ok(Response::Changes { batch, .. } | Response::Part { batch, .. }) => {
+                counter!(CHANGES_OUT).increment(batch.changes.len() as u64);
+                span.record("changes", batch.changes.len());
+            }
+            Ok(_) => {}
+            Err(refusal) => {
+                m::refused(refusal.code());
+                span.record("refusal", refusal.code().get());
+                tracing::debug!(%refusal, "refused request");
+            }
         }
-        result
+        (kind, result)
     }
 
-    fn answer(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, ServiceError> {
-        let (request, principal) = self.admit(peer, frame)?;
+    fn answer(
+        &self,
+        peer: &PeerInfo,
+        frame: &[u8],
+        kind: &mut RequestKind,
+    ) -> Result<Response, ServiceError> {
+        let request = self.decode(frame)?;
+        *kind = request_kind(&request.body);
+        tracing::Span::current()
+            .record("kind", kind.label())
+            .record("from", display(request.from));
+        let principal = self.admit(peer, &request)?;
         let from = request.from;
         match request.body {
             RequestBody::Hello { clock, collections } => self.hello(clock, &collections),
@@ -309,22 +348,23 @@ impl SyncServer {
         }
     }
 
-    /// Decodes, checks the version and authenticates.
-    fn admit(&self, peer: &PeerInfo, frame: &[u8]) -> Result<(Request, Principal), ServiceError> {
-        let request: Request = match protocol::decode(frame) {
-            Ok(request) => request,
-            Err(e) => {
-                // A caller of another version may shape its envelope
-                // otherwise: say which version it claims.
-                let reason = match protocol::request_version(frame) {
-                    Some(v) if v != PROTOCOL_VERSION => format!(
-                        "{e} (the request claims protocol version {v}; this server speaks {PROTOCOL_VERSION})"
-                    ),
-                    _ => e.to_string(),
-                };
-                return Err(ServiceError::bad_request(reason));
-            }
-        };
+    /// Decodes a request.
+    fn decode(&self, frame: &[u8]) -> Result<Request, ServiceError> {
+        protocol::decode(frame).map_err(|e| {
+            // A caller of another version may shape its envelope
+            // otherwise: say which version it claims.
+            let reason = match protocol::request_version(frame) {
+                Some(v) if v != PROTOCOL_VERSION => format!(
+                    "{e} (the request claims protocol version {v}; this server speaks {PROTOCOL_VERSION})"
+                ),
+                _ => e.to_string(),
+            };
+            ServiceError::bad_request(reason)
+        })
+    }
+
+    /// Checks a decoded request's version and authenticates its caller.
+    fn admit(&self, peer: &PeerInfo, request: &Request) -> Result<Principal, ServiceError> {
         if request.version != PROTOCOL_VERSION {
             return Err(ServiceError::new(
                 RefusalCode::UPGRADE_REQUIRED,
@@ -359,7 +399,7 @@ impl SyncServer {
                 "the caller claims this server's own replica id",
             ));
         }
-        Ok((request, principal))
+        Ok(principal)
     }
 
     fn hello(&self, clock: Stamp, theirs: &[CollectionSpec]) -> Result<Response, ServiceError> {
@@ -520,6 +560,8 @@ impl SyncServer {
             self.judge(principal, &batch.changes)
         };
         if let Err(refusal) = verdict {
+            m::refused(refusal.code());
+            tracing::Span::current().record("refused_groups", 1);
             self.replica
                 .clear_staged(STAGED_PUSHED, from)
                 .map_err(internal)?;
@@ -570,6 +612,10 @@ impl SyncServer {
                 CommitDurability::Immediate,
             )
             .map_err(apply_refusal)?;
+        // The whole group: the parts staged before this one, and this one.
+        let group = u64::from(part.offset) + batch.changes.len() as u64;
+        counter!(CHANGES_IN).increment(group);
+        tracing::Span::current().record("changes", group);
         Ok(Response::Ack {
             through: part.transfer,
             applied: report.applied as u64,
@@ -597,6 +643,7 @@ impl SyncServer {
             match self.judge(principal, group) {
                 Ok(()) => accepted.extend_from_slice(group),
                 Err(refusal) => {
+                    m::refused(refusal.code());
                     tracing::debug!(peer = %from, group = index, %refusal, "refused group");
                     refused.push(Verdict {
                         group: u32::try_from(index).unwrap_or(u32::MAX),
@@ -610,6 +657,12 @@ impl SyncServer {
             .replica
             .apply_remote_from(Some(from), &accepted)
             .map_err(apply_refusal)?;
+        counter!(CHANGES_IN).increment(accepted.len() as u64);
+        let span = tracing::Span::current();
+        span.record("changes", accepted.len());
+        if !refused.is_empty() {
+            span.record("refused_groups", refused.len());
+        }
         Ok(Response::Ack {
             through: batch.through,
             applied: report.applied as u64,
@@ -675,88 +728,201 @@ impl SyncServer {
 }
 
 impl Service for SyncServer {
+    /// Answers one request in a `serve` span (debug level: the peer's
+    /// address; then the request's kind, the caller's replica id, and the
+    /// changes sent or accepted, the groups refused or the refusal code).
     fn exchange<'a>(
         &'a self,
         peer: &'a PeerInfo,
         request: Frame,
     ) -> BoxFuture<'a, Result<Frame, ServiceError>> {
+        let span = tracing::debug_span!(
+            "serve",
+            peer = %peer.remote,
+            kind = Empty,
+            from = Empty,
+            changes = Empty,
+            refused_groups = Empty,
+            refusal = Empty,
+        );
         Box::pin(async move {
-            let _in_flight = self.begin_exchange()?;
-            let response = if self.inline_store {
-                self.handle(peer, &request)?
+            let started = Instant::now();
+            counter!(RECEIVED_BYTES).increment(request.len() as u64);
+            let _in_flight = self
+                .begin_exchange()
+                .inspect_err(|refusal| m::refused(refusal.code()))?;
+            let (kind, answer) = if self.inline_store {
+                span.in_scope(|| self.handle(peer, &request))
             } else {
                 let this = self.clone();
                 let peer_owned = peer.clone();
+                let span = span.clone();
                 // redb reads and durable commits block: keep them off the async workers.
-                tokio::task::spawn_blocking(move || this.handle(&peer_owned, &request))
-                    .await
-                    .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))??
+                tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| this.handle(&peer_owned, &request))
+                })
+                .await
+                .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))?
             };
-            self.collect_if_due();
-            Ok(Frame::from(protocol::encode(&response)))
+            let answer = answer.map(|response| {
+                self.collect_if_due();
+                let frame = Frame::from(protocol::encode(&response));
+                counter!(SENT_BYTES).increment(frame.len() as u64);
+                frame
+            });
+            m::served(kind, started);
+            answer
         })
     }
 
+    /// Opens a subscription in a `subscription` span (info level: the
+    /// peer's address and the caller's replica id), which its task keeps
+    /// until the subscriber goes away.
     fn subscribe<'a>(
         &'a self,
         peer: &'a PeerInfo,
         request: Frame,
     ) -> BoxFuture<'a, Result<mpsc::Receiver<Frame>, ServiceError>> {
-        Box::pin(async move {
-            if self.is_draining() {
-                return Err(ServiceError::unavailable("the server is shutting down"));
+        let span = tracing::info_span!("subscription", peer = %peer.remote, from = Empty);
+        Box::pin(
+            async move {
+                counter!(RECEIVED_BYTES).increment(request.len() as u64);
+                let opened = self.open_subscription(peer, &request);
+                if let Err(refusal) = &opened {
+                    m::refused(refusal.code());
+                    tracing::debug!(%refusal, "refused subscription");
+                }
+                opened
             }
-            let (request, principal) = self.admit(peer, &request)?;
-            let RequestBody::Subscribe { after } = request.body else {
-                return Err(ServiceError::bad_request("expected a subscribe request"));
-            };
-            // Notifications reveal when the feed moves: only for callers that
-            // may read something here.
-            let readable = synced_specs(self.replica.collections())
-                .iter()
-                .any(|c| self.access.authorize(&principal, &c.name, Access::Read));
-            if !readable {
-                return Err(ServiceError::forbidden(format!(
-                    "{} may not read any collection",
-                    principal.0
-                )));
-            }
-            let (tx, rx) = mpsc::channel(16);
-            // Commit notes, not change events: waking costs nothing per change.
-            let mut commits = self.replica.commit_notes();
-            let replica = self.replica.clone();
-            let heartbeat = self.config.heartbeat;
-            let mut draining = self.drain.draining.subscribe();
-            tokio::spawn(async move {
+            .instrument(span),
+        )
+    }
+}
+
+impl SyncServer {
+    /// Checks a subscribe request and starts the task that notifies the
+    /// caller, in the current span.
+    fn open_subscription(
+        &self,
+        peer: &PeerInfo,
+        request: &[u8],
+    ) -> Result<mpsc::Receiver<Frame>, ServiceError> {
+        if self.is_draining() {
+            return Err(ServiceError::unavailable("the server is shutting down"));
+        }
+        let request = self.decode(request)?;
+        tracing::Span::current().record("from", display(request.from));
+        let principal = self.admit(peer, &request)?;
+        let RequestBody::Subscribe { after } = request.body else {
+            return Err(ServiceError::bad_request("expected a subscribe request"));
+        };
+        // Notifications reveal when the feed moves: only for callers that
+        // may read something here.
+        let readable = synced_specs(self.replica.collections())
+            .iter()
+            .any(|c| self.access.authorize(&principal, &c.name, Access::Read));
+        if !readable {
+            return Err(ServiceError::forbidden(format!(
+                "{} may not read any collection",
+                principal.0
+            )));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        // Commit notes, not change events: waking costs nothing per change.
+        let mut commits = self.replica.commit_notes();
+        let replica = self.replica.clone();
+        let heartbeat = self.config.heartbeat;
+        let mut draining = self.drain.draining.subscribe();
+        // Counted until the task ends, however it ends.
+        let live = Live::open(self.subscribers.clone(), request.from);
+        tokio::spawn(
+            async move {
+                let _live = live;
+                tracing::debug!("subscription opened");
                 let mut sent = after;
                 let mut beat = false;
                 loop {
                     let last = replica.last_lsn();
                     if last > sent || beat {
                         let frame = Frame::from(protocol::encode(&Notify { last_lsn: last }));
+                        let len = frame.len() as u64;
                         if tx.send(frame).await.is_err() {
-                            return; // the subscriber went away
+                            break; // the subscriber went away
                         }
+                        counter!(SENT_BYTES).increment(len);
                         sent = sent.max(last);
                     }
                     beat = false;
                     tokio::select! {
                         biased;
                         // The subscriber or the transport went away: let go of the replica.
-                        () = tx.closed() => return,
+                        () = tx.closed() => break,
                         // Draining: end the stream (the transport ends the
                         // client's subscription when `tx` drops).
-                        _ = draining.wait_for(|d| *d) => return,
+                        _ = draining.wait_for(|d| *d) => break,
                         note = commits.recv() => match note {
                             Ok(_) | Err(RecvError::Lagged(_)) => {}
-                            Err(RecvError::Closed) => return,
+                            Err(RecvError::Closed) => break,
                         },
                         () = sleep_for(heartbeat) => beat = true,
                     }
                 }
-            });
-            Ok(rx)
-        })
+                tracing::debug!("subscription ended");
+            }
+            .in_current_span(),
+        );
+        Ok(rx)
+    }
+}
+
+/// A live subscription, counted in [`SUBSCRIPTIONS`] and, while it is its
+/// caller's only one, [`CONNECTED_PEERS`], until it is dropped.
+struct Live {
+    subscribers: Arc<Mutex<HashMap<ReplicaId, usize>>>,
+    caller: ReplicaId,
+}
+
+impl Live {
+    fn open(subscribers: Arc<Mutex<HashMap<ReplicaId, usize>>>, caller: ReplicaId) -> Self {
+        gauge!(SUBSCRIPTIONS).increment(1.0);
+        {
+            let mut live = subscribers.lock().unwrap_or_else(|p| p.into_inner());
+            let count = live.entry(caller).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                gauge!(CONNECTED_PEERS).increment(1.0);
+            }
+        }
+        Live {
+            subscribers,
+            caller,
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        gauge!(SUBSCRIPTIONS).decrement(1.0);
+        let mut live = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = live.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                live.remove(&self.caller);
+                gauge!(CONNECTED_PEERS).decrement(1.0);
+            }
+        }
+    }
+}
+
+/// A request's kind, as the label of its metrics and the field of its span.
+fn request_kind(body: &RequestBody) -> RequestKind {
+    match body {
+        RequestBody::Hello { .. } => RequestKind::Hello,
+        RequestBody::Pull { .. } => RequestKind::Pull,
+        RequestBody::PullPart { .. } => RequestKind::PullPart,
+        RequestBody::Push(_) => RequestKind::Push,
+        RequestBody::PushPart { .. } => RequestKind::PushPart,
+        RequestBody::Subscribe { .. } => RequestKind::Subscribe,
     }
 }
 
