@@ -98,10 +98,7 @@ fn wait_exit(child: &mut Child) -> bool {
         if let Some(status) = child.try_wait().unwrap() {
             return status.success();
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the hub did not exit"
-        );
+        assert!(std::time::Instant::now() < deadline, "the hub did not exit");
         std::thread::park_timeout(Duration::from_millis(20));
     }
 }
@@ -149,12 +146,23 @@ fn get(http_url: &str, path: &str) -> (String, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (head.lines().next().unwrap_or("").to_owned(), body.to_owned())
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
 }
 
 fn sync_command(url: &str, db: &Path) -> Output {
     Command::new(BIN)
-        .args(["sync", url, "--collection", "todos", "--progress", "plain", "--db"])
+        .args([
+            "sync",
+            url,
+            "--collection",
+            "todos",
+            "--progress",
+            "plain",
+            "--db",
+        ])
         .arg(db)
         .env("SYNCLINE_TOKEN", TOKEN)
         .output()
@@ -214,18 +222,57 @@ async fn a_hub_process_serves_restarts_with_its_pin_and_drains_on_sigterm() {
         stdout.contains("caught up: pushed 0, pulled 50"),
         "{stdout}"
     );
-    assert!(stderr.contains("pulling: 50 changes"), "plain progress lines: {stderr}");
+    assert!(
+        stderr.contains("pulling: 50 changes"),
+        "plain progress lines: {stderr}"
+    );
     // The command closed its file: it opens again here.
-    assert_eq!(keys(&Replica::open(&bob_db, ReplicaConfig::default()).unwrap()).len(), 50);
+    assert_eq!(
+        keys(&Replica::open(&bob_db, ReplicaConfig::default()).unwrap()).len(),
+        50
+    );
+
+    // Metrics in Prometheus text, over the same listener.
+    let (status, metrics) = get(&hub.http, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    // Out: bob's 50, and alice's own 50 again, which her first pull (a
+    // bootstrap, from cursor 0) gets back.
+    for line in [
+        "syncline_changes_in_total 50",
+        "syncline_changes_out_total 100",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("syncline_commit_seconds_bucket{durability=\"immediate\",le=\"0.001\"}"),
+        "the commit latency histogram:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("# HELP syncline_changes_in_total"),
+        "{metrics}"
+    );
 
     // A wrong token is refused, and the exit code says so.
     let out = Command::new(BIN)
-        .args(["sync", &hub.http, "--collection", "todos", "--progress", "none", "--db"])
+        .args([
+            "sync",
+            &hub.http,
+            "--collection",
+            "todos",
+            "--progress",
+            "none",
+            "--db",
+        ])
         .arg(dir.path().join("eve.redb"))
         .env("SYNCLINE_TOKEN", "wrong")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let (_, metrics) = get(&hub.http, "/metrics");
+    assert!(
+        metrics.contains("syncline_refusals_total{code=\"401\"}"),
+        "the refusal is counted:\n{metrics}"
+    );
 
     // SIGTERM while a client pushes: the hub drains and exits 0, and every
     // change it acknowledged is in its file.
@@ -238,8 +285,7 @@ async fn a_hub_process_serves_restarts_with_its_pin_and_drains_on_sigterm() {
         .unwrap()
         .parse()
         .unwrap();
-    let connector =
-        syncline::connect(&hub.quic, &syncline::ConnectConfig::new()).unwrap();
+    let connector = syncline::connect(&hub.quic, &syncline::ConnectConfig::new()).unwrap();
     let engine = SyncEngine::start(
         alice.clone(),
         connector,
@@ -313,7 +359,12 @@ async fn a_hub_process_serves_restarts_with_its_pin_and_drains_on_sigterm() {
     assert_eq!(keys(&alice).len(), 2_050);
     let carol_db = dir.path().join("carol.redb");
     let out = sync_command(&hub.quic, &carol_db);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         keys(&Replica::open(&carol_db, ReplicaConfig::default()).unwrap()),
         keys(&alice),
@@ -321,4 +372,89 @@ async fn a_hub_process_serves_restarts_with_its_pin_and_drains_on_sigterm() {
     );
     let (exited_ok, _) = hub.terminate();
     assert!(exited_ok);
+}
+
+/// A hub that serves only QUIC gives its metrics on a listener of its own,
+/// and logs JSON lines when asked.
+#[test]
+fn a_quic_only_hub_serves_metrics_on_its_own_listener_and_logs_json() {
+    let dir = tempfile::tempdir().unwrap();
+    // A free port for the metrics listener (the exporter binds it itself).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = \"hub.redb\"\n[listen]\nquic = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:{port}\"\n[[collection]]\nname = \"todos\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut metrics_url = None;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(url) = line.strip_prefix("listening metrics ") {
+            metrics_url = Some(url.to_owned());
+            break;
+        }
+    }
+    let url = metrics_url.expect("the hub prints its metrics listener");
+    assert_eq!(url, format!("http://127.0.0.1:{port}/metrics"));
+    let (status, body) = get(&format!("http://127.0.0.1:{port}"), "/metrics");
+    assert!(status.contains("200"), "{status}: {body}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(wait_exit(&mut child), "exit 0 after SIGTERM");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.lines().count() >= 2
+            && stderr
+                .lines()
+                .all(|l| l.starts_with('{') && l.ends_with('}'))
+            && stderr.contains("\"message\":\"hub started\""),
+        "JSON log lines: {stderr}"
+    );
+}
+
+/// A config mistake names the file, the line and the key, and exits 2.
+#[test]
+fn a_config_error_names_the_file_the_line_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        "database = \"hub.redb\"\n[listen]\nhttp = \"127.0.0.1:0\"\n[[collection]]\nname = \"todos\"\npolicy = \"last-writer\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hub.toml") && stderr.contains("line 6") && stderr.contains("policy"),
+        "{stderr}"
+    );
 }
