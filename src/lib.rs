@@ -91,8 +91,8 @@ mod watch;
 #[cfg(feature = "automerge")]
 pub use ::automerge;
 pub use access::{
-    Access, AccessControl, AllowAll, AuthError, Collections, Credentials, Permissions, Principal,
-    Rejection, Tokens, Validator,
+    Access, AccessControl, AllowAll, AuthError, Collections, Credentials, Grant, Permissions,
+    Principal, Rejection, Tokens, Validator,
 };
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
@@ -110,7 +110,7 @@ pub use merge::{
 pub use metrics::describe_metrics;
 pub use model::{
     Change, ChangeId, CollectionConfig, History, Key, MergePolicy, Op, Ranks, ReplicaId,
-    ReplicaIdError, Version,
+    ReplicaIdError, Scope, Version,
 };
 pub use rejected::Rejected;
 pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};

@@ -26,7 +26,7 @@
 //! | [`ENGINE_REJECTED`] | counter | | pushed groups a remote refused |
 //!
 //! Label values are few and fixed: `kind` is one of `hello`, `pull`,
-//! `pull_part`, `push`, `push_part`, `subscribe` or `invalid` (undecodable);
+//! `pull_part`, `pull_scope`, `push`, `push_part`, `subscribe` or `invalid` (undecodable);
 //! `code` is a [`RefusalCode`] number (`"403"`); `durability` is
 //! `immediate` or `deferred`; `fault` is `peer`, `network`, `caller`,
 //! `local`, `storage` or `other`. Every metric is the sum over all servers, engines
@@ -209,6 +209,7 @@ pub(crate) enum RequestKind {
     Hello,
     Pull,
     PullPart,
+    PullScope,
     Push,
     PushPart,
     Subscribe,
@@ -223,6 +224,7 @@ impl RequestKind {
             Self::Hello => "hello",
             Self::Pull => "pull",
             Self::PullPart => "pull_part",
+            Self::PullScope => "pull_scope",
             Self::Push => "push",
             Self::PushPart => "push_part",
             Self::Subscribe => "subscribe",
@@ -245,6 +247,7 @@ pub(crate) fn served(kind: RequestKind, started: Instant) {
         RequestKind::Hello => record!("hello"),
         RequestKind::Pull => record!("pull"),
         RequestKind::PullPart => record!("pull_part"),
+        RequestKind::PullScope => record!("pull_scope"),
         RequestKind::Push => record!("push"),
         RequestKind::PushPart => record!("push_part"),
         RequestKind::Subscribe => record!("subscribe"),

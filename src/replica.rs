@@ -17,10 +17,10 @@ use crate::error::{
     ApplyError, CollectionNameError, ConfigError, OpenError, ReadError, StorageError, WriteError,
 };
 use crate::merge::{Resolver, Rule};
-use crate::model::{Change, CollectionConfig, Key, ReplicaId};
+use crate::model::{Change, CollectionConfig, Key, ReplicaId, Scope};
 use crate::store::{
-    ApplyReport, Collections, CommitDurability, FeedEntry, FeedSlice, GroupPart, Limits, PeerState,
-    Received, Refused, Store, check_remote,
+    ApplyReport, Collections, CommitDurability, Cursor, FeedEntry, FeedSlice, GroupPart, Limits,
+    PeerState, Received, Refused, Store, check_remote,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -477,7 +477,7 @@ impl Replica {
         &self,
         source: Option<ReplicaId>,
         changes: &[Change],
-        pulled: Option<u64>,
+        pulled: Option<Cursor>,
         durability: CommitDurability,
     ) -> Result<ApplyReport, ApplyError> {
         let rules = check_remote(&self.inner.limits, &self.read_collections(), changes)?;
@@ -528,7 +528,7 @@ impl Replica {
         &self,
         peer: Option<ReplicaId>,
         after: u64,
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
         offset: u32,
         max_bytes: usize,
     ) -> Result<Option<GroupPart>, StorageError> {
@@ -563,7 +563,7 @@ impl Replica {
         peer: ReplicaId,
         transfer: u64,
         last: &[Change],
-        pulled: Option<u64>,
+        pulled: Option<Cursor>,
         durability: CommitDurability,
     ) -> Result<ApplyReport, ApplyError> {
         let mut changes = self.staged_changes(role, peer, transfer)?;
@@ -611,7 +611,7 @@ impl Replica {
         pushed: u64,
         now_ms: u64,
         refused: &[Refused],
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
     ) -> Result<(), StorageError> {
         self.inner
             .store
@@ -624,7 +624,7 @@ impl Replica {
     pub(crate) fn pending_for(&self, peer: ReplicaId) -> Result<u64, ReadError> {
         let pushed = self.peer_state(peer)?.pushed;
         let collections = self.read_collections();
-        let synced = |name: &str| collections.get(name).is_some_and(|(c, _)| c.sync);
+        let synced = |name: &str, _: &Key| collections.get(name).is_some_and(|(c, _)| c.sync);
         Ok(self.inner.store.pending_for(peer, pushed, &synced)?)
     }
 
@@ -640,13 +640,52 @@ impl Replica {
         after: u64,
         limit: usize,
         max_bytes: usize,
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
     ) -> Result<FeedSlice, ReadError> {
         self.inner.store.ensure_durable()?;
         Ok(self
             .inner
             .store
             .feed_for(peer, after, limit, max_bytes, wanted)?)
+    }
+
+    /// The feed after `after` restricted to `scope`, as `peer` should see
+    /// it (see `Store::scope_slice`). Durable first, as
+    /// [`Replica::feed_for`].
+    pub(crate) fn scope_for(
+        &self,
+        peer: Option<ReplicaId>,
+        scope: &Scope,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<FeedSlice, StorageError> {
+        self.inner.store.ensure_durable()?;
+        self.inner
+            .store
+            .scope_slice(peer, scope, after, limit, max_bytes)
+    }
+
+    /// The pull cursor of `scope` kept for `peer` (0: never pulled).
+    pub(crate) fn scope_cursor(&self, peer: ReplicaId, scope: &Scope) -> Result<u64, StorageError> {
+        self.inner.store.scope_cursor(peer, scope)
+    }
+
+    /// Drops `scope` for `peer`: the records in it that no scope of `keep`
+    /// covers, locally, and its cursor, if the scope was pulled before.
+    /// Returns how many records went.
+    pub(crate) fn drop_scope(
+        &self,
+        peer: ReplicaId,
+        scope: &Scope,
+        keep: &[Scope],
+    ) -> Result<u64, StorageError> {
+        self.inner.store.drop_scope(peer, scope, keep)
+    }
+
+    /// The lsn just before the feed group that ends at `end`, if one does.
+    pub(crate) fn before_group(&self, end: u64) -> Result<Option<u64>, StorageError> {
+        self.inner.store.before_group(end)
     }
 
     // ---- crate-internal plumbing used by collections and transactions ----
@@ -786,23 +825,36 @@ pub(crate) mod tests {
             feed.into_iter().map(|e| e.change).collect()
         };
         todos.put("one", 1i64).unwrap();
-        b.apply_batch(Some(a.id()), &pull(0), Some(1), CommitDurability::Deferred)
-            .unwrap();
+        b.apply_batch(
+            Some(a.id()),
+            &pull(0),
+            Some(Cursor::whole(1)),
+            CommitDurability::Deferred,
+        )
+        .unwrap();
         assert_eq!(lsns(&b), (1, 0), "a deferred commit leaves the durable lsn");
         // Serving the feed to a third replica flushes first.
         let c = ReplicaId::from_bytes([3; 16]);
-        let slice = b.feed_for(Some(c), 0, 100, usize::MAX, &|_| true).unwrap();
+        let slice = b
+            .feed_for(Some(c), 0, 100, usize::MAX, &|_, _| true)
+            .unwrap();
         assert_eq!(slice.changes.len(), 1);
         assert_eq!(lsns(&b), (1, 1));
         // A durable commit of any kind makes the deferred ones before it durable.
         todos.put("two", 2i64).unwrap();
-        b.apply_batch(Some(a.id()), &pull(1), Some(2), CommitDurability::Deferred)
-            .unwrap();
+        b.apply_batch(
+            Some(a.id()),
+            &pull(1),
+            Some(Cursor::whole(2)),
+            CommitDurability::Deferred,
+        )
+        .unwrap();
         assert_eq!(lsns(&b), (2, 1));
         b.collection("todos").unwrap().put("mine", 3i64).unwrap();
         assert_eq!(lsns(&b), (3, 3));
         // Nothing deferred: serving commits nothing.
-        b.feed_for(Some(c), 0, 100, usize::MAX, &|_| true).unwrap();
+        b.feed_for(Some(c), 0, 100, usize::MAX, &|_, _| true)
+            .unwrap();
         assert_eq!(lsns(&b), (3, 3));
     }
 

@@ -491,11 +491,7 @@ struct Gate {
 }
 
 impl syncline::Validator for Gate {
-    fn validate(
-        &self,
-        _: &syncline::Principal,
-        _: &Change,
-    ) -> Result<(), syncline::Rejection> {
+    fn validate(&self, _: &syncline::Principal, _: &Change) -> Result<(), syncline::Rejection> {
         if let Some(entered) = self.entered.lock().unwrap().take() {
             let _ = entered.send(());
             let _ = self
@@ -575,7 +571,10 @@ async fn a_drain_finishes_exchanges_in_flight_and_refuses_new_ones() {
     })
     .await;
     assert!(ended.is_ok(), "the subscription ends when the drain starts");
-    assert!(!drain.is_finished(), "the drain waits for the exchange in flight");
+    assert!(
+        !drain.is_finished(),
+        "the drain waits for the exchange in flight"
+    );
 
     release.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(60), drain)
@@ -583,14 +582,22 @@ async fn a_drain_finishes_exchanges_in_flight_and_refuses_new_ones() {
         .expect("the drain ends once the exchange is answered")
         .unwrap();
     let (engine, report) = push.await.unwrap();
-    assert_eq!(report.unwrap().pushed, 1, "the exchange in flight was answered");
+    assert_eq!(
+        report.unwrap().pushed,
+        1,
+        "the exchange in flight was answered"
+    );
     assert_eq!(
         hub.collection("todos").unwrap().get("held").unwrap(),
         Some(Value::Int(1))
     );
 
     // Later requests are refused as unavailable, which engines retry.
-    client.collection("todos").unwrap().put("late", 2i64).unwrap();
+    client
+        .collection("todos")
+        .unwrap()
+        .put("late", 2i64)
+        .unwrap();
     let err = engine.push().await.unwrap_err();
     assert_eq!(refusal(&err), RefusalCode::UNAVAILABLE, "{err}");
     assert_eq!(hub.collection("todos").unwrap().get("late").unwrap(), None);

@@ -38,7 +38,7 @@ use rows::Origins;
 use tables::{COLLECTIONS, FEED, FORMAT_VERSION, FeedRow, LOG, META, ORIGINS, PEERS, RECORDS};
 
 pub use commit::ApplyReport;
-pub(crate) use commit::{Durability as CommitDurability, LocalOp, Received, Refused};
+pub(crate) use commit::{Cursor, Durability as CommitDurability, LocalOp, Received, Refused};
 pub(crate) use read::{FeedSlice, GroupPart};
 pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use syncline_transport::{Connection, Connector, Frame, Subscription, TransportError};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::sync::config::wants;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::field::{Empty, display};
@@ -18,7 +20,7 @@ use tracing::{Instrument, Span};
 use crate::error::{ReadError, StorageError};
 use crate::model::ReplicaId;
 use crate::replica::{CommitNote, Replica};
-use crate::store::{CommitDurability, STAGED_PULLED};
+use crate::store::{CommitDurability, Cursor, STAGED_PULLED};
 use crate::sync::config::{SyncConfig, TokenProvider};
 use crate::sync::error::SyncError;
 use crate::sync::protocol::{self, Request, synced_specs};
@@ -409,10 +411,13 @@ impl Driver {
                 let now = self.now();
                 self.session.handle_subscribed(result, now);
             }
-            Action::ReadPullCursor { remote } => {
+            Action::ReadPullCursor { remote, scope } => {
                 let result = self
                     .blocking(move |r| {
-                        let after = r.peer_state(remote)?.pulled;
+                        let after = match &scope {
+                            Some(scope) => r.scope_cursor(remote, scope)?,
+                            None => r.peer_state(remote)?.pulled,
+                        };
                         let staged = r.staged_progress(STAGED_PULLED, remote)?;
                         Ok::<_, ReadError>(PullCursor { after, staged })
                     })
@@ -426,13 +431,15 @@ impl Driver {
                 limit,
                 max_bytes,
                 collections,
+                scopes,
             } => {
                 let result = self
                     .blocking(move |r| {
                         let acked = r.peer_state(remote)?.pushed;
-                        let slice = r.feed_for(Some(remote), acked, limit, max_bytes, &|c| {
-                            collections.iter().any(|w| w == c)
-                        })?;
+                        let slice =
+                            r.feed_for(Some(remote), acked, limit, max_bytes, &|c, k| {
+                                wants(&collections, &scopes, c, k)
+                            })?;
                         Ok::<_, ReadError>(Outbox {
                             acked,
                             changes: slice.changes,
@@ -453,11 +460,12 @@ impl Driver {
                 now_ms,
                 refused,
                 collections,
+                scopes,
             } => {
                 let result = self
                     .blocking(move |r| {
-                        r.record_pushed(remote, through, now_ms, &refused, &|c| {
-                            collections.iter().any(|w| w == c)
+                        r.record_pushed(remote, through, now_ms, &refused, &|c, k| {
+                            wants(&collections, &scopes, c, k)
                         })
                     })
                     .await
@@ -470,6 +478,7 @@ impl Driver {
                 changes,
                 through,
                 durable,
+                scope,
             } => {
                 // A pull with more to come asks for the next batch at
                 // once: the remote reads it while this one is applied.
@@ -478,7 +487,8 @@ impl Driver {
                 let shared = self.shared.clone();
                 let apply = self.blocking(move |r| {
                     let durability = pull_durability(durable, &shared);
-                    r.apply_batch(Some(remote), &changes, Some(through), durability)
+                    let cursor = Cursor { through, scope };
+                    r.apply_batch(Some(remote), &changes, Some(cursor), durability)
                 });
                 match next {
                     Some(Action::Exchange(request)) => {
@@ -506,6 +516,18 @@ impl Driver {
                 let now = self.now();
                 self.session.handle_resynced(result, now);
             }
+            Action::DropScope {
+                remote,
+                scope,
+                keep,
+            } => {
+                let result = self
+                    .blocking(move |r| r.drop_scope(remote, &scope, &keep))
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_scope_dropped(result, now);
+            }
             Action::StagePart {
                 remote,
                 transfer,
@@ -527,6 +549,7 @@ impl Driver {
                 changes,
                 through,
                 durable,
+                scope,
             } => {
                 let shared = self.shared.clone();
                 let result = self
@@ -537,7 +560,7 @@ impl Driver {
                             remote,
                             transfer,
                             &changes,
-                            Some(through),
+                            Some(Cursor { through, scope }),
                             durability,
                         )
                     })

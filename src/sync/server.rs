@@ -19,14 +19,14 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use tracing::field::{Empty, display};
 
-use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal, Validator};
+use crate::access::{Access, AccessControl, AllowAll, Credentials, Grant, Principal, Validator};
 use crate::clock::Stamp;
 use crate::error::{ApplyError, StorageError};
 use crate::metrics::{
     self as m, CHANGES_IN, CHANGES_OUT, CONNECTED_PEERS, RECEIVED_BYTES, RequestKind, SENT_BYTES,
     SUBSCRIPTIONS,
 };
-use crate::model::{Change, ReplicaId};
+use crate::model::{Change, Key, ReplicaId, Scope};
 use crate::replica::Replica;
 use crate::store::{CommitDurability, GroupPart, STAGED_PUSHED};
 use crate::sync::protocol::{
@@ -109,7 +109,7 @@ pub struct SyncServer {
     /// The callers bootstrapping (a pull from 0), and the lsn that was last
     /// when each began: until their cursor reaches it, they get
     /// everything, their own changes included.
-    bootstraps: Arc<Mutex<HashMap<ReplicaId, u64>>>,
+    bootstraps: Arc<Mutex<HashMap<(ReplicaId, Option<Scope>), u64>>>,
     /// Where each caller last pulled from and when, since the last time
     /// they were written to `served-3` (every `collect_every`).
     served: Arc<Mutex<HashMap<ReplicaId, crate::ServedState>>>,
@@ -340,6 +340,12 @@ impl SyncServer {
                 &collections,
                 Some((transfer, next)),
             ),
+            RequestBody::PullScope {
+                scope,
+                after,
+                limit,
+                part,
+            } => self.pull_scope(from, &principal, &scope, after, limit, part),
             RequestBody::Push(batch) => self.push(from, &principal, batch),
             RequestBody::PushPart { part, batch } => self.push_part(from, &principal, part, batch),
             RequestBody::Subscribe { .. } => Err(ServiceError::bad_request(
@@ -435,64 +441,15 @@ impl SyncServer {
         wanted: &[String],
         resume: Option<(u64, u32)>,
     ) -> Result<Response, ServiceError> {
+        let mut grants = Vec::with_capacity(wanted.len());
         for name in wanted {
-            self.check_collection(principal, name, Access::Read)?;
+            grants.push((name, self.check_collection(principal, name, Access::Read)?));
         }
         let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
         let max_bytes = self.config.max_pull_bytes;
-        let wanted = |c: &str| wanted.iter().any(|w| w == c);
-        // A pull from 0 bootstraps the caller, which may hold nothing, not
-        // even its own changes (a resync emptied its collections): until it
-        // reaches the lsn that was last then, it gets everything, its own
-        // changes included. (Kept in memory: a server restarted in the
-        // middle of a bootstrap filters the rest as usual.)
-        self.served
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                from,
-                crate::ServedState {
-                    cursor: after,
-                    at_ms: self.replica.config().time.now_millis(),
-                },
-            );
-        let peer = {
-            let mut bootstraps = self.bootstraps.lock().unwrap_or_else(|p| p.into_inner());
-            let bootstrap = if after == 0 {
-                // Callers name themselves: bound what a stream of made-up
-                // ids can make the server remember (one left out is served
-                // as usual, at worst bootstrapping again).
-                if bootstraps.len() >= MAX_BOOTSTRAPS
-                    && let Some(any) = bootstraps.keys().next().copied()
-                {
-                    bootstraps.remove(&any);
-                }
-                bootstraps.insert(from, self.replica.last_lsn());
-                true
-            } else {
-                match bootstraps.get(&from) {
-                    Some(&until) if after < until => true,
-                    Some(_) => {
-                        bootstraps.remove(&from);
-                        false
-                    }
-                    None => false,
-                }
-            };
-            (!bootstrap).then_some(from)
-        };
-        // A cursor below the last lsn a tombstone collection removed may
-        // have missed a delete that is gone: the caller must start over
-        // (a bootstrap, from 0 on, needs no delete it missed).
-        let (_, collected_lsn) = self.replica.collected();
-        if peer.is_some() && after < collected_lsn {
-            return Err(ServiceError::new(
-                RefusalCode::RESYNC_REQUIRED,
-                format!(
-                    "resync required: the pull cursor {after} lies behind the tombstone horizon (lsn {collected_lsn})"
-                ),
-            ));
-        }
+        // What the caller asked for, and only the records its grant covers.
+        let wanted = |c: &str, k: &Key| grants.iter().any(|(w, g)| *w == c && g.allows(k));
+        let peer = self.reader(from, after, None)?;
         let internal = |e: StorageError| ServiceError::internal(e.to_string());
         // A group larger than a batch goes in parts; a part names where it
         // starts, so that a caller can resume at any change. Going on with
@@ -529,6 +486,128 @@ impl SyncServer {
             .map_err(internal)?
             .ok_or_else(|| ServiceError::bad_request(format!("no group follows {after}")))?;
         Ok(part_response(part))
+    }
+
+    /// Who a pull from `after` (of `scope`, or of whole collections) is
+    /// read for: the caller, or `None` while it bootstraps. Records where
+    /// the caller pulled from, and refuses a cursor behind the tombstone
+    /// horizon.
+    fn reader(
+        &self,
+        from: ReplicaId,
+        after: u64,
+        scope: Option<&Scope>,
+    ) -> Result<Option<ReplicaId>, ServiceError> {
+        // A pull from 0 bootstraps the caller, which may hold nothing, not
+        // even its own changes (a resync emptied its collections, or the
+        // scope is new to it): until it reaches the lsn that was last then,
+        // it gets everything, its own changes included. (Kept in memory: a
+        // server restarted in the middle of a bootstrap filters the rest
+        // as usual.)
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                from,
+                crate::ServedState {
+                    cursor: after,
+                    at_ms: self.replica.config().time.now_millis(),
+                },
+            );
+        let peer = {
+            let mut bootstraps = self.bootstraps.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (from, scope.cloned());
+            let bootstrap = if after == 0 {
+                // Callers name themselves: bound what a stream of made-up
+                // ids can make the server remember (one left out is served
+                // as usual, at worst bootstrapping again).
+                if bootstraps.len() >= MAX_BOOTSTRAPS
+                    && let Some(any) = bootstraps.keys().next().cloned()
+                {
+                    bootstraps.remove(&any);
+                }
+                bootstraps.insert(key, self.replica.last_lsn());
+                true
+            } else {
+                match bootstraps.get(&key) {
+                    Some(&until) if after < until => true,
+                    Some(_) => {
+                        bootstraps.remove(&key);
+                        false
+                    }
+                    None => false,
+                }
+            };
+            (!bootstrap).then_some(from)
+        };
+        // A cursor below the last lsn a tombstone collection removed may
+        // have missed a delete that is gone: the caller must start over
+        // (a bootstrap, from 0 on, needs no delete it missed).
+        let (_, collected_lsn) = self.replica.collected();
+        if peer.is_some() && after < collected_lsn {
+            return Err(ServiceError::new(
+                RefusalCode::RESYNC_REQUIRED,
+                format!(
+                    "resync required: the pull cursor {after} lies behind the tombstone horizon (lsn {collected_lsn})"
+                ),
+            ));
+        }
+        Ok(peer)
+    }
+
+    /// A pull of one scope, from its own cursor: served only when the
+    /// caller's read grant covers the whole scope.
+    fn pull_scope(
+        &self,
+        from: ReplicaId,
+        principal: &Principal,
+        scope: &Scope,
+        after: u64,
+        limit: u32,
+        resume: Option<(u64, u32)>,
+    ) -> Result<Response, ServiceError> {
+        let grant = self.check_collection(principal, &scope.collection, Access::Read)?;
+        if !grant.covers(&scope.prefix) {
+            return Err(ServiceError::forbidden(format!(
+                "{} may not read all of {scope}",
+                principal.0
+            )));
+        }
+        let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
+        let max_bytes = self.config.max_pull_bytes;
+        let peer = self.reader(from, after, Some(scope))?;
+        let internal = |e: StorageError| ServiceError::internal(e.to_string());
+        let in_scope = |c: &str, k: &Key| scope.contains(c, k);
+        // A group larger than a batch goes in parts, read from the group's
+        // start (the scope's cursor may lie before other groups).
+        let part_of = |transfer: u64, offset: u32| -> Result<Option<GroupPart>, ServiceError> {
+            let Some(before) = self.replica.before_group(transfer).map_err(internal)? else {
+                return Ok(None);
+            };
+            let part = self
+                .replica
+                .group_part(peer, before.max(after), &in_scope, offset, max_bytes)
+                .map_err(internal)?;
+            Ok(part.filter(|p| p.transfer == transfer))
+        };
+        if let Some((transfer, next)) = resume
+            && let Some(part) = part_of(transfer, next)?
+        {
+            return Ok(part_response(part));
+        }
+        let slice = self
+            .replica
+            .scope_for(peer, scope, after, limit, max_bytes)
+            .map_err(internal)?;
+        if slice.oversized
+            && let Some(part) = part_of(slice.through, 0)?
+        {
+            return Ok(part_response(part));
+        }
+        Ok(Response::Changes {
+            batch: Batch::new(slice.changes, slice.through),
+            has_more: slice.has_more,
+        })
     }
 
     /// One part of a group too large for one batch: staged, out of sight,
@@ -676,8 +755,23 @@ impl SyncServer {
     /// far ahead are not judged here: they refuse the whole push (422) when
     /// the accepted groups are applied, and the caller retries later.
     fn judge(&self, principal: &Principal, group: &[Change]) -> Result<(), ServiceError> {
+        let mut grants: Vec<(&str, Grant)> = Vec::new();
         for change in group {
-            self.check_collection(principal, &change.collection, Access::Write)?;
+            let at = match grants.iter().position(|(c, _)| *c == change.collection) {
+                Some(at) => at,
+                None => {
+                    let grant =
+                        self.check_collection(principal, &change.collection, Access::Write)?;
+                    grants.push((&change.collection, grant));
+                    grants.len() - 1
+                }
+            };
+            if !grants[at].1.allows(&change.key) {
+                return Err(ServiceError::forbidden(format!(
+                    "{} may not write record {} of collection {:?}",
+                    principal.0, change.key, change.collection
+                )));
+            }
         }
         self.replica
             .check_remote(group)
@@ -697,13 +791,14 @@ impl SyncServer {
         Ok(())
     }
 
-    /// The collection must exist here, be synced, and be allowed to the principal.
+    /// The collection must exist here, be synced, and be granted, in part
+    /// at least, to the principal: what of it is.
     fn check_collection(
         &self,
         principal: &Principal,
         name: &str,
         access: Access,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Grant, ServiceError> {
         match self.replica.collection_config(name) {
             Some(c) if c.sync => {}
             _ => {
@@ -713,17 +808,23 @@ impl SyncServer {
                 ));
             }
         }
-        if !self.access.authorize(principal, name, access) {
-            let verb = match access {
-                Access::Read => "read",
-                Access::Write => "write",
-            };
+        let grant = self.access.grant(principal, name, access);
+        if grant.is_none() {
             return Err(ServiceError::forbidden(format!(
-                "{} may not {verb} collection {name:?}",
-                principal.0
+                "{} may not {} collection {name:?}",
+                principal.0,
+                verb(access)
             )));
         }
-        Ok(())
+        Ok(grant)
+    }
+}
+
+/// How a refusal names an access.
+fn verb(access: Access) -> &'static str {
+    match access {
+        Access::Read => "read",
+        Access::Write => "write",
     }
 }
 
@@ -920,6 +1021,7 @@ fn request_kind(body: &RequestBody) -> RequestKind {
         RequestBody::Hello { .. } => RequestKind::Hello,
         RequestBody::Pull { .. } => RequestKind::Pull,
         RequestBody::PullPart { .. } => RequestKind::PullPart,
+        RequestBody::PullScope { .. } => RequestKind::PullScope,
         RequestBody::Push(_) => RequestKind::Push,
         RequestBody::PushPart { .. } => RequestKind::PushPart,
         RequestBody::Subscribe { .. } => RequestKind::Subscribe,
