@@ -683,6 +683,30 @@ impl Replica {
         self.inner.store.drop_scope(peer, scope, keep)
     }
 
+    /// Drops every scope pulled from `peer` that `keep` does not list (see
+    /// [`Replica::drop_scope`]): the scopes dropped, with how many records
+    /// each took.
+    pub(crate) fn prune_scopes(
+        &self,
+        peer: ReplicaId,
+        keep: &[Scope],
+    ) -> Result<Vec<(Scope, u64)>, StorageError> {
+        let stale: Vec<Scope> = self
+            .inner
+            .store
+            .scope_cursors(peer)?
+            .into_iter()
+            .map(|(scope, _)| scope)
+            .filter(|s| !keep.contains(s))
+            .collect();
+        let mut out = Vec::new();
+        for scope in stale {
+            let dropped = self.inner.store.drop_scope(peer, &scope, keep)?;
+            out.push((scope, dropped));
+        }
+        Ok(out)
+    }
+
     /// The lsn just before the feed group that ends at `end`, if one does.
     pub(crate) fn before_group(&self, end: u64) -> Result<Option<u64>, StorageError> {
         self.inner.store.before_group(end)

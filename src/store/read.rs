@@ -629,6 +629,29 @@ impl Store {
         Ok(table.get(key.as_slice())?.map_or(0, |g| g.value()))
     }
 
+    /// Every scope cursor kept for `peer`.
+    pub(crate) fn scope_cursors(&self, peer: ReplicaId) -> Result<Vec<(Scope, u64)>, StorageError> {
+        let read = self.begin_read()?;
+        let table = match read.open_table(tables::SCOPES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let lo = peer.as_bytes().to_vec();
+        let hi = keys::prefix_end(&lo);
+        let mut out = Vec::new();
+        for entry in table.range(lo.as_slice()..hi.as_slice())? {
+            let (k, v) = entry?;
+            let rest = k
+                .value()
+                .get(16..)
+                .ok_or_else(|| keys::malformed(tables::SCOPES.name(), k.value()))?;
+            let (collection, prefix) = keys::split_record(tables::SCOPES.name(), rest)?;
+            out.push((Scope::prefix(collection, prefix), v.value()));
+        }
+        Ok(out)
+    }
+
     /// The lsn just before the group that ends at `end` (where a walk to
     /// read that group starts), or `None` when `end` ends no group.
     pub(crate) fn before_group(&self, end: u64) -> Result<Option<u64>, StorageError> {

@@ -516,6 +516,14 @@ impl Driver {
                 let now = self.now();
                 self.session.handle_resynced(result, now);
             }
+            Action::PruneScopes { remote, keep } => {
+                let result = self
+                    .blocking(move |r| r.prune_scopes(remote, &keep))
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_pruned(result, now);
+            }
             Action::DropScope {
                 remote,
                 scope,

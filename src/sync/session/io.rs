@@ -126,6 +126,17 @@ pub(crate) enum Action {
         /// The scope the group is of, as for [`Action::Apply`].
         scope: Option<Scope>,
     },
+    /// Drop, in one commit, every scope pulled from `remote` before that
+    /// is no longer asked for (not in `keep`): its records that no scope
+    /// of `keep` covers, and its cursor; then
+    /// [`Session::handle_pruned`] with the scopes dropped and how many
+    /// records each took.
+    PruneScopes {
+        /// The remote.
+        remote: ReplicaId,
+        /// The scopes the engine syncs.
+        keep: Vec<Scope>,
+    },
     /// The remote no longer grants `scope`: in one commit, drop this
     /// replica's records in it that none of `keep` covers (locally, with
     /// no change, so no other replica is affected) and the scope's cursor,

@@ -110,6 +110,8 @@ enum Phase {
     PullCursor,
     /// Waiting for the store to drop a scope's records and cursor.
     DroppingScope,
+    /// Waiting for the store to drop the scopes no longer asked for.
+    Pruning { link: Link },
     /// Waiting for a pull's answer.
     Pulling { after: u64 },
     /// Waiting for a pulled part to be staged.
@@ -730,6 +732,43 @@ impl Session {
             notified: 0,
             heard: now.at,
         };
+        if !self.config.scopes.is_empty() {
+            // Scopes pulled before and no longer asked for go first.
+            self.phase = Phase::Pruning { link };
+            self.actions.push_back(Action::PruneScopes {
+                remote,
+                keep: self.config.scopes.clone(),
+            });
+            return Ok(());
+        }
+        self.linked(link, now);
+        Ok(())
+    }
+
+    /// The result of [`Action::PruneScopes`]: the scopes dropped, and how
+    /// many records each took.
+    pub(crate) fn handle_pruned(&mut self, result: Result<Vec<(Scope, u64)>, SyncError>, now: Now) {
+        let Phase::Pruning { .. } = &self.phase else {
+            return;
+        };
+        let Phase::Pruning { link } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
+        match result {
+            Ok(dropped) => {
+                for (scope, dropped) in dropped {
+                    self.events
+                        .push_back(SyncEvent::ScopeDropped { scope, dropped });
+                }
+                self.linked(link, now);
+            }
+            Err(e) => self.finish(Err(e), now),
+        }
+    }
+
+    /// The handshake is done: subscribe, or go on with the round.
+    fn linked(&mut self, link: Link, now: Now) {
+        let remote = link.remote;
         let subscribe = self.config.live && !self.config.on_demand && self.config.direction.pulls();
         if subscribe {
             self.phase = Phase::SubscribeCursor { link: link.clone() };
@@ -741,7 +780,6 @@ impl Session {
             self.link = Some(link);
             self.next(now);
         }
-        Ok(())
     }
 
     /// Connected, and not waiting out a backoff.

@@ -203,6 +203,14 @@ fn answer(
             };
             session.handle_resynced(result, now);
         }
+        Action::PruneScopes { .. } => {
+            let result = match choice % 4 {
+                0 => Err(storage()),
+                1 => Ok(vec![(Scope::collection("c"), 2)]),
+                _ => Ok(Vec::new()),
+            };
+            session.handle_pruned(result, now);
+        }
         Action::DropScope { .. } => {
             let result = match choice % 4 {
                 0 => Err(storage()),
