@@ -587,7 +587,7 @@ impl Store {
         after: u64,
         budget: u64,
         limit: usize,
-    ) -> Result<Option<Vec<(u64, u64, Vec<u8>)>>, StorageError> {
+    ) -> Result<Option<Vec<ScopeEntry>>, StorageError> {
         let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut seen = 0u64;
         for entry in tables.records.range(range..end)? {
@@ -668,6 +668,10 @@ impl Store {
     }
 }
 
+/// A feed entry of a scope: its lsn, the lsn that ends its group, and its
+/// record key.
+type ScopeEntry = (u64, u64, Vec<u8>);
+
 /// The group end of the live feed entry at `lsn`.
 fn group_of(feed: &ReadOnlyTable<u64, &'static [u8]>, lsn: u64) -> Result<u64, StorageError> {
     let bad = || StorageError::Invalid {
@@ -687,7 +691,7 @@ fn scope_walk(
     range: &[u8],
     after: u64,
     limit: usize,
-) -> Result<Vec<(u64, u64, Vec<u8>)>, StorageError> {
+) -> Result<Vec<ScopeEntry>, StorageError> {
     let mut out = Vec::new();
     rows::walk_feed(&tables.feed, after, |step| {
         if !step.row.is_marker() && step.row.record.as_bytes().starts_with(range) {

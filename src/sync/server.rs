@@ -109,7 +109,7 @@ pub struct SyncServer {
     /// The callers bootstrapping (a pull from 0), and the lsn that was last
     /// when each began: until their cursor reaches it, they get
     /// everything, their own changes included.
-    bootstraps: Arc<Mutex<HashMap<(ReplicaId, Option<Scope>), u64>>>,
+    bootstraps: Arc<Mutex<HashMap<Bootstrap, u64>>>,
     /// Where each caller last pulled from and when, since the last time
     /// they were written to `served-3` (every `collect_every`).
     served: Arc<Mutex<HashMap<ReplicaId, crate::ServedState>>>,
@@ -119,6 +119,10 @@ pub struct SyncServer {
     /// Drain state shared by the server's clones ([`SyncServer::drain`]).
     drain: Arc<Drain>,
 }
+
+/// A caller bootstrapping: its id, and the scope it pulls (`None`: whole
+/// collections).
+type Bootstrap = (ReplicaId, Option<Scope>);
 
 /// What [`SyncServer::drain`] needs: whether the server drains, and how
 /// many exchanges are in flight.
