@@ -21,7 +21,10 @@ use syncline::{
 /// Grants that a test changes while the hub runs: principal (the token)
 /// -> (read, write) prefixes of `todos`.
 #[derive(Debug, Default, Clone)]
-struct Grants(Arc<Mutex<HashMap<String, (Vec<Key>, Vec<Key>)>>>);
+struct Grants(Arc<Mutex<HashMap<String, ReadWrite>>>);
+
+/// The read and the write prefixes of one principal.
+type ReadWrite = (Vec<Key>, Vec<Key>);
 
 impl Grants {
     fn set(&self, who: &str, read: &[&str], write: &[&str]) {
