@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redb::Database;
 use redb::backends::InMemoryBackend;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::clock::{Stamp, SystemTimeSource, TimeSource};
 use crate::collection::Collection;
@@ -155,6 +155,10 @@ struct Inner {
     /// One note per commit that stored changes, for the sync engine and
     /// the server's subscriptions: they only need to wake.
     commits: broadcast::Sender<CommitNote>,
+    /// The lsn of the last commit that stored changes: what the server's
+    /// subscriptions wait on. A watch, so a burst of commits wakes each
+    /// subscription once (they coalesce), however many there are.
+    head: watch::Sender<u64>,
     /// Serializes automerge writes (read the document, change, commit).
     #[cfg(feature = "automerge")]
     automerge: Mutex<()>,
@@ -322,6 +326,7 @@ impl Replica {
         }
         let (events, _) = broadcast::channel(config.watch_capacity.max(1));
         let (commits, _) = broadcast::channel(COMMIT_NOTES);
+        let head = watch::Sender::new(opened.store.lock().lsn);
         Ok(Self {
             inner: Arc::new(Inner {
                 store: opened.store,
@@ -329,6 +334,7 @@ impl Replica {
                 collections: RwLock::new(collections),
                 events,
                 commits,
+                head,
                 config,
                 #[cfg(feature = "automerge")]
                 automerge: Mutex::new(()),
@@ -768,6 +774,17 @@ impl Replica {
     pub(crate) fn note_commit(&self, note: CommitNote) {
         // No receivers is fine: no engine or subscription runs.
         let _ = self.inner.commits.send(note);
+        self.inner.head.send_if_modified(|head| {
+            let moved = note.lsn > *head;
+            *head = (*head).max(note.lsn);
+            moved
+        });
+    }
+
+    /// The lsn of the last commit that stored changes, as a watch: a
+    /// waiter wakes once however many commits happened since it looked.
+    pub(crate) fn head(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
     }
 
     /// A receiver of a note per commit that stores changes, from now on.

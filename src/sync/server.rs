@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 use syncline_transport::{BoxFuture, Frame, PeerInfo, RefusalCode, Service, ServiceError};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use tracing::field::{Empty, display};
@@ -932,10 +931,14 @@ impl SyncServer {
                 principal.0
             )));
         }
-        let (tx, rx) = mpsc::channel(16);
-        // Commit notes, not change events: waking costs nothing per change.
-        let mut commits = self.replica.commit_notes();
-        let replica = self.replica.clone();
+        // A notification carries only the head, so a few frames in flight
+        // are plenty.
+        let (tx, rx) = mpsc::channel(4);
+        // The feed's head, as a watch: however many commits happen while
+        // this task waits or sends, it wakes once and sends the latest
+        // head (notifications coalesce; a write never queues a frame per
+        // subscriber per commit).
+        let mut head = self.replica.head();
         let heartbeat = self.config.heartbeat;
         let mut draining = self.drain.draining.subscribe();
         // Counted until the task ends, however it ends.
@@ -947,7 +950,7 @@ impl SyncServer {
                 let mut sent = after;
                 let mut beat = false;
                 loop {
-                    let last = replica.last_lsn();
+                    let last = *head.borrow_and_update();
                     if last > sent || beat {
                         let frame = Frame::from(protocol::encode(&Notify { last_lsn: last }));
                         let len = frame.len() as u64;
@@ -965,9 +968,8 @@ impl SyncServer {
                         // Draining: end the stream (the transport ends the
                         // client's subscription when `tx` drops).
                         _ = draining.wait_for(|d| *d) => break,
-                        note = commits.recv() => match note {
-                            Ok(_) | Err(RecvError::Lagged(_)) => {}
-                            Err(RecvError::Closed) => break,
+                        changed = head.changed() => if changed.is_err() {
+                            break; // the replica is gone
                         },
                         () = sleep_for(heartbeat) => beat = true,
                     }
