@@ -191,6 +191,105 @@ pub fn connect(url: &str, config: &ConnectConfig) -> Result<Arc<dyn Connector>, 
     }
 }
 
+/// A connector that fails over: it connects to the first of its
+/// connectors that answers, starting from the one that answered last, and
+/// moves on to the next when one is unreachable. For clients of several
+/// hubs that peer with each other ([`connect_any`]).
+///
+/// The engine on top sees another remote when it moves: it keeps a pull
+/// and a push cursor per hub (a hub it never synced with starts from
+/// zero: a bootstrap of what the client asks for, its own changes sent
+/// again as duplicates), and goes back to a hub's cursors when it returns.
+#[derive(Debug)]
+pub struct Failover {
+    connectors: Vec<Arc<dyn Connector>>,
+    /// The connector that answered last.
+    current: std::sync::atomic::AtomicUsize,
+    addr: String,
+}
+
+impl Failover {
+    /// Fails over among `connectors`, in order. Panics if there is none.
+    pub fn new(connectors: Vec<Arc<dyn Connector>>) -> Self {
+        assert!(!connectors.is_empty(), "a failover needs a connector");
+        let addr = connectors
+            .iter()
+            .map(|c| c.addr())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self {
+            connectors,
+            current: std::sync::atomic::AtomicUsize::new(0),
+            addr,
+        }
+    }
+
+    /// The index of the connector that answered last (the first at start).
+    pub fn current(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Connector for Failover {
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn connect(
+        &self,
+    ) -> syncline_transport::BoxFuture<
+        '_,
+        Result<Box<dyn syncline_transport::Connection>, TransportError>,
+    > {
+        Box::pin(async move {
+            let start = self.current();
+            let count = self.connectors.len();
+            let mut last = None;
+            for step in 0..count {
+                let at = (start + step) % count;
+                match self.connectors[at].connect().await {
+                    Ok(connection) => {
+                        if at != start {
+                            tracing::info!(
+                                from = self.connectors[start].addr(),
+                                to = self.connectors[at].addr(),
+                                "failed over"
+                            );
+                        }
+                        self.current.store(at, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(connection);
+                    }
+                    Err(e) => {
+                        tracing::debug!(addr = self.connectors[at].addr(), error = %e, "unreachable");
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| TransportError::network("no connector")))
+        })
+    }
+}
+
+/// A connector for several hubs that peer with each other: the URLs in
+/// order of preference, each as [`connect`] takes it, behind a
+/// [`Failover`]. Fails if any URL does.
+pub fn connect_any(
+    urls: &[&str],
+    config: &ConnectConfig,
+) -> Result<Arc<dyn Connector>, ConnectError> {
+    let connectors = urls
+        .iter()
+        .map(|url| connect(url, config))
+        .collect::<Result<Vec<_>, _>>()?;
+    if connectors.is_empty() {
+        return Err(ConnectError::InvalidUrl {
+            url: String::new(),
+            reason: "no URL given".to_owned(),
+        });
+    }
+    Ok(Arc::new(Failover::new(connectors)))
+}
+
 /// Why [`sync_once`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -97,7 +97,10 @@ pub use access::{
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
 pub use collection::{Collection, RecordCounts, Scan};
-pub use connect::{ConnectConfig, ConnectError, SyncOnceError, connect, sync_once, sync_once_with};
+pub use connect::{
+    ConnectConfig, ConnectError, Failover, SyncOnceError, connect, connect_any, sync_once,
+    sync_once_with,
+};
 pub use error::{
     ApplyError, CollectionNameError, ConfigError, Error, ForeignReason, Inconsistency,
     InvalidReason, KeyError, OpenError, ReadError, StorageError, WriteError,
