@@ -22,6 +22,12 @@ use syncline_transport::TransportError;
 /// released once the last handle is dropped and the last connection has
 /// closed and drained.
 ///
+/// Every server's replies arrive at this one socket: open thousands of
+/// connections in waves (tens of handshakes at a time), as a burst of a few
+/// hundred handshakes overflows a default UDP receive buffer (about 200 KiB
+/// on Linux) and lost handshake packets are resent only after a second or
+/// more.
+///
 /// An IPv4 endpoint reaches IPv4 servers only. An IPv6 endpoint on the
 /// unspecified address (`[::]`) is made dual-stack where the system allows,
 /// and then also reaches IPv4 servers; one on a specific IPv6 address reaches
