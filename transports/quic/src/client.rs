@@ -1,11 +1,12 @@
-//! The client side: a connector that opens QUIC connections to one server, and
-//! the connection that runs exchanges and subscriptions on streams.
+//! The client side: a connector that opens QUIC connections to one server from
+//! one UDP socket, and the connection that runs exchanges and subscriptions on
+//! streams.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use quinn::{RecvStream, SendStream, VarInt};
+use quinn::{ConnectError, RecvStream, SendStream, VarInt};
 use rustls::pki_types::ServerName;
 use syncline_transport::{
     BoxFuture, Connection, Connector, Frame, FrameCodec, Limits, Subscription, TransportError,
@@ -13,6 +14,7 @@ use syncline_transport::{
 use tokio::sync::mpsc;
 
 use crate::config::QuicClientConfig;
+use crate::endpoint::{QuicClientEndpoint, require_runtime};
 use crate::error::{
     CLOSE_BY_CLIENT, STREAM_CANCELLED, connect_failed, connection_lost, is_stopped, refine,
 };
@@ -21,9 +23,15 @@ use crate::wire::{self, Reply, RequestKind};
 /// Connects to one QUIC server: its socket address, and the name its
 /// certificate must carry (unless the client pins the certificate).
 ///
-/// Each [`connect`](Connector::connect) opens a new QUIC connection from its
-/// own UDP socket; one connection carries any number of concurrent exchanges
-/// and subscriptions, one stream each.
+/// Every connection a connector opens comes from one UDP socket, its
+/// [`QuicClientEndpoint`]: by default its own, bound on the first
+/// [`connect`](Connector::connect) and kept for every later connection and
+/// reconnection; or one given to [`with_endpoint`](QuicConnector::with_endpoint)
+/// and shared with other connectors. One connection carries any number of
+/// concurrent exchanges and subscriptions, one stream each.
+///
+/// Connections keep their endpoint alive: they outlive the connector, and
+/// closing one leaves the endpoint and the other connections open.
 #[derive(Debug)]
 pub struct QuicConnector {
     server_addr: SocketAddr,
@@ -32,11 +40,14 @@ pub struct QuicConnector {
     quinn_config: quinn::ClientConfig,
     codec: FrameCodec,
     connect_timeout: Duration,
+    endpoint: EndpointSlot,
 }
 
 impl QuicConnector {
     /// A connector to the server at `server_addr` whose certificate names
-    /// `server_name` (a DNS name or an IP address).
+    /// `server_name` (a DNS name or an IP address), from a UDP socket of its
+    /// own that it binds on its first connect (on `0.0.0.0` or `[::]`, as
+    /// the server's address is IPv4 or IPv6, and a free port).
     ///
     /// Fails with [`TransportError::Local`] if `server_name` is not a valid
     /// name or the TLS configuration cannot be built.
@@ -45,7 +56,42 @@ impl QuicConnector {
         server_name: impl Into<String>,
         config: QuicClientConfig,
     ) -> Result<Self, TransportError> {
-        let server_name = server_name.into();
+        Self::build(
+            server_addr,
+            server_name.into(),
+            config,
+            EndpointSlot::Own(Mutex::new(None)),
+        )
+    }
+
+    /// A connector to the server at `server_addr` whose certificate names
+    /// `server_name`, opening its connections from `endpoint`, which any
+    /// number of other connectors may share.
+    ///
+    /// Fails with [`TransportError::Local`] if `server_name` is not a valid
+    /// name, the TLS configuration cannot be built, or `endpoint` cannot reach
+    /// the server's address family (an IPv4 endpoint and an IPv6 server, say).
+    pub fn with_endpoint(
+        endpoint: QuicClientEndpoint,
+        server_addr: SocketAddr,
+        server_name: impl Into<String>,
+        config: QuicClientConfig,
+    ) -> Result<Self, TransportError> {
+        endpoint.check_reaches(server_addr)?;
+        Self::build(
+            server_addr,
+            server_name.into(),
+            config,
+            EndpointSlot::Shared(endpoint),
+        )
+    }
+
+    fn build(
+        server_addr: SocketAddr,
+        server_name: String,
+        config: QuicClientConfig,
+        endpoint: EndpointSlot,
+    ) -> Result<Self, TransportError> {
         if ServerName::try_from(server_name.as_str()).is_err() {
             return Err(TransportError::Local {
                 reason: format!("{server_name:?} is not a valid TLS server name"),
@@ -58,6 +104,7 @@ impl QuicConnector {
             quinn_config: config.quinn_config()?,
             codec: FrameCodec::new(config.limits()),
             connect_timeout: config.connect_timeout(),
+            endpoint,
         })
     }
 
@@ -76,25 +123,17 @@ impl QuicConnector {
         self.codec.limits()
     }
 
+    /// The local address of the UDP socket connections come from; `None`
+    /// before the first connect of a connector that binds its own.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.endpoint {
+            EndpointSlot::Own(slot) => lock(slot).as_ref().map(QuicClientEndpoint::local_addr),
+            EndpointSlot::Shared(endpoint) => Some(endpoint.local_addr()),
+        }
+    }
+
     async fn open(&self) -> Result<QuicConnection, TransportError> {
-        let bind: SocketAddr = if self.server_addr.is_ipv6() {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let endpoint = quinn::Endpoint::client(bind).map_err(|error| TransportError::Local {
-            reason: format!("cannot open a UDP socket on {bind}: {error}"),
-        })?;
-        let connecting = endpoint
-            .connect_with(
-                self.quinn_config.clone(),
-                self.server_addr,
-                &self.server_name,
-            )
-            .map_err(|error| TransportError::Connect {
-                addr: self.addr.to_string(),
-                reason: error.to_string(),
-            })?;
+        let (endpoint, connecting) = self.start_handshake()?;
         let connection = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => return Err(connect_failed(&self.addr, &error)),
@@ -115,6 +154,80 @@ impl QuicConnector {
             addr: self.addr.clone(),
         })
     }
+
+    /// Starts a connection's handshake from the connector's endpoint, binding
+    /// it first if the connector has none yet.
+    ///
+    /// An endpoint stops for good when the runtime that ran its task shuts
+    /// down; the connector's own endpoint is then bound again, in the current
+    /// runtime, while a shared one is the caller's to replace.
+    fn start_handshake(&self) -> Result<(quinn::Endpoint, quinn::Connecting), TransportError> {
+        // quinn spawns the connection's task on the current runtime.
+        require_runtime("QuicConnector::connect")?;
+        match &self.endpoint {
+            EndpointSlot::Shared(endpoint) => match self.start_from(endpoint) {
+                Err(ConnectError::EndpointStopping) => Err(TransportError::Local {
+                    reason: format!(
+                        "the shared client endpoint on {} has stopped (the runtime that bound \
+                         it has shut down)",
+                        endpoint.local_addr()
+                    ),
+                }),
+                started => self.started(endpoint, started),
+            },
+            EndpointSlot::Own(slot) => {
+                // Held while starting, so that concurrent first connects bind
+                // one endpoint between them.
+                let mut slot = lock(slot);
+                if let Some(endpoint) = slot.as_ref() {
+                    match self.start_from(endpoint) {
+                        Err(ConnectError::EndpointStopping) => {}
+                        started => return self.started(endpoint, started),
+                    }
+                }
+                let endpoint = slot.insert(QuicClientEndpoint::for_server(self.server_addr)?);
+                let started = self.start_from(endpoint);
+                self.started(endpoint, started)
+            }
+        }
+    }
+
+    fn start_from(&self, endpoint: &QuicClientEndpoint) -> Result<quinn::Connecting, ConnectError> {
+        endpoint.quinn().connect_with(
+            self.quinn_config.clone(),
+            self.server_addr,
+            &self.server_name,
+        )
+    }
+
+    fn started(
+        &self,
+        endpoint: &QuicClientEndpoint,
+        started: Result<quinn::Connecting, ConnectError>,
+    ) -> Result<(quinn::Endpoint, quinn::Connecting), TransportError> {
+        match started {
+            Ok(connecting) => Ok((endpoint.quinn().clone(), connecting)),
+            Err(error) => Err(TransportError::Connect {
+                addr: self.addr.to_string(),
+                reason: error.to_string(),
+            }),
+        }
+    }
+}
+
+/// Where a connector's connections come from.
+#[derive(Debug)]
+enum EndpointSlot {
+    /// The connector's own endpoint, bound on the first connect.
+    Own(Mutex<Option<QuicClientEndpoint>>),
+    /// An endpoint the caller shares among connectors.
+    Shared(QuicClientEndpoint),
+}
+
+/// Locks a connector's own endpoint slot. A panic while it was held left
+/// either no endpoint or a whole one, so a poisoned lock is still usable.
+fn lock(slot: &Mutex<Option<QuicClientEndpoint>>) -> MutexGuard<'_, Option<QuicClientEndpoint>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Connector for QuicConnector {
@@ -134,7 +247,8 @@ impl Connector for QuicConnector {
 #[derive(Debug)]
 struct QuicConnection {
     connection: quinn::Connection,
-    /// Owns the UDP socket; kept for as long as the connection.
+    /// A handle on the UDP socket, shared with the connector and its other
+    /// connections; kept for as long as the connection.
     _endpoint: quinn::Endpoint,
     codec: FrameCodec,
     addr: Arc<str>,

@@ -65,6 +65,17 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
+//! # Sockets
+//!
+//! A server listens on one UDP socket for all its clients. A connector, too,
+//! opens all its connections (and reconnections) from one UDP socket, which
+//! it binds on its first connect. To share one socket among many connectors,
+//! bind a [`QuicClientEndpoint`] and give it to each with
+//! [`QuicConnector::with_endpoint`]: a process that syncs with several hubs,
+//! or a load test holding thousands of client connections, then uses one UDP
+//! port. Connections keep their socket alive; it is released once the last
+//! connector, endpoint handle and connection using it are gone.
+//!
 //! A hub that should keep its development certificate (and so its
 //! fingerprint) across restarts keeps it in PEM files next to its database
 //! with [`Identity::load_or_generate`]. For a deployment, load a certificate
@@ -125,6 +136,7 @@
 
 mod client;
 mod config;
+mod endpoint;
 mod error;
 mod server;
 mod wire;
@@ -134,6 +146,7 @@ pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEP_ALIVE,
     DEFAULT_MAX_CONCURRENT_STREAMS, QuicClientConfig, QuicServerConfig,
 };
+pub use endpoint::QuicClientEndpoint;
 pub use server::QuicServer;
 pub use syncline_transport::tls::{
     ClientAuth, Fingerprint, Identity, Material, ParseFingerprintError, SelfSigned, ServerTrust,
