@@ -16,6 +16,10 @@
 //!   each other client committed it (p50, p99, max), ten writes;
 //! - the hub's CPU per change delivered in that phase (`utime + stime`).
 //!
+//! QUIC runs twice: each client with its own UDP socket (`quic`, as
+//! clients in processes of their own), and every client of the driver on
+//! one shared `QuicClientEndpoint` (`quic-shared`).
+//!
 //! Then, in-process over the loopback transport, N raw subscriptions
 //! (10,000 by default): the process's memory per subscription (an upper
 //! bound of the hub's: it counts the client ends too) and the time for one
@@ -40,7 +44,7 @@ use syncline::protocol::{self, PROTOCOL_VERSION, Request, RequestBody};
 use syncline::transport::Limits;
 use syncline::transport::http::{HttpServer, HttpServerConfig};
 use syncline::transport::loopback::LoopbackNetwork;
-use syncline::transport::quic::{QuicServer, QuicServerConfig, SelfSigned};
+use syncline::transport::quic::{QuicClientEndpoint, QuicServer, QuicServerConfig, SelfSigned};
 use syncline::{
     CollectionConfig, ConnectConfig, Replica, ReplicaConfig, ReplicaId, Status, SyncConfig,
     SyncEngine, SyncServer, Value,
@@ -184,12 +188,25 @@ struct Row {
 /// N engines against the hub at `url`.
 async fn clients(url: &str, transport: &'static str, n: usize, hub_pid: u32) -> Row {
     let before = status_kib(hub_pid, "VmRSS:");
+    // "quic": a UDP socket per client, as clients in processes of their
+    // own have; "quic-shared": every client of this process on one.
+    let mut connect = ConnectConfig::new();
+    if transport == "quic-shared" {
+        let addr: SocketAddr = url
+            .trim_start_matches("quic://")
+            .split('?')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        connect = connect.with_quic_endpoint(QuicClientEndpoint::for_server(addr).unwrap());
+    }
     let started = Instant::now();
     let mut engines = Vec::with_capacity(n);
     for _ in 0..n {
         let replica = Replica::in_memory(ReplicaConfig::default()).unwrap();
         define(&replica);
-        let connector = syncline::connect(url, &ConnectConfig::new()).unwrap();
+        let connector = syncline::connect(url, &connect).unwrap();
         let engine = SyncEngine::start(replica.clone(), connector, SyncConfig::default());
         engines.push((replica, engine));
     }
@@ -391,12 +408,12 @@ fn driver() {
     let rt = runtime();
     let ns = list("SYNCLINE_LOAD_N", &[10, 100, 1000]);
     let mut rows = Vec::new();
-    for transport in ["quic", "http"] {
+    for transport in ["quic", "quic-shared", "http"] {
         for &n in &ns {
             // A fresh hub per row, so that each row's memory is its own.
             let dir = tempfile::tempdir().unwrap();
             let mut hub = start_hub(dir.path());
-            let url = if transport == "quic" {
+            let url = if transport.starts_with("quic") {
                 hub.quic.clone()
             } else {
                 hub.http.clone()

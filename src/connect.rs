@@ -30,6 +30,8 @@ pub struct ConnectConfig {
     trust: Option<syncline_transport::tls::ServerTrust>,
     #[cfg(feature = "loopback")]
     network: Option<syncline_loopback::LoopbackNetwork>,
+    #[cfg(feature = "quic")]
+    quic_endpoint: Option<syncline_quic::QuicClientEndpoint>,
     name: Option<String>,
 }
 
@@ -83,6 +85,17 @@ impl ConnectConfig {
     #[cfg(feature = "loopback")]
     pub fn with_network(mut self, network: syncline_loopback::LoopbackNetwork) -> Self {
         self.network = Some(network);
+        self
+    }
+
+    /// The UDP socket `quic://` connectors share (default: each connector
+    /// binds its own on its first connect, and shares it among its
+    /// connections). One endpoint for many connectors keeps a process
+    /// that syncs with many hubs, or a load test of thousands of clients,
+    /// on one socket.
+    #[cfg(feature = "quic")]
+    pub fn with_quic_endpoint(mut self, endpoint: syncline_quic::QuicClientEndpoint) -> Self {
+        self.quic_endpoint = Some(endpoint);
         self
     }
 
@@ -481,7 +494,10 @@ fn quic(url: &SyncUrl<'_>, config: &ConnectConfig) -> Result<Arc<dyn Connector>,
     if let Some(timeout) = config.connect_timeout {
         quic = quic.with_connect_timeout(timeout);
     }
-    Ok(Arc::new(QuicConnector::new(addr, server_name, quic)?))
+    Ok(Arc::new(match &config.quic_endpoint {
+        Some(endpoint) => QuicConnector::with_endpoint(endpoint.clone(), addr, server_name, quic)?,
+        None => QuicConnector::new(addr, server_name, quic)?,
+    }))
 }
 
 #[cfg(not(feature = "quic"))]
