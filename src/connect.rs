@@ -109,9 +109,7 @@ pub enum ConnectError {
         reason: String,
     },
     /// No transport serves this scheme.
-    #[error(
-        "unknown scheme {scheme:?} in {url:?} (quic://, http://, https:// or loopback://)"
-    )]
+    #[error("unknown scheme {scheme:?} in {url:?} (quic://, http://, https:// or loopback://)")]
     UnknownScheme {
         /// The URL.
         url: String,
@@ -311,7 +309,10 @@ impl<'a> SyncUrl<'a> {
                 reason: if known.is_empty() {
                     format!("unexpected query parameter {name:?}")
                 } else {
-                    format!("unknown query parameter {name:?} (known: {})", known.join(", "))
+                    format!(
+                        "unknown query parameter {name:?} (known: {})",
+                        known.join(", ")
+                    )
                 },
             }),
             None => Ok(()),
@@ -443,10 +444,7 @@ fn http(url: &SyncUrl<'_>, _: &ConnectConfig) -> Result<Arc<dyn Connector>, Conn
 }
 
 #[cfg(feature = "loopback")]
-fn loopback(
-    url: &SyncUrl<'_>,
-    config: &ConnectConfig,
-) -> Result<Arc<dyn Connector>, ConnectError> {
+fn loopback(url: &SyncUrl<'_>, config: &ConnectConfig) -> Result<Arc<dyn Connector>, ConnectError> {
     use syncline_loopback::LoopbackNetwork;
 
     url.only_params(&[])?;
@@ -497,7 +495,13 @@ mod tests {
     #[test]
     fn quic_urls_need_a_pin_and_take_no_unknown_parameter() {
         let pin = "ab".repeat(32);
-        assert!(connect(&format!("quic://127.0.0.1:4433?pin={pin}"), &ConnectConfig::new()).is_ok());
+        assert!(
+            connect(
+                &format!("quic://127.0.0.1:4433?pin={pin}"),
+                &ConnectConfig::new()
+            )
+            .is_ok()
+        );
         assert!(
             connect(
                 &format!("quic://[::1]:4433?pin={pin}&server_name=localhost"),

@@ -311,7 +311,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn optional_duration<'de, D: Deserializer<'de>>(
@@ -337,9 +339,7 @@ fn history<'de, D: Deserializer<'de>>(d: D) -> Result<History, D::Error> {
         Raw::Count(n) => Ok(History::Last(n)),
         Raw::Text(t) if t == "merge" => Ok(History::Merge),
         Raw::Text(t) => parse_duration(&t).map(History::For).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "history is \"merge\", a count or a duration: {e}"
-            ))
+            serde::de::Error::custom(format!("history is \"merge\", a count or a duration: {e}"))
         }),
     }
 }
@@ -387,8 +387,8 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("line 5") && e.contains("heartbeat"), "{e}");
 
-        let e = load("database = \"hub.redb\"\n[listen]\n[[collection]]\nname = \"a\"\n")
-            .unwrap_err();
+        let e =
+            load("database = \"hub.redb\"\n[listen]\n[[collection]]\nname = \"a\"\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("at least one"), "{e}");
     }
 

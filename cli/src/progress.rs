@@ -127,7 +127,10 @@ impl Progress {
                 bar.set_message(format!("{pulled} changes, {rate}/s"));
             }
             View::Lines(out) => {
-                if self.last_line.is_none_or(|t| now.duration_since(t) >= LINE_EVERY) {
+                if self
+                    .last_line
+                    .is_none_or(|t| now.duration_since(t) >= LINE_EVERY)
+                {
                     self.last_line = Some(now);
                     let _ = writeln!(
                         out,

@@ -111,9 +111,15 @@ pub(crate) async fn run(config_path: &Path) -> Result<u8, Failure> {
 
     let signal = shutdown_signal().await;
     tracing::info!(signal, "draining");
-    let grace = config.server.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let grace = config
+        .server
+        .shutdown_grace
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
     if tokio::time::timeout(grace, server.drain()).await.is_err() {
-        tracing::warn!(?grace, "exchanges still in flight after the grace; cutting them");
+        tracing::warn!(
+            ?grace,
+            "exchanges still in flight after the grace; cutting them"
+        );
     }
     for s in http_servers {
         s.shutdown().await;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use syncline::{
-    CollectionConfig, ConnectConfig, MergePolicy, Replica, ReplicaConfig, SyncConfig,
-    SyncEngine, SyncEvent,
+    CollectionConfig, ConnectConfig, MergePolicy, Replica, ReplicaConfig, SyncConfig, SyncEngine,
+    SyncEvent,
 };
 use tokio::sync::broadcast::error::RecvError;
 

@@ -139,11 +139,7 @@ impl Collection {
     }
 
     /// Sets a record; durable when it returns.
-    pub fn put(
-        &self,
-        key: impl Into<Key>,
-        value: impl Into<Value>,
-    ) -> Result<Written, WriteError> {
+    pub fn put(&self, key: impl Into<Key>, value: impl Into<Value>) -> Result<Written, WriteError> {
         let mut txn = self.replica.transaction();
         txn.put(&self.name, key, value);
         single(txn.commit()?)
@@ -243,6 +239,18 @@ impl Collection {
             if let Some(value) = state.value {
                 out.push((key, value));
             }
+            scan.limit.is_none_or(|n| out.len() < n)
+        })?;
+        Ok(out)
+    }
+
+    /// Records in a key range or prefix, tombstones included, with their
+    /// merged states: [`Collection::scan`] for tools that page through
+    /// every record (the limit counts tombstones too).
+    pub fn records(&self, scan: Scan) -> Result<Vec<(Key, RecordState)>, ReadError> {
+        let mut out = Vec::new();
+        self.scan_states(&scan, |key, state| {
+            out.push((key, state));
             scan.limit.is_none_or(|n| out.len() < n)
         })?;
         Ok(out)
