@@ -39,7 +39,7 @@ use crate::clock::{Hlc, Stamp};
 use crate::error::{ForeignReason, OpenError, StorageError};
 use crate::model::{CollectionConfig, ReplicaId};
 use rows::Origins;
-use tables::{COLLECTIONS, FEED, FORMAT_VERSION, FeedRow, LOG, META, ORIGINS, PEERS, RECORDS};
+use tables::{COLLECTIONS, FEED, FeedRow, LOG, META, ORIGINS, PEERS, RECORDS};
 
 pub use commit::ApplyReport;
 pub(crate) use commit::{Durability as CommitDurability, LocalOp, Received, Refused};
@@ -49,7 +49,7 @@ pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 pub use read::{Conflict, FeedEntry};
 pub(crate) use stats::compact_file;
 pub use stats::{CollectionStats, StorageStats, TableStats};
-pub use tables::{PeerState, ServedState};
+pub use tables::{FORMAT_VERSION, PeerState, ServedState};
 use validate::check_value;
 pub(crate) use validate::{Collections, Limits, check_key, check_local, check_remote};
 pub use verify::{Difference, DifferenceKind, VerifyReport};

@@ -15,7 +15,8 @@ use crate::error::{Inconsistency, StorageError};
 use crate::model::{Change, Key, Op, ReplicaId};
 use crate::value::Value;
 
-/// The on-disk format this build reads and writes.
+/// The on-disk format this build reads and writes (`syncline inspect`
+/// shows it).
 ///
 /// - 1: the first layout: tuple keys, and an `ids-1` index from change id
 ///   to lsn.
@@ -26,7 +27,7 @@ use crate::value::Value;
 ///   collection asks for); origins are interned to small numbers; the feed
 ///   holds one entry per record, at its latest lsn, so a pull reads current
 ///   state. Opening a format 1 or 2 file upgrades it ([`super::upgrade`]).
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// `meta-1`: name -> raw bytes.
 ///
