@@ -154,7 +154,7 @@ pub(crate) enum ImportError {
         /// The line.
         line: u64,
         /// Why.
-        source: WriteError,
+        source: Box<WriteError>,
     },
     /// The input could not be read.
     #[error("line {line}: reading the input: {source}")]
@@ -172,7 +172,7 @@ pub(crate) enum ImportError {
         /// Its last line.
         last: u64,
         /// The error.
-        source: WriteError,
+        source: Box<WriteError>,
     },
 }
 
@@ -372,14 +372,14 @@ impl Import {
         if let Err(source) = txn.check() {
             return Err(self.at_fault(&batch).unwrap_or(ImportError::Refused {
                 line: batch.first().map_or(last, |(n, _)| *n),
-                source,
+                source: Box::new(source),
             }));
         }
         let first = batch.first().map_or(last, |(n, _)| *n);
         txn.commit().map_err(|source| ImportError::Commit {
             first,
             last,
-            source,
+            source: Box::new(source),
         })?;
         self.written += batch.len() as u64;
         self.deletes += std::mem::take(&mut self.batch_deletes);
@@ -397,7 +397,7 @@ impl Import {
             }
             one.check().err().map(|source| ImportError::Refused {
                 line: *number,
-                source,
+                source: Box::new(source),
             })
         })
     }
