@@ -5,7 +5,7 @@ use std::fmt;
 
 use syncline_transport::PeerInfo;
 
-use crate::model::{Change, ReplicaId};
+use crate::model::{Change, Key, ReplicaId, Scope};
 
 /// Who a caller is, as decided by [`AccessControl::authenticate`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -63,10 +63,69 @@ pub trait AccessControl: Send + Sync + fmt::Debug {
     /// Decides who the caller is, or refuses it.
     fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, AuthError>;
 
-    /// Whether `principal` may read or write `collection`. Allows all by default.
+    /// Whether `principal` may read or write `collection`, or some part of
+    /// it. Allows all by default.
     fn authorize(&self, principal: &Principal, collection: &str, access: Access) -> bool {
         let _ = (principal, collection, access);
         true
+    }
+
+    /// Which records of `collection` `principal` may read or write: all,
+    /// those under some key prefixes, or none. By default the whole
+    /// collection when [`AccessControl::authorize`] allows it, none
+    /// otherwise. A server sends a caller only the records its read grant
+    /// covers, serves a scope only when the grant covers all of it, and
+    /// refuses a pushed transaction with a change outside the write grant
+    /// (that transaction alone, with a verdict).
+    fn grant(&self, principal: &Principal, collection: &str, access: Access) -> Grant {
+        if self.authorize(principal, collection, access) {
+            Grant::All
+        } else {
+            Grant::none()
+        }
+    }
+}
+
+/// The records of one collection a principal may read or write
+/// ([`AccessControl::grant`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// Every record.
+    All,
+    /// The records whose key starts with one of these prefixes (none:
+    /// no record).
+    Prefixes(Vec<Key>),
+}
+
+impl Grant {
+    /// No record.
+    pub fn none() -> Self {
+        Self::Prefixes(Vec::new())
+    }
+
+    /// Whether no record is granted.
+    pub fn is_none(&self) -> bool {
+        matches!(self, Self::Prefixes(p) if p.is_empty())
+    }
+
+    /// Whether the record with `key` is granted.
+    pub fn allows(&self, key: &Key) -> bool {
+        match self {
+            Self::All => true,
+            Self::Prefixes(prefixes) => prefixes
+                .iter()
+                .any(|p| key.as_bytes().starts_with(p.as_bytes())),
+        }
+    }
+
+    /// Whether every record under `prefix` is granted.
+    pub fn covers(&self, prefix: &Key) -> bool {
+        match self {
+            Self::All => true,
+            Self::Prefixes(prefixes) => prefixes
+                .iter()
+                .any(|p| prefix.as_bytes().starts_with(p.as_bytes())),
+        }
     }
 }
 
@@ -132,13 +191,16 @@ impl AccessControl for AllowAll {
     }
 }
 
-/// A set of collections.
+/// A set of collections, or of parts of collections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Collections {
     /// Every collection.
     All,
     /// These collections only (empty: none).
     Only(BTreeSet<String>),
+    /// These scopes only: whole collections ([`Scope::collection`]) or the
+    /// records under a key prefix ([`Scope::prefix`]).
+    Scopes(Vec<Scope>),
 }
 
 impl Collections {
@@ -152,10 +214,27 @@ impl Collections {
         Self::Only(names.into_iter().map(Into::into).collect())
     }
 
-    fn contains(&self, name: &str) -> bool {
+    /// These scopes.
+    pub fn scopes<I: IntoIterator<Item = Scope>>(scopes: I) -> Self {
+        Self::Scopes(scopes.into_iter().collect())
+    }
+
+    /// The part of `collection` in the set.
+    pub fn grant(&self, collection: &str) -> Grant {
         match self {
-            Self::All => true,
-            Self::Only(set) => set.contains(name),
+            Self::All => Grant::All,
+            Self::Only(set) if set.contains(collection) => Grant::All,
+            Self::Only(_) => Grant::none(),
+            Self::Scopes(scopes) => {
+                let mut prefixes = Vec::new();
+                for s in scopes.iter().filter(|s| s.collection == collection) {
+                    if s.is_whole() {
+                        return Grant::All;
+                    }
+                    prefixes.push(s.prefix.clone());
+                }
+                Grant::Prefixes(prefixes)
+            }
         }
     }
 }
@@ -250,12 +329,17 @@ impl AccessControl for Tokens {
     }
 
     fn authorize(&self, principal: &Principal, collection: &str, access: Access) -> bool {
-        self.permissions
-            .get(principal)
-            .is_some_and(|p| match access {
-                Access::Read => p.read.contains(collection),
-                Access::Write => p.write.contains(collection),
-            })
+        !self.grant(principal, collection, access).is_none()
+    }
+
+    fn grant(&self, principal: &Principal, collection: &str, access: Access) -> Grant {
+        match self.permissions.get(principal) {
+            Some(p) => match access {
+                Access::Read => p.read.grant(collection),
+                Access::Write => p.write.grant(collection),
+            },
+            None => Grant::none(),
+        }
     }
 }
 

@@ -64,6 +64,17 @@ pub(crate) fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Deco
     decode_with(bytes, config::standard().with_limit::<STORED_LIMIT>())
 }
 
+/// Decodes a value from the start of stored bytes, ignoring what follows
+/// it: for reading a row's leading fields without the rest.
+pub(crate) fn decode_stored_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    bincode::serde::decode_from_slice::<T, _>(
+        bytes,
+        config::standard().with_limit::<STORED_LIMIT>(),
+    )
+    .map(|(value, _)| value)
+    .map_err(|e| DecodeError::new(e.to_string()))
+}
+
 /// Decodes bytes from a peer, bounded by [`PEER_LIMIT`].
 pub(crate) fn decode_peer<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_with(bytes, config::standard().with_limit::<PEER_LIMIT>())

@@ -73,6 +73,7 @@ mod collection;
 mod connect;
 mod error;
 mod merge;
+pub mod metrics;
 mod model;
 mod rejected;
 mod replica;
@@ -90,8 +91,8 @@ mod watch;
 #[cfg(feature = "automerge")]
 pub use ::automerge;
 pub use access::{
-    Access, AccessControl, AllowAll, AuthError, Collections, Credentials, Permissions, Principal,
-    Rejection, Tokens, Validator,
+    Access, AccessControl, AllowAll, AuthError, Collections, Credentials, Grant, Permissions,
+    Principal, Rejection, Tokens, Validator,
 };
 pub use clock::{ClockDriftError, ManualTime, Stamp, SystemTimeSource, TimeSource};
 pub use codec::DecodeError;
@@ -106,9 +107,10 @@ pub use merge::AutomergeOpError;
 pub use merge::{
     Candidate, OpError, OpKind, PolicyError, RecordState, Resolver, Rule, merge_all, merge_one,
 };
+pub use metrics::describe_metrics;
 pub use model::{
     Change, ChangeId, CollectionConfig, History, Key, MergePolicy, Op, Ranks, ReplicaId,
-    ReplicaIdError, Version,
+    ReplicaIdError, Scope, Version,
 };
 pub use rejected::Rejected;
 pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};

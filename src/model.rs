@@ -171,6 +171,71 @@ impl Key {
     }
 }
 
+/// A part of a collection: the records whose key starts with `prefix`
+/// (an empty prefix: the whole collection). What an engine asks to sync
+/// ([`crate::SyncConfig::scopes`]) and what access control grants
+/// ([`crate::Grant`]).
+///
+/// ```
+/// use syncline::Scope;
+///
+/// let tenant = Scope::prefix("notes", "ws/42/");
+/// assert!(tenant.contains("notes", &"ws/42/n1".into()));
+/// assert!(!tenant.contains("notes", &"ws/43/n1".into()));
+/// assert!(Scope::collection("notes").covers(&tenant));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    /// The collection.
+    pub collection: String,
+    /// The key prefix; empty for the whole collection.
+    pub prefix: Key,
+}
+
+impl Scope {
+    /// A whole collection.
+    pub fn collection(name: impl Into<String>) -> Self {
+        Self {
+            collection: name.into(),
+            prefix: Key::default(),
+        }
+    }
+
+    /// The records of `collection` whose key starts with `prefix`.
+    pub fn prefix(collection: impl Into<String>, prefix: impl Into<Key>) -> Self {
+        Self {
+            collection: collection.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Whether the record (`collection`, `key`) is in this scope.
+    pub fn contains(&self, collection: &str, key: &Key) -> bool {
+        self.collection == collection && key.as_bytes().starts_with(self.prefix.as_bytes())
+    }
+
+    /// Whether every record of `other` is in this scope.
+    pub fn covers(&self, other: &Scope) -> bool {
+        self.collection == other.collection
+            && other.prefix.as_bytes().starts_with(self.prefix.as_bytes())
+    }
+
+    /// Whether the scope is a whole collection.
+    pub fn is_whole(&self) -> bool {
+        self.prefix.is_empty()
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "{}", self.collection)
+        } else {
+            write!(f, "{}/{}*", self.collection, self.prefix)
+        }
+    }
+}
+
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.as_str() {

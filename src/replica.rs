@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redb::backends::InMemoryBackend;
 use redb::{Database, ReadOnlyDatabase};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::clock::{Stamp, SystemTimeSource, TimeSource};
 use crate::collection::Collection;
@@ -17,10 +17,10 @@ use crate::error::{
     ApplyError, CollectionNameError, ConfigError, OpenError, ReadError, StorageError, WriteError,
 };
 use crate::merge::{Resolver, Rule};
-use crate::model::{Change, CollectionConfig, Key, ReplicaId};
+use crate::model::{Change, CollectionConfig, Key, ReplicaId, Scope};
 use crate::store::{
-    ApplyReport, Collections, CommitDurability, FeedEntry, FeedSlice, GroupPart, Limits, Opened,
-    PeerState, Received, Refused, Store, VerifyReport, check_remote,
+    ApplyReport, Collections, CommitDurability, Cursor, FeedEntry, FeedSlice, GroupPart, Limits,
+    Opened, PeerState, Received, Refused, Store, VerifyReport, check_remote,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -155,6 +155,10 @@ struct Inner {
     /// One note per commit that stored changes, for the sync engine and
     /// the server's subscriptions: they only need to wake.
     commits: broadcast::Sender<CommitNote>,
+    /// The lsn of the last commit that stored changes: what the server's
+    /// subscriptions wait on. A watch, so a burst of commits wakes each
+    /// subscription once (they coalesce), however many there are.
+    head: watch::Sender<u64>,
     /// Serializes automerge writes (read the document, change, commit).
     #[cfg(feature = "automerge")]
     automerge: Mutex<()>,
@@ -382,6 +386,7 @@ impl Replica {
         }
         let (events, _) = broadcast::channel(config.watch_capacity.max(1));
         let (commits, _) = broadcast::channel(COMMIT_NOTES);
+        let head = watch::Sender::new(opened.store.lock().lsn);
         Ok(Self {
             inner: Arc::new(Inner {
                 store: opened.store,
@@ -389,6 +394,7 @@ impl Replica {
                 collections: RwLock::new(collections),
                 events,
                 commits,
+                head,
                 config,
                 #[cfg(feature = "automerge")]
                 automerge: Mutex::new(()),
@@ -537,7 +543,7 @@ impl Replica {
         &self,
         source: Option<ReplicaId>,
         changes: &[Change],
-        pulled: Option<u64>,
+        pulled: Option<Cursor>,
         durability: CommitDurability,
     ) -> Result<ApplyReport, ApplyError> {
         let rules = check_remote(&self.inner.limits, &self.read_collections(), changes)?;
@@ -588,7 +594,7 @@ impl Replica {
         &self,
         peer: Option<ReplicaId>,
         after: u64,
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
         offset: u32,
         max_bytes: usize,
     ) -> Result<Option<GroupPart>, StorageError> {
@@ -623,7 +629,7 @@ impl Replica {
         peer: ReplicaId,
         transfer: u64,
         last: &[Change],
-        pulled: Option<u64>,
+        pulled: Option<Cursor>,
         durability: CommitDurability,
     ) -> Result<ApplyReport, ApplyError> {
         let mut changes = self.staged_changes(role, peer, transfer)?;
@@ -671,7 +677,7 @@ impl Replica {
         pushed: u64,
         now_ms: u64,
         refused: &[Refused],
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
     ) -> Result<(), StorageError> {
         self.inner
             .store
@@ -684,7 +690,7 @@ impl Replica {
     pub(crate) fn pending_for(&self, peer: ReplicaId) -> Result<u64, ReadError> {
         let pushed = self.peer_state(peer)?.pushed;
         let collections = self.read_collections();
-        let synced = |name: &str| collections.get(name).is_some_and(|(c, _)| c.sync);
+        let synced = |name: &str, _: &Key| collections.get(name).is_some_and(|(c, _)| c.sync);
         Ok(self.inner.store.pending_for(peer, pushed, &synced)?)
     }
 
@@ -700,13 +706,76 @@ impl Replica {
         after: u64,
         limit: usize,
         max_bytes: usize,
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
     ) -> Result<FeedSlice, ReadError> {
         self.inner.store.ensure_durable()?;
         Ok(self
             .inner
             .store
             .feed_for(peer, after, limit, max_bytes, wanted)?)
+    }
+
+    /// The feed after `after` restricted to `scope`, as `peer` should see
+    /// it (see `Store::scope_slice`). Durable first, as
+    /// [`Replica::feed_for`].
+    pub(crate) fn scope_for(
+        &self,
+        peer: Option<ReplicaId>,
+        scope: &Scope,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<FeedSlice, StorageError> {
+        self.inner.store.ensure_durable()?;
+        self.inner
+            .store
+            .scope_slice(peer, scope, after, limit, max_bytes)
+    }
+
+    /// The pull cursor of `scope` kept for `peer` (0: never pulled).
+    pub(crate) fn scope_cursor(&self, peer: ReplicaId, scope: &Scope) -> Result<u64, StorageError> {
+        self.inner.store.scope_cursor(peer, scope)
+    }
+
+    /// Drops `scope` for `peer`: the records in it that no scope of `keep`
+    /// covers, locally, and its cursor, if the scope was pulled before.
+    /// Returns how many records went.
+    pub(crate) fn drop_scope(
+        &self,
+        peer: ReplicaId,
+        scope: &Scope,
+        keep: &[Scope],
+    ) -> Result<u64, StorageError> {
+        self.inner.store.drop_scope(peer, scope, keep)
+    }
+
+    /// Drops every scope pulled from `peer` that `keep` does not list (see
+    /// [`Replica::drop_scope`]): the scopes dropped, with how many records
+    /// each took.
+    pub(crate) fn prune_scopes(
+        &self,
+        peer: ReplicaId,
+        keep: &[Scope],
+    ) -> Result<Vec<(Scope, u64)>, StorageError> {
+        let stale: Vec<Scope> = self
+            .inner
+            .store
+            .scope_cursors(peer)?
+            .into_iter()
+            .map(|(scope, _)| scope)
+            .filter(|s| !keep.contains(s))
+            .collect();
+        let mut out = Vec::new();
+        for scope in stale {
+            let dropped = self.inner.store.drop_scope(peer, &scope, keep)?;
+            out.push((scope, dropped));
+        }
+        Ok(out)
+    }
+
+    /// The lsn just before the feed group that ends at `end`, if one does.
+    pub(crate) fn before_group(&self, end: u64) -> Result<Option<u64>, StorageError> {
+        self.inner.store.before_group(end)
     }
 
     // ---- crate-internal plumbing used by collections and transactions ----
@@ -765,6 +834,17 @@ impl Replica {
     pub(crate) fn note_commit(&self, note: CommitNote) {
         // No receivers is fine: no engine or subscription runs.
         let _ = self.inner.commits.send(note);
+        self.inner.head.send_if_modified(|head| {
+            let moved = note.lsn > *head;
+            *head = (*head).max(note.lsn);
+            moved
+        });
+    }
+
+    /// The lsn of the last commit that stored changes, as a watch: a
+    /// waiter wakes once however many commits happened since it looked.
+    pub(crate) fn head(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
     }
 
     /// A receiver of a note per commit that stores changes, from now on.
@@ -846,23 +926,36 @@ pub(crate) mod tests {
             feed.into_iter().map(|e| e.change).collect()
         };
         todos.put("one", 1i64).unwrap();
-        b.apply_batch(Some(a.id()), &pull(0), Some(1), CommitDurability::Deferred)
-            .unwrap();
+        b.apply_batch(
+            Some(a.id()),
+            &pull(0),
+            Some(Cursor::whole(1)),
+            CommitDurability::Deferred,
+        )
+        .unwrap();
         assert_eq!(lsns(&b), (1, 0), "a deferred commit leaves the durable lsn");
         // Serving the feed to a third replica flushes first.
         let c = ReplicaId::from_bytes([3; 16]);
-        let slice = b.feed_for(Some(c), 0, 100, usize::MAX, &|_| true).unwrap();
+        let slice = b
+            .feed_for(Some(c), 0, 100, usize::MAX, &|_, _| true)
+            .unwrap();
         assert_eq!(slice.changes.len(), 1);
         assert_eq!(lsns(&b), (1, 1));
         // A durable commit of any kind makes the deferred ones before it durable.
         todos.put("two", 2i64).unwrap();
-        b.apply_batch(Some(a.id()), &pull(1), Some(2), CommitDurability::Deferred)
-            .unwrap();
+        b.apply_batch(
+            Some(a.id()),
+            &pull(1),
+            Some(Cursor::whole(2)),
+            CommitDurability::Deferred,
+        )
+        .unwrap();
         assert_eq!(lsns(&b), (2, 1));
         b.collection("todos").unwrap().put("mine", 3i64).unwrap();
         assert_eq!(lsns(&b), (3, 3));
         // Nothing deferred: serving commits nothing.
-        b.feed_for(Some(c), 0, 100, usize::MAX, &|_| true).unwrap();
+        b.feed_for(Some(c), 0, 100, usize::MAX, &|_, _| true)
+            .unwrap();
         assert_eq!(lsns(&b), (3, 3));
     }
 

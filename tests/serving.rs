@@ -482,3 +482,124 @@ async fn after_collection_a_cursor_behind_the_horizon_must_resync() {
     );
     assert_eq!(todos.get("k1").unwrap(), None, "not resurrected");
 }
+
+/// A validator that holds the push it judges until the test lets it go.
+#[derive(Debug)]
+struct Gate {
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl syncline::Validator for Gate {
+    fn validate(&self, _: &syncline::Principal, _: &Change) -> Result<(), syncline::Rejection> {
+        if let Some(entered) = self.entered.lock().unwrap().take() {
+            let _ = entered.send(());
+            let _ = self
+                .release
+                .lock()
+                .unwrap()
+                .recv_timeout(std::time::Duration::from_secs(60));
+        }
+        Ok(())
+    }
+}
+
+/// A drain lets the exchange in flight finish and commit, ends the
+/// subscriptions, and refuses what comes after with `UNAVAILABLE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_finishes_exchanges_in_flight_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = LoopbackNetwork::new(8);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = Gate {
+        entered: std::sync::Mutex::new(Some(entered_tx)),
+        release: std::sync::Mutex::new(release_rx),
+    };
+    let server = SyncServer::new(hub.clone()).with_validator("todos", gate);
+    let _listener = net
+        .serve("hub", server.clone().into_service(), Limits::default())
+        .unwrap();
+
+    // A subscription, open before the drain.
+    let conn = net.connector("raw", "hub").connect().await.unwrap();
+    let subscribe = Request {
+        version: PROTOCOL_VERSION,
+        from: ReplicaId::from_bytes([9; 16]),
+        token: None,
+        body: RequestBody::Subscribe { after: 0 },
+    };
+    let mut subscription = conn
+        .subscribe(protocol::encode(&subscribe).into())
+        .await
+        .unwrap();
+
+    let client = open_node(dir.path(), "client", 1).await;
+    client
+        .collection("todos")
+        .unwrap()
+        .put("held", 1i64)
+        .unwrap();
+    let engine = SyncEngine::start(
+        client.clone(),
+        net.connector("client", "hub"),
+        SyncConfig {
+            on_demand: true,
+            ..quick_sync(1)
+        },
+    );
+    let push = tokio::spawn(async move {
+        let report = engine.push().await;
+        (engine, report)
+    });
+    // The push is in the validator, mid-exchange.
+    tokio::task::spawn_blocking(move || entered.recv_timeout(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the push reaches the validator");
+
+    let drain = tokio::spawn(server.drain());
+    assert!(server.is_draining());
+    // The subscription ends (its frames so far may come first).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(frame) = subscription.next().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the subscription ends when the drain starts");
+    assert!(
+        !drain.is_finished(),
+        "the drain waits for the exchange in flight"
+    );
+
+    release.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(60), drain)
+        .await
+        .expect("the drain ends once the exchange is answered")
+        .unwrap();
+    let (engine, report) = push.await.unwrap();
+    assert_eq!(
+        report.unwrap().pushed,
+        1,
+        "the exchange in flight was answered"
+    );
+    assert_eq!(
+        hub.collection("todos").unwrap().get("held").unwrap(),
+        Some(Value::Int(1))
+    );
+
+    // Later requests are refused as unavailable, which engines retry.
+    client
+        .collection("todos")
+        .unwrap()
+        .put("late", 2i64)
+        .unwrap();
+    let err = engine.push().await.unwrap_err();
+    assert_eq!(refusal(&err), RefusalCode::UNAVAILABLE, "{err}");
+    assert_eq!(hub.collection("todos").unwrap().get("late").unwrap(), None);
+    engine.stop().await;
+}

@@ -1029,3 +1029,42 @@ fn a_purge_erases_a_record_everywhere_it_goes() {
         ));
     }
 }
+
+#[test]
+fn close_releases_the_file_for_a_reopen_in_the_same_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.redb");
+    let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    let todos = r
+        .define_collection("todos", CollectionConfig::default())
+        .unwrap();
+    let written = todos.put("a", "milk").unwrap();
+    let clone = r.clone();
+    assert!(
+        matches!(
+            Replica::open(&path, ReplicaConfig::default()),
+            Err(OpenError::Storage(_))
+        ),
+        "open twice while open"
+    );
+
+    r.close().unwrap();
+    // Clones and collections fail with a typed error, and change nothing.
+    assert!(matches!(
+        todos.get("a"),
+        Err(ReadError::Storage(syncline::StorageError::Closed))
+    ));
+    let refused = todos.put("b", "bread").unwrap_err();
+    assert!(matches!(
+        refused,
+        WriteError::Storage(syncline::StorageError::Closed)
+    ));
+    assert_eq!(refused.fault(), Fault::Caller);
+    clone.clone().close().unwrap(); // closing again does nothing
+
+    let again = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    let todos = again.collection("todos").unwrap();
+    assert_eq!(todos.get("a").unwrap(), Some(Value::from("milk")));
+    assert_eq!(todos.get("b").unwrap(), None);
+    assert_eq!(again.last_lsn(), written.lsn);
+}

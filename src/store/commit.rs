@@ -46,17 +46,38 @@ pub struct ApplyReport {
 }
 
 /// Where a remote batch comes from, and what its commit does besides.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Received {
     /// The peer it came from.
     pub(crate) source: Option<ReplicaId>,
     /// The pull cursor to move for `source`, in the same commit.
-    pub(crate) pulled: Option<u64>,
+    pub(crate) pulled: Option<Cursor>,
     /// The staged parts of `source` to drop, in the same commit (the batch
     /// completes a group sent in parts): their role.
     pub(crate) clear_staged: Option<u8>,
     /// Whether the commit must be on disk when it returns.
     pub(crate) durability: Durability,
+}
+
+/// A pull cursor a commit moves: of the whole link with a peer (`scope`
+/// `None`, in `peers-1`), or of one scope (`scopes-3`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    /// The peer's lsn pulled through.
+    pub(crate) through: u64,
+    /// The scope it is the cursor of.
+    pub(crate) scope: Option<crate::model::Scope>,
+}
+
+impl Cursor {
+    /// The cursor of the whole link.
+    #[cfg(test)]
+    pub(crate) fn whole(through: u64) -> Self {
+        Self {
+            through,
+            scope: None,
+        }
+    }
 }
 
 /// When a commit reaches the disk.
@@ -129,7 +150,7 @@ impl Store {
     pub(crate) fn commit<T, E>(
         &self,
         source: Option<ReplicaId>,
-        pulled: Option<u64>,
+        pulled: Option<&Cursor>,
         durability: Durability,
         listening: &dyn Fn() -> bool,
         body: impl FnOnce(&mut Commit<'_>) -> Result<T, E>,
@@ -137,6 +158,7 @@ impl Store {
     where
         E: From<StorageError>,
     {
+        let started = std::time::Instant::now();
         let mut guard = self.lock();
         let before = guard.lsn;
         let txn = self.begin_write(durability)?;
@@ -159,9 +181,20 @@ impl Store {
             writer.finish(&state)?;
             if let Some(peer) = source {
                 let after = state.lsn;
+                if let Some(Cursor {
+                    through,
+                    scope: Some(scope),
+                }) = pulled
+                {
+                    writer.move_scope_cursor(peer, scope, *through)?;
+                }
                 writer.update_peer(peer, |p| {
-                    if let Some(pulled) = pulled {
-                        p.pulled = p.pulled.max(pulled);
+                    if let Some(Cursor {
+                        through,
+                        scope: None,
+                    }) = pulled
+                    {
+                        p.pulled = p.pulled.max(*through);
                     }
                     // Everything this batch added came from `peer` and never
                     // needs pushing back: if nothing was pending for it
@@ -176,6 +209,7 @@ impl Store {
         };
         drop(origins);
         commit_txn(txn)?;
+        crate::metrics::committed(started, durability == Durability::Immediate);
         if !added.is_empty() {
             let mut origins = self.origins.write().unwrap_or_else(|p| p.into_inner());
             for id in added {
@@ -339,7 +373,7 @@ impl Store {
             clear_staged,
             durability,
         } = received;
-        let mut stored = self.commit(source, pulled, durability, listening, |c| {
+        let mut stored = self.commit(source, pulled.as_ref(), durability, listening, |c| {
             // A group applied whole with its last part: its staged parts go
             // in the same commit.
             if let (Some(role), Some(peer)) = (clear_staged, source) {
@@ -422,7 +456,7 @@ impl Store {
         pushed: u64,
         now_ms: u64,
         refused: &[Refused],
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
     ) -> Result<(), StorageError> {
         self.commit(None, None, Durability::Immediate, &|| false, |c| {
             // The refused groups move aside in the same commit as the
@@ -431,7 +465,7 @@ impl Store {
                 let changes = r
                     .changes
                     .iter()
-                    .filter(|c| wanted(&c.collection))
+                    .filter(|c| wanted(&c.collection, &c.key))
                     .cloned()
                     .collect();
                 let body = RejectedBody {
@@ -551,8 +585,31 @@ impl Store {
                 out.push((change.collection, change.key));
             }
             c.writer.update_peer(remote, |p| p.pulled = 0)?;
+            c.writer.drop_scope_cursors(remote)?;
             Ok(out)
         })
+    }
+
+    /// Drops `scope` for `remote` (see `Writer::evict`), durably, if its
+    /// cursor is stored: the records in it that no scope of `keep` covers,
+    /// and the cursor. Returns how many records went (0 for a scope never
+    /// pulled: nothing of it came from `remote`).
+    pub(crate) fn drop_scope(
+        &self,
+        remote: ReplicaId,
+        scope: &crate::model::Scope,
+        keep: &[crate::model::Scope],
+    ) -> Result<u64, StorageError> {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
+            if c.writer.scope_cursor(remote, scope)?.is_none() {
+                return Ok(0);
+            }
+            let kept = |key: &Key| keep.iter().any(|k| k.contains(&scope.collection, key));
+            let dropped = c.writer.evict(&scope.collection, &scope.prefix, &kept)?;
+            c.writer.drop_scope_cursor(remote, scope)?;
+            Ok(dropped)
+        })
+        .map(|stored| stored.value)
     }
 
     /// Collects the tombstones stamped below `cutoff` (see

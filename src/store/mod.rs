@@ -42,7 +42,7 @@ use rows::Origins;
 use tables::{COLLECTIONS, FEED, FeedRow, LOG, META, ORIGINS, PEERS, RECORDS};
 
 pub use commit::ApplyReport;
-pub(crate) use commit::{Durability as CommitDurability, LocalOp, Received, Refused};
+pub(crate) use commit::{Cursor, Durability as CommitDurability, LocalOp, Received, Refused};
 pub(crate) use read::{FeedSlice, GroupPart};
 pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 

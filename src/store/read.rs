@@ -6,19 +6,19 @@ use std::ops::Bound;
 use std::collections::HashMap;
 use std::sync::RwLockReadGuard;
 
-use redb::{ReadOnlyTable, TableHandle};
+use redb::{ReadOnlyTable, ReadableTable, TableHandle};
 
 use super::Store;
 use super::keys;
 use super::rows::{self, Held, Origins, Resolve};
 use super::tables::{
-    self, FEED, Kept, LOG, LogBody, ORIGINS, PEERS, PeerState, RECORDS, REJECTED, RecordRow,
-    RejectedBody, STAGED,
+    self, FEED, FeedRow, Kept, LOG, LogBody, ORIGINS, PEERS, PeerState, RECORDS, REJECTED,
+    RecordRow, RejectedBody, STAGED,
 };
 use crate::clock::Stamp;
 use crate::error::{Inconsistency, StorageError};
 use crate::merge::{RecordState, record_value};
-use crate::model::{Change, ChangeId, Key, ReplicaId, Version};
+use crate::model::{Change, ChangeId, Key, ReplicaId, Scope, Version};
 use crate::value::Value;
 
 /// Origin numbers for one read: the committed ones, and the snapshot's
@@ -179,7 +179,7 @@ impl Store {
         let read = self.begin_read()?;
         let table = read.open_table(PEERS)?;
         let mut out = Vec::new();
-        for entry in redb::ReadableTable::iter(&table)? {
+        for entry in ReadableTable::iter(&table)? {
             let (k, v) = entry?;
             out.push((
                 ReplicaId::from_bytes(*k.value()),
@@ -409,7 +409,7 @@ impl Store {
         after: u64,
         limit: usize,
         max_bytes: usize,
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
     ) -> Result<FeedSlice, StorageError> {
         let Scanned {
             entries,
@@ -440,7 +440,7 @@ impl Store {
             // own changes (a resync emptied its collections): it gets
             // everything, its own included.
             let goes = match peer {
-                None => wanted(&held.change.collection),
+                None => wanted(&held.change.collection, &held.change.key),
                 Some(peer) => pushable(peer, &held, wanted),
             };
             if goes && !refused.contains(&slot(&held.change)) {
@@ -463,6 +463,246 @@ impl Store {
             oversized: bytes > max_bytes,
         })
     }
+}
+
+impl Store {
+    /// The feed after `after` restricted to `scope`, as `peer` should see
+    /// it (`None`: a caller bootstrapping the scope gets its own changes
+    /// too): at most about `limit` changes and `max_bytes`, whole groups
+    /// (their part inside the scope). It reads in proportion to the scope,
+    /// never the whole feed: the scope's rows (a range of `records-3`) when
+    /// they are fewer than the feed entries after `after`, the feed after
+    /// `after` otherwise, looking at an entry's record key before reading
+    /// its record. `through` is the end of the last group sent when the
+    /// slice stops early, the feed's head otherwise.
+    pub(crate) fn scope_slice(
+        &self,
+        peer: Option<ReplicaId>,
+        scope: &Scope,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<FeedSlice, StorageError> {
+        let read = self.begin_read()?;
+        let tables = self.feed_tables(&read)?;
+        let head = match tables.feed.last()? {
+            Some((lsn, _)) => lsn.value(),
+            None => 0,
+        };
+        let mut range = keys::collection(&scope.collection);
+        range.extend_from_slice(scope.prefix.as_bytes());
+        let end = keys::prefix_end(&range);
+        let limit = limit.max(1);
+        // The entries of the scope after `after`, in lsn order, up to the
+        // group that reaches `limit`: (lsn, group end, record key).
+        let budget = head.saturating_sub(after);
+        let entries = match self.scope_rows(&tables, &range, &end, after, budget, limit)? {
+            Some(entries) => entries,
+            None => scope_walk(&tables, &range, after, limit)?,
+        };
+        let refused = match peer {
+            Some(peer) => self.refused_by(peer)?,
+            None => Default::default(),
+        };
+        let mut changes = Vec::new();
+        let mut groups: Vec<(u32, u64)> = Vec::new();
+        let mut bytes = 0usize;
+        let mut through = head;
+        let mut has_more = false;
+        let mut oversized = false;
+        let mut at = 0;
+        while at < entries.len() {
+            let group = entries[at].1;
+            let (mut group_changes, mut group_bytes) = (Vec::new(), 0usize);
+            while at < entries.len() && entries[at].1 == group {
+                let (lsn, _, record) = &entries[at];
+                let (held, size) = rows::entry_changes_sized(
+                    &tables.records,
+                    &tables.log,
+                    &tables.origins,
+                    *lsn,
+                    record,
+                )?;
+                group_bytes = group_bytes.saturating_add(size);
+                for h in held {
+                    let goes = match peer {
+                        None => true,
+                        Some(peer) => pushable(peer, &h, &|_, _| true),
+                    };
+                    if goes && !refused.contains(&slot(&h.change)) {
+                        group_changes.push(h.change);
+                    }
+                }
+                at += 1;
+            }
+            if !changes.is_empty() && bytes.saturating_add(group_bytes) > max_bytes {
+                // This group takes the slice past the bound: leave it.
+                through = groups.last().map_or(after, |g| g.1).max(after);
+                has_more = true;
+                break;
+            }
+            bytes = bytes.saturating_add(group_bytes);
+            if !group_changes.is_empty() {
+                groups.push((group_changes.len() as u32, group));
+                changes.extend(group_changes);
+            } else {
+                groups.push((0, group));
+            }
+            if group_bytes > max_bytes && groups.len() == 1 {
+                // One group larger than a batch: it travels in parts.
+                oversized = true;
+                through = group;
+                has_more = true;
+                break;
+            }
+            if changes.len() >= limit || bytes >= max_bytes {
+                through = group;
+                has_more = at < entries.len() || group < head;
+                break;
+            }
+        }
+        if !has_more && entries.len() >= limit {
+            // The entries were cut at `limit`: more may follow.
+            if let Some(last) = entries.last() {
+                through = last.1;
+                has_more = through < head;
+            }
+        }
+        groups.retain(|g| g.0 > 0);
+        Ok(FeedSlice {
+            changes,
+            groups,
+            through,
+            has_more,
+            oversized,
+        })
+    }
+
+    /// The scope's entries after `after` read from its rows (`range` to
+    /// `end` in `records-3`), up to the group that reaches `limit`; `None`
+    /// when the scope has more rows than `budget` (the feed entries after
+    /// `after`): walking the feed costs less then.
+    fn scope_rows(
+        &self,
+        tables: &FeedTables<'_>,
+        range: &[u8],
+        end: &[u8],
+        after: u64,
+        budget: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<ScopeEntry>>, StorageError> {
+        let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut seen = 0u64;
+        for entry in tables.records.range(range..end)? {
+            seen += 1;
+            if seen > budget {
+                return Ok(None);
+            }
+            let (k, v) = entry?;
+            let lsn = tables::row_lsn(v.value())?;
+            if lsn > after {
+                found.push((lsn, k.value().to_vec()));
+            }
+        }
+        found.sort_unstable_by_key(|f| f.0);
+        let mut out = Vec::with_capacity(found.len().min(limit * 2));
+        let mut cut: Option<u64> = None;
+        for (lsn, record) in found {
+            if cut.is_some_and(|g| lsn > g) {
+                break;
+            }
+            let group = group_of(&tables.feed, lsn)?;
+            out.push((lsn, group, record));
+            if cut.is_none() && out.len() >= limit {
+                cut = Some(group);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// `peer`'s pull cursor of `scope` (0: never pulled).
+    pub(crate) fn scope_cursor(&self, peer: ReplicaId, scope: &Scope) -> Result<u64, StorageError> {
+        let read = self.begin_read()?;
+        let table = match read.open_table(tables::SCOPES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let key = tables::scope_key(peer, scope);
+        Ok(table.get(key.as_slice())?.map_or(0, |g| g.value()))
+    }
+
+    /// Every scope cursor kept for `peer`.
+    pub(crate) fn scope_cursors(&self, peer: ReplicaId) -> Result<Vec<(Scope, u64)>, StorageError> {
+        let read = self.begin_read()?;
+        let table = match read.open_table(tables::SCOPES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let lo = peer.as_bytes().to_vec();
+        let hi = keys::prefix_end(&lo);
+        let mut out = Vec::new();
+        for entry in table.range(lo.as_slice()..hi.as_slice())? {
+            let (k, v) = entry?;
+            let rest = k
+                .value()
+                .get(16..)
+                .ok_or_else(|| keys::malformed(tables::SCOPES.name(), k.value()))?;
+            let (collection, prefix) = keys::split_record(tables::SCOPES.name(), rest)?;
+            out.push((Scope::prefix(collection, prefix), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// The lsn just before the group that ends at `end` (where a walk to
+    /// read that group starts), or `None` when `end` ends no group.
+    pub(crate) fn before_group(&self, end: u64) -> Result<Option<u64>, StorageError> {
+        let read = self.begin_read()?;
+        let feed = read.open_table(FEED)?;
+        let Some(bytes) = feed.get(end)? else {
+            return Ok(None);
+        };
+        let row: FeedRow = tables::decode(FEED.name(), bytes.value())?;
+        Ok(row
+            .group
+            .filter(|_| row.end == 0)
+            .map(|g| end.saturating_sub(g.span)))
+    }
+}
+
+/// A feed entry of a scope: its lsn, the lsn that ends its group, and its
+/// record key.
+type ScopeEntry = (u64, u64, Vec<u8>);
+
+/// The group end of the live feed entry at `lsn`.
+fn group_of(feed: &ReadOnlyTable<u64, &'static [u8]>, lsn: u64) -> Result<u64, StorageError> {
+    let bad = || StorageError::Invalid {
+        table: FEED.name(),
+        reason: Inconsistency::FeedRecord { lsn },
+    };
+    let bytes = feed.get(lsn)?.ok_or_else(bad)?;
+    let row: FeedRow = tables::decode(FEED.name(), bytes.value())?;
+    Ok(lsn.saturating_add(row.end))
+}
+
+/// The scope's entries after `after` read by walking the feed, up to the
+/// group that reaches `limit`: an entry's record key (`range` is the
+/// scope's prefix of record keys) decides before its record is read.
+fn scope_walk(
+    tables: &FeedTables<'_>,
+    range: &[u8],
+    after: u64,
+    limit: usize,
+) -> Result<Vec<ScopeEntry>, StorageError> {
+    let mut out = Vec::new();
+    rows::walk_feed(&tables.feed, after, |step| {
+        if !step.row.is_marker() && step.row.record.as_bytes().starts_with(range) {
+            out.push((step.lsn, step.group, step.row.record.as_bytes().to_vec()));
+        }
+        Ok(!(step.group_end && out.len() >= limit))
+    })?;
+    Ok(out)
 }
 
 /// What [`Store::feed_scan`] read.
@@ -489,8 +729,10 @@ pub(crate) fn slot(c: &Change) -> Slot {
 
 /// Whether a held change goes to `peer`: not received from it, not made
 /// by it, and in a collection it wants.
-pub(crate) fn pushable(peer: ReplicaId, held: &Held, wanted: &dyn Fn(&str) -> bool) -> bool {
-    held.source != Some(peer) && held.change.id.origin != peer && wanted(&held.change.collection)
+pub(crate) fn pushable(peer: ReplicaId, held: &Held, wanted: &dyn Fn(&str, &Key) -> bool) -> bool {
+    held.source != Some(peer)
+        && held.change.id.origin != peer
+        && wanted(&held.change.collection, &held.change.key)
 }
 
 /// A group a peer refused, as `rejected-1` keeps it.
@@ -534,7 +776,7 @@ impl Store {
         &self,
         peer: Option<ReplicaId>,
         after: u64,
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
         offset: u32,
         max_bytes: usize,
     ) -> Result<Option<GroupPart>, StorageError> {
@@ -551,8 +793,11 @@ impl Store {
             transfer = Some(step.group);
             match &step.row.moved {
                 Some(sent) => {
-                    let wanted_here = !step.row.record.is_empty()
-                        && wanted(&keys::split_record(FEED.name(), step.row.record.as_bytes())?.0);
+                    let wanted_here = !step.row.record.is_empty() && {
+                        let (collection, key) =
+                            keys::split_record(FEED.name(), step.row.record.as_bytes())?;
+                        wanted(&collection, &key)
+                    };
                     for (origin, source) in sent {
                         let origin = tables.origins.resolve(*origin)?;
                         let source = source.map(|s| tables.origins.resolve(s)).transpose()?;
@@ -567,7 +812,7 @@ impl Store {
                     let each = size / held.len().max(1);
                     for h in held {
                         let goes = match peer {
-                            None => wanted(&h.change.collection),
+                            None => wanted(&h.change.collection, &h.change.key),
                             Some(peer) => pushable(peer, &h, wanted),
                         };
                         if goes {
@@ -641,7 +886,7 @@ impl Store {
         &self,
         peer: ReplicaId,
         after: u64,
-        wanted: &dyn Fn(&str) -> bool,
+        wanted: &dyn Fn(&str, &Key) -> bool,
     ) -> Result<u64, StorageError> {
         let read = self.begin_read()?;
         let tables = self.feed_tables(&read)?;
@@ -694,7 +939,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let mut out = Vec::new();
-        for entry in redb::ReadableTable::iter(&table)? {
+        for entry in ReadableTable::iter(&table)? {
             let (k, v) = entry?;
             let (peer, lsn) = split_rejected_key(k.value())?;
             out.push(RejectedGroup {
@@ -771,7 +1016,7 @@ mod tests {
         }
         txn.commit().unwrap();
         let peer = Some(ReplicaId::from_bytes([9; 16]));
-        let all = |_: &str| true;
+        let all = |_: &str, _: &Key| true;
         let store = r.store();
         // Parts of about three changes each.
         let size = store

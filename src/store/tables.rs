@@ -80,6 +80,20 @@ pub(crate) const PEERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new
 /// them, written in the commit that moves the push cursor past them.
 pub(crate) const REJECTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rejected-3");
 
+/// `scopes-3`: peer replica id (16 bytes) ++ `name(collection)` ++ key
+/// prefix -> the peer's lsn this replica has pulled that scope through
+/// (`SyncConfig::scopes`; a whole collection has an empty prefix). Written
+/// in the commit that applies the scope's changes; created on first use.
+pub(crate) const SCOPES: TableDefinition<&[u8], u64> = TableDefinition::new("scopes-3");
+
+/// The key of a `scopes-3` entry: `peer` ++ the scope's record-key prefix.
+pub(crate) fn scope_key(peer: ReplicaId, scope: &crate::model::Scope) -> Vec<u8> {
+    let mut key = peer.as_bytes().to_vec();
+    key.extend_from_slice(&crate::store::keys::collection(&scope.collection));
+    key.extend_from_slice(scope.prefix.as_bytes());
+    key
+}
+
 /// `served-3`: peer replica id -> encoded [`ServedState`]: where each
 /// caller of this replica's server last pulled from, and when. Written by
 /// the server every `collect_every` (from memory); created on first use.
@@ -203,6 +217,17 @@ struct RowRepr {
 /// flags, says so without decoding the rest.
 pub(crate) fn row_is_live(bytes: &[u8]) -> bool {
     bytes.first().is_some_and(|flags| flags & 8 != 0)
+}
+
+/// The lsn of an encoded `records-3` row (its feed entry's), read from
+/// its leading fields without decoding the rest.
+pub(crate) fn row_lsn(bytes: &[u8]) -> Result<u64, StorageError> {
+    let (_flags, lsn): (u8, u64) =
+        codec::decode_stored_prefix(bytes).map_err(|source| StorageError::Corrupted {
+            table: RECORDS.name(),
+            source,
+        })?;
+    Ok(lsn)
 }
 
 /// The less common fields of a [`RecordRow`].

@@ -1073,6 +1073,96 @@ impl<'txn> Writer<'txn> {
         Ok(pending)
     }
 
+    /// Moves `peer`'s pull cursor of `scope` up to `through`.
+    pub(crate) fn move_scope_cursor(
+        &mut self,
+        peer: ReplicaId,
+        scope: &crate::model::Scope,
+        through: u64,
+    ) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(tables::SCOPES)?;
+        let key = tables::scope_key(peer, scope);
+        let now = table.get(key.as_slice())?.map_or(0, |g| g.value());
+        if through > now {
+            table.insert(key.as_slice(), through)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets `peer`'s pull cursor of `scope`.
+    pub(crate) fn drop_scope_cursor(
+        &mut self,
+        peer: ReplicaId,
+        scope: &crate::model::Scope,
+    ) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(tables::SCOPES)?;
+        table.remove(tables::scope_key(peer, scope).as_slice())?;
+        Ok(())
+    }
+
+    /// Drops the records of `collection` under `prefix` that `keep` does
+    /// not cover, locally: each goes with its log entries and its feed
+    /// entry, and no change is made (nothing travels, no other replica is
+    /// affected). Returns how many went.
+    pub(crate) fn evict(
+        &mut self,
+        collection: &str,
+        prefix: &Key,
+        keep: &dyn Fn(&Key) -> bool,
+    ) -> Result<u64, StorageError> {
+        let mut start = keys::collection(collection);
+        start.extend_from_slice(prefix.as_bytes());
+        let end = keys::prefix_end(&start);
+        let mut rows = Vec::new();
+        for entry in self.records.range(start.as_slice()..end.as_slice())? {
+            let (k, v) = entry?;
+            let (_, key) = keys::split_record(RECORDS.name(), k.value())?;
+            if keep(&key) {
+                continue;
+            }
+            let row: RecordRow = tables::decode(RECORDS.name(), v.value())?;
+            rows.push((k.value().to_vec(), key, row));
+        }
+        let count = rows.len() as u64;
+        for (record, key, row) in rows {
+            self.key.clear();
+            self.key.extend_from_slice(&record);
+            let sent = self.sent_by(&row)?;
+            if row.lsn < self.first {
+                self.supersede(row.lsn, sent)?;
+            } else {
+                self.supersede(row.lsn, Vec::new())?;
+            }
+            self.records.remove(record.as_slice())?;
+            let log = keys::log_prefix(collection, key.as_bytes());
+            self.log
+                .retain_in(log.as_slice()..keys::prefix_end(&log).as_slice(), |_, _| {
+                    false
+                })?;
+        }
+        Ok(count)
+    }
+
+    /// `peer`'s pull cursor of `scope`, if one is stored.
+    pub(crate) fn scope_cursor(
+        &self,
+        peer: ReplicaId,
+        scope: &crate::model::Scope,
+    ) -> Result<Option<u64>, StorageError> {
+        let table = self.txn.open_table(tables::SCOPES)?;
+        let key = tables::scope_key(peer, scope);
+        Ok(table.get(key.as_slice())?.map(|g| g.value()))
+    }
+
+    /// Forgets every scope cursor of `peer` (a resync starts them over).
+    pub(crate) fn drop_scope_cursors(&mut self, peer: ReplicaId) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(tables::SCOPES)?;
+        let lo = peer.as_bytes().to_vec();
+        let hi = keys::prefix_end(&lo);
+        table.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
+        Ok(())
+    }
+
     /// Reads, changes and writes the cursors of `peer`.
     pub(crate) fn update_peer(
         &mut self,

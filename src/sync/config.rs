@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use syncline_transport::BoxFuture;
 
+use crate::model::{Key, Scope};
+
 /// Which way changes flow between this replica and the remote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -86,6 +88,19 @@ pub struct SyncConfig {
     pub max_retry_attempts: Option<u32>,
     /// Seed of the jitter, for reproducible simulations; `None` draws one.
     pub seed: Option<u64>,
+    /// What to sync: parts of the replica's synced collections (whole
+    /// collections, [`Scope::collection`], or the records under a key
+    /// prefix, [`Scope::prefix`]). Empty, the default: every synced
+    /// collection, whole. With scopes, the engine pushes only the changes
+    /// inside them, pulls each scope with a cursor of its own (stored in
+    /// the commit that applies its changes), and syncs only the
+    /// collections they name; a scope the remote refuses (its collection
+    /// is missing there, or the grant does not cover it) is reported
+    /// ([`crate::SyncEvent::ScopeRefused`]) while the others sync, and a
+    /// scope that is no longer asked for, or no longer granted, has its
+    /// records dropped here, locally, with no effect on any other replica
+    /// (records another scope still covers stay).
+    pub scopes: Vec<Scope>,
 }
 
 impl Default for SyncConfig {
@@ -105,11 +120,18 @@ impl Default for SyncConfig {
             backoff_max: Duration::from_secs(30),
             max_retry_attempts: None,
             seed: None,
+            scopes: Vec::new(),
         }
     }
 }
 
 impl SyncConfig {
+    /// This config syncing `scopes` ([`SyncConfig::scopes`]).
+    pub fn with_scopes(mut self, scopes: impl IntoIterator<Item = Scope>) -> Self {
+        self.scopes = scopes.into_iter().collect();
+        self
+    }
+
     /// This config with a token.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
@@ -152,4 +174,12 @@ pub trait TokenProvider: Send + Sync + fmt::Debug {
     /// The token to present; `refresh` is true when the remote just
     /// refused the last one.
     fn token(&self, refresh: bool) -> BoxFuture<'_, Option<String>>;
+}
+
+/// Whether a change of `collection` at `key` goes to a remote the engine
+/// syncs `collections` with, within `scopes` (empty: the whole
+/// collections).
+pub(crate) fn wants(collections: &[String], scopes: &[Scope], collection: &str, key: &Key) -> bool {
+    collections.iter().any(|c| c == collection)
+        && (scopes.is_empty() || scopes.iter().any(|s| s.contains(collection, key)))
 }

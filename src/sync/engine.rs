@@ -10,13 +10,17 @@ use std::sync::{Arc, Mutex};
 use syncline_transport::{Connection, Connector, Frame, Subscription, TransportError};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::sync::config::wants;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::field::{Empty, display};
+use tracing::{Instrument, Span};
 
 use crate::error::{ReadError, StorageError};
 use crate::model::ReplicaId;
 use crate::replica::{CommitNote, Replica};
-use crate::store::{CommitDurability, STAGED_PULLED};
+use crate::store::{CommitDurability, Cursor, STAGED_PULLED};
 use crate::sync::config::{SyncConfig, TokenProvider};
 use crate::sync::error::SyncError;
 use crate::sync::protocol::{self, Request, synced_specs};
@@ -139,6 +143,8 @@ impl SyncEngine {
             progress: progress_tx,
             events: events.clone(),
             shared: shared.clone(),
+            round: 0,
+            round_span: None,
         };
         let task = tokio::spawn(driver.run());
         Self {
@@ -307,6 +313,10 @@ struct Driver {
     status: watch::Sender<Status>,
     events: broadcast::Sender<SyncEvent>,
     shared: Arc<Shared>,
+    /// The number of the last round begun, as the session counts them.
+    round: u64,
+    /// That round's span, until it finishes.
+    round_span: Option<Span>,
 }
 
 impl Driver {
@@ -332,193 +342,278 @@ impl Driver {
         let mut ahead: Option<Action> = None;
         while let Some(action) = ahead.take().or_else(|| self.session.poll_action()) {
             self.publish();
-            match action {
-                Action::Connect { refresh } => {
-                    let result = match self.connector.connect().await {
-                        Ok(conn) => {
-                            self.conn = Some(conn);
-                            let token = match &self.token_provider {
-                                Some(provider) => provider.token(refresh).await,
-                                None => self.token.clone(),
-                            };
-                            Ok(Local {
-                                clock: self.replica.clock(),
-                                collections: synced_specs(self.replica.collections()),
-                                token,
-                            })
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let now = self.now();
-                    self.session.handle_connected(result, now);
-                }
-                Action::Exchange(request) => {
-                    let answer = self.exchange(&request).await;
-                    let now = self.now();
-                    self.answer(answer, now);
-                }
-                Action::Subscribe(request) => {
-                    let frame = Frame::from(protocol::encode(&request));
-                    let result = match &self.conn {
-                        Some(conn) => conn.subscribe(frame).await.map(|s| {
-                            self.subscription = Some(s);
-                        }),
-                        None => Err(TransportError::Closed {
-                            by: syncline_transport::Side::Local,
-                        }),
-                    };
-                    let now = self.now();
-                    self.session.handle_subscribed(result, now);
-                }
-                Action::ReadPullCursor { remote } => {
-                    let result = self
-                        .blocking(move |r| {
-                            let after = r.peer_state(remote)?.pulled;
-                            let staged = r.staged_progress(STAGED_PULLED, remote)?;
-                            Ok::<_, ReadError>(PullCursor { after, staged })
+            let span = self.round_span();
+            ahead = self.act(action).instrument(span).await;
+        }
+        self.publish();
+    }
+
+    /// The span of the round under way: a new one when the session began
+    /// another round, none between rounds.
+    fn round_span(&mut self) -> Span {
+        let begun = self.session.progress().begun;
+        if begun != self.round {
+            self.round = begun;
+            self.round_span = Some(tracing::info_span!(
+                "sync_round",
+                round = begun,
+                remote = Empty,
+                pushed = Empty,
+                pulled = Empty,
+                error = Empty,
+            ));
+        }
+        self.round_span.clone().unwrap_or_else(Span::none)
+    }
+
+    /// Performs one action; returns the next one if it took it from the
+    /// session ahead of its turn (see `Apply`).
+    async fn act(&mut self, action: Action) -> Option<Action> {
+        match action {
+            Action::Connect { refresh } => {
+                let attempt = self.connector.connect();
+                let result = match attempt.instrument(tracing::debug_span!("connect")).await {
+                    Ok(conn) => {
+                        self.conn = Some(conn);
+                        let token = match &self.token_provider {
+                            Some(provider) => provider.token(refresh).await,
+                            None => self.token.clone(),
+                        };
+                        Ok(Local {
+                            clock: self.replica.clock(),
+                            collections: synced_specs(self.replica.collections()),
+                            token,
                         })
-                        .await
-                        .map_err(SyncError::from);
-                    let now = self.now();
-                    self.session.handle_pull_cursor(result, now);
-                }
-                Action::ReadOutbox {
-                    remote,
-                    limit,
-                    max_bytes,
-                    collections,
-                } => {
-                    let result = self
-                        .blocking(move |r| {
-                            let acked = r.peer_state(remote)?.pushed;
-                            let slice =
-                                r.feed_for(Some(remote), acked, limit, max_bytes, &|c| {
-                                    collections.iter().any(|w| w == c)
-                                })?;
-                            Ok::<_, ReadError>(Outbox {
-                                acked,
-                                changes: slice.changes,
-                                through: slice.through,
-                                has_more: slice.has_more,
-                                groups: slice.groups,
-                                oversized: slice.oversized,
-                            })
-                        })
-                        .await
-                        .map_err(SyncError::from);
-                    let now = self.now();
-                    self.session.handle_outbox(result, now);
-                }
-                Action::RecordPushed {
-                    remote,
-                    through,
-                    now_ms,
-                    refused,
-                    collections,
-                } => {
-                    let result = self
-                        .blocking(move |r| {
-                            r.record_pushed(remote, through, now_ms, &refused, &|c| {
-                                collections.iter().any(|w| w == c)
-                            })
-                        })
-                        .await
-                        .map_err(SyncError::from);
-                    let now = self.now();
-                    self.session.handle_pushed(result, now);
-                }
-                Action::Apply {
-                    remote,
-                    changes,
-                    through,
-                    durable,
-                } => {
-                    // A pull with more to come asks for the next batch at
-                    // once: the remote reads it while this one is applied.
-                    // The session takes the apply's result first.
-                    let next = self.session.poll_action();
-                    let shared = self.shared.clone();
-                    let apply = self.blocking(move |r| {
-                        let durability = pull_durability(durable, &shared);
-                        r.apply_batch(Some(remote), &changes, Some(through), durability)
-                    });
-                    match next {
-                        Some(Action::Exchange(request)) => {
-                            let (result, answer) = tokio::join!(apply, self.exchange(&request));
-                            let now = self.now();
-                            self.session.handle_applied(result, now);
-                            self.answer(answer, now);
-                        }
-                        other => {
-                            let result = apply.await;
-                            let now = self.now();
-                            self.session.handle_applied(result, now);
-                            ahead = other;
-                        }
                     }
-                }
-                Action::Resync {
-                    remote,
-                    collections,
-                } => {
-                    let result = self
-                        .blocking(move |r| r.resync(remote, &collections))
-                        .await
-                        .map_err(SyncError::from);
-                    let now = self.now();
-                    self.session.handle_resynced(result, now);
-                }
-                Action::StagePart {
-                    remote,
-                    transfer,
-                    offset,
-                    changes,
-                } => {
-                    let result = self
-                        .blocking(move |r| {
-                            r.stage_part(STAGED_PULLED, remote, transfer, offset, &changes)
+                    Err(e) => {
+                        tracing::debug!(error = %e, "connecting failed");
+                        Err(e)
+                    }
+                };
+                let now = self.now();
+                self.session.handle_connected(result, now);
+            }
+            Action::Exchange(request) => {
+                let answer = self.exchange(&request).await;
+                let now = self.now();
+                self.answer(answer, now);
+            }
+            Action::Subscribe(request) => {
+                let frame = Frame::from(protocol::encode(&request));
+                let result = match &self.conn {
+                    Some(conn) => conn.subscribe(frame).await.map(|s| {
+                        self.subscription = Some(s);
+                    }),
+                    None => Err(TransportError::Closed {
+                        by: syncline_transport::Side::Local,
+                    }),
+                };
+                let now = self.now();
+                self.session.handle_subscribed(result, now);
+            }
+            Action::ReadPullCursor { remote, scope } => {
+                let result = self
+                    .blocking(move |r| {
+                        let after = match &scope {
+                            Some(scope) => r.scope_cursor(remote, scope)?,
+                            None => r.peer_state(remote)?.pulled,
+                        };
+                        let staged = r.staged_progress(STAGED_PULLED, remote)?;
+                        Ok::<_, ReadError>(PullCursor { after, staged })
+                    })
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_pull_cursor(result, now);
+            }
+            Action::ReadOutbox {
+                remote,
+                limit,
+                max_bytes,
+                collections,
+                scopes,
+            } => {
+                let result = self
+                    .blocking(move |r| {
+                        let acked = r.peer_state(remote)?.pushed;
+                        let slice =
+                            r.feed_for(Some(remote), acked, limit, max_bytes, &|c, k| {
+                                wants(&collections, &scopes, c, k)
+                            })?;
+                        Ok::<_, ReadError>(Outbox {
+                            acked,
+                            changes: slice.changes,
+                            through: slice.through,
+                            has_more: slice.has_more,
+                            groups: slice.groups,
+                            oversized: slice.oversized,
                         })
-                        .await
-                        .map_err(SyncError::from);
-                    let now = self.now();
-                    self.session.handle_staged(result, now);
-                }
-                Action::ApplyStaged {
-                    remote,
-                    transfer,
-                    changes,
-                    through,
-                    durable,
-                } => {
-                    let shared = self.shared.clone();
-                    let result = self
-                        .blocking(move |r| {
-                            let durability = pull_durability(durable, &shared);
-                            r.apply_staged(
-                                STAGED_PULLED,
-                                remote,
-                                transfer,
-                                &changes,
-                                Some(through),
-                                durability,
-                            )
+                    })
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_outbox(result, now);
+            }
+            Action::RecordPushed {
+                remote,
+                through,
+                now_ms,
+                refused,
+                collections,
+                scopes,
+            } => {
+                let result = self
+                    .blocking(move |r| {
+                        r.record_pushed(remote, through, now_ms, &refused, &|c, k| {
+                            wants(&collections, &scopes, c, k)
                         })
-                        .await;
-                    let now = self.now();
-                    self.session.handle_applied(result, now);
-                }
-                Action::Disconnect => {
-                    self.subscription = None;
-                    self.conn = None;
-                }
-                Action::Finished(result) => {
-                    if let Some(reply) = self.reply.take() {
-                        let _ = reply.send(result);
+                    })
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_pushed(result, now);
+            }
+            Action::Apply {
+                remote,
+                changes,
+                through,
+                durable,
+                scope,
+            } => {
+                // A pull with more to come asks for the next batch at
+                // once: the remote reads it while this one is applied.
+                // The session takes the apply's result first.
+                let next = self.session.poll_action();
+                let shared = self.shared.clone();
+                let apply = self.blocking(move |r| {
+                    let durability = pull_durability(durable, &shared);
+                    let cursor = Cursor { through, scope };
+                    r.apply_batch(Some(remote), &changes, Some(cursor), durability)
+                });
+                match next {
+                    Some(Action::Exchange(request)) => {
+                        let (result, answer) = tokio::join!(apply, self.exchange(&request));
+                        let now = self.now();
+                        self.session.handle_applied(result, now);
+                        self.answer(answer, now);
+                    }
+                    other => {
+                        let result = apply.await;
+                        let now = self.now();
+                        self.session.handle_applied(result, now);
+                        return other;
                     }
                 }
             }
+            Action::Resync {
+                remote,
+                collections,
+            } => {
+                let result = self
+                    .blocking(move |r| r.resync(remote, &collections))
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_resynced(result, now);
+            }
+            Action::PruneScopes { remote, keep } => {
+                let result = self
+                    .blocking(move |r| r.prune_scopes(remote, &keep))
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_pruned(result, now);
+            }
+            Action::DropScope {
+                remote,
+                scope,
+                keep,
+            } => {
+                let result = self
+                    .blocking(move |r| r.drop_scope(remote, &scope, &keep))
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_scope_dropped(result, now);
+            }
+            Action::StagePart {
+                remote,
+                transfer,
+                offset,
+                changes,
+            } => {
+                let result = self
+                    .blocking(move |r| {
+                        r.stage_part(STAGED_PULLED, remote, transfer, offset, &changes)
+                    })
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_staged(result, now);
+            }
+            Action::ApplyStaged {
+                remote,
+                transfer,
+                changes,
+                through,
+                durable,
+                scope,
+            } => {
+                let shared = self.shared.clone();
+                let result = self
+                    .blocking(move |r| {
+                        let durability = pull_durability(durable, &shared);
+                        r.apply_staged(
+                            STAGED_PULLED,
+                            remote,
+                            transfer,
+                            &changes,
+                            Some(Cursor { through, scope }),
+                            durability,
+                        )
+                    })
+                    .await;
+                let now = self.now();
+                self.session.handle_applied(result, now);
+            }
+            Action::Disconnect => {
+                self.subscription = None;
+                self.conn = None;
+            }
+            Action::Finished(result) => {
+                self.finished(&result);
+                if let Some(reply) = self.reply.take() {
+                    let _ = reply.send(result);
+                }
+            }
         }
-        self.publish();
+        None
+    }
+
+    /// Completes the round's span and counts the round.
+    fn finished(&mut self, result: &Result<SyncReport, SyncError>) {
+        let span = self.round_span.take().unwrap_or_else(Span::none);
+        if let Some(remote) = self.session.remote() {
+            span.record("remote", display(remote));
+        }
+        match result {
+            Ok(report) => {
+                crate::metrics::round_finished(None);
+                span.record("pushed", report.pushed);
+                span.record("pulled", report.pulled);
+                tracing::debug!(
+                    pushed = report.pushed,
+                    pulled = report.pulled,
+                    "round finished"
+                );
+            }
+            Err(e) => {
+                let fault = e.fault();
+                crate::metrics::round_finished(Some(fault));
+                span.record("error", display(e));
+                tracing::debug!(error = %e, ?fault, "round failed");
+            }
+        }
     }
 
     /// Waits for the next input and feeds it to the session. False when the
@@ -582,7 +677,17 @@ impl Driver {
             }
             let _ = self.events.send(event);
         }
-        *lock(&self.shared.stats) = self.session.stats().clone();
+        {
+            let now = self.session.stats();
+            let mut stats = lock(&self.shared.stats);
+            crate::metrics::engine_moved(
+                now.pushed.saturating_sub(stats.pushed),
+                now.pulled.saturating_sub(stats.pulled),
+                now.conflicts.saturating_sub(stats.conflicts),
+                now.rejected.saturating_sub(stats.rejected),
+            );
+            *stats = now.clone();
+        }
         *lock(&self.shared.remote) = self.session.remote();
         let progress = self.session.progress();
         self.progress.send_if_modified(|p| {

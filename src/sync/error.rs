@@ -107,6 +107,14 @@ pub enum ProtocolViolation {
         /// The collection.
         collection: String,
     },
+    /// A pull of one scope answered with a record outside it.
+    #[error("the pull of a scope answered with record {key} of {collection:?}, outside it")]
+    OutsideScope {
+        /// The record's collection.
+        collection: String,
+        /// Its key.
+        key: crate::Key,
+    },
     /// A push's ack names a group the push did not carry, or names one
     /// twice or out of order.
     #[error("the ack judges group {group}, which the push did not carry")]

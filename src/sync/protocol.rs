@@ -17,7 +17,7 @@ use syncline_transport::{RefusalCode, ServiceError};
 
 use crate::clock::Stamp;
 use crate::codec;
-use crate::model::{Change, CollectionConfig, MergePolicy, ReplicaId};
+use crate::model::{Change, CollectionConfig, MergePolicy, ReplicaId, Scope};
 
 /// The protocol version this build speaks.
 ///
@@ -87,6 +87,22 @@ pub enum RequestBody {
         next: u32,
         /// The collections wanted.
         collections: Vec<String>,
+    },
+    /// Send me the changes of one scope after its own cursor `after`: at
+    /// most about `limit` changes, whole groups (their part inside the
+    /// scope). With `part` (`transfer`, `next`): go on with the group
+    /// ending at `transfer` that a previous answer split into parts, from
+    /// its change `next`. The server serves a scope only when the caller's
+    /// read grant covers all of it.
+    PullScope {
+        /// The scope.
+        scope: Scope,
+        /// The scope's cursor: the server lsn pulled through.
+        after: u64,
+        /// The most changes wanted (whole groups may exceed it).
+        limit: u32,
+        /// The group being pulled in parts, and where its next part starts.
+        part: Option<(u64, u32)>,
     },
 }
 
@@ -382,20 +398,17 @@ pub enum Disagreement {
     },
 }
 
-/// Every collection the caller syncs must be synced on the server with the
-/// same policy. Both sides check it: the server on the caller's hello, the
-/// caller on the server's welcome.
+/// Every collection both sides sync must merge by the same policy. Both
+/// sides check it: the server on the caller's hello, the caller on the
+/// server's welcome. A collection only one side syncs is not an error
+/// here: the caller leaves it out (and reports it), the others sync.
 pub(crate) fn check_collections(
     caller: &[CollectionSpec],
     server: &[CollectionSpec],
 ) -> Result<(), Disagreement> {
     for spec in caller {
         match server.iter().find(|o| o.name == spec.name) {
-            None => {
-                return Err(Disagreement::Missing {
-                    collection: spec.name.clone(),
-                });
-            }
+            None => {}
             Some(o) if o.policy != spec.policy => {
                 return Err(Disagreement::Policy {
                     collection: spec.name.clone(),

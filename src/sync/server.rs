@@ -9,17 +9,23 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use metrics::{counter, gauge};
 use syncline_transport::{BoxFuture, Frame, PeerInfo, RefusalCode, Service, ServiceError};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
+use tracing::Instrument;
+use tracing::field::{Empty, display};
 
-use crate::access::{Access, AccessControl, AllowAll, Credentials, Principal, Validator};
+use crate::access::{Access, AccessControl, AllowAll, Credentials, Grant, Principal, Validator};
 use crate::clock::Stamp;
 use crate::error::{ApplyError, StorageError};
-use crate::model::{Change, ReplicaId};
+use crate::metrics::{
+    self as m, CHANGES_IN, CHANGES_OUT, CONNECTED_PEERS, RECEIVED_BYTES, RequestKind, SENT_BYTES,
+    SUBSCRIPTIONS,
+};
+use crate::model::{Change, Key, ReplicaId, Scope};
 use crate::replica::Replica;
 use crate::store::{CommitDurability, GroupPart, STAGED_PUSHED};
 use crate::sync::protocol::{
@@ -98,17 +104,24 @@ pub struct SyncServer {
     inline_store: bool,
     /// When the last collection pass began, in ms of the replica's clock
     /// (`None`: none yet); shared by the server's clones.
-    collected_at: Arc<std::sync::Mutex<Option<u64>>>,
+    collected_at: Arc<Mutex<Option<u64>>>,
     /// The callers bootstrapping (a pull from 0), and the lsn that was last
     /// when each began: until their cursor reaches it, they get
     /// everything, their own changes included.
-    bootstraps: Arc<std::sync::Mutex<HashMap<ReplicaId, u64>>>,
+    bootstraps: Arc<Mutex<HashMap<Bootstrap, u64>>>,
     /// Where each caller last pulled from and when, since the last time
     /// they were written to `served-3` (every `collect_every`).
-    served: Arc<std::sync::Mutex<HashMap<ReplicaId, crate::ServedState>>>,
+    served: Arc<Mutex<HashMap<ReplicaId, crate::ServedState>>>,
+    /// The live subscriptions of each caller, for the
+    /// [`CONNECTED_PEERS`] gauge; shared by the server's clones.
+    subscribers: Arc<Mutex<HashMap<ReplicaId, usize>>>,
     /// Drain state shared by the server's clones ([`SyncServer::drain`]).
     drain: Arc<Drain>,
 }
+
+/// A caller bootstrapping: its id, and the scope it pulls (`None`: whole
+/// collections).
+type Bootstrap = (ReplicaId, Option<Scope>);
 
 /// What [`SyncServer::drain`] needs: whether the server drains, and how
 /// many exchanges are in flight.
@@ -149,9 +162,10 @@ impl SyncServer {
             validators: HashMap::new(),
             config: ServerConfig::default(),
             inline_store: false,
-            collected_at: Arc::new(std::sync::Mutex::new(None)),
-            bootstraps: Arc::new(std::sync::Mutex::new(HashMap::new())),
-            served: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            collected_at: Arc::new(Mutex::new(None)),
+            bootstraps: Arc::new(Mutex::new(HashMap::new())),
+            served: Arc::new(Mutex::new(HashMap::new())),
+            subscribers: Arc::new(Mutex::new(HashMap::new())),
             drain: Arc::new(Drain {
                 draining: tokio::sync::watch::Sender::new(false),
                 in_flight: tokio::sync::watch::Sender::new(0),
@@ -159,17 +173,20 @@ impl SyncServer {
         }
     }
 
-    /// Drains the server, for a graceful shutdown: from now on it refuses
-    /// new requests (`RefusalCode::UNAVAILABLE`, which engines retry with
-    /// backoff) and ends every subscription; returns once the exchanges in
-    /// flight have been answered, their commits done. Shut the transports
-    /// down after it, then close the replica. Every clone of the server
-    /// drains with it.
-    pub async fn drain(&self) {
+    /// Drains the server, for a graceful shutdown: from the call on it
+    /// refuses new requests (`RefusalCode::UNAVAILABLE`, which engines
+    /// retry with backoff) and ends every subscription; the future resolves
+    /// once the exchanges in flight have been answered, their commits done.
+    /// Shut the transports down after it, then close the replica. Every
+    /// clone of the server drains with it.
+    pub fn drain(&self) -> impl Future<Output = ()> + Send + 'static {
         self.drain.draining.send_replace(true);
-        let mut in_flight = self.drain.in_flight.subscribe();
-        // The sender lives in `self`: the wait ends only at zero.
-        let _ = in_flight.wait_for(|n| *n == 0).await;
+        let drain = self.drain.clone();
+        async move {
+            let mut in_flight = drain.in_flight.subscribe();
+            // `drain` keeps the sender alive: the wait ends only at zero.
+            let _ = in_flight.wait_for(|n| *n == 0).await;
+        }
     }
 
     /// Whether [`SyncServer::drain`] was called.
@@ -266,17 +283,45 @@ impl SyncServer {
         Arc::new(self)
     }
 
-    /// Handles one exchange; blocking (it reads and commits to redb).
-    fn handle(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, ServiceError> {
-        let result = self.answer(peer, frame);
-        if let Err(refusal) = &result {
-            tracing::debug!(peer = %peer.remote, %refusal, "refused request");
+    /// Handles one exchange; blocking (it reads and commits to redb). Runs
+    /// in the request's span (see [`Service::exchange`]), whose fields it
+    /// fills in, and counts the changes sent and the refusal. Returns the
+    /// request's kind with the answer.
+    fn handle(
+        &self,
+        peer: &PeerInfo,
+        frame: &[u8],
+    ) -> (RequestKind, Result<Response, ServiceError>) {
+        let mut kind = RequestKind::Invalid;
+        let result = self.answer(peer, frame, &mut kind);
+        let span = tracing::Span::current();
+        match &result {
+            Ok(Response::Changes { batch, .. } | Response::Part { batch, .. }) => {
+                counter!(CHANGES_OUT).increment(batch.changes.len() as u64);
+                span.record("changes", batch.changes.len());
+            }
+            Ok(_) => {}
+            Err(refusal) => {
+                m::refused(refusal.code());
+                span.record("refusal", refusal.code().get());
+                tracing::debug!(%refusal, "refused request");
+            }
         }
-        result
+        (kind, result)
     }
 
-    fn answer(&self, peer: &PeerInfo, frame: &[u8]) -> Result<Response, ServiceError> {
-        let (request, principal) = self.admit(peer, frame)?;
+    fn answer(
+        &self,
+        peer: &PeerInfo,
+        frame: &[u8],
+        kind: &mut RequestKind,
+    ) -> Result<Response, ServiceError> {
+        let request = self.decode(frame)?;
+        *kind = request_kind(&request.body);
+        tracing::Span::current()
+            .record("kind", kind.label())
+            .record("from", display(request.from));
+        let principal = self.admit(peer, &request)?;
         let from = request.from;
         match request.body {
             RequestBody::Hello { clock, collections } => self.hello(clock, &collections),
@@ -298,6 +343,12 @@ impl SyncServer {
                 &collections,
                 Some((transfer, next)),
             ),
+            RequestBody::PullScope {
+                scope,
+                after,
+                limit,
+                part,
+            } => self.pull_scope(from, &principal, &scope, after, limit, part),
             RequestBody::Push(batch) => self.push(from, &principal, batch),
             RequestBody::PushPart { part, batch } => self.push_part(from, &principal, part, batch),
             RequestBody::Subscribe { .. } => Err(ServiceError::bad_request(
@@ -306,22 +357,23 @@ impl SyncServer {
         }
     }
 
-    /// Decodes, checks the version and authenticates.
-    fn admit(&self, peer: &PeerInfo, frame: &[u8]) -> Result<(Request, Principal), ServiceError> {
-        let request: Request = match protocol::decode(frame) {
-            Ok(request) => request,
-            Err(e) => {
-                // A caller of another version may shape its envelope
-                // otherwise: say which version it claims.
-                let reason = match protocol::request_version(frame) {
-                    Some(v) if v != PROTOCOL_VERSION => format!(
-                        "{e} (the request claims protocol version {v}; this server speaks {PROTOCOL_VERSION})"
-                    ),
-                    _ => e.to_string(),
-                };
-                return Err(ServiceError::bad_request(reason));
-            }
-        };
+    /// Decodes a request.
+    fn decode(&self, frame: &[u8]) -> Result<Request, ServiceError> {
+        protocol::decode(frame).map_err(|e| {
+            // A caller of another version may shape its envelope
+            // otherwise: say which version it claims.
+            let reason = match protocol::request_version(frame) {
+                Some(v) if v != PROTOCOL_VERSION => format!(
+                    "{e} (the request claims protocol version {v}; this server speaks {PROTOCOL_VERSION})"
+                ),
+                _ => e.to_string(),
+            };
+            ServiceError::bad_request(reason)
+        })
+    }
+
+    /// Checks a decoded request's version and authenticates its caller.
+    fn admit(&self, peer: &PeerInfo, request: &Request) -> Result<Principal, ServiceError> {
         if request.version != PROTOCOL_VERSION {
             return Err(ServiceError::new(
                 RefusalCode::UPGRADE_REQUIRED,
@@ -356,7 +408,7 @@ impl SyncServer {
                 "the caller claims this server's own replica id",
             ));
         }
-        Ok((request, principal))
+        Ok(principal)
     }
 
     fn hello(&self, clock: Stamp, theirs: &[CollectionSpec]) -> Result<Response, ServiceError> {
@@ -392,64 +444,15 @@ impl SyncServer {
         wanted: &[String],
         resume: Option<(u64, u32)>,
     ) -> Result<Response, ServiceError> {
+        let mut grants = Vec::with_capacity(wanted.len());
         for name in wanted {
-            self.check_collection(principal, name, Access::Read)?;
+            grants.push((name, self.check_collection(principal, name, Access::Read)?));
         }
         let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
         let max_bytes = self.config.max_pull_bytes;
-        let wanted = |c: &str| wanted.iter().any(|w| w == c);
-        // A pull from 0 bootstraps the caller, which may hold nothing, not
-        // even its own changes (a resync emptied its collections): until it
-        // reaches the lsn that was last then, it gets everything, its own
-        // changes included. (Kept in memory: a server restarted in the
-        // middle of a bootstrap filters the rest as usual.)
-        self.served
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                from,
-                crate::ServedState {
-                    cursor: after,
-                    at_ms: self.replica.config().time.now_millis(),
-                },
-            );
-        let peer = {
-            let mut bootstraps = self.bootstraps.lock().unwrap_or_else(|p| p.into_inner());
-            let bootstrap = if after == 0 {
-                // Callers name themselves: bound what a stream of made-up
-                // ids can make the server remember (one left out is served
-                // as usual, at worst bootstrapping again).
-                if bootstraps.len() >= MAX_BOOTSTRAPS
-                    && let Some(any) = bootstraps.keys().next().copied()
-                {
-                    bootstraps.remove(&any);
-                }
-                bootstraps.insert(from, self.replica.last_lsn());
-                true
-            } else {
-                match bootstraps.get(&from) {
-                    Some(&until) if after < until => true,
-                    Some(_) => {
-                        bootstraps.remove(&from);
-                        false
-                    }
-                    None => false,
-                }
-            };
-            (!bootstrap).then_some(from)
-        };
-        // A cursor below the last lsn a tombstone collection removed may
-        // have missed a delete that is gone: the caller must start over
-        // (a bootstrap, from 0 on, needs no delete it missed).
-        let (_, collected_lsn) = self.replica.collected();
-        if peer.is_some() && after < collected_lsn {
-            return Err(ServiceError::new(
-                RefusalCode::RESYNC_REQUIRED,
-                format!(
-                    "resync required: the pull cursor {after} lies behind the tombstone horizon (lsn {collected_lsn})"
-                ),
-            ));
-        }
+        // What the caller asked for, and only the records its grant covers.
+        let wanted = |c: &str, k: &Key| grants.iter().any(|(w, g)| *w == c && g.allows(k));
+        let peer = self.reader(from, after, None)?;
         let internal = |e: StorageError| ServiceError::internal(e.to_string());
         // A group larger than a batch goes in parts; a part names where it
         // starts, so that a caller can resume at any change. Going on with
@@ -488,6 +491,128 @@ impl SyncServer {
         Ok(part_response(part))
     }
 
+    /// Who a pull from `after` (of `scope`, or of whole collections) is
+    /// read for: the caller, or `None` while it bootstraps. Records where
+    /// the caller pulled from, and refuses a cursor behind the tombstone
+    /// horizon.
+    fn reader(
+        &self,
+        from: ReplicaId,
+        after: u64,
+        scope: Option<&Scope>,
+    ) -> Result<Option<ReplicaId>, ServiceError> {
+        // A pull from 0 bootstraps the caller, which may hold nothing, not
+        // even its own changes (a resync emptied its collections, or the
+        // scope is new to it): until it reaches the lsn that was last then,
+        // it gets everything, its own changes included. (Kept in memory: a
+        // server restarted in the middle of a bootstrap filters the rest
+        // as usual.)
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                from,
+                crate::ServedState {
+                    cursor: after,
+                    at_ms: self.replica.config().time.now_millis(),
+                },
+            );
+        let peer = {
+            let mut bootstraps = self.bootstraps.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (from, scope.cloned());
+            let bootstrap = if after == 0 {
+                // Callers name themselves: bound what a stream of made-up
+                // ids can make the server remember (one left out is served
+                // as usual, at worst bootstrapping again).
+                if bootstraps.len() >= MAX_BOOTSTRAPS
+                    && let Some(any) = bootstraps.keys().next().cloned()
+                {
+                    bootstraps.remove(&any);
+                }
+                bootstraps.insert(key, self.replica.last_lsn());
+                true
+            } else {
+                match bootstraps.get(&key) {
+                    Some(&until) if after < until => true,
+                    Some(_) => {
+                        bootstraps.remove(&key);
+                        false
+                    }
+                    None => false,
+                }
+            };
+            (!bootstrap).then_some(from)
+        };
+        // A cursor below the last lsn a tombstone collection removed may
+        // have missed a delete that is gone: the caller must start over
+        // (a bootstrap, from 0 on, needs no delete it missed).
+        let (_, collected_lsn) = self.replica.collected();
+        if peer.is_some() && after < collected_lsn {
+            return Err(ServiceError::new(
+                RefusalCode::RESYNC_REQUIRED,
+                format!(
+                    "resync required: the pull cursor {after} lies behind the tombstone horizon (lsn {collected_lsn})"
+                ),
+            ));
+        }
+        Ok(peer)
+    }
+
+    /// A pull of one scope, from its own cursor: served only when the
+    /// caller's read grant covers the whole scope.
+    fn pull_scope(
+        &self,
+        from: ReplicaId,
+        principal: &Principal,
+        scope: &Scope,
+        after: u64,
+        limit: u32,
+        resume: Option<(u64, u32)>,
+    ) -> Result<Response, ServiceError> {
+        let grant = self.check_collection(principal, &scope.collection, Access::Read)?;
+        if !grant.covers(&scope.prefix) {
+            return Err(ServiceError::forbidden(format!(
+                "{} may not read all of {scope}",
+                principal.0
+            )));
+        }
+        let limit = (limit as usize).clamp(1, self.config.max_pull_changes);
+        let max_bytes = self.config.max_pull_bytes;
+        let peer = self.reader(from, after, Some(scope))?;
+        let internal = |e: StorageError| ServiceError::internal(e.to_string());
+        let in_scope = |c: &str, k: &Key| scope.contains(c, k);
+        // A group larger than a batch goes in parts, read from the group's
+        // start (the scope's cursor may lie before other groups).
+        let part_of = |transfer: u64, offset: u32| -> Result<Option<GroupPart>, ServiceError> {
+            let Some(before) = self.replica.before_group(transfer).map_err(internal)? else {
+                return Ok(None);
+            };
+            let part = self
+                .replica
+                .group_part(peer, before.max(after), &in_scope, offset, max_bytes)
+                .map_err(internal)?;
+            Ok(part.filter(|p| p.transfer == transfer))
+        };
+        if let Some((transfer, next)) = resume
+            && let Some(part) = part_of(transfer, next)?
+        {
+            return Ok(part_response(part));
+        }
+        let slice = self
+            .replica
+            .scope_for(peer, scope, after, limit, max_bytes)
+            .map_err(internal)?;
+        if slice.oversized
+            && let Some(part) = part_of(slice.through, 0)?
+        {
+            return Ok(part_response(part));
+        }
+        Ok(Response::Changes {
+            batch: Batch::new(slice.changes, slice.through),
+            has_more: slice.has_more,
+        })
+    }
+
     /// One part of a group too large for one batch: staged, out of sight,
     /// until the last, with which the whole group is judged and applied.
     fn push_part(
@@ -517,6 +642,8 @@ impl SyncServer {
             self.judge(principal, &batch.changes)
         };
         if let Err(refusal) = verdict {
+            m::refused(refusal.code());
+            tracing::Span::current().record("refused_groups", 1);
             self.replica
                 .clear_staged(STAGED_PUSHED, from)
                 .map_err(internal)?;
@@ -567,6 +694,10 @@ impl SyncServer {
                 CommitDurability::Immediate,
             )
             .map_err(apply_refusal)?;
+        // The whole group: the parts staged before this one, and this one.
+        let group = u64::from(part.offset) + batch.changes.len() as u64;
+        counter!(CHANGES_IN).increment(group);
+        tracing::Span::current().record("changes", group);
         Ok(Response::Ack {
             through: part.transfer,
             applied: report.applied as u64,
@@ -594,6 +725,7 @@ impl SyncServer {
             match self.judge(principal, group) {
                 Ok(()) => accepted.extend_from_slice(group),
                 Err(refusal) => {
+                    m::refused(refusal.code());
                     tracing::debug!(peer = %from, group = index, %refusal, "refused group");
                     refused.push(Verdict {
                         group: u32::try_from(index).unwrap_or(u32::MAX),
@@ -607,6 +739,12 @@ impl SyncServer {
             .replica
             .apply_remote_from(Some(from), &accepted)
             .map_err(apply_refusal)?;
+        counter!(CHANGES_IN).increment(accepted.len() as u64);
+        let span = tracing::Span::current();
+        span.record("changes", accepted.len());
+        if !refused.is_empty() {
+            span.record("refused_groups", refused.len());
+        }
         Ok(Response::Ack {
             through: batch.through,
             applied: report.applied as u64,
@@ -620,8 +758,23 @@ impl SyncServer {
     /// far ahead are not judged here: they refuse the whole push (422) when
     /// the accepted groups are applied, and the caller retries later.
     fn judge(&self, principal: &Principal, group: &[Change]) -> Result<(), ServiceError> {
+        let mut grants: Vec<(&str, Grant)> = Vec::new();
         for change in group {
-            self.check_collection(principal, &change.collection, Access::Write)?;
+            let at = match grants.iter().position(|(c, _)| *c == change.collection) {
+                Some(at) => at,
+                None => {
+                    let grant =
+                        self.check_collection(principal, &change.collection, Access::Write)?;
+                    grants.push((&change.collection, grant));
+                    grants.len() - 1
+                }
+            };
+            if !grants[at].1.allows(&change.key) {
+                return Err(ServiceError::forbidden(format!(
+                    "{} may not write record {} of collection {:?}",
+                    principal.0, change.key, change.collection
+                )));
+            }
         }
         self.replica
             .check_remote(group)
@@ -641,13 +794,14 @@ impl SyncServer {
         Ok(())
     }
 
-    /// The collection must exist here, be synced, and be allowed to the principal.
+    /// The collection must exist here, be synced, and be granted, in part
+    /// at least, to the principal: what of it is.
     fn check_collection(
         &self,
         principal: &Principal,
         name: &str,
         access: Access,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Grant, ServiceError> {
         match self.replica.collection_config(name) {
             Some(c) if c.sync => {}
             _ => {
@@ -657,103 +811,226 @@ impl SyncServer {
                 ));
             }
         }
-        if !self.access.authorize(principal, name, access) {
-            let verb = match access {
-                Access::Read => "read",
-                Access::Write => "write",
-            };
+        let grant = self.access.grant(principal, name, access);
+        if grant.is_none() {
             return Err(ServiceError::forbidden(format!(
-                "{} may not {verb} collection {name:?}",
-                principal.0
+                "{} may not {} collection {name:?}",
+                principal.0,
+                verb(access)
             )));
         }
-        Ok(())
+        Ok(grant)
+    }
+}
+
+/// How a refusal names an access.
+fn verb(access: Access) -> &'static str {
+    match access {
+        Access::Read => "read",
+        Access::Write => "write",
     }
 }
 
 impl Service for SyncServer {
+    /// Answers one request in a `serve` span (debug level: the peer's
+    /// address; then the request's kind, the caller's replica id, and the
+    /// changes sent or accepted, the groups refused or the refusal code).
     fn exchange<'a>(
         &'a self,
         peer: &'a PeerInfo,
         request: Frame,
     ) -> BoxFuture<'a, Result<Frame, ServiceError>> {
+        let span = tracing::debug_span!(
+            "serve",
+            peer = %peer.remote,
+            kind = Empty,
+            from = Empty,
+            changes = Empty,
+            refused_groups = Empty,
+            refusal = Empty,
+        );
         Box::pin(async move {
-            let _in_flight = self.begin_exchange()?;
-            let response = if self.inline_store {
-                self.handle(peer, &request)?
+            let started = Instant::now();
+            counter!(RECEIVED_BYTES).increment(request.len() as u64);
+            let _in_flight = self
+                .begin_exchange()
+                .inspect_err(|refusal| m::refused(refusal.code()))?;
+            let (kind, answer) = if self.inline_store {
+                span.in_scope(|| self.handle(peer, &request))
             } else {
                 let this = self.clone();
                 let peer_owned = peer.clone();
+                let span = span.clone();
                 // redb reads and durable commits block: keep them off the async workers.
-                tokio::task::spawn_blocking(move || this.handle(&peer_owned, &request))
-                    .await
-                    .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))??
+                tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| this.handle(&peer_owned, &request))
+                })
+                .await
+                .map_err(|e| ServiceError::internal(format!("request handler failed: {e}")))?
             };
-            self.collect_if_due();
-            Ok(Frame::from(protocol::encode(&response)))
+            let answer = answer.map(|response| {
+                self.collect_if_due();
+                let frame = Frame::from(protocol::encode(&response));
+                counter!(SENT_BYTES).increment(frame.len() as u64);
+                frame
+            });
+            m::served(kind, started);
+            answer
         })
     }
 
+    /// Opens a subscription in a `subscription` span (info level: the
+    /// peer's address and the caller's replica id), which its task keeps
+    /// until the subscriber goes away.
     fn subscribe<'a>(
         &'a self,
         peer: &'a PeerInfo,
         request: Frame,
     ) -> BoxFuture<'a, Result<mpsc::Receiver<Frame>, ServiceError>> {
-        Box::pin(async move {
-            if self.is_draining() {
-                return Err(ServiceError::unavailable("the server is shutting down"));
+        let span = tracing::info_span!("subscription", peer = %peer.remote, from = Empty);
+        Box::pin(
+            async move {
+                counter!(RECEIVED_BYTES).increment(request.len() as u64);
+                let opened = self.open_subscription(peer, &request);
+                if let Err(refusal) = &opened {
+                    m::refused(refusal.code());
+                    tracing::debug!(%refusal, "refused subscription");
+                }
+                opened
             }
-            let (request, principal) = self.admit(peer, &request)?;
-            let RequestBody::Subscribe { after } = request.body else {
-                return Err(ServiceError::bad_request("expected a subscribe request"));
-            };
-            // Notifications reveal when the feed moves: only for callers that
-            // may read something here.
-            let readable = synced_specs(self.replica.collections())
-                .iter()
-                .any(|c| self.access.authorize(&principal, &c.name, Access::Read));
-            if !readable {
-                return Err(ServiceError::forbidden(format!(
-                    "{} may not read any collection",
-                    principal.0
-                )));
-            }
-            let (tx, rx) = mpsc::channel(16);
-            // Commit notes, not change events: waking costs nothing per change.
-            let mut commits = self.replica.commit_notes();
-            let replica = self.replica.clone();
-            let heartbeat = self.config.heartbeat;
-            let mut draining = self.drain.draining.subscribe();
-            tokio::spawn(async move {
+            .instrument(span),
+        )
+    }
+}
+
+impl SyncServer {
+    /// Checks a subscribe request and starts the task that notifies the
+    /// caller, in the current span.
+    fn open_subscription(
+        &self,
+        peer: &PeerInfo,
+        request: &[u8],
+    ) -> Result<mpsc::Receiver<Frame>, ServiceError> {
+        if self.is_draining() {
+            return Err(ServiceError::unavailable("the server is shutting down"));
+        }
+        let request = self.decode(request)?;
+        tracing::Span::current().record("from", display(request.from));
+        let principal = self.admit(peer, &request)?;
+        let RequestBody::Subscribe { after } = request.body else {
+            return Err(ServiceError::bad_request("expected a subscribe request"));
+        };
+        // Notifications reveal when the feed moves: only for callers that
+        // may read something here.
+        let readable = synced_specs(self.replica.collections())
+            .iter()
+            .any(|c| self.access.authorize(&principal, &c.name, Access::Read));
+        if !readable {
+            return Err(ServiceError::forbidden(format!(
+                "{} may not read any collection",
+                principal.0
+            )));
+        }
+        // A notification carries only the head, so a few frames in flight
+        // are plenty.
+        let (tx, rx) = mpsc::channel(4);
+        // The feed's head, as a watch: however many commits happen while
+        // this task waits or sends, it wakes once and sends the latest
+        // head (notifications coalesce; a write never queues a frame per
+        // subscriber per commit).
+        let mut head = self.replica.head();
+        let heartbeat = self.config.heartbeat;
+        let mut draining = self.drain.draining.subscribe();
+        // Counted until the task ends, however it ends.
+        let live = Live::open(self.subscribers.clone(), request.from);
+        tokio::spawn(
+            async move {
+                let _live = live;
+                tracing::debug!("subscription opened");
                 let mut sent = after;
                 let mut beat = false;
                 loop {
-                    let last = replica.last_lsn();
+                    let last = *head.borrow_and_update();
                     if last > sent || beat {
                         let frame = Frame::from(protocol::encode(&Notify { last_lsn: last }));
+                        let len = frame.len() as u64;
                         if tx.send(frame).await.is_err() {
-                            return; // the subscriber went away
+                            break; // the subscriber went away
                         }
+                        counter!(SENT_BYTES).increment(len);
                         sent = sent.max(last);
                     }
                     beat = false;
                     tokio::select! {
                         biased;
                         // The subscriber or the transport went away: let go of the replica.
-                        () = tx.closed() => return,
+                        () = tx.closed() => break,
                         // Draining: end the stream (the transport ends the
                         // client's subscription when `tx` drops).
-                        _ = draining.wait_for(|d| *d) => return,
-                        note = commits.recv() => match note {
-                            Ok(_) | Err(RecvError::Lagged(_)) => {}
-                            Err(RecvError::Closed) => return,
+                        _ = draining.wait_for(|d| *d) => break,
+                        changed = head.changed() => if changed.is_err() {
+                            break; // the replica is gone
                         },
                         () = sleep_for(heartbeat) => beat = true,
                     }
                 }
-            });
-            Ok(rx)
-        })
+                tracing::debug!("subscription ended");
+            }
+            .in_current_span(),
+        );
+        Ok(rx)
+    }
+}
+
+/// A live subscription, counted in [`SUBSCRIPTIONS`] and, while it is its
+/// caller's only one, [`CONNECTED_PEERS`], until it is dropped.
+struct Live {
+    subscribers: Arc<Mutex<HashMap<ReplicaId, usize>>>,
+    caller: ReplicaId,
+}
+
+impl Live {
+    fn open(subscribers: Arc<Mutex<HashMap<ReplicaId, usize>>>, caller: ReplicaId) -> Self {
+        gauge!(SUBSCRIPTIONS).increment(1.0);
+        {
+            let mut live = subscribers.lock().unwrap_or_else(|p| p.into_inner());
+            let count = live.entry(caller).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                gauge!(CONNECTED_PEERS).increment(1.0);
+            }
+        }
+        Live {
+            subscribers,
+            caller,
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        gauge!(SUBSCRIPTIONS).decrement(1.0);
+        let mut live = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = live.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                live.remove(&self.caller);
+                gauge!(CONNECTED_PEERS).decrement(1.0);
+            }
+        }
+    }
+}
+
+/// A request's kind, as the label of its metrics and the field of its span.
+fn request_kind(body: &RequestBody) -> RequestKind {
+    match body {
+        RequestBody::Hello { .. } => RequestKind::Hello,
+        RequestBody::Pull { .. } => RequestKind::Pull,
+        RequestBody::PullPart { .. } => RequestKind::PullPart,
+        RequestBody::PullScope { .. } => RequestKind::PullScope,
+        RequestBody::Push(_) => RequestKind::Push,
+        RequestBody::PushPart { .. } => RequestKind::PushPart,
+        RequestBody::Subscribe { .. } => RequestKind::Subscribe,
     }
 }
 

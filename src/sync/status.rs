@@ -100,6 +100,26 @@ pub enum SyncEvent {
         /// The records written again.
         reapplied: Vec<(String, crate::Key)>,
     },
+    /// The remote refused a scope (or a collection) alone, and the others
+    /// sync: it does not sync the collection (`RefusalCode::CONFLICT`), or
+    /// the caller's read grant does not cover the scope
+    /// (`RefusalCode::FORBIDDEN`). See [`crate::SyncConfig::scopes`].
+    ScopeRefused {
+        /// The scope (a whole collection for a missing one).
+        scope: crate::Scope,
+        /// The remote's code.
+        code: RefusalCode,
+        /// The remote's reason.
+        reason: String,
+    },
+    /// The records of a scope no longer granted or no longer asked for
+    /// were dropped here, locally (no other replica is affected).
+    ScopeDropped {
+        /// The scope.
+        scope: crate::Scope,
+        /// How many records went.
+        dropped: u64,
+    },
     /// The status changed.
     StatusChanged(Status),
 }

@@ -267,7 +267,15 @@ impl<'de> Visitor<'de> for ChangesSeed {
     }
 }
 
-const BODY_VARIANTS: &[&str] = &["Hello", "Pull", "Push", "Subscribe", "PushPart", "PullPart"];
+const BODY_VARIANTS: &[&str] = &[
+    "Hello",
+    "Pull",
+    "Push",
+    "Subscribe",
+    "PushPart",
+    "PullPart",
+    "PullScope",
+];
 
 /// A request body whose pushed changes leave out the sender's id.
 struct WireBody<'a> {
@@ -324,6 +332,14 @@ impl Serialize for WireBody<'_> {
                 BODY_VARIANTS[5],
                 &(after, transfer, next, collections),
             ),
+            RequestBody::PullScope {
+                scope,
+                after,
+                limit,
+                part,
+            } => {
+                s.serialize_newtype_variant(NAME, 6, BODY_VARIANTS[6], &(scope, after, limit, part))
+            }
         }
     }
 }
@@ -426,10 +442,19 @@ impl<'de> Visitor<'de> for BodySeed {
                     collections,
                 }
             }
+            6 => {
+                let (scope, after, limit, part) = variant.newtype_variant()?;
+                RequestBody::PullScope {
+                    scope,
+                    after,
+                    limit,
+                    part,
+                }
+            }
             other => {
                 return Err(de::Error::invalid_value(
                     de::Unexpected::Unsigned(other.into()),
-                    &"a request body variant 0 to 5",
+                    &"a request body variant 0 to 6",
                 ));
             }
         })

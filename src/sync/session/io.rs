@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::clock::Stamp;
-use crate::model::{Change, ReplicaId};
+use crate::model::{Change, ReplicaId, Scope};
 use crate::store::Refused;
 use crate::sync::error::SyncError;
 use crate::sync::protocol::{CollectionSpec, Request};
@@ -44,6 +44,8 @@ pub(crate) enum Action {
     ReadPullCursor {
         /// The remote.
         remote: ReplicaId,
+        /// The scope whose cursor (`None`: the whole link's).
+        scope: Option<Scope>,
     },
     /// Read the local feed after what `remote` acknowledged, leaving out its
     /// own changes and other collections; then [`Session::handle_outbox`].
@@ -56,6 +58,9 @@ pub(crate) enum Action {
         max_bytes: usize,
         /// The collections to include.
         collections: Vec<String>,
+        /// The scopes to include, when the engine syncs scopes (empty: the
+        /// whole collections).
+        scopes: Vec<Scope>,
     },
     /// Record, durably, that `remote` holds the local feed through
     /// `through`; then [`Session::handle_pushed`].
@@ -71,6 +76,8 @@ pub(crate) enum Action {
         /// The collections pushed (the refused groups' changes are those
         /// of these collections that went to the remote).
         collections: Vec<String>,
+        /// The scopes pushed (empty: the whole collections).
+        scopes: Vec<Scope>,
     },
     /// Apply a pulled batch and move the pull cursor to `through` in the
     /// same commit; then [`Session::handle_applied`].
@@ -85,6 +92,9 @@ pub(crate) enum Action {
         /// pull, or one due by [`SyncConfig::durable_interval`]); the
         /// others are deferred, which a crash may undo with their cursor.
         durable: bool,
+        /// The scope the batch is of, whose cursor moves (`None`: the
+        /// whole link's).
+        scope: Option<Scope>,
     },
     /// Stage the part of the group `transfer` pulled from `remote` that
     /// starts at change `offset`, out of sight; then
@@ -113,6 +123,32 @@ pub(crate) enum Action {
         through: u64,
         /// Whether the commit waits for the disk, as for [`Action::Apply`].
         durable: bool,
+        /// The scope the group is of, as for [`Action::Apply`].
+        scope: Option<Scope>,
+    },
+    /// Drop, in one commit, every scope pulled from `remote` before that
+    /// is no longer asked for (not in `keep`): its records that no scope
+    /// of `keep` covers, and its cursor; then
+    /// [`Session::handle_pruned`] with the scopes dropped and how many
+    /// records each took.
+    PruneScopes {
+        /// The remote.
+        remote: ReplicaId,
+        /// The scopes the engine syncs.
+        keep: Vec<Scope>,
+    },
+    /// The remote no longer grants `scope`: in one commit, drop this
+    /// replica's records in it that none of `keep` covers (locally, with
+    /// no change, so no other replica is affected) and the scope's cursor,
+    /// if one was stored (a scope never pulled drops nothing); then
+    /// [`Session::handle_scope_dropped`] with how many records went.
+    DropScope {
+        /// The remote.
+        remote: ReplicaId,
+        /// The scope refused.
+        scope: Scope,
+        /// The other scopes the engine syncs.
+        keep: Vec<Scope>,
     },
     /// Bootstrap the synced collections shared with `remote` again (the
     /// remote said the pull cursor lies behind its tombstone horizon): in

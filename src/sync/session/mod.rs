@@ -23,9 +23,9 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use syncline_transport::TransportError;
+use syncline_transport::{RefusalCode, TransportError};
 
-use crate::model::{Change, ReplicaId};
+use crate::model::{Change, ReplicaId, Scope};
 use crate::store::Refused;
 use crate::sync::config::SyncConfig;
 use crate::sync::error::{ProtocolViolation, SyncError};
@@ -48,6 +48,9 @@ pub(crate) use io::{Action, Commit, Local, Now, Outbox, Progress, PullCursor};
 struct Link {
     remote: ReplicaId,
     collections: Vec<String>,
+    /// The configured scopes whose collection the remote syncs (empty:
+    /// the engine syncs whole collections).
+    scopes: Vec<Scope>,
     subscribed: bool,
     /// The greatest lsn the subscription announced (at first, the cursor it
     /// was opened after): a notification at or below it is a heartbeat.
@@ -105,6 +108,10 @@ enum Phase {
     },
     /// Waiting for the pull cursor.
     PullCursor,
+    /// Waiting for the store to drop a scope's records and cursor.
+    DroppingScope,
+    /// Waiting for the store to drop the scopes no longer asked for.
+    Pruning { link: Link },
     /// Waiting for a pull's answer.
     Pulling { after: u64 },
     /// Waiting for a pulled part to be staged.
@@ -189,6 +196,8 @@ pub(crate) struct Session {
     /// The parts staged here of a group pulled in parts: its transfer and
     /// how many.
     pull_staged: Option<(u64, u32)>,
+    /// Which of the link's scopes the pull stage is at (scoped engines).
+    target: usize,
     /// Rounds begun so far; the current one is number `begun`.
     begun: u64,
     /// The number of the last round that succeeded (0: none).
@@ -228,6 +237,7 @@ impl Session {
             push_error: None,
             repush: false,
             pull_staged: None,
+            target: 0,
             begun: 0,
             synced: 0,
             retry_at,
@@ -475,6 +485,13 @@ impl Session {
                     return self.finish(Err(error), now);
                 }
             },
+            Err(TransportError::Refused { code, reason })
+                if matches!(self.phase, Phase::Pulling { .. })
+                    && matches!(code, RefusalCode::FORBIDDEN | RefusalCode::CONFLICT)
+                    && self.target().is_some() =>
+            {
+                return self.scope_refused(code, reason, now);
+            }
             Err(e) => return self.finish(Err(e.into()), now),
         };
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
@@ -596,20 +613,8 @@ impl Session {
             }
             Phase::PullCursor => {
                 self.pull_staged = staged;
-                let request = match staged {
-                    // A group pulled in parts, some staged: resume it.
-                    Some((transfer, next)) => self.request(RequestBody::PullPart {
-                        after,
-                        transfer,
-                        next,
-                        collections: self.link_collections(),
-                    }),
-                    None => self.request(RequestBody::Pull {
-                        after,
-                        limit: u32::try_from(self.config.batch_size).unwrap_or(u32::MAX),
-                        collections: self.link_collections(),
-                    }),
-                };
+                // A group pulled in parts, some staged: resume it.
+                let request = self.pull_request(after, staged);
                 self.phase = Phase::Pulling { after };
                 self.actions.push_back(Action::Exchange(request));
             }
@@ -630,6 +635,7 @@ impl Session {
         self.refreshed = false;
         self.resynced = false;
         self.push_error = None;
+        self.target = 0;
         self.stage = match (push, pull) {
             (true, _) => Stage::Push,
             (false, true) => Stage::Pull,
@@ -660,11 +666,20 @@ impl Session {
                     limit: self.config.batch_size,
                     max_bytes: self.config.max_batch_bytes,
                     collections: link.collections.clone(),
+                    scopes: self.config.scopes.clone(),
                 });
+            }
+            Stage::Pull if !self.config.scopes.is_empty() && self.target >= link.scopes.len() => {
+                // A scoped engine whose every scope is pulled (or refused).
+                self.stage = Stage::Done;
+                self.finish(Ok(self.report), now)
             }
             Stage::Pull => {
                 self.phase = Phase::PullCursor;
-                self.actions.push_back(Action::ReadPullCursor { remote });
+                self.actions.push_back(Action::ReadPullCursor {
+                    remote,
+                    scope: self.target(),
+                });
             }
             Stage::Done => self.finish(Ok(self.report), now),
         }
@@ -690,23 +705,81 @@ impl Session {
             .collect();
         protocol::check_collections(&shared, theirs)
             .map_err(|d| SyncError::Protocol(ProtocolViolation::Disagreement(d)))?;
+        // A collection the remote does not sync is left out, alone, and
+        // said so; the others sync.
+        for missing in ours.iter().filter(|o| !shared.contains(o)) {
+            tracing::warn!(collection = %missing.name, "the remote does not sync this collection");
+            self.events.push_back(SyncEvent::ScopeRefused {
+                scope: Scope::collection(missing.name.clone()),
+                code: RefusalCode::CONFLICT,
+                reason: format!("the remote does not sync collection {:?}", missing.name),
+            });
+        }
+        let collections: Vec<String> = shared.into_iter().map(|s| s.name).collect();
+        let scopes = self
+            .config
+            .scopes
+            .iter()
+            .filter(|s| collections.contains(&s.collection))
+            .cloned()
+            .collect();
         self.remote = Some(remote);
         let link = Link {
             remote,
-            collections: ours.into_iter().map(|s| s.name).collect(),
+            collections,
+            scopes,
             subscribed: false,
             notified: 0,
             heard: now.at,
         };
+        if !self.config.scopes.is_empty() {
+            // Scopes pulled before and no longer asked for go first.
+            self.phase = Phase::Pruning { link };
+            self.actions.push_back(Action::PruneScopes {
+                remote,
+                keep: self.config.scopes.clone(),
+            });
+            return Ok(());
+        }
+        self.linked(link, now);
+        Ok(())
+    }
+
+    /// The result of [`Action::PruneScopes`]: the scopes dropped, and how
+    /// many records each took.
+    pub(crate) fn handle_pruned(&mut self, result: Result<Vec<(Scope, u64)>, SyncError>, now: Now) {
+        let Phase::Pruning { .. } = &self.phase else {
+            return;
+        };
+        let Phase::Pruning { link } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
+        match result {
+            Ok(dropped) => {
+                for (scope, dropped) in dropped {
+                    self.events
+                        .push_back(SyncEvent::ScopeDropped { scope, dropped });
+                }
+                self.linked(link, now);
+            }
+            Err(e) => self.finish(Err(e), now),
+        }
+    }
+
+    /// The handshake is done: subscribe, or go on with the round.
+    fn linked(&mut self, link: Link, now: Now) {
+        let remote = link.remote;
         let subscribe = self.config.live && !self.config.on_demand && self.config.direction.pulls();
         if subscribe {
             self.phase = Phase::SubscribeCursor { link: link.clone() };
-            self.actions.push_back(Action::ReadPullCursor { remote });
+            self.actions.push_back(Action::ReadPullCursor {
+                remote,
+                scope: link.scopes.first().cloned(),
+            });
         } else {
             self.link = Some(link);
             self.next(now);
         }
-        Ok(())
     }
 
     /// Connected, and not waiting out a backoff.
@@ -721,6 +794,41 @@ impl Session {
             return None;
         }
         Some(link.heard + self.config.subscription_timeout?)
+    }
+
+    /// The scope the pull stage is at; `None` for an engine that syncs
+    /// whole collections.
+    fn target(&self) -> Option<Scope> {
+        if self.config.scopes.is_empty() {
+            return None;
+        }
+        self.link.as_ref()?.scopes.get(self.target).cloned()
+    }
+
+    /// The pull from `after` (with `part`: of the group being pulled in
+    /// parts, from its change `next`) of the current target.
+    fn pull_request(&self, after: u64, part: Option<(u64, u32)>) -> Request {
+        let limit = u32::try_from(self.config.batch_size).unwrap_or(u32::MAX);
+        let body = match (self.target(), part) {
+            (Some(scope), part) => RequestBody::PullScope {
+                scope,
+                after,
+                limit,
+                part,
+            },
+            (None, Some((transfer, next))) => RequestBody::PullPart {
+                after,
+                transfer,
+                next,
+                collections: self.link_collections(),
+            },
+            (None, None) => RequestBody::Pull {
+                after,
+                limit,
+                collections: self.link_collections(),
+            },
+        };
+        self.request(body)
     }
 
     fn link_collections(&self) -> Vec<String> {

@@ -5,8 +5,9 @@ use super::{Action, Now, Phase, Prefetch, Session, Stage};
 use crate::error::ApplyError;
 use crate::store::ApplyReport;
 use crate::sync::error::{ProtocolViolation, SyncError};
-use crate::sync::protocol::{Batch, Part, RequestBody};
+use crate::sync::protocol::{Batch, Part};
 use crate::sync::status::SyncEvent;
+use syncline_transport::RefusalCode;
 
 impl Session {
     /// The result of [`Action::Apply`].
@@ -40,6 +41,12 @@ impl Session {
                 count: report.applied,
                 through,
             });
+        }
+        let scope_done = (!has_more || through == after) && self.next_target();
+        if scope_done {
+            // The next scope's pull, from its own cursor.
+            self.phase = Phase::Idle;
+            return self.next(now);
         }
         if !has_more || through == after {
             self.stage = if std::mem::take(&mut self.repush) {
@@ -85,16 +92,13 @@ impl Session {
             changes: batch.changes,
             through,
             durable,
+            scope: self.target(),
         });
         // More follows: ask for it now, so that the remote reads the next
         // batch while this one is applied (the driver runs both at once).
         // Its cursor is this batch's end, which the apply stores.
         let prefetch = (!last).then(|| {
-            let request = self.request(RequestBody::Pull {
-                after: through,
-                limit: u32::try_from(self.config.batch_size).unwrap_or(u32::MAX),
-                collections: self.link_collections(),
-            });
+            let request = self.pull_request(through, None);
             self.actions.push_back(Action::Exchange(request));
             Prefetch::Asked
         });
@@ -147,12 +151,7 @@ impl Session {
         };
         if part.offset != expected {
             // Not the part the store can take next: ask for that one.
-            let request = self.request(RequestBody::PullPart {
-                after,
-                transfer: part.transfer,
-                next: expected,
-                collections: self.link_collections(),
-            });
+            let request = self.pull_request(after, Some((part.transfer, expected)));
             self.phase = Phase::Pulling { after };
             self.actions.push_back(Action::Exchange(request));
             return Ok(());
@@ -172,6 +171,7 @@ impl Session {
                 changes: batch.changes,
                 through: batch.through,
                 durable,
+                scope: self.target(),
             });
         } else {
             self.phase = Phase::StagingPart {
@@ -198,12 +198,7 @@ impl Session {
             Err(e) => return self.finish(Err(e), now),
         };
         self.pull_staged = Some((transfer, next));
-        let request = self.request(RequestBody::PullPart {
-            after,
-            transfer,
-            next,
-            collections: self.link_collections(),
-        });
+        let request = self.pull_request(after, Some((transfer, next)));
         self.phase = Phase::Pulling { after };
         self.actions.push_back(Action::Exchange(request));
     }
@@ -231,6 +226,97 @@ impl Session {
             }
             .into());
         }
+        // Nothing outside the scope asked for is taken.
+        if let Some(scope) = self.target()
+            && let Some(c) = batch
+                .changes
+                .iter()
+                .find(|c| !scope.contains(&c.collection, &c.key))
+        {
+            return Err(ProtocolViolation::OutsideScope {
+                collection: c.collection.clone(),
+                key: c.key.clone(),
+            }
+            .into());
+        }
         Ok(())
+    }
+
+    /// Moves the pull stage to the next scope, if the engine syncs scopes
+    /// and one is left: true when it did.
+    fn next_target(&mut self) -> bool {
+        if self.config.scopes.is_empty() {
+            return false;
+        }
+        let count = self.link.as_ref().map_or(0, |l| l.scopes.len());
+        if self.target + 1 < count {
+            self.target += 1;
+            self.pull_staged = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The remote refused the current scope: it lacks the collection
+    /// (`CONFLICT`) or the grant does not cover the scope (`FORBIDDEN`).
+    /// Reported; a scope no longer granted has its records dropped here
+    /// (when it was pulled before); then the next scope.
+    pub(super) fn scope_refused(&mut self, code: RefusalCode, reason: String, now: Now) {
+        let (Some(scope), Some(link)) = (self.target(), self.link.as_ref()) else {
+            return;
+        };
+        tracing::warn!(%scope, %code, reason, "the remote refused a scope");
+        self.events.push_back(SyncEvent::ScopeRefused {
+            scope: scope.clone(),
+            code,
+            reason,
+        });
+        if code == RefusalCode::FORBIDDEN {
+            let keep = self
+                .config
+                .scopes
+                .iter()
+                .filter(|s| **s != scope)
+                .cloned()
+                .collect();
+            self.phase = Phase::DroppingScope;
+            self.actions.push_back(Action::DropScope {
+                remote: link.remote,
+                scope,
+                keep,
+            });
+        } else {
+            self.phase = Phase::Idle;
+            self.after_scope(now);
+        }
+    }
+
+    /// The result of [`Action::DropScope`]: how many records went.
+    pub(crate) fn handle_scope_dropped(&mut self, result: Result<u64, SyncError>, now: Now) {
+        if self.phase != Phase::DroppingScope {
+            return;
+        }
+        self.phase = Phase::Idle;
+        match result {
+            Ok(dropped) => {
+                if let Some(scope) = self.target()
+                    && dropped > 0
+                {
+                    self.events
+                        .push_back(SyncEvent::ScopeDropped { scope, dropped });
+                }
+                self.after_scope(now);
+            }
+            Err(e) => self.finish(Err(e), now),
+        }
+    }
+
+    /// Goes on after a scope refused: the next scope, or the round's end.
+    fn after_scope(&mut self, now: Now) {
+        if !self.next_target() {
+            self.target = usize::MAX;
+        }
+        self.next(now);
     }
 }

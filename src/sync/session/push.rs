@@ -182,6 +182,7 @@ impl Session {
             now_ms: now.millis,
             refused,
             collections,
+            scopes: self.config.scopes.clone(),
         });
     }
 

@@ -10,7 +10,7 @@ use super::input::Input;
 use crate::clock::{ClockDriftError, Stamp};
 use crate::codec;
 use crate::error::{ApplyError, StorageError};
-use crate::model::{Change, ChangeId, Key, MergePolicy, Op, ReplicaId};
+use crate::model::{Change, ChangeId, Key, MergePolicy, Op, ReplicaId, Scope};
 use crate::sync::config::{Direction, SyncConfig};
 use crate::sync::protocol::{self, Batch, CollectionSpec, Notify, RequestBody, Response};
 use crate::sync::session::{Action, Commit, Local, Now, Outbox, Session};
@@ -49,6 +49,13 @@ pub fn drive_session(data: &[u8]) {
         poll_interval: (flags & 32 == 0).then_some(Duration::from_millis(2000)),
         backoff_initial: Duration::from_millis(10),
         backoff_max: Duration::from_millis(1000),
+        // Scopes: pulled one by one, each from its own cursor; a refused
+        // one is dropped alone.
+        scopes: if flags & 64 != 0 {
+            vec![Scope::prefix("a", "k"), Scope::collection("b")]
+        } else {
+            Vec::new()
+        },
         ..SyncConfig::default()
     };
     let on_demand = config.on_demand;
@@ -196,6 +203,21 @@ fn answer(
             };
             session.handle_resynced(result, now);
         }
+        Action::PruneScopes { .. } => {
+            let result = match choice % 4 {
+                0 => Err(storage()),
+                1 => Ok(vec![(Scope::collection("c"), 2)]),
+                _ => Ok(Vec::new()),
+            };
+            session.handle_pruned(result, now);
+        }
+        Action::DropScope { .. } => {
+            let result = match choice % 4 {
+                0 => Err(storage()),
+                n => Ok(u64::from(n - 1)),
+            };
+            session.handle_scope_dropped(result, now);
+        }
         Action::StagePart {
             offset, changes, ..
         } => {
@@ -311,6 +333,10 @@ fn response(
                 RequestBody::PullPart { transfer, .. } if !input.byte().is_multiple_of(3) => {
                     *transfer
                 }
+                RequestBody::PullScope {
+                    part: Some((transfer, _)),
+                    ..
+                } if !input.byte().is_multiple_of(3) => *transfer,
                 _ => u64::from(input.byte()),
             };
             let changes: Vec<Change> = (0..input.byte() % 3).map(|i| change(i.into())).collect();
@@ -350,7 +376,7 @@ fn response(
         },
         3 | 4 => {
             let after = match body {
-                RequestBody::Pull { after, .. } => *after,
+                RequestBody::Pull { after, .. } | RequestBody::PullScope { after, .. } => *after,
                 _ => 0,
             };
             let through = match input.byte() % 4 {
@@ -408,6 +434,7 @@ fn transport_error(choice: u8) -> Option<TransportError> {
         4 => refused(RefusalCode::UNPROCESSABLE),
         5 => refused(RefusalCode::UPGRADE_REQUIRED),
         6 => refused(RefusalCode::INTERNAL),
+        7 => refused(RefusalCode::CONFLICT),
         _ => None,
     }
 }

@@ -14,6 +14,7 @@
 //! | `POST /v1/exchange` | the request frame as the body | `200` with the response frame as the body |
 //! | `POST /v1/subscribe` | the request frame as the body | `200` with a stream of length-prefixed frames, until the service ends it |
 //! | `GET /health` | nothing | `200` with `ok` |
+//! | `GET /metrics` | nothing | `200` with the text of the server's metrics renderer ([`HttpServerConfig::with_metrics`]), content type `text/plain; version=0.0.4`; `404` when the server has none |
 //!
 //! A service's refusal is answered with its
 //! [`RefusalCode`](syncline_transport::RefusalCode) as the status and its
@@ -32,11 +33,17 @@
 //! [`PeerInfo::tls_identity`](syncline_transport::PeerInfo::tls_identity)
 //! with every request on that connection.
 //!
-//! The health check works with any HTTP client:
+//! The health check and the metrics work with any HTTP client:
 //!
 //! ```text
 //! curl -i http://127.0.0.1:8080/health
+//! curl http://127.0.0.1:8080/metrics
 //! ```
+//!
+//! The transport keeps no metrics of its own: `/metrics` answers whatever
+//! the renderer given to [`HttpServerConfig::with_metrics`] returns (a
+//! Prometheus exporter's text, say), to any caller that reaches the
+//! listener, without asking for a token.
 //!
 //! # Example
 //!
@@ -160,4 +167,4 @@ pub use syncline_transport::tls::{
     ClientAuth, Fingerprint, Identity, Material, ParseFingerprintError, SelfSigned, ServerTrust,
     TlsError,
 };
-pub use wire::{EXCHANGE_PATH, HEALTH_PATH, SUBSCRIBE_PATH};
+pub use wire::{EXCHANGE_PATH, HEALTH_PATH, METRICS_PATH, SUBSCRIBE_PATH};

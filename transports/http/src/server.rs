@@ -1,5 +1,5 @@
 //! The server: a TCP listener, HTTP/1.1 and HTTP/2 (hyper), optional TLS, and
-//! the three endpoints in front of a [`Service`].
+//! the endpoints in front of a [`Service`].
 
 use std::convert::Infallible;
 use std::fmt;
@@ -43,13 +43,30 @@ const DRAIN_MAX: usize = 32 * 1024 * 1024;
 /// How long the server spends draining an over-limit body at most.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How an [`HttpServer`] runs: frame limits, TLS, and its timeouts.
-#[derive(Debug, Clone)]
+/// Renders the text that `GET /metrics` answers.
+type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// How an [`HttpServer`] runs: frame limits, TLS, its timeouts, and the
+/// metrics it shows.
+#[derive(Clone)]
 pub struct HttpServerConfig {
     limits: Limits,
     tls: Option<(Identity, ClientAuth)>,
     shutdown_grace: Duration,
     handshake_timeout: Duration,
+    metrics: Option<RenderMetrics>,
+}
+
+impl fmt::Debug for HttpServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpServerConfig")
+            .field("limits", &self.limits)
+            .field("tls", &self.tls)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("metrics", &self.metrics.as_ref().map(|_| "<renderer>"))
+            .finish()
+    }
 }
 
 impl Default for HttpServerConfig {
@@ -67,6 +84,7 @@ impl HttpServerConfig {
             tls: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            metrics: None,
         }
     }
 
@@ -99,6 +117,16 @@ impl HttpServerConfig {
     /// Sets how long a client may take to complete the TLS handshake.
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Serves `GET /metrics` (and `HEAD`): `200` with the text `render`
+    /// returns, as Prometheus' text format (`text/plain; version=0.0.4`).
+    /// Without it, `/metrics` is `404`. `render` runs on the connection's
+    /// task for every scrape, so it should be quick (a Prometheus
+    /// exporter's `render`, say). The route asks for no credentials.
+    pub fn with_metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Arc::new(render));
         self
     }
 
@@ -157,6 +185,7 @@ impl HttpServer {
         let shared = Arc::new(Shared {
             service,
             limits: config.limits,
+            metrics: config.metrics,
             builder,
             shutdown: shutdown_rx,
         });
@@ -215,6 +244,8 @@ impl ServerHandle for HttpServer {
 struct Shared {
     service: Arc<dyn Service>,
     limits: Limits,
+    /// Renders `GET /metrics`, if the server shows metrics.
+    metrics: Option<RenderMetrics>,
     builder: auto::Builder<TokioExecutor>,
     shutdown: watch::Receiver<bool>,
 }
@@ -368,6 +399,12 @@ async fn route(
         wire::HEALTH_PATH if method == Method::GET || method == Method::HEAD => {
             text(StatusCode::OK, "ok")
         }
+        // Only a server given a renderer has the route.
+        wire::METRICS_PATH => match &shared.metrics {
+            Some(render) if method == Method::GET || method == Method::HEAD => metrics(render),
+            Some(_) => method_not_allowed("GET, HEAD"),
+            None => text(StatusCode::NOT_FOUND, "not found"),
+        },
         wire::EXCHANGE_PATH if method == Method::POST => {
             until_shutdown(shared, exchange(request, caller, shared)).await
         }
@@ -530,6 +567,16 @@ fn refused(refusal: &ServiceError) -> Response<ServerBody> {
     response
         .headers_mut()
         .insert(wire::REFUSAL_CODE_HEADER, HeaderValue::from(code));
+    response
+}
+
+/// The metrics, as the renderer writes them.
+fn metrics(render: &RenderMetrics) -> Response<ServerBody> {
+    let mut response = text(StatusCode::OK, render());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(wire::METRICS_MEDIA_TYPE),
+    );
     response
 }
 

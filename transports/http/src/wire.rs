@@ -38,9 +38,15 @@ pub const EXCHANGE_PATH: &str = "/v1/exchange";
 pub const SUBSCRIBE_PATH: &str = "/v1/subscribe";
 /// The path of the health check: `GET` answers `200 ok` while the server runs.
 pub const HEALTH_PATH: &str = "/health";
+/// The path of the metrics, when the server has a renderer
+/// ([`HttpServerConfig::with_metrics`](crate::HttpServerConfig::with_metrics)):
+/// `GET` answers `200` with the rendered text.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// The media type of frames and frame streams.
 pub(crate) const FRAME_MEDIA_TYPE: &str = "application/octet-stream";
+/// The media type of metrics: Prometheus' text exposition format.
+pub(crate) const METRICS_MEDIA_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Marks a response as the transport's own error rather than a service's
 /// refusal; the value is one of the `ERROR_*` constants.

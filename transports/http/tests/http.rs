@@ -1,6 +1,6 @@
 //! The HTTP transport's own behaviour beyond the conformance suite: bearer
-//! tokens, the body limit, the health check, routing, HTTPS trust and
-//! mutual TLS.
+//! tokens, the body limit, the health check, the metrics route, routing,
+//! HTTPS trust and mutual TLS.
 
 mod common;
 
@@ -250,6 +250,63 @@ async fn health_answers_200_ok_to_plain_http() {
         answer.to_ascii_lowercase().contains("allow: post"),
         "{answer}"
     );
+    within("shutdown", server.shutdown()).await;
+}
+
+#[tokio::test]
+async fn metrics_answer_the_renderers_text_only_when_configured() {
+    // Without a renderer the route does not exist.
+    let server = serve(Arc::new(Recorder::default()), HttpServerConfig::new()).await;
+    let answer = raw(
+        &server,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    within("shutdown", server.shutdown()).await;
+
+    // With one, every scrape renders afresh.
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let counted = scrapes.clone();
+    let config = HttpServerConfig::new().with_metrics(move || {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        format!("# TYPE scrapes counter\nscrapes_total {n}\n")
+    });
+    let server = serve(Arc::new(Recorder::default()), config).await;
+    for n in 1..=2 {
+        let answer = raw(
+            &server,
+            b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with(&format!(
+                "\r\n\r\n# TYPE scrapes counter\nscrapes_total {n}\n"
+            )),
+            "{answer}"
+        );
+    }
+    let answer = raw(
+        &server,
+        b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert_eq!(scrapes.load(Ordering::SeqCst), 2, "a POST rendered");
+    // The other routes are as before.
+    let answer = raw(
+        &server,
+        b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
     within("shutdown", server.shutdown()).await;
 }
 

@@ -154,7 +154,7 @@ fn connected(config: SyncConfig, clock: &Clock) -> Session {
     if s.config.live && !s.config.on_demand && s.config.direction.pulls() {
         assert!(matches!(
             action(&mut s),
-            Action::ReadPullCursor { remote: REMOTE }
+            Action::ReadPullCursor { remote: REMOTE, .. }
         ));
         s.handle_pull_cursor(Ok(5), clock.now());
         match action(&mut s) {
