@@ -38,6 +38,10 @@ pub enum StorageError {
     /// The replica was closed ([`crate::Replica::close`]).
     #[error("the replica is closed")]
     Closed,
+    /// The replica was opened read-only ([`crate::Replica::open_read_only`])
+    /// and a write was asked of it.
+    #[error("the replica is open read-only")]
+    ReadOnly,
 }
 
 /// How the stored state contradicts itself ([`StorageError::Invalid`]).
@@ -221,6 +225,14 @@ pub enum OpenError {
     /// The file is a database, but not one of syncline's.
     #[error("not a syncline database: {0}")]
     Foreign(ForeignReason),
+    /// The file is in an older format that opening for writing upgrades
+    /// in place; a read-only open ([`crate::Replica::open_read_only`])
+    /// writes nothing, so it cannot.
+    #[error("format version {found} needs an upgrade, which a read-only open does not make")]
+    NeedsUpgrade {
+        /// The version in the file.
+        found: u32,
+    },
     /// The file was written by a newer or unknown format version.
     #[error("unsupported format version {found}; this build reads version {supported}")]
     UnsupportedFormat {
@@ -305,7 +317,7 @@ impl WriteError {
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::Storage(StorageError::Closed) => Fault::Caller,
+            Self::Storage(StorageError::Closed | StorageError::ReadOnly) => Fault::Caller,
             Self::Storage(_) => Fault::Storage,
             _ => Fault::Caller,
         }

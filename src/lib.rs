@@ -118,8 +118,8 @@ pub use model::{
 pub use rejected::Rejected;
 pub use replica::{MAX_COLLECTION_NAME_LEN, MAX_VALUE_LEN_LIMIT, Replica, ReplicaConfig};
 pub use store::{
-    ApplyReport, CollectionStats, Conflict, FeedEntry, PeerState, ServedState, StorageStats,
-    TableStats,
+    ApplyReport, CollectionStats, Conflict, Difference, DifferenceKind, FORMAT_VERSION, FeedEntry,
+    PeerState, ServedState, StorageStats, TableStats, VerifyReport,
 };
 pub use sync::config::{Direction, SyncConfig, TokenProvider};
 pub use sync::engine::SyncEngine;

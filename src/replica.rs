@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use redb::Database;
 use redb::backends::InMemoryBackend;
+use redb::{Database, ReadOnlyDatabase};
 use tokio::sync::{broadcast, watch};
 
 use crate::clock::{Stamp, SystemTimeSource, TimeSource};
@@ -20,7 +20,7 @@ use crate::merge::{Resolver, Rule};
 use crate::model::{Change, CollectionConfig, Key, ReplicaId, Scope};
 use crate::store::{
     ApplyReport, Collections, CommitDurability, Cursor, FeedEntry, FeedSlice, GroupPart, Limits,
-    PeerState, Received, Refused, Store, check_remote,
+    Opened, PeerState, Received, Refused, Store, VerifyReport, check_remote,
 };
 use crate::txn::Transaction;
 use crate::watch::{ChangeEvent, Watch};
@@ -180,6 +180,27 @@ impl Replica {
         Self::init(db, config, limits)
     }
 
+    /// Opens the replica stored at `path` for reading only, for tools that
+    /// look inside a file (`syncline inspect`, `dump`, `verify`): nothing is
+    /// ever written, not even a format upgrade, so the file stays as it
+    /// was. Other read-only opens may share the file; a process that has
+    /// it open for writing (a running hub) makes this fail with
+    /// `OpenError::Storage` (redb's "already open"), and so does a file
+    /// that was not closed cleanly (redb would have to repair it: open it
+    /// for writing once). A format 1 or 2 file fails with
+    /// [`OpenError::NeedsUpgrade`], a file that does not exist or holds no
+    /// replica with an error too. Every write fails with
+    /// `StorageError::ReadOnly`.
+    pub fn open_read_only(
+        path: impl AsRef<Path>,
+        config: ReplicaConfig,
+    ) -> Result<Self, OpenError> {
+        let limits = config.limits()?;
+        let db = ReadOnlyDatabase::open(path)?;
+        let opened = Store::open_read_only(db, config.max_clock_drift)?;
+        Self::init_opened(opened, config, limits)
+    }
+
     /// Closes the replica: makes every commit durable (pulled batches
     /// commit without an fsync, see `SyncConfig::durable_interval`) and
     /// releases the file, so that it can be opened again, in this process
@@ -299,6 +320,36 @@ impl Replica {
         Ok(self.inner.store.storage_stats()?)
     }
 
+    /// Recomputes every record from the changes it keeps and checks the
+    /// feed against the records, in one snapshot; writes nothing.
+    ///
+    /// For each record: its kept changes that travel (the row's winner and
+    /// the log's entries kept for merge) are merged again with the
+    /// collection's rule, and the result compared with the stored state
+    /// (version, value, field winners, newest delete, `seen`) and the
+    /// conflicts listed; the row's count of log entries is compared with
+    /// the log. The feed: every record has exactly one entry, at its row's
+    /// lsn; every entry names a record whose row points back at it; no lsn
+    /// is past the last one; each group's last entry carries its shape and
+    /// counts its live entries right. Log entries whose record is gone,
+    /// records of undefined collections and bytes that do not decode are
+    /// reported too.
+    ///
+    /// A record-level row is its winning change: a value altered in place
+    /// into another well-formed value cannot be told from a real one (no
+    /// second copy exists); field-level and automerge rows are recomputed
+    /// from the log, so theirs can. It reads the whole file: an operator's
+    /// call. Fails only when the file cannot be read; what is wrong inside
+    /// it is the report's ([`VerifyReport::differences`]).
+    pub fn verify(&self) -> Result<VerifyReport, ReadError> {
+        let rules: std::collections::HashMap<String, Rule> = self
+            .read_collections()
+            .iter()
+            .map(|(name, (_, rule))| (name.clone(), rule.clone()))
+            .collect();
+        Ok(self.inner.store.verify(&rules)?)
+    }
+
     /// Opens a replica held in memory only (redb's in-memory backend): for
     /// tests, simulations and benchmarks.
     pub fn in_memory(config: ReplicaConfig) -> Result<Self, OpenError> {
@@ -314,6 +365,15 @@ impl Replica {
             || config.replica_id.unwrap_or_else(ReplicaId::random),
             config.max_clock_drift,
         )?;
+        Self::init_opened(opened, config, limits)
+    }
+
+    /// Finds each stored collection's rule and builds the handle.
+    fn init_opened(
+        opened: Opened,
+        config: ReplicaConfig,
+        limits: Limits,
+    ) -> Result<Self, OpenError> {
         let mut collections = Collections::new();
         for (name, cfg) in opened.collections {
             let rule = Rule::for_policy(&cfg.policy, &config.resolvers).map_err(|source| {

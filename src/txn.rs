@@ -112,10 +112,14 @@ impl Transaction {
     }
 
     /// Queues automerge changes (uncompressed change chunks, concatenated)
-    /// to a record of an automerge collection; see
-    /// [`crate::Collection::automerge_change`].
+    /// to a record of an automerge collection, as
+    /// [`crate::Collection::automerge_change`] makes them, or as a record's
+    /// value holds them (its changes, each once, concatenated): writing a
+    /// record's value into another replica's record gives it the same
+    /// document. The bytes are validated at commit; changes the record
+    /// already holds change nothing.
     #[cfg(feature = "automerge")]
-    pub(crate) fn automerge(
+    pub fn automerge(
         &mut self,
         collection: &str,
         key: impl Into<Key>,
@@ -139,6 +143,21 @@ impl Transaction {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Checks the queued writes as [`Transaction::commit`] does before it
+    /// writes (collections known, keys, value depth and size, ops the
+    /// policies allow, the number of writes), and writes nothing: a tool
+    /// can find which write of a refused transaction is at fault. A
+    /// transaction that passes can still fail to commit (storage, or a
+    /// patch of a record that holds no map).
+    pub fn check(&self) -> Result<(), WriteError> {
+        check_local(
+            self.replica.limits(),
+            &self.replica.read_collections(),
+            &self.ops,
+        )
+        .map(drop)
     }
 
     /// Stores every queued write in one durable commit, or none of them.

@@ -702,8 +702,21 @@ async fn tenants_run(seed: u64) {
             visible,
             "seed {seed}: {who} (scopes {scopes:?}, read {read:?})"
         );
+        // What is kept after drops and bootstraps still recomputes.
+        let report = replica.verify().unwrap();
+        assert!(
+            report.is_clean(),
+            "seed {seed}: {who}: {:?}",
+            report.differences
+        );
         engine.stop().await;
     }
+    let report = hub.verify().unwrap();
+    assert!(
+        report.is_clean(),
+        "seed {seed}: hub: {:?}",
+        report.differences
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

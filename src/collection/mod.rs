@@ -244,6 +244,18 @@ impl Collection {
         Ok(out)
     }
 
+    /// Records in a key range or prefix, tombstones included, with their
+    /// merged states: [`Collection::scan`] for tools that page through
+    /// every record (the limit counts tombstones too).
+    pub fn records(&self, scan: Scan) -> Result<Vec<(Key, RecordState)>, ReadError> {
+        let mut out = Vec::new();
+        self.scan_states(&scan, |key, state| {
+            out.push((key, state));
+            scan.limit.is_none_or(|n| out.len() < n)
+        })?;
+        Ok(out)
+    }
+
     /// Every record's merged state, tombstones included, in key order.
     pub fn states(&self) -> Result<Vec<(Key, RecordState)>, ReadError> {
         let mut out = Vec::new();

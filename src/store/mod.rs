@@ -24,18 +24,22 @@ mod stats;
 mod tables;
 mod upgrade;
 mod validate;
+mod verify;
 mod writer;
 
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
+use redb::{
+    Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableHandle,
+    WriteTransaction,
+};
 
 use crate::clock::{Hlc, Stamp};
 use crate::error::{ForeignReason, OpenError, StorageError};
 use crate::model::{CollectionConfig, ReplicaId};
 use rows::Origins;
-use tables::{COLLECTIONS, FEED, FORMAT_VERSION, FeedRow, LOG, META, ORIGINS, PEERS, RECORDS};
+use tables::{COLLECTIONS, FEED, FeedRow, LOG, META, ORIGINS, PEERS, RECORDS};
 
 pub use commit::ApplyReport;
 pub(crate) use commit::{Cursor, Durability as CommitDurability, LocalOp, Received, Refused};
@@ -45,15 +49,43 @@ pub(crate) use tables::{STAGED_PULLED, STAGED_PUSHED};
 pub use read::{Conflict, FeedEntry};
 pub(crate) use stats::compact_file;
 pub use stats::{CollectionStats, StorageStats, TableStats};
-pub use tables::{PeerState, ServedState};
+pub use tables::{FORMAT_VERSION, PeerState, ServedState};
 use validate::check_value;
 pub(crate) use validate::{Collections, Limits, check_key, check_local, check_remote};
+pub use verify::{Difference, DifferenceKind, VerifyReport};
+
+/// The database a store reads and writes, or only reads.
+enum Db {
+    /// Opened for writing: the only process holding the file.
+    Writable(Database),
+    /// Opened read-only ([`Store::open_read_only`]): other readers may hold
+    /// the file too, no writer may, and every write fails with
+    /// [`StorageError::ReadOnly`].
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Self::Writable(db) => db.begin_read(),
+            Self::ReadOnly(db) => db.begin_read(),
+        }
+    }
+
+    /// The database, if it may be written.
+    fn writable(&self) -> Result<&Database, StorageError> {
+        match self {
+            Self::Writable(db) => Ok(db),
+            Self::ReadOnly(_) => Err(StorageError::ReadOnly),
+        }
+    }
+}
 
 /// A replica's database and the counters that advance with its commits.
 pub(crate) struct Store {
     /// `None` once closed ([`Store::close`]): the file is released and
     /// every later transaction fails with [`StorageError::Closed`].
-    db: RwLock<Option<Database>>,
+    db: RwLock<Option<Db>>,
     /// The replica's id, from `meta-1`: the origin of the changes made here.
     id: ReplicaId,
     /// Held for the whole of every write transaction: redb admits one writer
@@ -140,12 +172,43 @@ impl Store {
                 None => return Err(OpenError::Foreign(ForeignReason::NoFormat)),
             }
         }
-        Self::load(db, max_clock_drift)
+        Self::load(Db::Writable(db), max_clock_drift)
+    }
+
+    /// Opens the replica held in `db` for reading only: refuses a file
+    /// that holds no replica, or one in another format (an upgrade would
+    /// write), and restores the counters. Nothing is written, ever.
+    pub(crate) fn open_read_only(
+        db: ReadOnlyDatabase,
+        max_clock_drift: Duration,
+    ) -> Result<Opened, OpenError> {
+        let existing: Vec<String> = db
+            .begin_read()?
+            .list_tables()?
+            .map(|t| t.name().to_string())
+            .collect();
+        if !existing.iter().any(|n| n == META.name()) {
+            return Err(OpenError::Foreign(ForeignReason::NoMeta {
+                tables: existing,
+            }));
+        }
+        match read_format(&db)? {
+            Some(FORMAT_VERSION) => {}
+            Some(found @ (1 | 2)) => return Err(OpenError::NeedsUpgrade { found }),
+            Some(found) => {
+                return Err(OpenError::UnsupportedFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            None => return Err(OpenError::Foreign(ForeignReason::NoFormat)),
+        }
+        Self::load(Db::ReadOnly(db), max_clock_drift)
     }
 
     /// Reads the replica id, the counters and the collections of a file in
     /// the current format.
-    fn load(db: Database, max_clock_drift: Duration) -> Result<Opened, OpenError> {
+    fn load(db: Db, max_clock_drift: Duration) -> Result<Opened, OpenError> {
         let read = db.begin_read()?;
         let meta = read.open_table(META)?;
         let id = match meta.get("replica")? {
@@ -213,7 +276,11 @@ impl Store {
         durability: commit::Durability,
     ) -> Result<WriteTransaction, StorageError> {
         let db = self.db.read().unwrap_or_else(|p| p.into_inner());
-        let mut txn = db.as_ref().ok_or(StorageError::Closed)?.begin_write()?;
+        let mut txn = db
+            .as_ref()
+            .ok_or(StorageError::Closed)?
+            .writable()?
+            .begin_write()?;
         txn.set_durability(match durability {
             commit::Durability::Immediate => Durability::Immediate,
             commit::Durability::Deferred => Durability::None,
@@ -239,7 +306,7 @@ impl Store {
             return Ok(false);
         };
         if state.lsn > state.durable {
-            let mut txn = open.begin_write()?;
+            let mut txn = open.writable()?.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             txn.commit()?;
         }
@@ -250,7 +317,7 @@ impl Store {
 }
 
 /// The `format` entry of `meta-1`, if it is four bytes.
-fn read_format(db: &Database) -> Result<Option<u32>, StorageError> {
+fn read_format(db: &impl ReadableDatabase) -> Result<Option<u32>, StorageError> {
     let read = db.begin_read()?;
     let meta = read.open_table(META)?;
     Ok(match meta.get("format")? {

@@ -23,7 +23,7 @@ use crate::value::Value;
 
 /// Origin numbers for one read: the committed ones, and the snapshot's
 /// `origins-3` for numbers a commit gave after it was read into memory.
-struct ReadOrigins<'a> {
+pub(super) struct ReadOrigins<'a> {
     known: RwLockReadGuard<'a, Origins>,
     table: ReadOnlyTable<u32, &'static [u8; 16]>,
 }
@@ -145,7 +145,10 @@ impl Store {
     }
 
     /// The origin numbers as `read` sees them.
-    fn read_origins(&self, read: &redb::ReadTransaction) -> Result<ReadOrigins<'_>, StorageError> {
+    pub(super) fn read_origins(
+        &self,
+        read: &redb::ReadTransaction,
+    ) -> Result<ReadOrigins<'_>, StorageError> {
         Ok(ReadOrigins {
             known: self.origins.read().unwrap_or_else(|p| p.into_inner()),
             table: read.open_table(ORIGINS)?,

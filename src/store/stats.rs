@@ -59,6 +59,9 @@ pub struct CollectionStats {
     /// Superseded changes kept only here: a collection's history, or to
     /// undo a local write a peer may still refuse.
     pub history: u64,
+    /// The greatest lsn among its records' feed entries: where its latest
+    /// change sits in the feed (0 with no records).
+    pub head: u64,
 }
 
 /// The sizes of one redb table, as redb counts them.
@@ -98,6 +101,7 @@ impl Store {
                 c.tombstones += 1;
             }
             c.changes += u64::from(row.winner);
+            c.head = c.head.max(row.lsn);
         }
         let log = read.open_table(LOG)?;
         let mut seen: Option<(Vec<u8>, Option<crate::clock::Stamp>)> = None;

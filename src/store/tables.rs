@@ -15,18 +15,19 @@ use crate::error::{Inconsistency, StorageError};
 use crate::model::{Change, Key, Op, ReplicaId};
 use crate::value::Value;
 
-/// The on-disk format this build reads and writes.
+/// The on-disk format this build reads and writes (`syncline inspect`
+/// shows it).
 ///
 /// - 1: the first layout: tuple keys, and an `ids-1` index from change id
 ///   to lsn.
-/// - 2: flat byte keys ([`super::keys`]); a change's slot in `changes-2`
-///   identifies it; one feed entry per commit listing every change ([`v2`]).
+/// - 2: flat byte keys (`store/keys.rs`); a change's slot in `changes-2`
+///   identifies it; one feed entry per commit listing every change (`tables::v2`).
 /// - 3: a record's row holds its winning change, so a value is stored once;
 ///   the log keeps only the changes merge still needs (and the history a
 ///   collection asks for); origins are interned to small numbers; the feed
 ///   holds one entry per record, at its latest lsn, so a pull reads current
-///   state. Opening a format 1 or 2 file upgrades it ([`super::upgrade`]).
-pub(crate) const FORMAT_VERSION: u32 = 3;
+///   state. Opening a format 1 or 2 file upgrades it (`store/upgrade.rs`).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// `meta-1`: name -> raw bytes.
 ///

@@ -95,6 +95,7 @@ impl Sim<'_> {
             ));
         }
         self.check_model()?;
+        self.check_verify()?;
         Ok(SimReport {
             steps,
             changes: self.all_changes()?.len(),
@@ -291,6 +292,22 @@ impl Sim<'_> {
     /// Every change ever made, as the replicas made them.
     fn all_changes(&self) -> Result<BTreeMap<ChangeId, crate::Change>, String> {
         Ok(self.made.clone())
+    }
+
+    /// Every open replica's records recompute from the changes they keep,
+    /// and its feed matches them ([`crate::Replica::verify`]).
+    fn check_verify(&self) -> Result<(), String> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Ok(r) = self.replica(i) else { continue };
+            let report = r.verify().map_err(|e| e.to_string())?;
+            if let Some(first) = report.differences.first() {
+                return Err(format!(
+                    "{} does not verify: {} differences, the first: {first}",
+                    node.name, report.total
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_model(&self) -> Result<(), String> {
