@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use syncline::{
-    Collections, History, MergePolicy, Permissions, ServerConfig, Tokens, transport::Limits,
+    Collections, History, MergePolicy, Permissions, Scope, ServerConfig, Tokens, transport::Limits,
 };
 
 /// A hub's configuration.
@@ -83,6 +83,13 @@ pub(crate) struct TokenConfig {
     /// Collections it may push to: names, or `["*"]` for all. Default none.
     #[serde(default)]
     pub(crate) write: Vec<String>,
+    /// Parts of collections it may pull: collection -> key prefixes
+    /// (`{ notes = ["ws/42/"] }`), beside the whole collections of `read`.
+    #[serde(default)]
+    pub(crate) read_prefixes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Parts of collections it may push to, as `read_prefixes`.
+    #[serde(default)]
+    pub(crate) write_prefixes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A `[[collection]]` entry.
@@ -239,8 +246,8 @@ impl HubConfig {
                 secret,
                 t.principal.clone(),
                 Permissions {
-                    read: collections(&t.read),
-                    write: collections(&t.write),
+                    read: collections(&t.read, &t.read_prefixes),
+                    write: collections(&t.write, &t.write_prefixes),
                 },
             );
         }
@@ -274,11 +281,22 @@ impl HubConfig {
     }
 }
 
-fn collections(names: &[String]) -> Collections {
+fn collections(
+    names: &[String],
+    prefixes: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Collections {
     if names.iter().any(|n| n == "*") {
         Collections::All
-    } else {
+    } else if prefixes.is_empty() {
         Collections::only(names.iter().cloned())
+    } else {
+        let whole = names.iter().map(Scope::collection);
+        let parts = prefixes.iter().flat_map(|(collection, prefixes)| {
+            prefixes
+                .iter()
+                .map(move |p| Scope::prefix(collection.clone(), p.as_str()))
+        });
+        Collections::scopes(whole.chain(parts))
     }
 }
 
@@ -390,6 +408,26 @@ mod tests {
         let e =
             load("database = \"hub.redb\"\n[listen]\n[[collection]]\nname = \"a\"\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("at least one"), "{e}");
+    }
+
+    #[test]
+    fn tokens_grant_whole_collections_and_key_prefixes() {
+        let config = load(
+            "database = \"hub.redb\"\n[listen]\nhttp = \"127.0.0.1:0\"\n[[collection]]\nname = \"notes\"\n[[collection]]\nname = \"profiles\"\n[[token]]\nprincipal = \"ws42\"\ntoken = \"s\"\nread = [\"profiles\"]\nread_prefixes = { notes = [\"ws/42/\"] }\nwrite_prefixes = { notes = [\"ws/42/\"] }\n",
+        )
+        .unwrap();
+        let t = &config.tokens[0];
+        assert_eq!(
+            collections(&t.read, &t.read_prefixes),
+            Collections::scopes([
+                Scope::collection("profiles"),
+                Scope::prefix("notes", "ws/42/")
+            ])
+        );
+        assert_eq!(
+            collections(&t.write, &t.write_prefixes),
+            Collections::scopes([Scope::prefix("notes", "ws/42/")])
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use syncline::{
-    CollectionConfig, ConnectConfig, MergePolicy, Replica, ReplicaConfig, SyncConfig, SyncEngine,
-    SyncEvent,
+    CollectionConfig, ConnectConfig, MergePolicy, Replica, ReplicaConfig, Scope, SyncConfig,
+    SyncEngine, SyncEvent,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -29,6 +29,12 @@ pub(crate) struct SyncArgs {
     /// the replica's synced collections.
     #[arg(long = "collection", value_name = "NAME[:POLICY]")]
     pub(crate) collections: Vec<String>,
+    /// Sync only part of a collection: `COLLECTION=PREFIX` (the records
+    /// whose key starts with PREFIX), or `COLLECTION` whole. Repeatable;
+    /// without it, the synced collections whole. Each scope keeps its own
+    /// cursor; a scope no longer asked for is dropped from the file.
+    #[arg(long = "scope", value_name = "COLLECTION[=PREFIX]")]
+    pub(crate) scopes: Vec<String>,
     /// The token the hub wants.
     #[arg(long, env = "SYNCLINE_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
@@ -66,9 +72,31 @@ pub(crate) async fn run(args: SyncArgs) -> Result<u8, Failure> {
         )));
     }
 
+    let scopes: Vec<Scope> = args
+        .scopes
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((collection, prefix)) => Scope::prefix(collection, prefix),
+            None => Scope::collection(s.as_str()),
+        })
+        .collect();
+    if let Some(scope) = scopes.iter().find(|s| {
+        !replica
+            .collections()
+            .iter()
+            .any(|(n, c)| *n == s.collection && c.sync)
+    }) {
+        return Err(Failure::usage(format!(
+            "--scope {scope}: no synced collection {:?} in {} (add --collection {})",
+            scope.collection,
+            args.db.display(),
+            scope.collection
+        )));
+    }
     let config = SyncConfig {
         on_demand: true,
         token: args.token.clone(),
+        scopes,
         ..SyncConfig::default()
     };
     let engine = SyncEngine::start(replica.clone(), connector, config);
@@ -99,6 +127,12 @@ pub(crate) async fn run(args: SyncArgs) -> Result<u8, Failure> {
                         Ok(SyncEvent::Rejected { group, code, reason }) => {
                             rejected += 1;
                             tracing::warn!(group, %code, reason, "the hub refused local changes");
+                        }
+                        Ok(SyncEvent::ScopeRefused { scope, code, reason }) => {
+                            eprintln!("the hub refused {scope} ({code}): {reason}");
+                        }
+                        Ok(SyncEvent::ScopeDropped { scope, dropped }) => {
+                            eprintln!("dropped {dropped} record(s) of {scope} from the file");
                         }
                         Ok(_) | Err(RecvError::Lagged(_)) => {}
                         Err(RecvError::Closed) => {}

@@ -458,3 +458,64 @@ fn a_config_error_names_the_file_the_line_and_the_key() {
         "{stderr}"
     );
 }
+
+/// A tenant syncs its part with `--scope`, under a token that grants it by
+/// key prefix; a scope outside its grant is refused alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_syncs_its_scope_with_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        r#"database = "hub.redb"
+[listen]
+http = "127.0.0.1:0"
+quic = "127.0.0.1:0"
+[[token]]
+principal = "admin"
+token = "admin"
+read = ["*"]
+write = ["*"]
+[[token]]
+principal = "ws42"
+token = "ws42"
+read_prefixes = { todos = ["ws/42/"] }
+write_prefixes = { todos = ["ws/42/"] }
+[[collection]]
+name = "todos"
+"#,
+    )
+    .unwrap();
+    let hub = Hub::start(&config);
+    let admin = client(&dir.path().join("admin.redb"));
+    for ws in [41, 42, 43] {
+        for i in 0..5 {
+            admin
+                .collection("todos")
+                .unwrap()
+                .put(format!("ws/{ws}/{i}"), i as i64)
+                .unwrap();
+        }
+    }
+    syncline::sync_once(&admin, &hub.http, SyncConfig::default().with_token("admin"))
+        .await
+        .unwrap();
+
+    let db = dir.path().join("tenant.redb");
+    let out = Command::new(BIN)
+        .args(["sync", &hub.http, "--collection", "todos", "--progress", "none"])
+        .args(["--scope", "todos=ws/42/", "--scope", "todos=ws/43/", "--db"])
+        .arg(&db)
+        .env("SYNCLINE_TOKEN", "ws42")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("refused todos/ws/43/*"), "{stderr}");
+    let tenant = Replica::open(&db, ReplicaConfig::default()).unwrap();
+    let held = keys(&tenant);
+    assert_eq!(held.len(), 5);
+    assert!(held.iter().all(|k| k.as_str().unwrap().starts_with("ws/42/")));
+    let (ok, _) = hub.terminate();
+    assert!(ok);
+}
