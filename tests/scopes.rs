@@ -62,6 +62,15 @@ impl AccessControl for Grants {
     }
 }
 
+/// Serves `server` as "hub" on `net`.
+fn serve(
+    net: &LoopbackNetwork,
+    server: SyncServer,
+) -> syncline::transport::loopback::LoopbackServer {
+    net.serve("hub", server.into_service(), Limits::default())
+        .unwrap()
+}
+
 fn on_demand(token: &str, scopes: &[Scope]) -> SyncConfig {
     SyncConfig {
         on_demand: true,
@@ -128,15 +137,7 @@ async fn a_client_gets_its_scope_only_and_pushes_only_inside_its_grant() {
             },
         )
         .with_token("admin", "admin", Permissions::all());
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone())
-                .with_access(access)
-                .into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let _server = serve(&net, SyncServer::new(hub.clone()).with_access(access));
 
     let alice = open_node(dir.path(), "alice", 1).await;
     let engine = SyncEngine::start(
@@ -203,15 +204,10 @@ async fn grants_that_grow_bootstrap_and_grants_that_shrink_drop_locally() {
     let grants = Grants::default();
     grants.set("alice", &["t1/"], &["t1/"]);
     grants.set("bob", &["t1/", "t2/", "t3/"], &[]);
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone())
-                .with_access(grants.clone())
-                .into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let _server = serve(
+        &net,
+        SyncServer::new(hub.clone()).with_access(grants.clone()),
+    );
     let alice = open_node(dir.path(), "alice", 1).await;
     let bob = open_node(dir.path(), "bob", 2).await;
     let scopes = [tenant(1), tenant(2)];
@@ -287,13 +283,7 @@ async fn a_scope_no_longer_asked_for_is_dropped_and_one_added_is_bootstrapped() 
     let net = LoopbackNetwork::new(3);
     let hub = open_node(dir.path(), "hub", 100).await;
     fill(&hub, &[1, 2, 3], 10);
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let _server = serve(&net, SyncServer::new(hub.clone()));
     let client = open_node(dir.path(), "client", 1).await;
     // Overlapping scopes: t1 and everything under "t" (t1, t2, t3).
     let engine = SyncEngine::start(
@@ -337,13 +327,7 @@ async fn a_collection_the_hub_lacks_is_refused_alone() {
     let net = LoopbackNetwork::new(4);
     let hub = open_node(dir.path(), "hub", 100).await;
     fill(&hub, &[1], 5);
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let _server = serve(&net, SyncServer::new(hub.clone()));
     let client = open_node(dir.path(), "client", 1).await;
     client
         .define_collection("drafts", CollectionConfig::default())
@@ -410,15 +394,7 @@ async fn a_large_transaction_in_a_scope_travels_in_parts() {
         max_pull_bytes: 16 * 1024,
         ..syncline::ServerConfig::default()
     };
-    let _server = net
-        .serve(
-            "hub",
-            SyncServer::new(hub.clone())
-                .with_config(config)
-                .into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let _server = serve(&net, SyncServer::new(hub.clone()).with_config(config));
     let client = open_node(dir.path(), "client", 1).await;
     // What the client may read, for the frame checks (the hub allows all).
     let grants = Grants::default();
@@ -581,13 +557,7 @@ async fn tenants_run(seed: u64) {
         max_pull_bytes: 2048,
         ..syncline::ServerConfig::default()
     });
-    let _server = net
-        .serve(
-            "hub",
-            server.with_access(grants.clone()).into_service(),
-            Limits::default(),
-        )
-        .unwrap();
+    let _server = serve(&net, server.with_access(grants.clone()));
     let prefix = |t: u32| format!("t{t}/");
     let mut clients = Vec::new();
     for i in 1..=4u32 {
