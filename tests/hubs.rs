@@ -64,10 +64,10 @@ async fn run(seed: u64, hubs: usize, clients: usize, steps: usize) {
     }
     // Hubs peer in a mesh: one automatic engine per pair.
     let mut hub_engines = Vec::new();
-    for a in 0..hubs {
+    for (a, replica) in hub_replicas.iter().enumerate() {
         for b in a + 1..hubs {
             hub_engines.push(SyncEngine::start(
-                hub_replicas[a].clone(),
+                replica.clone(),
                 net.connector(&hub_name(a), &hub_name(b)),
                 quick_sync(seed ^ (a * 16 + b) as u64),
             ));
