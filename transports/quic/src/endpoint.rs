@@ -5,6 +5,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use syncline_transport::TransportError;
 
+use crate::socket;
+
 /// A client QUIC endpoint: one UDP socket from which any number of
 /// [`QuicConnector`](crate::QuicConnector)s open their connections.
 ///
@@ -77,7 +79,7 @@ impl QuicClientEndpoint {
     /// runtime or the address cannot be bound.
     pub fn bind(addr: SocketAddr) -> Result<Self, TransportError> {
         require_runtime("QuicClientEndpoint::bind")?;
-        let endpoint = quinn::Endpoint::client(addr).map_err(|error| TransportError::Local {
+        let endpoint = socket::endpoint(addr, None).map_err(|error| TransportError::Local {
             reason: format!("cannot open a UDP socket on {addr}: {error}"),
         })?;
         let local_addr = endpoint

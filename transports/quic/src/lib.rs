@@ -139,6 +139,7 @@ mod config;
 mod endpoint;
 mod error;
 mod server;
+mod socket;
 mod wire;
 
 pub use client::QuicConnector;
@@ -148,6 +149,7 @@ pub use config::{
 };
 pub use endpoint::QuicClientEndpoint;
 pub use server::QuicServer;
+pub use socket::SOCKET_BUFFER;
 pub use syncline_transport::tls::{
     ClientAuth, Fingerprint, Identity, Material, ParseFingerprintError, SelfSigned, ServerTrust,
     TlsError,

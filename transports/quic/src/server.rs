@@ -56,7 +56,7 @@ impl QuicServer {
         let endpoint = {
             // quinn finds the runtime through the current context.
             let _entered = runtime.enter();
-            quinn::Endpoint::server(quinn_config, addr)
+            crate::socket::endpoint(addr, Some(quinn_config))
         }
         .map_err(|error| TransportError::Local {
             reason: format!("cannot bind {addr}: {error}"),
