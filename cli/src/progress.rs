@@ -1,5 +1,6 @@
-//! What `syncline sync` shows while it runs: a progress bar on a terminal,
-//! plain lines otherwise (at most one a second, and one at the end).
+//! What `syncline sync` shows while it runs, on standard error: a progress
+//! bar on a terminal, plain lines otherwise (at most one a second). The
+//! outcome goes to standard output once, whichever mode.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -142,14 +143,11 @@ impl Progress {
         }
     }
 
-    /// The sync ended; `outcome` is the summary line.
-    pub(crate) fn finish(&mut self, outcome: &str) {
-        match &mut self.view {
-            View::Bar(bar) => bar.finish_and_clear(),
-            View::Lines(out) => {
-                let _ = writeln!(out, "{outcome}");
-            }
-            View::Quiet => {}
+    /// The sync ended: the bar goes (the outcome is printed once, on
+    /// standard output, by the caller).
+    pub(crate) fn finish(&mut self) {
+        if let View::Bar(bar) = &mut self.view {
+            bar.finish_and_clear();
         }
     }
 
@@ -196,11 +194,11 @@ mod tests {
         let (pos, len, msg) = p.bar_state().unwrap();
         assert_eq!((pos, len), (1_000, Some(1_000)));
         assert_eq!(msg, "1000 changes, 250/s");
-        p.finish("caught up");
+        p.finish();
     }
 
     #[test]
-    fn plain_lines_come_at_most_once_a_second_and_at_the_end() {
+    fn plain_lines_come_at_most_once_a_second() {
         let out = Shared::default();
         let mut p = Progress::lines(Box::new(out.clone()));
         p.head(3_000);
@@ -208,7 +206,7 @@ mod tests {
         p.pulled(1_000, 1_000, t + Duration::from_millis(500));
         p.pulled(1_000, 2_000, t + Duration::from_millis(900)); // too soon: no line
         p.pulled(1_000, 3_000, t + Duration::from_millis(1_600));
-        p.finish("caught up: pushed 0, pulled 3000");
+        p.finish();
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -216,7 +214,6 @@ mod tests {
             [
                 "pulling: 1000 changes, through 1000 of 3000, 2000/s",
                 "pulling: 3000 changes, through 3000 of 3000, 1875/s",
-                "caught up: pushed 0, pulled 3000",
             ]
         );
     }

@@ -177,7 +177,7 @@ pub(crate) async fn run(args: SyncArgs) -> Result<u8, Failure> {
             1,
         ),
     };
-    progress.finish(&line);
+    progress.finish();
     if code == 1 {
         return Err(Failure::failed(line));
     }

@@ -503,7 +503,14 @@ name = "todos"
 
     let db = dir.path().join("tenant.redb");
     let out = Command::new(BIN)
-        .args(["sync", &hub.http, "--collection", "todos", "--progress", "none"])
+        .args([
+            "sync",
+            &hub.http,
+            "--collection",
+            "todos",
+            "--progress",
+            "none",
+        ])
         .args(["--scope", "todos=ws/42/", "--scope", "todos=ws/43/", "--db"])
         .arg(&db)
         .env("SYNCLINE_TOKEN", "ws42")
@@ -515,7 +522,10 @@ name = "todos"
     let tenant = Replica::open(&db, ReplicaConfig::default()).unwrap();
     let held = keys(&tenant);
     assert_eq!(held.len(), 5);
-    assert!(held.iter().all(|k| k.as_str().unwrap().starts_with("ws/42/")));
+    assert!(
+        held.iter()
+            .all(|k| k.as_str().unwrap().starts_with("ws/42/"))
+    );
     let (ok, _) = hub.terminate();
     assert!(ok);
 }
