@@ -26,7 +26,7 @@
 //! | [`ENGINE_REJECTED`] | counter | | pushed groups a remote refused |
 //!
 //! Label values are few and fixed: `kind` is one of `hello`, `pull`,
-//! `pull_part`, `pull_scope`, `push`, `push_part`, `subscribe` or `invalid` (undecodable);
+//! `pull_part`, `pull_scope`, `relayed`, `push`, `push_part`, `subscribe` or `invalid` (undecodable);
 //! `code` is a [`RefusalCode`] number (`"403"`); `durability` is
 //! `immediate` or `deferred`; `fault` is `peer`, `network`, `caller`,
 //! `local`, `storage` or `other`. Every metric is the sum over all servers, engines
@@ -210,6 +210,7 @@ pub(crate) enum RequestKind {
     Pull,
     PullPart,
     PullScope,
+    Relayed,
     Push,
     PushPart,
     Subscribe,
@@ -225,6 +226,7 @@ impl RequestKind {
             Self::Pull => "pull",
             Self::PullPart => "pull_part",
             Self::PullScope => "pull_scope",
+            Self::Relayed => "relayed",
             Self::Push => "push",
             Self::PushPart => "push_part",
             Self::Subscribe => "subscribe",
@@ -248,6 +250,7 @@ pub(crate) fn served(kind: RequestKind, started: Instant) {
         RequestKind::Pull => record!("pull"),
         RequestKind::PullPart => record!("pull_part"),
         RequestKind::PullScope => record!("pull_scope"),
+        RequestKind::Relayed => record!("relayed"),
         RequestKind::Push => record!("push"),
         RequestKind::PushPart => record!("push_part"),
         RequestKind::Subscribe => record!("subscribe"),

@@ -773,6 +773,24 @@ impl Replica {
         Ok(out)
     }
 
+    /// How far this replica has pulled each of its remotes, as of which of
+    /// its lsns: (remote, pulled through, at).
+    pub(crate) fn relayed(&self) -> Result<Vec<(ReplicaId, u64, u64)>, StorageError> {
+        self.inner.store.relayed()
+    }
+
+    /// Takes the pull cursors of other remotes that `via`'s relayed
+    /// cursors prove (for `scopes`' cursors when the engine syncs scopes).
+    /// Returns how many moved.
+    pub(crate) fn adopt_relayed(
+        &self,
+        via: ReplicaId,
+        relayed: &[(ReplicaId, u64, u64)],
+        scopes: &[Scope],
+    ) -> Result<usize, StorageError> {
+        self.inner.store.adopt_relayed(via, relayed, scopes)
+    }
+
     /// The lsn just before the feed group that ends at `end`, if one does.
     pub(crate) fn before_group(&self, end: u64) -> Result<Option<u64>, StorageError> {
         self.inner.store.before_group(end)

@@ -182,3 +182,152 @@ async fn clients_fail_over_among_hubs_that_peer_and_everything_converges() {
         run(seed, 4, clients, 150).await;
     }
 }
+
+/// Counts the changes the pull answers through it carry.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn syncline::transport::Connector>,
+    pulled: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct CountingConnection {
+    inner: Box<dyn syncline::transport::Connection>,
+    pulled: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl syncline::transport::Connector for Counting {
+    fn addr(&self) -> &str {
+        self.inner.addr()
+    }
+
+    fn connect(
+        &self,
+    ) -> syncline::transport::BoxFuture<
+        '_,
+        Result<Box<dyn syncline::transport::Connection>, syncline::transport::TransportError>,
+    > {
+        Box::pin(async move {
+            Ok(Box::new(CountingConnection {
+                inner: self.inner.connect().await?,
+                pulled: self.pulled.clone(),
+            }) as Box<dyn syncline::transport::Connection>)
+        })
+    }
+}
+
+impl syncline::transport::Connection for CountingConnection {
+    fn exchange(
+        &self,
+        request: syncline::transport::Frame,
+    ) -> syncline::transport::BoxFuture<
+        '_,
+        Result<syncline::transport::Frame, syncline::transport::TransportError>,
+    > {
+        Box::pin(async move {
+            use syncline::protocol::Response;
+            let answer = self.inner.exchange(request).await?;
+            if let Ok(Response::Changes { batch, .. } | Response::Part { batch, .. }) =
+                syncline::protocol::decode::<Response>(&answer)
+            {
+                self.pulled
+                    .fetch_add(batch.changes.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(answer)
+        })
+    }
+
+    fn subscribe(
+        &self,
+        request: syncline::transport::Frame,
+    ) -> syncline::transport::BoxFuture<
+        '_,
+        Result<syncline::transport::Subscription, syncline::transport::TransportError>,
+    > {
+        self.inner.subscribe(request)
+    }
+
+    fn close(&self) {
+        self.inner.close()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+/// A client that fails over to a hub it never synced with starts there
+/// from what its old hub proved it holds (the old hub's relayed cursor of
+/// the new one), not from nothing; without that, it downloads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_failing_over_resumes_from_what_its_old_hub_relayed() {
+    for relay in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let net = LoopbackNetwork::new(7);
+        let a = open_node(dir.path(), "a", 250).await;
+        let b = open_node(dir.path(), "b", 251).await;
+        let _servers = [
+            net.serve(
+                "a",
+                SyncServer::new(a.clone()).into_service(),
+                Limits::default(),
+            )
+            .unwrap(),
+            net.serve(
+                "b",
+                SyncServer::new(b.clone()).into_service(),
+                Limits::default(),
+            )
+            .unwrap(),
+        ];
+        let mut txn = a.transaction();
+        for i in 0..1_000 {
+            txn.put("todos", format!("k{i:04}"), Value::Int(i));
+        }
+        txn.commit().unwrap();
+        // The hubs peer: a's engine pushes to b and pulls from it.
+        let peering = SyncEngine::start(a.clone(), net.connector("a", "b"), quick_sync(1));
+        peering.wait_synced(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(values(&b).len(), 1_000);
+
+        let client = open_node(dir.path(), "client", 1).await;
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = |to: &str| -> Arc<dyn syncline::transport::Connector> {
+            Arc::new(Counting {
+                inner: net.connector("client", to),
+                pulled: pulled.clone(),
+            })
+        };
+        let engine = SyncEngine::start(
+            client.clone(),
+            Arc::new(Failover::new(vec![counting("a"), counting("b")])),
+            SyncConfig {
+                on_demand: true,
+                relay_interval: relay.then_some(Duration::ZERO),
+                ..quick_sync(2)
+            },
+        );
+        engine.sync_now().await.unwrap();
+        assert_eq!(values(&client).len(), 1_000);
+        assert_eq!(engine.remote(), Some(a.id()));
+
+        // Hub a goes away; b has everything, and one more record.
+        net.set_online("a", false);
+        b.collection("todos").unwrap().put("from-b", 1i64).unwrap();
+        let before = pulled.load(std::sync::atomic::Ordering::Relaxed);
+        settle(&engine, 0).await;
+        assert_eq!(engine.remote(), Some(b.id()), "failed over to b");
+        assert_eq!(values(&client), values(&b));
+        let after = pulled.load(std::sync::atomic::Ordering::Relaxed) - before;
+        if relay {
+            assert!(
+                after <= 1,
+                "resumed where a had pulled b: {after} changes pulled"
+            );
+        } else {
+            assert!(after >= 1_000, "a bootstrap from b: {after} changes pulled");
+        }
+        engine.stop().await;
+        peering.stop().await;
+    }
+}

@@ -188,6 +188,13 @@ impl Store {
                 {
                     writer.move_scope_cursor(peer, scope, *through)?;
                 }
+                if let Some(Cursor {
+                    through,
+                    scope: None,
+                }) = pulled
+                {
+                    writer.relay(peer, *through, after)?;
+                }
                 writer.update_peer(peer, |p| {
                     if let Some(Cursor {
                         through,
@@ -608,6 +615,20 @@ impl Store {
             let dropped = c.writer.evict(&scope.collection, &scope.prefix, &kept)?;
             c.writer.drop_scope_cursor(remote, scope)?;
             Ok(dropped)
+        })
+        .map(|stored| stored.value)
+    }
+
+    /// Takes the pull cursors `via`'s relayed cursors prove (see
+    /// `Writer::adopt_relayed`), durably. Returns how many moved.
+    pub(crate) fn adopt_relayed(
+        &self,
+        via: ReplicaId,
+        relayed: &[(ReplicaId, u64, u64)],
+        scopes: &[crate::model::Scope],
+    ) -> Result<usize, StorageError> {
+        self.commit(None, None, Durability::Immediate, &|| false, |c| {
+            c.writer.adopt_relayed(self.id, via, relayed, scopes)
         })
         .map(|stored| stored.value)
     }

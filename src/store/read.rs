@@ -632,6 +632,30 @@ impl Store {
         Ok(table.get(key.as_slice())?.map_or(0, |g| g.value()))
     }
 
+    /// How far this replica has pulled each of its remotes, and as of
+    /// which of its lsns (`relayed-3`).
+    /// Each as (remote, pulled through, at).
+    pub(crate) fn relayed(&self) -> Result<Vec<(ReplicaId, u64, u64)>, StorageError> {
+        let read = self.begin_read()?;
+        let table = match read.open_table(tables::RELAYED) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in ReadableTable::iter(&table)? {
+            let (k, v) = entry?;
+            let v = v.value();
+            let half = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            out.push((ReplicaId::from_bytes(*k.value()), half(0), half(8)));
+        }
+        Ok(out)
+    }
+
     /// Every scope cursor kept for `peer`.
     pub(crate) fn scope_cursors(&self, peer: ReplicaId) -> Result<Vec<(Scope, u64)>, StorageError> {
         let read = self.begin_read()?;

@@ -86,6 +86,13 @@ pub(crate) const REJECTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 /// in the commit that applies the scope's changes; created on first use.
 pub(crate) const SCOPES: TableDefinition<&[u8], u64> = TableDefinition::new("scopes-3");
 
+/// `relayed-3`: peer replica id -> its lsn this replica has pulled through
+/// (u64 LE) ++ this replica's lsn after the commit that pulled through it
+/// (u64 LE): what a server tells callers that may fail over to that peer
+/// (`RequestBody::Relayed`). Moved with `peers-1`'s pull cursor, for whole
+/// links only; created on first use.
+pub(crate) const RELAYED: TableDefinition<&[u8; 16], [u8; 16]> = TableDefinition::new("relayed-3");
+
 /// The key of a `scopes-3` entry: `peer` ++ the scope's record-key prefix.
 pub(crate) fn scope_key(peer: ReplicaId, scope: &crate::model::Scope) -> Vec<u8> {
     let mut key = peer.as_bytes().to_vec();

@@ -1089,6 +1089,76 @@ impl<'txn> Writer<'txn> {
         Ok(())
     }
 
+    /// Records that this replica pulled `peer` through `pulled` in the
+    /// commit that ends at `at` (see `tables::RELAYED`), if further.
+    pub(crate) fn relay(
+        &mut self,
+        peer: ReplicaId,
+        pulled: u64,
+        at: u64,
+    ) -> Result<(), StorageError> {
+        let mut table = self.txn.open_table(tables::RELAYED)?;
+        let now = table.get(peer.as_bytes())?.map(|g| g.value());
+        let was = now.map_or(0, |v| {
+            u64::from_le_bytes(v[..8].try_into().unwrap_or_default())
+        });
+        if pulled > was || now.is_none() {
+            let mut value = [0u8; 16];
+            value[..8].copy_from_slice(&pulled.max(was).to_le_bytes());
+            value[8..].copy_from_slice(&at.to_le_bytes());
+            table.insert(peer.as_bytes(), value)?;
+        }
+        Ok(())
+    }
+
+    /// Takes, from a remote's relayed cursors (`RequestBody::Relayed`),
+    /// the pull cursors they prove: for each other remote it pulled as of
+    /// a lsn this replica has pulled `via` through (for a scope, that
+    /// scope's cursor), this replica holds everything that remote had
+    /// through the cursor, so its own cursor of it moves there. Returns
+    /// how many cursors moved.
+    pub(crate) fn adopt_relayed(
+        &mut self,
+        local: ReplicaId,
+        via: ReplicaId,
+        relayed: &[(ReplicaId, u64, u64)],
+        scopes: &[crate::model::Scope],
+    ) -> Result<usize, StorageError> {
+        let mut moved = 0;
+        let whole = self.peer_state(via)?.pulled;
+        for &(remote, pulled, at) in relayed.iter().filter(|r| r.0 != local && r.0 != via) {
+            if scopes.is_empty() {
+                if whole >= at {
+                    let mut changed = false;
+                    self.update_peer(remote, |p| {
+                        changed = pulled > p.pulled;
+                        p.pulled = p.pulled.max(pulled);
+                    })?;
+                    moved += usize::from(changed);
+                }
+                continue;
+            }
+            for scope in scopes {
+                if self.scope_cursor(via, scope)?.unwrap_or(0) >= at
+                    && self.scope_cursor(remote, scope)?.unwrap_or(0) < pulled
+                {
+                    self.move_scope_cursor(remote, scope, pulled)?;
+                    moved += 1;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The cursors kept for `peer`.
+    fn peer_state(&mut self, peer: ReplicaId) -> Result<PeerState, StorageError> {
+        let table = self.txn.open_table(PEERS)?;
+        Ok(match table.get(peer.as_bytes())? {
+            Some(g) => tables::decode(PEERS.name(), g.value())?,
+            None => PeerState::default(),
+        })
+    }
+
     /// Forgets `peer`'s pull cursor of `scope`.
     pub(crate) fn drop_scope_cursor(
         &mut self,

@@ -101,6 +101,12 @@ pub struct SyncConfig {
     /// records dropped here, locally, with no effect on any other replica
     /// (records another scope still covers stay).
     pub scopes: Vec<Scope>,
+    /// How often, at most, to ask the remote (a hub) how far it has pulled
+    /// the other hubs it peers with, after a round that pulled: a client
+    /// that fails over to one of them ([`crate::Failover`]) then starts
+    /// there from what it is proven to hold, instead of from nothing.
+    /// `None` never asks. Default 60 s.
+    pub relay_interval: Option<Duration>,
 }
 
 impl Default for SyncConfig {
@@ -121,6 +127,7 @@ impl Default for SyncConfig {
             max_retry_attempts: None,
             seed: None,
             scopes: Vec::new(),
+            relay_interval: Some(Duration::from_secs(60)),
         }
     }
 }

@@ -516,6 +516,19 @@ impl Driver {
                 let now = self.now();
                 self.session.handle_resynced(result, now);
             }
+            Action::AdoptRelayed {
+                remote,
+                relayed,
+                scopes,
+            } => {
+                let relayed: Vec<_> = relayed.iter().map(|r| (r.remote, r.pulled, r.at)).collect();
+                let result = self
+                    .blocking(move |r| r.adopt_relayed(remote, &relayed, &scopes))
+                    .await
+                    .map_err(SyncError::from);
+                let now = self.now();
+                self.session.handle_adopted(result, now);
+            }
             Action::PruneScopes { remote, keep } => {
                 let result = self
                     .blocking(move |r| r.prune_scopes(remote, &keep))

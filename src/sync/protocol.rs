@@ -104,6 +104,11 @@ pub enum RequestBody {
         /// The group being pulled in parts, and where its next part starts.
         part: Option<(u64, u32)>,
     },
+    /// Tell me how far you have pulled each of your own remotes (other
+    /// hubs), and as of which of your lsns: a caller that has pulled you
+    /// past that lsn holds everything that remote had through that
+    /// cursor, and may start there when it fails over to it.
+    Relayed,
 }
 
 /// One part of a group too large for one batch. Parts are sent in order;
@@ -297,6 +302,23 @@ pub enum Response {
         /// The groups refused, in order; empty when all were accepted.
         refused: Vec<Verdict>,
     },
+    /// The answer to [`RequestBody::Relayed`].
+    Relayed {
+        /// One entry per remote the server pulls from.
+        remotes: Vec<Relayed>,
+    },
+}
+
+/// How far a server has pulled one of its remotes, as of one of its own
+/// lsns ([`RequestBody::Relayed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relayed {
+    /// The remote (another hub).
+    pub remote: ReplicaId,
+    /// The remote's lsn the server has pulled through.
+    pub pulled: u64,
+    /// The server's own lsn after the commit that pulled through it.
+    pub at: u64,
 }
 
 impl Response {
@@ -308,6 +330,7 @@ impl Response {
             Self::Ack { .. } => "an ack",
             Self::Staged { .. } => "a staged part",
             Self::Part { .. } => "a part of a group",
+            Self::Relayed { .. } => "relayed cursors",
         }
     }
 }

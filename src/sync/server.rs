@@ -349,6 +349,17 @@ impl SyncServer {
                 limit,
                 part,
             } => self.pull_scope(from, &principal, &scope, after, limit, part),
+            RequestBody::Relayed => {
+                // Cursors and lsns, no content: for any authenticated caller.
+                let remotes = self
+                    .replica
+                    .relayed()
+                    .map_err(|e| ServiceError::internal(e.to_string()))?
+                    .into_iter()
+                    .map(|(remote, pulled, at)| protocol::Relayed { remote, pulled, at })
+                    .collect();
+                Ok(Response::Relayed { remotes })
+            }
             RequestBody::Push(batch) => self.push(from, &principal, batch),
             RequestBody::PushPart { part, batch } => self.push_part(from, &principal, part, batch),
             RequestBody::Subscribe { .. } => Err(ServiceError::bad_request(
@@ -1028,6 +1039,7 @@ fn request_kind(body: &RequestBody) -> RequestKind {
         RequestBody::Pull { .. } => RequestKind::Pull,
         RequestBody::PullPart { .. } => RequestKind::PullPart,
         RequestBody::PullScope { .. } => RequestKind::PullScope,
+        RequestBody::Relayed => RequestKind::Relayed,
         RequestBody::Push(_) => RequestKind::Push,
         RequestBody::PushPart { .. } => RequestKind::PushPart,
         RequestBody::Subscribe { .. } => RequestKind::Subscribe,

@@ -275,6 +275,7 @@ const BODY_VARIANTS: &[&str] = &[
     "PushPart",
     "PullPart",
     "PullScope",
+    "Relayed",
 ];
 
 /// A request body whose pushed changes leave out the sender's id.
@@ -340,6 +341,7 @@ impl Serialize for WireBody<'_> {
             } => {
                 s.serialize_newtype_variant(NAME, 6, BODY_VARIANTS[6], &(scope, after, limit, part))
             }
+            RequestBody::Relayed => s.serialize_newtype_variant(NAME, 7, BODY_VARIANTS[7], &()),
         }
     }
 }
@@ -451,10 +453,14 @@ impl<'de> Visitor<'de> for BodySeed {
                     part,
                 }
             }
+            7 => {
+                variant.newtype_variant::<()>()?;
+                RequestBody::Relayed
+            }
             other => {
                 return Err(de::Error::invalid_value(
                     de::Unexpected::Unsigned(other.into()),
-                    &"a request body variant 0 to 6",
+                    &"a request body variant 0 to 7",
                 ));
             }
         })

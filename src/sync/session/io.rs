@@ -137,6 +137,20 @@ pub(crate) enum Action {
         /// The scopes the engine syncs.
         keep: Vec<Scope>,
     },
+    /// Take, durably, the pull cursors of other remotes that `remote`'s
+    /// relayed cursors prove (`RequestBody::Relayed`): for each remote it
+    /// pulled through `pulled` as of its lsn `at`, when this replica has
+    /// pulled `remote` through `at` (each of `scopes`, when it syncs
+    /// scopes), its cursor of that remote moves up to `pulled`; then
+    /// [`Session::handle_adopted`] with how many moved.
+    AdoptRelayed {
+        /// The remote that told them.
+        remote: ReplicaId,
+        /// Its relayed cursors.
+        relayed: Vec<crate::sync::protocol::Relayed>,
+        /// The scopes the engine syncs (empty: whole collections).
+        scopes: Vec<Scope>,
+    },
     /// The remote no longer grants `scope`: in one commit, drop this
     /// replica's records in it that none of `keep` covers (locally, with
     /// no change, so no other replica is affected) and the scope's cursor,

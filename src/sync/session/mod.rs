@@ -112,6 +112,10 @@ enum Phase {
     DroppingScope,
     /// Waiting for the store to drop the scopes no longer asked for.
     Pruning { link: Link },
+    /// Waiting for the remote's relayed cursors.
+    Relaying,
+    /// Waiting for the store to adopt what they prove.
+    Adopting,
     /// Waiting for a pull's answer.
     Pulling { after: u64 },
     /// Waiting for a pulled part to be staged.
@@ -198,6 +202,8 @@ pub(crate) struct Session {
     pull_staged: Option<(u64, u32)>,
     /// Which of the link's scopes the pull stage is at (scoped engines).
     target: usize,
+    /// When the remote's relayed cursors were last asked for.
+    relayed_at: Option<Instant>,
     /// Rounds begun so far; the current one is number `begun`.
     begun: u64,
     /// The number of the last round that succeeded (0: none).
@@ -238,6 +244,7 @@ impl Session {
             repush: false,
             pull_staged: None,
             target: 0,
+            relayed_at: None,
             begun: 0,
             synced: 0,
             retry_at,
@@ -468,6 +475,7 @@ impl Session {
             Phase::Pushing { .. } => "an ack",
             Phase::PushingParts { .. } => "a staged part or an ack",
             Phase::Pulling { .. } => "changes",
+            Phase::Relaying => "relayed cursors",
             _ => return,
         };
         let response = match answer {
@@ -485,6 +493,13 @@ impl Session {
                     return self.finish(Err(error), now);
                 }
             },
+            Err(e) if self.phase == Phase::Relaying => {
+                // An older server, or a failure here: the round itself is
+                // done; cursors of other hubs are a saving, not a need.
+                tracing::debug!(error = %e, "the remote did not tell its relayed cursors");
+                self.phase = Phase::Idle;
+                return self.finish(Ok(self.report), now);
+            }
             Err(TransportError::Refused { code, reason })
                 if matches!(self.phase, Phase::Pulling { .. })
                     && matches!(code, RefusalCode::FORBIDDEN | RefusalCode::CONFLICT)
@@ -554,6 +569,10 @@ impl Session {
                     ..
                 },
             ) => self.acked(through, acked, has_more, &groups, &changes, refused, now),
+            (Phase::Relaying, Response::Relayed { remotes }) => {
+                self.relayed(remotes);
+                Ok(())
+            }
             (_, other) => Err(ProtocolViolation::Unexpected {
                 expected,
                 got: other.kind(),
@@ -681,7 +700,56 @@ impl Session {
                     scope: self.target(),
                 });
             }
+            Stage::Done if self.relay_due(now) => {
+                self.relayed_at = Some(now.at);
+                self.phase = Phase::Relaying;
+                let request = self.request(RequestBody::Relayed);
+                self.actions.push_back(Action::Exchange(request));
+            }
             Stage::Done => self.finish(Ok(self.report), now),
+        }
+    }
+
+    /// Whether to ask the remote for its relayed cursors at the end of
+    /// this round: after a pull, at most once per `relay_interval`.
+    fn relay_due(&self, now: Now) -> bool {
+        let Some(every) = self.config.relay_interval else {
+            return false;
+        };
+        self.pulls
+            && self.phase == Phase::Idle
+            && self
+                .relayed_at
+                .is_none_or(|at| now.at.saturating_duration_since(at) >= every)
+    }
+
+    /// The remote's relayed cursors: hand them to the store.
+    fn relayed(&mut self, remotes: Vec<protocol::Relayed>) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        self.phase = Phase::Adopting;
+        self.actions.push_back(Action::AdoptRelayed {
+            remote: link.remote,
+            relayed: remotes,
+            scopes: link.scopes.clone(),
+        });
+    }
+
+    /// The result of [`Action::AdoptRelayed`]: how many cursors moved.
+    pub(crate) fn handle_adopted(&mut self, result: Result<usize, SyncError>, now: Now) {
+        if self.phase != Phase::Adopting {
+            return;
+        }
+        self.phase = Phase::Idle;
+        match result {
+            Ok(moved) => {
+                if moved > 0 {
+                    tracing::debug!(moved, "cursors of other hubs taken from the remote's");
+                }
+                self.finish(Ok(self.report), now)
+            }
+            Err(e) => self.finish(Err(e), now),
         }
     }
 

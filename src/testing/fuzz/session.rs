@@ -203,6 +203,13 @@ fn answer(
             };
             session.handle_resynced(result, now);
         }
+        Action::AdoptRelayed { .. } => {
+            let result = match choice % 4 {
+                0 => Err(storage()),
+                n => Ok(usize::from(n - 1)),
+            };
+            session.handle_adopted(result, now);
+        }
         Action::PruneScopes { .. } => {
             let result = match choice % 4 {
                 0 => Err(storage()),

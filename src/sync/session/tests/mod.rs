@@ -49,6 +49,10 @@ impl Clock {
 
 fn config() -> SyncConfig {
     SyncConfig {
+        // Asking for relayed cursors ends a round with one more exchange;
+        // `relayed_cursors_are_asked_after_a_pull_and_their_failure_is_no_error`
+        // drives it.
+        relay_interval: None,
         batch_size: 2,
         subscription_timeout: Some(Duration::from_secs(45)),
         poll_interval: Some(Duration::from_secs(30)),
@@ -772,3 +776,62 @@ mod controls;
 mod durable;
 mod parts;
 mod verdicts;
+
+/// After a round that pulled, at most once per interval, the session asks
+/// the remote for its relayed cursors and hands them to the store; a
+/// remote that refuses (an older server) does not fail the round.
+#[test]
+fn relayed_cursors_are_asked_after_a_pull_and_their_failure_is_no_error() {
+    let mut clock = Clock::new();
+    let config = SyncConfig {
+        relay_interval: Some(Duration::from_secs(60)),
+        ..config()
+    };
+    let mut s = connected(config, &clock);
+    fn pull(s: &mut Session, clock: &Clock) {
+        nothing_to_push(s, clock);
+        assert!(matches!(action(s), Action::ReadPullCursor { .. }));
+        s.handle_pull_cursor(Ok(5), clock.now());
+        expect_exchange(s);
+        s.handle_response(Ok(&changes(Batch::new(vec![], 5), false)), clock.now());
+        assert!(matches!(action(s), Action::Apply { .. }));
+        s.handle_applied(Ok(Default::default()), clock.now());
+    }
+    pull(&mut s, &clock);
+    assert_eq!(expect_exchange(&mut s), RequestBody::Relayed);
+    let other = ReplicaId::from_bytes([9; 16]);
+    let answer = protocol::encode(&Response::Relayed {
+        remotes: vec![protocol::Relayed {
+            remote: other,
+            pulled: 40,
+            at: 5,
+        }],
+    });
+    s.handle_response(Ok(&answer), clock.now());
+    match action(&mut s) {
+        Action::AdoptRelayed {
+            remote, relayed, ..
+        } => {
+            assert_eq!(remote, REMOTE);
+            assert_eq!(relayed[0].remote, other);
+        }
+        other => panic!("expected the store to adopt them, got {other:?}"),
+    }
+    s.handle_adopted(Ok(1), clock.now());
+    expect_finished(&mut s).unwrap();
+
+    // Within the interval: not asked again.
+    s.handle_command(true, true, clock.advance(1_000));
+    pull(&mut s, &clock);
+    expect_finished(&mut s).unwrap();
+
+    // After it: asked; a refusal ends the round well all the same.
+    s.handle_command(true, true, clock.advance(60_000));
+    pull(&mut s, &clock);
+    assert_eq!(expect_exchange(&mut s), RequestBody::Relayed);
+    s.handle_response(
+        Err(ServiceError::bad_request("unknown request").into()),
+        clock.now(),
+    );
+    expect_finished(&mut s).unwrap();
+}
