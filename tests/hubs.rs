@@ -151,12 +151,36 @@ async fn run(seed: u64, hubs: usize, clients: usize, steps: usize) {
     for (_, engine) in &engines {
         settle(engine, seed).await;
     }
+    let model_newest = model
+        .values()
+        .map(|(stamp, _, _)| *stamp)
+        .max()
+        .unwrap_or(Stamp::ZERO);
     let folded: BTreeMap<Key, Value> = model
         .into_iter()
         .filter_map(|(k, (_, _, v))| v.map(|v| (k, Value::Int(v))))
         .collect();
     for (h, r) in hub_replicas.iter().enumerate() {
         assert_eq!(values(r), folded, "seed {seed}: hub {h}");
+    }
+    // Beyond values: every replica holds the same states (versions,
+    // tombstones and conflicts), verifies clean, and no clock ran back.
+    let all: Vec<&Replica> = hub_replicas
+        .iter()
+        .chain(engines.iter().map(|(r, _)| r))
+        .collect();
+    assert!(
+        common::converged(&all, "todos"),
+        "seed {seed}: states differ"
+    );
+    let newest = model_newest;
+    for r in &all {
+        let report = r.verify().unwrap();
+        assert!(report.is_clean(), "seed {seed}: {report:?}");
+        assert!(
+            r.clock() >= newest,
+            "seed {seed}: a clock behind a write it holds"
+        );
     }
     for (c, (r, engine)) in engines.into_iter().enumerate() {
         assert_eq!(values(&r), folded, "seed {seed}: client {c}");
