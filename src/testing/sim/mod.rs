@@ -50,6 +50,10 @@ pub enum Topology {
     Mesh,
     /// Replica i syncs with replica i + 1 only.
     Chain,
+    /// The first `n` replicas are hubs that peer in a mesh; every other
+    /// replica is a client with one engine that fails over among the hubs
+    /// ([`crate::Failover`]), preferring hub `i % n`.
+    Hubs(usize),
 }
 
 /// Where the replicas keep their data.
@@ -67,7 +71,7 @@ pub enum SimStorage {
 pub struct SimConfig {
     /// The seed everything flows from.
     pub seed: u64,
-    /// How many replicas, 2 to 8.
+    /// How many replicas, 2 to 8 (to 250 with [`Topology::Hubs`]).
     pub replicas: usize,
     /// How they connect.
     pub topology: Topology,
@@ -301,9 +305,16 @@ pub fn schedule(config: &SimConfig) -> Vec<Step> {
                 replica,
                 millis: rng.random_range(-90_000..90_000),
             },
-            80..86 => Step::Partition {
-                a: replica,
-                b: rng.random_range(0..n),
+            // With several hubs, most cuts fall between two hubs.
+            80..86 => match config.topology {
+                Topology::Hubs(hubs) if rng.random_ratio(2, 3) => Step::Partition {
+                    a: rng.random_range(0..hubs),
+                    b: rng.random_range(0..hubs),
+                },
+                _ => Step::Partition {
+                    a: replica,
+                    b: rng.random_range(0..n),
+                },
             },
             86..89 => Step::Offline { replica },
             89..93 => Step::HealAll,
@@ -398,8 +409,22 @@ pub fn seed_from_env() -> Option<u64> {
 /// Runs one schedule and checks the outcome. Deterministic for a given
 /// config and schedule.
 pub fn run(config: &SimConfig, steps: &[Step]) -> Result<SimReport, String> {
-    if !(2..=8).contains(&config.replicas) {
-        return Err(format!("replicas must be 2 to 8, got {}", config.replicas));
+    // Clients of several hubs may be many; the other topologies stay small.
+    let most = match config.topology {
+        Topology::Hubs(hubs) if (1..config.replicas).contains(&hubs) => 250,
+        Topology::Hubs(hubs) => {
+            return Err(format!(
+                "{hubs} hubs need at least one client among {} replicas",
+                config.replicas
+            ));
+        }
+        _ => 8,
+    };
+    if !(2..=most).contains(&config.replicas) {
+        return Err(format!(
+            "replicas must be 2 to {most}, got {}",
+            config.replicas
+        ));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()

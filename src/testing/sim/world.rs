@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use syncline_loopback::{Faults, LoopbackNetwork, LoopbackServer};
-use syncline_transport::Limits;
+use syncline_transport::{Connector, Limits};
 
 use super::{MaxValue, SimConfig, Step, Topology, Unlucky, replica_id};
 use crate::access::{Collections, Permissions, Tokens};
@@ -147,7 +147,15 @@ impl<'a> Sim<'a> {
             Topology::Mesh => (0..n).filter(|&j| j != i).collect(),
             Topology::Chain if i + 1 < n => vec![i + 1],
             Topology::Chain => Vec::new(),
+            Topology::Hubs(h) if i < h => (i + 1..h.min(n)).collect(),
+            // A client reaches every hub, through one failover engine.
+            Topology::Hubs(h) => (0..h.min(n)).collect(),
         }
+    }
+
+    /// Whether node `i` is a client that fails over among hubs.
+    fn fails_over(&self, i: usize) -> bool {
+        matches!(self.config.topology, Topology::Hubs(h) if i >= h)
     }
 
     fn serves(&self, i: usize) -> bool {
@@ -232,7 +240,14 @@ impl<'a> Sim<'a> {
             None
         };
         let mut engines = Vec::new();
-        for j in self.remotes(i) {
+        let remotes = self.remotes(i);
+        let failover = self.fails_over(i) && !remotes.is_empty();
+        let targets = if failover {
+            vec![remotes[0]]
+        } else {
+            remotes.clone()
+        };
+        for j in targets {
             self.engine_seq += 1;
             let config = SyncConfig {
                 batch_size: 5,
@@ -248,7 +263,20 @@ impl<'a> Sim<'a> {
                 token: self.config.rejections.then(|| format!("r{i}")),
                 ..SyncConfig::default()
             };
-            let connector = self.net.connector(&self.nodes[i].name, &self.nodes[j].name);
+            let connector: Arc<dyn Connector> = if failover {
+                // Its own hub first, then the others in turn.
+                let first = i % remotes.len();
+                let connectors = (0..remotes.len())
+                    .map(|k| {
+                        let hub = remotes[(first + k) % remotes.len()];
+                        self.net
+                            .connector(&self.nodes[i].name, &self.nodes[hub].name)
+                    })
+                    .collect();
+                Arc::new(crate::Failover::new(connectors))
+            } else {
+                self.net.connector(&self.nodes[i].name, &self.nodes[j].name)
+            };
             engines.push(SyncEngine::start_inline(replica.clone(), connector, config));
         }
         let node = &mut self.nodes[i];
