@@ -29,7 +29,10 @@
 //! (`SYNCLINE_LOAD_WRITERS`, default 100) each write 100 changes a second
 //! through the hub over QUIC, every writer also subscribed: it reports the
 //! changes per second the hub took in, and the backlog (changes written and
-//! not yet at every subscriber) at the end of each 10 s.
+//! not yet at every subscriber) at the end of each 10 s. With
+//! `SYNCLINE_LOAD_SUBSCRIBERS=K` the writers only push and K other engines
+//! only pull: what the hub takes in and fans out without every client
+//! applying every change.
 //!
 //! `SYNCLINE_LOAD_N=10,100,1000` chooses the N of the first part,
 //! `SYNCLINE_LOAD_LOOPBACK=10000` the second.
@@ -327,14 +330,35 @@ async fn loopback_subscriptions(n: usize) -> (f64, Duration, Duration) {
 
 /// W writers, each writing 100 changes a second for `secs` through the hub
 /// at `url`, each subscribed: changes per second in, and the backlog.
-async fn sustained(url: &str, writers: usize, secs: u64) {
+async fn sustained(url: &str, writers: usize, subscribers: Option<usize>, secs: u64) {
     let mut engines = Vec::new();
+    // Writers that also subscribe (the run), or writers that only
+    // push and a few subscribers that only pull.
+    let writer_config = match subscribers {
+        Some(_) => SyncConfig {
+            direction: syncline::Direction::Push,
+            ..SyncConfig::default()
+        },
+        None => SyncConfig::default(),
+    };
     for _ in 0..writers {
         let replica = Replica::in_memory(ReplicaConfig::default()).unwrap();
         define(&replica);
         let connector = syncline::connect(url, &ConnectConfig::new()).unwrap();
-        let engine = SyncEngine::start(replica.clone(), connector, SyncConfig::default());
+        let engine = SyncEngine::start(replica.clone(), connector, writer_config.clone());
         engines.push((replica, engine));
+    }
+    let mut watchers = Vec::new();
+    for _ in 0..subscribers.unwrap_or(0) {
+        let replica = Replica::in_memory(ReplicaConfig::default()).unwrap();
+        define(&replica);
+        let connector = syncline::connect(url, &ConnectConfig::new()).unwrap();
+        let config = SyncConfig {
+            direction: syncline::Direction::Pull,
+            ..SyncConfig::default()
+        };
+        let engine = SyncEngine::start(replica.clone(), connector, config);
+        watchers.push((replica, engine));
     }
     for (_, engine) in &engines {
         let mut status = engine.status();
@@ -343,13 +367,33 @@ async fn sustained(url: &str, writers: usize, secs: u64) {
             .unwrap()
             .unwrap();
     }
+    for (_, engine) in &watchers {
+        let mut status = engine.status();
+        tokio::time::timeout(PHASE, status.wait_for(|s| *s == Status::Idle))
+            .await
+            .unwrap()
+            .unwrap();
+    }
     let replicas: Vec<Replica> = engines.iter().map(|(r, _)| r.clone()).collect();
+    // Who must receive every change: the writers, or the subscribers.
+    let receivers: Vec<Replica> = if subscribers.is_some() {
+        watchers.iter().map(|(r, _)| r.clone()).collect()
+    } else {
+        replicas.clone()
+    };
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut written = 0u64;
     let mut n = 0u64;
     println!();
-    println!("| after | written | changes/s in | backlog (written, not yet at every writer) |");
+    println!(
+        "{writers} writers{}",
+        match subscribers {
+            Some(k) => format!(" pushing only, {k} subscribers pulling only"),
+            None => " each also subscribed".to_owned(),
+        }
+    );
+    println!("| after | written | changes/s in | backlog (written, not yet at every receiver) |");
     println!("| ---: | ---: | ---: | ---: |");
     while started.elapsed() < Duration::from_secs(secs) {
         tick.tick().await;
@@ -364,7 +408,7 @@ async fn sustained(url: &str, writers: usize, secs: u64) {
         }
         n += 1;
         if n.is_multiple_of(100) {
-            let least = replicas
+            let least = receivers
                 .iter()
                 .map(|r| r.collection(COLLECTION).unwrap().len().unwrap())
                 .min()
@@ -378,7 +422,7 @@ async fn sustained(url: &str, writers: usize, secs: u64) {
         }
     }
     let drained = Instant::now();
-    for r in &replicas {
+    for r in &receivers {
         loop {
             if r.collection(COLLECTION).unwrap().len().unwrap() >= written {
                 break;
@@ -389,10 +433,10 @@ async fn sustained(url: &str, writers: usize, secs: u64) {
         }
     }
     println!(
-        "every change at every writer {:.2?} after the last write",
+        "every change at every receiver {:.2?} after the last write",
         drained.elapsed()
     );
-    for (_, engine) in engines {
+    for (_, engine) in engines.into_iter().chain(watchers) {
         engine.stop().await;
     }
 }
@@ -460,7 +504,10 @@ fn driver() {
         let dir = tempfile::tempdir().unwrap();
         let mut hub = start_hub(dir.path());
         let url = hub.quic.clone();
-        rt.block_on(sustained(&url, writers, secs));
+        let subscribers = std::env::var("SYNCLINE_LOAD_SUBSCRIBERS")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        rt.block_on(sustained(&url, writers, subscribers, secs));
         drop(hub.child.stdin.take());
         hub.child.wait().unwrap();
     }
