@@ -791,6 +791,18 @@ impl Replica {
         self.inner.store.adopt_relayed(via, relayed, scopes)
     }
 
+    /// Whether the feed moved inside any of `scopes` between `after` and
+    /// `through` (what a scoped subscription checks before it wakes its
+    /// caller). Reads at most a few thousand feed entries, looking at their
+    /// record keys only; past that, or on a storage error, it answers yes
+    /// (a pull that finds nothing costs less than a missed change).
+    pub(crate) fn scopes_moved(&self, scopes: &[Scope], after: u64, through: u64) -> bool {
+        self.inner
+            .store
+            .scopes_moved(scopes, after, through)
+            .unwrap_or(true)
+    }
+
     /// The lsn just before the feed group that ends at `end`, if one does.
     pub(crate) fn before_group(&self, end: u64) -> Result<Option<u64>, StorageError> {
         self.inner.store.before_group(end)

@@ -699,3 +699,74 @@ async fn tenants_with_overlapping_scopes_and_changing_grants_converge_on_their_p
         tenants_run(seed).await;
     }
 }
+
+/// A scoped subscription hears of commits inside its scopes only: a write
+/// of another tenant wakes nothing (its heartbeat repeats what it was
+/// told), a write inside wakes it with the new head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_subscription_hears_only_of_its_scopes() {
+    use syncline::protocol::{Notify, PROTOCOL_VERSION, Request, RequestBody};
+    let dir = tempfile::tempdir().unwrap();
+    let net = LoopbackNetwork::new(9);
+    let hub = open_node(dir.path(), "hub", 100).await;
+    fill(&hub, &[1, 2], 3);
+    let _server = serve(
+        &net,
+        SyncServer::new(hub.clone()).with_config(syncline::ServerConfig {
+            heartbeat: Some(std::time::Duration::from_millis(50)),
+            ..syncline::ServerConfig::default()
+        }),
+    );
+    let conn = net.connector("raw", "hub").connect().await.unwrap();
+    let after = hub.last_lsn();
+    let request = Request {
+        version: PROTOCOL_VERSION,
+        from: syncline::ReplicaId::from_bytes([9; 16]),
+        token: None,
+        body: RequestBody::SubscribeScopes {
+            after,
+            scopes: vec![tenant(1)],
+        },
+    };
+    let mut sub = conn
+        .subscribe(syncline::protocol::encode(&request).into())
+        .await
+        .unwrap();
+    let mut next = async || -> u64 {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next())
+            .await
+            .expect("a frame within 30 s")
+            .expect("the stream is open")
+            .unwrap();
+        syncline::protocol::decode::<Notify>(&frame)
+            .unwrap()
+            .last_lsn
+    };
+    let other = hub
+        .collection("todos")
+        .unwrap()
+        .put("t2/new", 1i64)
+        .unwrap();
+    // Heartbeats until the subscription has seen the other tenant's write:
+    // each repeats the head it was told, never the other tenant's lsn.
+    for _ in 0..3 {
+        assert_eq!(
+            next().await,
+            after,
+            "a write outside the scope wakes nothing"
+        );
+    }
+    assert!(other.lsn > after);
+    let mine = hub
+        .collection("todos")
+        .unwrap()
+        .put("t1/new", 1i64)
+        .unwrap();
+    loop {
+        let told = next().await;
+        if told != after {
+            assert_eq!(told, mine.lsn, "a write inside the scope wakes it");
+            break;
+        }
+    }
+}

@@ -620,6 +620,42 @@ impl Store {
         Ok(Some(out))
     }
 
+    /// Whether any live feed entry in `after+1..=through` is of a record
+    /// in one of `scopes`, by its record key; yes past
+    /// [`SCOPE_WALK`] entries.
+    pub(crate) fn scopes_moved(
+        &self,
+        scopes: &[Scope],
+        after: u64,
+        through: u64,
+    ) -> Result<bool, StorageError> {
+        let prefixes: Vec<Vec<u8>> = scopes
+            .iter()
+            .map(|s| {
+                let mut p = keys::collection(&s.collection);
+                p.extend_from_slice(s.prefix.as_bytes());
+                p
+            })
+            .collect();
+        let read = self.begin_read()?;
+        let feed = read.open_table(FEED)?;
+        let mut walked = 0usize;
+        let mut moved = false;
+        rows::walk_feed(&feed, after, |step| {
+            if step.lsn > through {
+                return Ok(false);
+            }
+            walked += 1;
+            moved = walked > SCOPE_WALK
+                || (!step.row.is_marker()
+                    && prefixes
+                        .iter()
+                        .any(|p| step.row.record.as_bytes().starts_with(p)));
+            Ok(!moved)
+        })?;
+        Ok(moved)
+    }
+
     /// `peer`'s pull cursor of `scope` (0: never pulled).
     pub(crate) fn scope_cursor(&self, peer: ReplicaId, scope: &Scope) -> Result<u64, StorageError> {
         let read = self.begin_read()?;
@@ -728,6 +764,10 @@ fn scope_walk(
     })?;
     Ok(out)
 }
+
+/// How many feed entries a scoped subscription's check reads before it
+/// answers "moved" without looking further.
+const SCOPE_WALK: usize = 4096;
 
 /// What [`Store::feed_scan`] read.
 #[derive(Debug)]

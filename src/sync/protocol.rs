@@ -104,6 +104,15 @@ pub enum RequestBody {
         /// The group being pulled in parts, and where its next part starts.
         part: Option<(u64, u32)>,
     },
+    /// Notify me whenever your feed moves past `after` inside one of these
+    /// scopes (a stream, like `Subscribe`): a commit outside them wakes
+    /// nothing. Served only when the read grant covers every scope.
+    SubscribeScopes {
+        /// The caller's cursor on the server feed.
+        after: u64,
+        /// The scopes.
+        scopes: Vec<Scope>,
+    },
     /// Tell me how far you have pulled each of your own remotes (other
     /// hubs), and as of which of your lsns: a caller that has pulled you
     /// past that lsn holds everything that remote had through that

@@ -362,9 +362,9 @@ impl SyncServer {
             }
             RequestBody::Push(batch) => self.push(from, &principal, batch),
             RequestBody::PushPart { part, batch } => self.push_part(from, &principal, part, batch),
-            RequestBody::Subscribe { .. } => Err(ServiceError::bad_request(
-                "subscribe is a stream, not an exchange",
-            )),
+            RequestBody::Subscribe { .. } | RequestBody::SubscribeScopes { .. } => Err(
+                ServiceError::bad_request("subscribe is a stream, not an exchange"),
+            ),
         }
     }
 
@@ -928,8 +928,23 @@ impl SyncServer {
         let request = self.decode(request)?;
         tracing::Span::current().record("from", display(request.from));
         let principal = self.admit(peer, &request)?;
-        let RequestBody::Subscribe { after } = request.body else {
-            return Err(ServiceError::bad_request("expected a subscribe request"));
+        let (after, scopes) = match request.body {
+            RequestBody::Subscribe { after } => (after, Vec::new()),
+            RequestBody::SubscribeScopes { after, scopes } => {
+                // Every scope must be readable whole, as for a pull.
+                for scope in &scopes {
+                    let grant =
+                        self.check_collection(&principal, &scope.collection, Access::Read)?;
+                    if !grant.covers(&scope.prefix) {
+                        return Err(ServiceError::forbidden(format!(
+                            "{} may not read all of {scope}",
+                            principal.0
+                        )));
+                    }
+                }
+                (after, scopes)
+            }
+            _ => return Err(ServiceError::bad_request("expected a subscribe request")),
         };
         // Notifications reveal when the feed moves: only for callers that
         // may read something here.
@@ -942,6 +957,9 @@ impl SyncServer {
                 principal.0
             )));
         }
+        // A scoped subscription looks at what moved before it wakes its
+        // caller; the replica handle is for that alone.
+        let replica = (!scopes.is_empty()).then(|| self.replica.clone());
         // A notification carries only the head, so a few frames in flight
         // are plenty.
         let (tx, rx) = mpsc::channel(4);
@@ -958,18 +976,32 @@ impl SyncServer {
             async move {
                 let _live = live;
                 tracing::debug!("subscription opened");
-                let mut sent = after;
+                // The feed examined through, and the last lsn told.
+                let (mut seen, mut told) = (after, after);
                 let mut beat = false;
                 loop {
                     let last = *head.borrow_and_update();
-                    if last > sent || beat {
-                        let frame = Frame::from(protocol::encode(&Notify { last_lsn: last }));
+                    let mut news = false;
+                    if last > seen {
+                        // Scoped: the feed moved, but maybe nowhere the
+                        // caller asked for; then it hears nothing (a
+                        // heartbeat repeats what it was told).
+                        news = match &replica {
+                            Some(replica) => replica.scopes_moved(&scopes, seen, last),
+                            None => true,
+                        };
+                        seen = last;
+                        if news {
+                            told = last;
+                        }
+                    }
+                    if news || beat {
+                        let frame = Frame::from(protocol::encode(&Notify { last_lsn: told }));
                         let len = frame.len() as u64;
                         if tx.send(frame).await.is_err() {
                             break; // the subscriber went away
                         }
                         counter!(SENT_BYTES).increment(len);
-                        sent = sent.max(last);
                     }
                     beat = false;
                     tokio::select! {
@@ -1042,7 +1074,9 @@ fn request_kind(body: &RequestBody) -> RequestKind {
         RequestBody::Relayed => RequestKind::Relayed,
         RequestBody::Push(_) => RequestKind::Push,
         RequestBody::PushPart { .. } => RequestKind::PushPart,
-        RequestBody::Subscribe { .. } => RequestKind::Subscribe,
+        RequestBody::Subscribe { .. } | RequestBody::SubscribeScopes { .. } => {
+            RequestKind::Subscribe
+        }
     }
 }
 

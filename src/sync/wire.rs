@@ -276,6 +276,7 @@ const BODY_VARIANTS: &[&str] = &[
     "PullPart",
     "PullScope",
     "Relayed",
+    "SubscribeScopes",
 ];
 
 /// A request body whose pushed changes leave out the sender's id.
@@ -342,6 +343,9 @@ impl Serialize for WireBody<'_> {
                 s.serialize_newtype_variant(NAME, 6, BODY_VARIANTS[6], &(scope, after, limit, part))
             }
             RequestBody::Relayed => s.serialize_newtype_variant(NAME, 7, BODY_VARIANTS[7], &()),
+            RequestBody::SubscribeScopes { after, scopes } => {
+                s.serialize_newtype_variant(NAME, 8, BODY_VARIANTS[8], &(after, scopes))
+            }
         }
     }
 }
@@ -457,10 +461,14 @@ impl<'de> Visitor<'de> for BodySeed {
                 variant.newtype_variant::<()>()?;
                 RequestBody::Relayed
             }
+            8 => {
+                let (after, scopes) = variant.newtype_variant()?;
+                RequestBody::SubscribeScopes { after, scopes }
+            }
             other => {
                 return Err(de::Error::invalid_value(
                     de::Unexpected::Unsigned(other.into()),
-                    &"a request body variant 0 to 7",
+                    &"a request body variant 0 to 8",
                 ));
             }
         })

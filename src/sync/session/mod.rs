@@ -626,7 +626,15 @@ impl Session {
         };
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::SubscribeCursor { link } => {
-                let request = self.request(RequestBody::Subscribe { after });
+                // A scoped engine hears only of commits inside its scopes.
+                let request = if link.scopes.is_empty() {
+                    self.request(RequestBody::Subscribe { after })
+                } else {
+                    self.request(RequestBody::SubscribeScopes {
+                        after,
+                        scopes: link.scopes.clone(),
+                    })
+                };
                 self.phase = Phase::Subscribing { link, after };
                 self.actions.push_back(Action::Subscribe(request));
             }
