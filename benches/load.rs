@@ -55,6 +55,8 @@ use syncline::{
 
 const ROLE: &str = "SYNCLINE_LOAD_ROLE";
 const DIR: &str = "SYNCLINE_LOAD_DIR";
+/// How many subscriptions the `loopback` role opens.
+const SUBSCRIPTIONS: &str = "SYNCLINE_LOAD_SUBSCRIPTIONS";
 const COLLECTION: &str = "load";
 /// How long any phase may take before the run fails.
 const PHASE: Duration = Duration::from_secs(600);
@@ -67,7 +69,7 @@ fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("hub") => hub(),
         Ok("loopback") => {
-            let n = std::env::var(DIR).unwrap().parse().unwrap();
+            let n = std::env::var(SUBSCRIPTIONS).unwrap().parse().unwrap();
             let (per, p50, max) = runtime().block_on(loopback_subscriptions(n));
             println!(
                 "loopback, {n} subscriptions in one process: {per:.1} KiB per subscription (both ends), one write's notification to all: p50 {p50:.2?}, max {max:.2?}"
@@ -491,7 +493,7 @@ fn driver() {
         println!();
         let status = Command::new(std::env::current_exe().unwrap())
             .env(ROLE, "loopback")
-            .env(DIR, n.to_string())
+            .env(SUBSCRIPTIONS, n.to_string())
             .status()
             .unwrap();
         assert!(status.success());

@@ -222,9 +222,9 @@ pub struct Failover {
 }
 
 impl Failover {
-    /// Fails over among `connectors`, in order. Panics if there is none.
+    /// Fails over among `connectors`, in order. With none, every connect
+    /// fails with a network error.
     pub fn new(connectors: Vec<Arc<dyn Connector>>) -> Self {
-        assert!(!connectors.is_empty(), "a failover needs a connector");
         let addr = connectors
             .iter()
             .map(|c| c.addr())
@@ -654,6 +654,16 @@ mod tests {
         assert!(matches!(
             error(&format!("http://127.0.0.1:8080?pin={}", "ab".repeat(32))),
             ConnectError::InvalidUrl { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failover_with_no_connector_fails_to_connect() {
+        let failover = Failover::new(Vec::new());
+        assert!(failover.connect().await.is_err());
+        assert!(matches!(
+            connect_any(&[], &ConnectConfig::new()),
+            Err(ConnectError::InvalidUrl { .. })
         ));
     }
 

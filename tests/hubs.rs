@@ -207,79 +207,6 @@ async fn clients_fail_over_among_hubs_that_peer_and_everything_converges() {
     }
 }
 
-/// Counts the changes the pull answers through it carry.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn syncline::transport::Connector>,
-    pulled: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-#[derive(Debug)]
-struct CountingConnection {
-    inner: Box<dyn syncline::transport::Connection>,
-    pulled: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl syncline::transport::Connector for Counting {
-    fn addr(&self) -> &str {
-        self.inner.addr()
-    }
-
-    fn connect(
-        &self,
-    ) -> syncline::transport::BoxFuture<
-        '_,
-        Result<Box<dyn syncline::transport::Connection>, syncline::transport::TransportError>,
-    > {
-        Box::pin(async move {
-            Ok(Box::new(CountingConnection {
-                inner: self.inner.connect().await?,
-                pulled: self.pulled.clone(),
-            }) as Box<dyn syncline::transport::Connection>)
-        })
-    }
-}
-
-impl syncline::transport::Connection for CountingConnection {
-    fn exchange(
-        &self,
-        request: syncline::transport::Frame,
-    ) -> syncline::transport::BoxFuture<
-        '_,
-        Result<syncline::transport::Frame, syncline::transport::TransportError>,
-    > {
-        Box::pin(async move {
-            use syncline::protocol::Response;
-            let answer = self.inner.exchange(request).await?;
-            if let Ok(Response::Changes { batch, .. } | Response::Part { batch, .. }) =
-                syncline::protocol::decode::<Response>(&answer)
-            {
-                self.pulled
-                    .fetch_add(batch.changes.len(), std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(answer)
-        })
-    }
-
-    fn subscribe(
-        &self,
-        request: syncline::transport::Frame,
-    ) -> syncline::transport::BoxFuture<
-        '_,
-        Result<syncline::transport::Subscription, syncline::transport::TransportError>,
-    > {
-        self.inner.subscribe(request)
-    }
-
-    fn close(&self) {
-        self.inner.close()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.inner.is_closed()
-    }
-}
-
 /// A client that fails over to a hub it never synced with starts there
 /// from what its old hub proved it holds (the old hub's relayed cursor of
 /// the new one), not from nothing; without that, it downloads everything.
@@ -316,11 +243,20 @@ async fn a_client_failing_over_resumes_from_what_its_old_hub_relayed() {
 
         let client = open_node(dir.path(), "client", 1).await;
         let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counting = |to: &str| -> Arc<dyn syncline::transport::Connector> {
-            Arc::new(Counting {
-                inner: net.connector("client", to),
-                pulled: pulled.clone(),
-            })
+        // Counts the changes the pull answers carry.
+        let counting = |to: &str| {
+            let pulled = pulled.clone();
+            common::inspect::inspected(
+                net.connector("client", to),
+                Arc::new(move |_, answer| {
+                    use syncline::protocol::Response;
+                    if let Ok(Response::Changes { batch, .. } | Response::Part { batch, .. }) =
+                        syncline::protocol::decode::<Response>(answer)
+                    {
+                        pulled.fetch_add(batch.changes.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }),
+            )
         };
         let engine = SyncEngine::start(
             client.clone(),

@@ -402,12 +402,12 @@ async fn a_large_transaction_in_a_scope_travels_in_parts() {
     let parts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let engine = SyncEngine::start(
         client.clone(),
-        Arc::new(Checked {
-            inner: net.connector("client", "hub"),
-            who: "client".into(),
+        checked(
+            net.connector("client", "hub"),
+            "client",
             grants,
-            parts: parts.clone(),
-        }),
+            parts.clone(),
+        ),
         on_demand("x", &[tenant(1)]),
     );
     engine.sync_now().await.unwrap();
@@ -427,72 +427,31 @@ async fn a_large_transaction_in_a_scope_travels_in_parts() {
 /// A connector that checks every frame a client receives: each change of
 /// a pull's answer lies inside what the request asked for and inside the
 /// client's read grant. Counts the answers that were parts of a group.
-#[derive(Debug)]
-struct Checked {
+fn checked(
     inner: Arc<dyn syncline::transport::Connector>,
-    who: String,
+    who: &str,
     grants: Grants,
     parts: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-#[derive(Debug)]
-struct CheckedConnection {
-    inner: Box<dyn syncline::transport::Connection>,
-    who: String,
-    grants: Grants,
-    parts: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl syncline::transport::Connector for Checked {
-    fn addr(&self) -> &str {
-        self.inner.addr()
-    }
-
-    fn connect(
-        &self,
-    ) -> syncline::transport::BoxFuture<
-        '_,
-        Result<Box<dyn syncline::transport::Connection>, syncline::transport::TransportError>,
-    > {
-        Box::pin(async move {
-            let inner = self.inner.connect().await?;
-            Ok(Box::new(CheckedConnection {
-                inner,
-                who: self.who.clone(),
-                grants: self.grants.clone(),
-                parts: self.parts.clone(),
-            }) as Box<dyn syncline::transport::Connection>)
-        })
-    }
-}
-
-impl syncline::transport::Connection for CheckedConnection {
-    fn exchange(
-        &self,
-        request: syncline::transport::Frame,
-    ) -> syncline::transport::BoxFuture<
-        '_,
-        Result<syncline::transport::Frame, syncline::transport::TransportError>,
-    > {
-        Box::pin(async move {
-            use syncline::protocol::{Request, RequestBody, Response};
-            let asked: Request = syncline::protocol::decode(&request).unwrap();
-            let answer = self.inner.exchange(request).await?;
-            let changes = match syncline::protocol::decode::<Response>(&answer) {
+) -> Arc<dyn syncline::transport::Connector> {
+    use syncline::protocol::{Request, RequestBody, Response};
+    let who = who.to_owned();
+    common::inspect::inspected(
+        inner,
+        Arc::new(move |request, answer| {
+            let asked: Request = syncline::protocol::decode(request).unwrap();
+            let changes = match syncline::protocol::decode::<Response>(answer) {
                 Ok(Response::Changes { batch, .. }) => batch.changes,
                 Ok(Response::Part { batch, .. }) => {
-                    self.parts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    parts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     batch.changes
                 }
                 _ => Vec::new(),
             };
-            let read = self
-                .grants
+            let read = grants
                 .0
                 .lock()
                 .unwrap()
-                .get(&self.who)
+                .get(&who)
                 .map(|g| g.0.clone())
                 .unwrap_or_default();
             for c in &changes {
@@ -504,34 +463,14 @@ impl syncline::transport::Connection for CheckedConnection {
                     }
                     other => panic!("changes in answer to {other:?}"),
                 };
-                assert!(inside_request, "{}: {c:?} outside its request", self.who);
+                assert!(inside_request, "{who}: {c:?} outside its request");
                 assert!(
                     Grant::Prefixes(read.clone()).allows(&c.key),
-                    "{}: {c:?} outside its read grant {read:?}",
-                    self.who
+                    "{who}: {c:?} outside its read grant {read:?}"
                 );
             }
-            Ok(answer)
-        })
-    }
-
-    fn subscribe(
-        &self,
-        request: syncline::transport::Frame,
-    ) -> syncline::transport::BoxFuture<
-        '_,
-        Result<syncline::transport::Subscription, syncline::transport::TransportError>,
-    > {
-        self.inner.subscribe(request)
-    }
-
-    fn close(&self) {
-        self.inner.close()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.inner.is_closed()
-    }
+        }),
+    )
 }
 
 /// One seeded run: a hub and four clients on a lossy network. Tenant t0 is
@@ -575,12 +514,12 @@ async fn tenants_run(seed: u64) {
         let read_refs: Vec<&str> = read.iter().map(String::as_str).collect();
         grants.set(&who, &read_refs, &[&prefix(0), &prefix(i)]);
         let replica = open_node(dir.path(), &who, i as u8).await;
-        let connector = Arc::new(Checked {
-            inner: net.connector(&who, "hub"),
-            who: who.clone(),
-            grants: grants.clone(),
-            parts: Arc::default(),
-        });
+        let connector = checked(
+            net.connector(&who, "hub"),
+            &who,
+            grants.clone(),
+            Arc::default(),
+        );
         let engine = SyncEngine::start(
             replica.clone(),
             connector,

@@ -1239,13 +1239,11 @@ impl<'txn> Writer<'txn> {
         peer: ReplicaId,
         change: impl FnOnce(&mut PeerState),
     ) -> Result<(), StorageError> {
-        let mut table = self.txn.open_table(PEERS)?;
-        let mut state = match table.get(peer.as_bytes())? {
-            Some(g) => tables::decode(PEERS.name(), g.value())?,
-            None => PeerState::default(),
-        };
+        let mut state = self.peer_state(peer)?;
         change(&mut state);
-        table.insert(peer.as_bytes(), codec::encode(&state).as_slice())?;
+        self.txn
+            .open_table(PEERS)?
+            .insert(peer.as_bytes(), codec::encode(&state).as_slice())?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod inspect;
 pub mod nets;
 
 use std::time::Duration;
